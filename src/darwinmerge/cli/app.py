@@ -1,0 +1,72 @@
+"""Root typer app, the error boundary (one line, exit 1; traceback with --debug)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from darwinmerge.errors import DarwinError
+
+app = typer.Typer(
+    name="darwin",
+    help="Breed a better language model out of two parent checkpoints.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_STATE = {"debug": False}
+
+# Subcommand modules; each defines ``register(app)``.
+_COMMAND_MODULES = [
+    "darwinmerge.cli.inspect_cmd",
+    "darwinmerge.cli.merge_cmd",
+    "darwinmerge.cli.eval_cmd",
+    "darwinmerge.cli.zoo_cmd",
+    "darwinmerge.cli.mri_cmd",
+    "darwinmerge.cli.demo_cmd",
+]
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+    _STATE["debug"] = debug
+
+
+def _register_all() -> None:
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # command not built yet
+                continue
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    try:
+        app(standalone_mode=False)
+    except DarwinError as exc:
+        if debug:
+            raise
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
