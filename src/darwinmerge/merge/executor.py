@@ -1,0 +1,249 @@
+"""Carry out a MergePlan: streamed to disk with bounded memory, or in memory.
+
+* Streaming: tensors are produced by a small thread pool (torch releases the GIL) with
+  at most ``threads`` jobs in flight and written in plan order, so the output files do
+  not depend on the thread count. Random masks (DARE / DELLA) use one generator per
+  tensor seeded from ``(recipe.seed, canonical tensor name)``: any thread count gives
+  bit-identical output.
+* In memory: parents held resident (state dicts) are merged straight into a loaded
+  model's parameters (or a dict), without writing a checkpoint; evolution and the MRI
+  layer-swap scan call this many times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from darwinmerge.errors import MergeError
+from darwinmerge.merge.ops import apply_method
+from darwinmerge.merge.planner import Fetch, MergePlan, TensorJob, TensorSource
+
+__all__ = [
+    "StateDictSource",
+    "execute_plan",
+    "job_seed",
+    "realize",
+    "run_job",
+    "merge_into",
+]
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class StateDictSource:
+    """A resident state dict seen through the TensorSource protocol (no copies)."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> None:
+        self._t = dict(tensors)
+        self.config = dict(config)
+
+    def keys(self) -> list[str]:
+        return list(self._t)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._t[name].shape)
+
+    def dtype(self, name: str) -> torch.dtype:
+        return self._t[name].dtype
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._t[name]
+
+    def get_slice(self, name: str, index: tuple[Any, ...]) -> torch.Tensor:
+        return self._t[name][index]
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module) -> StateDictSource:
+        config = model.config.to_dict() if hasattr(model, "config") else {}
+        return cls({k: v.detach() for k, v in model.state_dict().items()}, config)
+
+
+def job_seed(seed: int, key: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def realize(fetch: Fetch, sources: Sequence[TensorSource], shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    src = sources[fetch.source]
+    if fetch.whole is not None:
+        name, index = fetch.whole
+        return src.get(name) if index == () else src.get_slice(name, index)
+    first = fetch.pieces[0]
+    part = src.get_slice(first[1], first[2]) if first[2] != () else src.get(first[1])
+    if shape is None:
+        raise MergeError("assembling a tensor from pieces needs its shape")
+    out = torch.empty(shape, dtype=part.dtype, device=part.device)
+    out[first[0]] = part
+    for out_idx, name, idx in fetch.pieces[1:]:
+        out[out_idx] = src.get_slice(name, idx) if idx != () else src.get(name)
+    return out
+
+
+def _check_finite(t: torch.Tensor, job: TensorJob, which: str) -> None:
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise MergeError(
+            f"{which} has NaN or inf values in tensor {job.name}; repair that parent or "
+            f"pass --no-check-finite to merge anyway"
+        )
+
+
+def run_job(
+    job: TensorJob,
+    sources: Sequence[TensorSource],
+    *,
+    seed: int,
+    out_dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+    check_finite: bool = True,
+    names: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """Produce one output tensor (on ``device``, in ``out_dtype`` or the job's dtype)."""
+    device = torch.device(device)
+
+    def label(f: Fetch) -> str:
+        return f"parent {names[f.source]!r}" if names else f"source {f.source}"
+
+    inputs = []
+    for f in job.inputs:
+        t = realize(f, sources, job.shape).to(device, non_blocking=True)
+        if check_finite:
+            _check_finite(t, job, label(f))
+        inputs.append(t)
+    if job.action == "copy":
+        out = inputs[0]
+    else:
+        base = None
+        if job.base is not None:
+            base = realize(job.base, sources, job.shape).to(device)
+            if check_finite:
+                _check_finite(base, job, label(job.base))
+        if job.group_shape is not None:
+            inputs = [t.reshape(job.group_shape) for t in inputs]
+            base = base.reshape(job.group_shape) if base is not None else None
+        generator = None
+        from darwinmerge.merge.ops import METHODS
+
+        if METHODS.get(job.method).random:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(job_seed(seed, job.seed_key))
+        out = apply_method(
+            job.method,
+            inputs,
+            base=base,
+            model_params=job.model_params,
+            params=job.params,
+            group_dims=job.group_dims,
+            generator=generator,
+        ).reshape(job.shape)
+    if job.overrides:
+        if any(out.data_ptr() == t.data_ptr() for t in inputs):
+            out = out.clone()
+        for out_idx, f, idx in job.overrides:
+            full = realize(f, sources, job.shape if f.pieces else None)
+            out[out_idx] = full[idx].to(device=device, dtype=out.dtype)
+    return out.to(out_dtype or job.dtype)
+
+
+def _iter_results(
+    plan: MergePlan,
+    sources: Sequence[TensorSource],
+    *,
+    threads: int,
+    device: str,
+    check_finite: bool,
+) -> Iterator[tuple[TensorJob, torch.Tensor]]:
+    names = [p.name for p in plan.recipe.parents] + (["base"] if plan.recipe.base else [])
+    out_dtype = DTYPES[plan.recipe.dtype] if plan.recipe.dtype else None
+
+    def work(job: TensorJob) -> torch.Tensor:
+        with torch.no_grad():
+            t = run_job(job, sources, seed=plan.recipe.seed, out_dtype=out_dtype, device=device,
+                        check_finite=check_finite, names=names)
+            return t.to("cpu")
+
+    if threads <= 1:
+        for job in plan.jobs:
+            yield job, work(job)
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="darwin-merge") as pool:
+        pending: deque[tuple[TensorJob, Future[torch.Tensor]]] = deque()
+        jobs = iter(plan.jobs)
+        for job in jobs:
+            pending.append((job, pool.submit(work, job)))
+            if len(pending) >= threads:
+                done_job, fut = pending.popleft()
+                yield done_job, fut.result()
+        while pending:
+            done_job, fut = pending.popleft()
+            yield done_job, fut.result()
+
+
+def execute_plan(
+    plan: MergePlan,
+    sources: Sequence[TensorSource],
+    sink: Callable[[str, torch.Tensor], None],
+    *,
+    threads: int = 1,
+    device: str = "cpu",
+    check_finite: bool = True,
+    progress: Callable[[TensorJob], None] | None = None,
+) -> None:
+    """Run every job and hand ``(name, tensor)`` to ``sink`` in plan order."""
+    for job, tensor in _iter_results(
+        plan, sources, threads=threads, device=device, check_finite=check_finite
+    ):
+        sink(job.name, tensor)
+        if progress is not None:
+            progress(job)
+
+
+def merge_into(
+    plan: MergePlan,
+    sources: Sequence[TensorSource],
+    target: torch.nn.Module | MutableMapping[str, torch.Tensor] | None = None,
+    *,
+    device: str | None = None,
+    check_finite: bool = False,
+) -> MutableMapping[str, torch.Tensor]:
+    """Merge in memory. With a model, its parameters are overwritten in place (names as in
+    its state dict, fused expert layout included); with a dict, tensors are copied into
+    matching entries or added; returns the dict of merged tensors."""
+    if isinstance(target, torch.nn.Module):
+        state: MutableMapping[str, torch.Tensor] = dict(target.state_dict(keep_vars=False))
+        dev = device or str(next(target.parameters()).device)
+    else:
+        state = target if target is not None else {}
+        dev = device or "cpu"
+    names = [p.name for p in plan.recipe.parents] + (["base"] if plan.recipe.base else [])
+    with torch.no_grad():
+        for job in plan.jobs:
+            dst = state.get(job.name)
+            out_dtype = dst.dtype if dst is not None else None
+            out = run_job(job, sources, seed=plan.recipe.seed, out_dtype=out_dtype, device=dev,
+                          check_finite=check_finite, names=names)
+            if dst is not None:
+                if tuple(dst.shape) != tuple(out.shape):
+                    raise MergeError(
+                        f"in-memory merge: tensor {job.name} has shape {list(out.shape)} but the "
+                        f"target holds {list(dst.shape)}"
+                    )
+                dst.copy_(out)
+            elif isinstance(target, torch.nn.Module):
+                raise MergeError(f"in-memory merge: the target model has no tensor {job.name}")
+            else:
+                state[job.name] = out if out.data_ptr() not in _ptrs(sources, job) else out.clone()
+    return state
+
+
+def _ptrs(sources: Sequence[TensorSource], job: TensorJob) -> set[int]:
+    ptrs = set()
+    for f in job.inputs:
+        if f.whole is not None and f.whole[1] == ():
+            ptrs.add(sources[f.source].get(f.whole[0]).data_ptr())
+    return ptrs

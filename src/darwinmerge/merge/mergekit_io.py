@@ -1,0 +1,293 @@
+"""mergekit YAML <-> Recipe, for the subset both can express.
+
+Import covers ``models`` or ``slices`` (every slice taking the same layer range from each
+model, slices contiguous from layer 0), per-model and global parameters given as
+scalars, gradients or ``filter`` lists, ``base_model``, ``dtype`` / ``out_dtype`` and the
+methods darwinmerge implements. Layer stacking (frankenmerges), ``modules`` and
+tokenizer surgery are refused with a one-line reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from darwinmerge.errors import ConfigError
+from darwinmerge.merge.recipe import MERGED, Recipe, Rule
+
+__all__ = [
+    "apply_overrides",
+    "is_mergekit_config",
+    "load_any_config",
+    "recipe_from_mergekit",
+    "recipe_to_mergekit",
+]
+
+# mergekit options that only change how it computes, not what: dropped on import
+_COMPUTE_ONLY = {"int8_mask"}
+_TASK_VECTOR = {"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
+                "breadcrumbs_ties", "della", "della_linear"}
+# component -> tensor-name substring used when exporting component rules as filters
+_COMPONENT_FILTERS = {
+    "attn": "self_attn",
+    "linear_attn": "linear_attn",
+    "experts": "mlp.experts",
+    "shared_expert": "mlp.shared_expert.",
+    "shared_expert_gate": "mlp.shared_expert_gate",
+    "dense_mlp": "mlp",
+    "embed": "embed_tokens",
+    "lm_head": "lm_head",
+    "norm": "layernorm",
+}
+
+
+def is_mergekit_config(data: Any) -> bool:
+    return isinstance(data, Mapping) and "merge_method" in data
+
+
+def _model_path(ref: Any, where: str) -> str:
+    if isinstance(ref, str):
+        return ref
+    if isinstance(ref, Mapping) and "model" in ref:  # {model: path, lora: ...}
+        if ref.get("lora"):
+            raise ConfigError(f"{where}: LoRA model references are not supported")
+        return str(ref["model"])
+    raise ConfigError(f"{where}: cannot read model reference {ref!r}")
+
+
+def _schedule(value: Any, where: str, layers: tuple[int, int] | None = None) -> Any:
+    """A mergekit ParameterSetting as a darwin Schedule (rules carry ``layers``)."""
+    if isinstance(value, bool | int | float):
+        return value if layers is None else [Rule(layers=layers, value=value)]
+    if isinstance(value, list) and all(isinstance(v, bool | int | float) for v in value):
+        return value if layers is None else [Rule(layers=layers, value=[float(v) for v in value])]
+    conds = value if isinstance(value, list) else [value]
+    rules = []
+    for i, cond in enumerate(conds):
+        if not isinstance(cond, Mapping) or "value" not in cond:
+            raise ConfigError(f"{where}[{i}]: expected {{filter, value}}, got {cond!r}")
+        filt = cond.get("filter")
+        v = cond["value"]
+        if isinstance(v, str) or (isinstance(v, list) and any(isinstance(x, str) for x in v)):
+            raise ConfigError(f"{where}[{i}]: string parameter values are not supported")
+        rules.append(Rule(filter=None if filt in (None, "*") else str(filt), layers=layers,
+                          value=v if not isinstance(v, list) else [float(x) for x in v]))
+    return rules
+
+
+def _merge_schedules(old: Any, new: Any) -> Any:
+    def as_rules(s: Any) -> list[Rule]:
+        if isinstance(s, list) and s and isinstance(s[0], Rule):
+            return list(s)
+        return [Rule(value=s)]
+
+    return as_rules(old) + as_rules(new)
+
+
+def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "<mergekit>", root: Path | None = None) -> Recipe:
+    """Translate a mergekit config (already parsed YAML) into a Recipe."""
+    method = str(data["merge_method"])
+    for key in ("modules", "tokenizer", "chat_template"):
+        if data.get(key):
+            raise ConfigError(f"{source}: mergekit '{key}' is not supported by darwinmerge")
+    if data.get("tokenizer_source") not in (None, "base"):
+        raise ConfigError(f"{source}: tokenizer_source {data['tokenizer_source']!r} is not supported; "
+                          f"the child takes the donor parent's tokenizer")
+    base = data.get("base_model")
+    base_path = _model_path(base, f"{source}: base_model") if base is not None else None
+
+    # (model path) -> per-model schedules; global schedules
+    order: list[str] = []
+    per_model: dict[str, dict[str, Any]] = {}
+    global_params: dict[str, Any] = {}
+    for key, value in (data.get("parameters") or {}).items():
+        if key in _COMPUTE_ONLY:
+            continue
+        global_params[key] = _schedule(value, f"{source}: parameters.{key}")
+
+    if data.get("models") and data.get("slices"):
+        raise ConfigError(f"{source}: give either models or slices, not both")
+    if data.get("models"):
+        for i, m in enumerate(data["models"]):
+            path = _model_path(m, f"{source}: models[{i}]")
+            order.append(path)
+            params = (m.get("parameters") if isinstance(m, Mapping) else None) or {}
+            per_model[path] = {
+                k: _schedule(v, f"{source}: models[{i}].parameters.{k}")
+                for k, v in params.items() if k not in _COMPUTE_ONLY
+            }
+    elif data.get("slices"):
+        top_level, global_params = global_params, {}
+        expect_start = 0
+        for si, sl in enumerate(data["slices"]):
+            sources = sl.get("sources") or []
+            ranges = {tuple(s.get("layer_range", ())) for s in sources}
+            if len(ranges) != 1:
+                raise ConfigError(f"{source}: slices[{si}] takes different layer ranges from its "
+                                  f"models; layer stacking (frankenmerge) is not supported")
+            start, end = next(iter(ranges))
+            if start != expect_start or end <= start:
+                raise ConfigError(f"{source}: slices[{si}] layer_range [{start}, {end}] must continue "
+                                  f"at layer {expect_start}; reordering or repeating layers is not supported")
+            expect_start = end
+            layers = (int(start), int(end) - 1)
+            for key, value in (sl.get("parameters") or {}).items():
+                if key in _COMPUTE_ONLY:
+                    continue
+                sched = _schedule(value, f"{source}: slices[{si}].parameters.{key}", layers)
+                global_params[key] = _merge_schedules(global_params[key], sched) if key in global_params else sched
+            for mi, s in enumerate(sources):
+                path = _model_path(s.get("model"), f"{source}: slices[{si}].sources[{mi}]")
+                if path not in per_model:
+                    order.append(path)
+                    per_model[path] = {}
+                for key, value in (s.get("parameters") or {}).items():
+                    if key in _COMPUTE_ONLY:
+                        continue
+                    sched = _schedule(value, f"{source}: slices[{si}].sources[{mi}].parameters.{key}", layers)
+                    cur = per_model[path]
+                    cur[key] = _merge_schedules(cur[key], sched) if key in cur else sched
+        # slice rules are more specific than the top-level parameters: they come first
+        for key, value in top_level.items():
+            global_params[key] = _merge_schedules(global_params[key], value) if key in global_params else value
+    else:
+        raise ConfigError(f"{source}: a mergekit config needs models or slices")
+
+    if method == "slerp":
+        if base_path is None:
+            raise ConfigError(f"{source}: slerp needs base_model (the t=0 end)")
+        others = [p for p in order if p != base_path]
+        if len(others) != 1:
+            raise ConfigError(f"{source}: slerp merges base_model with exactly one other model")
+        parent_paths, recipe_base = [base_path, others[0]], None
+    elif method in _TASK_VECTOR:
+        if base_path is None:
+            raise ConfigError(f"{source}: {method} needs base_model")
+        parent_paths, recipe_base = [p for p in order if p != base_path], base_path
+    else:
+        parent_paths, recipe_base = list(order), None
+        if base_path is not None and base_path not in parent_paths:
+            parent_paths.append(base_path)
+
+    names = _unique_names(parent_paths)
+    parents = []
+    for name, path in zip(names, parent_paths, strict=True):
+        parents.append({"name": name, "path": path, "parameters": per_model.get(path, {})})
+    dtype = data.get("out_dtype") or data.get("dtype")
+    recipe = Recipe.parse(
+        {
+            "parents": parents,
+            "base": recipe_base,
+            "method": method,
+            "parameters": global_params,
+            "dtype": dtype,
+        },
+        source=source,
+    )
+    return recipe.resolved_paths(root) if root is not None else recipe
+
+
+def _unique_names(paths: list[str]) -> list[str]:
+    names: list[str] = []
+    for p in paths:
+        stem = "".join(c if c.isalnum() or c in "_.-" else "_" for c in Path(p).name) or "model"
+        name, k = stem, 2
+        while name in names:
+            name, k = f"{stem}_{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _export_schedule(value: Any, where: str) -> Any:
+    if not (isinstance(value, list) and value and isinstance(value[0], Rule)):
+        return value
+    out = []
+    for rule in value:
+        if rule.layers is not None:
+            raise ConfigError(f"{where}: per-layer-range rules are not expressible as mergekit models")
+        filt = rule.filter
+        if rule.component is not None:
+            comps = sorted(rule.components() or ())
+            if filt is not None or len(comps) != 1 or comps[0] not in _COMPONENT_FILTERS:
+                raise ConfigError(f"{where}: component rule {rule.component!r} has no mergekit filter")
+            filt = _COMPONENT_FILTERS[comps[0]]
+        item: dict[str, Any] = {"value": rule.value}
+        if filt is not None:
+            item["filter"] = filt
+        out.append(item)
+    return out
+
+
+def recipe_to_mergekit(recipe: Recipe) -> dict[str, Any]:
+    """The mergekit config for a recipe, where expressible (else ConfigError saying why)."""
+    if recipe.transplants:
+        raise ConfigError("expert transplants are not expressible in mergekit")
+    if recipe.router != MERGED:
+        raise ConfigError("a per-layer router source is not expressible in mergekit")
+    models: list[dict[str, Any]] = []
+    for p in recipe.parents:
+        entry: dict[str, Any] = {"model": p.path}
+        if p.parameters:
+            entry["parameters"] = {k: _export_schedule(v, f"parents[{p.name}].{k}")
+                                   for k, v in p.parameters.items()}
+        models.append(entry)
+    out: dict[str, Any] = {"merge_method": recipe.method}
+    if recipe.method == "slerp":
+        out["base_model"] = recipe.parents[0].path
+    elif recipe.base:
+        out["base_model"] = recipe.base
+    out["models"] = models
+    if recipe.parameters:
+        out["parameters"] = {k: _export_schedule(v, f"parameters.{k}") for k, v in recipe.parameters.items()}
+    if recipe.dtype:
+        out["dtype"] = recipe.dtype
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], *, source: str) -> dict[str, Any]:
+    """``key.sub=value`` overrides (value parsed as YAML) applied to a parsed config."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. seed=3 or parameters.t=0.4)")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+        node: Any = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise ConfigError(f"override {item!r}: {source} has no field {part!r} to descend into")
+        last = parts[-1]
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"override {item!r}: cannot set {last!r} in {source}")
+    return data
+
+
+def load_any_config(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """A darwin recipe or a mergekit YAML, recognised by its keys, with overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = apply_overrides(data, overrides, source=str(path))
+    if is_mergekit_config(data):
+        return recipe_from_mergekit(data, source=str(path), root=path.parent)
+    return Recipe.parse(data, source=str(path)).resolved_paths(path.parent)

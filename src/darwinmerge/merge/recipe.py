@@ -1,0 +1,328 @@
+"""The Recipe: a complete, serialisable, validated description of one merge.
+
+A recipe names the parents (and an optional base), the method, the method parameters
+as *schedules* that may vary per layer and per component, the router source per layer,
+expert transplants, the donor parent (layout, side files, one-parent tensors), the
+output dtype and the seed. It round-trips to YAML.
+
+Schedules (``docs/recipes.md`` has the full reference) are one of
+
+* a number: the same value everywhere;
+* a list of numbers: a gradient over the layers (mergekit semantics, position
+  ``t = layer / (num_layers - 1)``; tensors before the first layer use ``t = 0``,
+  tensors after the last layer ``t = 1``);
+* a list of rules ``{component?, filter?, layers?, value}``: the first rule that matches
+  a tensor gives its value (a number or a gradient over the rule's own layer range).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from darwinmerge.errors import ConfigError
+
+__all__ = [
+    "COMPONENT_GROUPS",
+    "MERGED",
+    "ParentSpec",
+    "Recipe",
+    "RouterRule",
+    "Rule",
+    "Schedule",
+    "Transplant",
+    "load_recipe",
+    "resolve_schedule",
+    "resolve_router",
+    "format_validation_error",
+]
+
+MERGED = "merged"
+
+#: Names a rule's ``component`` may use besides the component names themselves.
+COMPONENT_GROUPS: dict[str, tuple[str, ...]] = {
+    "attention": ("attn", "linear_attn"),
+    "mlp": ("experts", "shared_expert", "shared_expert_gate", "dense_mlp"),
+    "ffn": ("experts", "shared_expert", "shared_expert_gate", "dense_mlp"),
+    "moe": ("experts", "shared_expert", "shared_expert_gate", "router"),
+    "non_layer": ("embed", "lm_head", "final_norm", "mtp", "vision", "other"),
+}
+
+_COMPONENTS = (
+    "embed", "lm_head", "final_norm", "attn", "linear_attn", "norm", "router",
+    "shared_expert", "shared_expert_gate", "experts", "dense_mlp", "mtp", "vision", "other",
+)  # fmt: skip
+
+# Components stored before the decoder layers (gradient position 0); all other
+# non-layer tensors sit after them (position 1), as in mergekit.
+_PRE_COMPONENTS = frozenset({"embed", "vision"})
+
+Number = float | int | bool
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rule(_Frozen):
+    """One conditional value. All given conditions must hold; none given = default."""
+
+    component: str | list[str] | None = None
+    filter: str | None = None
+    layers: tuple[int, int] | None = None
+    value: Number | list[float]
+
+    @field_validator("component")
+    @classmethod
+    def _known_component(cls, v: str | list[str] | None) -> str | list[str] | None:
+        names = [v] if isinstance(v, str) else (v or [])
+        for name in names:
+            if name not in _COMPONENTS and name not in COMPONENT_GROUPS:
+                known = ", ".join(sorted(_COMPONENTS + tuple(COMPONENT_GROUPS)))
+                raise ValueError(f"unknown component {name!r}; known: {known}")
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _ordered(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and (v[0] < 0 or v[1] < v[0]):
+            raise ValueError(f"layers must be [first, last] with 0 <= first <= last, got {list(v)}")
+        return v
+
+    @field_validator("value")
+    @classmethod
+    def _nonempty(cls, v: Number | list[float]) -> Number | list[float]:
+        if isinstance(v, list) and not v:
+            raise ValueError("a gradient needs at least one value")
+        return v
+
+    def components(self) -> set[str] | None:
+        if self.component is None:
+            return None
+        names = [self.component] if isinstance(self.component, str) else self.component
+        out: set[str] = set()
+        for name in names:
+            out.update(COMPONENT_GROUPS.get(name, (name,)))
+        return out
+
+
+Schedule = Number | list[float] | list[Rule]
+
+
+class ParentSpec(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str
+    parameters: dict[str, Schedule] = Field(default_factory=dict)
+
+
+class RouterRule(_Frozen):
+    layers: tuple[int, int] | None = None
+    source: str
+
+
+class Transplant(_Frozen):
+    """Child expert ``expert`` of ``layer`` becomes ``source``'s expert ``source_expert``
+    (default: the same index), all projections verbatim, and its router row moves along."""
+
+    layer: int = Field(ge=0)
+    expert: int = Field(ge=0)
+    source: str
+    source_expert: int | None = Field(default=None, ge=0)
+
+
+class Recipe(_Frozen):
+    version: Literal[1] = 1
+    parents: Annotated[list[ParentSpec], Field(min_length=2)]
+    base: str | None = None
+    method: str
+    parameters: dict[str, Schedule] = Field(default_factory=dict)
+    router: str | list[RouterRule] = MERGED
+    transplants: list[Transplant] = Field(default_factory=list)
+    donor: str | None = None
+    unknown_tensors: Literal["error", "donor"] = "error"
+    dtype: Literal["float32", "float16", "bfloat16"] | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Recipe:
+        problems: list[str] = []
+        names = [p.name for p in self.parents]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            problems.append(f"parents: duplicate names {dupes}")
+        known = set(names)
+        if self.donor is not None and self.donor not in known:
+            problems.append(f"donor: {self.donor!r} is not a parent ({', '.join(names)})")
+        rules = [RouterRule(source=self.router)] if isinstance(self.router, str) else self.router
+        for rule in rules:
+            if rule.source != MERGED and rule.source not in known:
+                problems.append(
+                    f"router: source {rule.source!r} must be {MERGED!r} or a parent "
+                    f"({', '.join(names)})"
+                )
+        for i, tp in enumerate(self.transplants):
+            if tp.source not in known:
+                problems.append(f"transplants[{i}].source: {tp.source!r} is not a parent")
+        seen = {(tp.layer, tp.expert) for tp in self.transplants}
+        if len(seen) != len(self.transplants):
+            problems.append("transplants: the same (layer, expert) appears twice")
+        problems.extend(_method_problems(self))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # --- convenience -------------------------------------------------------------------
+    @property
+    def donor_name(self) -> str:
+        return self.donor or self.parents[0].name
+
+    def parent(self, name: str) -> ParentSpec:
+        for p in self.parents:
+            if p.name == name:
+                return p
+        raise ConfigError(f"recipe has no parent named {name!r}")
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        data = {"version": 1, **data}
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+    @classmethod
+    def from_yaml(cls, text: str, *, source: str = "<recipe>") -> Recipe:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
+        return cls.parse(data, source=source)
+
+    @classmethod
+    def parse(cls, data: Any, *, source: str = "<recipe>") -> Recipe:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: a recipe must be a mapping, got {type(data).__name__}")
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+    def resolved_paths(self, root: Path) -> Recipe:
+        """Parent and base paths made absolute relative to ``root`` (the YAML's folder)."""
+
+        def fix(p: str) -> str:
+            path = Path(p).expanduser()
+            return str(path if path.is_absolute() else (root / path).resolve())
+
+        parents = [p.model_copy(update={"path": fix(p.path)}) for p in self.parents]
+        return self.model_copy(
+            update={"parents": parents, "base": fix(self.base) if self.base else None}
+        )
+
+
+def _method_problems(recipe: Recipe) -> list[str]:
+    """Method name and parameter names, checked against the method registry."""
+    from darwinmerge.merge.ops import METHODS
+
+    if recipe.method not in METHODS:
+        return [f"method: {METHODS.unknown_message(recipe.method)}"]
+    method = METHODS.get(recipe.method)
+    problems = []
+    allowed_global = set(method.global_params) | set(method.model_params)
+    for key in recipe.parameters:
+        if key not in allowed_global:
+            problems.append(
+                f"parameters.{key}: not a parameter of {method.name} "
+                f"(known: {', '.join(sorted(allowed_global)) or 'none'})"
+            )
+    for parent in recipe.parents:
+        for key in parent.parameters:
+            if key not in method.model_params:
+                problems.append(
+                    f"parents[{parent.name}].parameters.{key}: not a per-model parameter of "
+                    f"{method.name} (known: {', '.join(sorted(method.model_params)) or 'none'})"
+                )
+    if method.needs_base and recipe.base is None:
+        problems.append(f"base: method {method.name} needs a base model")
+    if recipe.method == "slerp" and len(recipe.parents) != 2:
+        problems.append("parents: slerp merges exactly two parents")
+    return problems
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    # pydantic reports each union member's failure; keep the distinct messages
+    return "; ".join(dict.fromkeys(parts))
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    recipe = Recipe.from_yaml(path.read_text(), source=str(path))
+    return recipe.resolved_paths(path.parent)
+
+
+# --- schedule resolution -----------------------------------------------------------------
+
+
+def _gradient(values: list[float], t: float) -> float:
+    if len(values) == 1:
+        return float(values[0])
+    scaled = min(max(t, 0.0), 1.0) * (len(values) - 1)
+    i0 = int(scaled)
+    i1 = min(len(values) - 1, i0 + 1)
+    frac = scaled - i0
+    return (1 - frac) * float(values[i0]) + frac * float(values[i1])
+
+
+def _position(layer: int | None, component: str, first: int, last: int) -> float:
+    if layer is None:
+        return 0.0 if component in _PRE_COMPONENTS else 1.0
+    if last <= first:
+        return 1.0 if last == first else 0.0
+    return (layer - first) / (last - first)
+
+
+def resolve_schedule(
+    schedule: Schedule,
+    *,
+    layer: int | None,
+    component: str,
+    tensor_name: str,
+    num_layers: int,
+) -> float | None:
+    """Value of ``schedule`` for one tensor, or None when no rule matches."""
+    if isinstance(schedule, bool | int | float):
+        return float(schedule)
+    if all(isinstance(v, bool | int | float) for v in schedule):
+        return _gradient([float(v) for v in schedule], _position(layer, component, 0, num_layers - 1))
+    for rule in schedule:
+        assert isinstance(rule, Rule)
+        comps = rule.components()
+        if comps is not None and component not in comps:
+            continue
+        if rule.filter is not None and rule.filter not in tensor_name:
+            continue
+        if rule.layers is not None and (layer is None or not rule.layers[0] <= layer <= rule.layers[1]):
+            continue
+        if isinstance(rule.value, list):
+            first, last = rule.layers if rule.layers is not None else (0, num_layers - 1)
+            return _gradient(rule.value, _position(layer, component, first, last))
+        return float(rule.value)
+    return None
+
+
+def resolve_router(recipe: Recipe, layer: int) -> str:
+    """Router source of one layer: a parent name or ``"merged"``."""
+    if isinstance(recipe.router, str):
+        return recipe.router
+    for rule in recipe.router:
+        if rule.layers is None or rule.layers[0] <= layer <= rule.layers[1]:
+            return rule.source
+    return MERGED
