@@ -1,1 +1,19 @@
-"""checkpoint."""
+"""Checkpoint I/O: lazy sharded reader, streaming atomic writer, side files, model card."""
+
+from darwinmerge.checkpoint.header import SAFETENSORS_DTYPES, TensorInfo, read_safetensors_header
+from darwinmerge.checkpoint.model_card import write_model_card
+from darwinmerge.checkpoint.reader import CheckpointReader
+from darwinmerge.checkpoint.side_files import SIDE_FILES, copy_side_files
+from darwinmerge.checkpoint.writer import DEFAULT_MAX_SHARD_BYTES, CheckpointWriter
+
+__all__ = [
+    "CheckpointReader",
+    "CheckpointWriter",
+    "DEFAULT_MAX_SHARD_BYTES",
+    "SAFETENSORS_DTYPES",
+    "SIDE_FILES",
+    "TensorInfo",
+    "copy_side_files",
+    "read_safetensors_header",
+    "write_model_card",
+]

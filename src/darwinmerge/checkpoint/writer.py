@@ -1,0 +1,236 @@
+"""Streaming, byte-sharded, atomic writer of a Hugging Face safetensors checkpoint.
+
+Tensors are buffered until the next one would push the buffer past
+``max_shard_bytes``; the buffer is then written as one shard file and dropped. So at
+most one shard buffer plus the tensor being added is held (a single tensor larger than
+``max_shard_bytes`` gets a shard of its own). Everything goes to a hidden temporary
+sibling folder; ``commit`` renames the shards to ``model-0000i-of-0000N.safetensors``
+(``model.safetensors`` when there is one shard, with no index, as Hugging Face does),
+writes ``model.safetensors.index.json`` and moves the folder into place with
+``os.rename``, so the output path holds either the old content or the complete new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+import torch
+from safetensors.torch import save_file
+
+from darwinmerge.checkpoint.layout import SAFE_INDEX, SAFE_SINGLE
+from darwinmerge.errors import CheckpointError, OutputExistsError
+
+__all__ = ["CheckpointWriter", "DEFAULT_MAX_SHARD_BYTES"]
+
+DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
+
+
+class CheckpointWriter:
+    """Write tensors one by one into a sharded safetensors model directory."""
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        force: bool = False,
+        max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        if max_shard_bytes <= 0:
+            raise CheckpointError(
+                f"{self.out_dir}: max_shard_bytes must be positive, got {max_shard_bytes}"
+            )
+        meta = dict(metadata or {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+            raise CheckpointError(f"{self.out_dir}: metadata keys and values must all be strings")
+        self._metadata = {**meta, "format": "pt"}
+        if self.out_dir.exists() or self.out_dir.is_symlink():
+            if not force:
+                raise OutputExistsError(
+                    f"{self.out_dir}: already exists; choose another output path or pass --force "
+                    "to replace it"
+                )
+            if not self.out_dir.is_dir() or self.out_dir.is_symlink():
+                raise OutputExistsError(
+                    f"{self.out_dir}: exists and is not a directory; remove it or pick another path"
+                )
+        self.force = force
+        self.max_shard_bytes = max_shard_bytes
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = Path(
+            tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent)
+        )
+        self._buffer: dict[str, torch.Tensor] = {}
+        self._buffer_bytes = 0
+        self.peak_buffer_bytes = 0  # largest buffer ever held, for tests and logs
+        self._shards: list[tuple[Path, list[str]]] = []
+        self._names: set[str] = set()
+        self._total_bytes = 0
+        self._total_params = 0
+        self._state = "open"
+
+    # ------------------------------------------------------------------ writing
+    @property
+    def buffer_bytes(self) -> int:
+        """Bytes of tensor data currently buffered (not yet in a shard file)."""
+        return self._buffer_bytes
+
+    @property
+    def num_tensors(self) -> int:
+        return len(self._names)
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        """Queue ``tensor`` under ``name``; its value is snapshotted, the caller may reuse it."""
+        self._require_open()
+        if not isinstance(name, str) or not name:
+            raise CheckpointError(
+                f"{self.out_dir}: tensor name must be a non-empty string, got {name!r}"
+            )
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(
+                f"{self.out_dir}: '{name}' is a {type(tensor).__name__}, not a tensor"
+            )
+        if name in self._names:
+            raise CheckpointError(
+                f"{self.out_dir}: tensor '{name}' was added twice; names must be unique"
+            )
+        if tensor.is_sparse or tensor.layout != torch.strided:
+            raise CheckpointError(
+                f"{self.out_dir}: tensor '{name}' is not dense; call .to_dense() first"
+            )
+        size = tensor.numel() * tensor.element_size()
+        if self._buffer and self._buffer_bytes + size > self.max_shard_bytes:
+            self._flush()
+        self._buffer[name] = _owned_cpu_copy(tensor)
+        self._names.add(name)
+        self._buffer_bytes += size
+        self._total_bytes += size
+        self._total_params += tensor.numel()
+        self.peak_buffer_bytes = max(self.peak_buffer_bytes, self._buffer_bytes)
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        path = self.tmp_dir / f".shard-{len(self._shards) + 1:05d}.partial"
+        try:
+            save_file(self._buffer, str(path), metadata=self._metadata)
+            _fsync(path)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{path}: cannot write shard ({exc}); check free disk space"
+            ) from exc
+        self._shards.append((path, list(self._buffer)))
+        self._buffer = {}
+        self._buffer_bytes = 0
+
+    # ---------------------------------------------------------------- finishing
+    def commit(self) -> Path:
+        """Write the last shard and the index, then move the folder to ``out_dir``."""
+        self._require_open()
+        if not self._names:
+            raise CheckpointError(f"{self.out_dir}: no tensors were added; nothing to write")
+        self._flush()
+        n = len(self._shards)
+        weight_map: dict[str, str] = {}
+        for i, (tmp_path, names) in enumerate(self._shards, start=1):
+            final = SAFE_SINGLE if n == 1 else f"model-{i:05d}-of-{n:05d}.safetensors"
+            if (self.tmp_dir / final).exists():
+                raise CheckpointError(
+                    f"{self.tmp_dir / final}: was written by someone else; do not "
+                    "write weight files into tmp_dir"
+                )
+            os.replace(tmp_path, self.tmp_dir / final)
+            weight_map.update(dict.fromkeys(names, final))
+        if n > 1:
+            index = {
+                "metadata": {
+                    "total_size": self._total_bytes,
+                    "total_parameters": self._total_params,
+                },
+                "weight_map": weight_map,
+            }
+            index_path = self.tmp_dir / SAFE_INDEX
+            index_path.write_text(json.dumps(index, indent=2) + "\n", "utf-8")
+            _fsync(index_path)
+        self._move_into_place()
+        self._state = "committed"
+        return self.out_dir
+
+    def _move_into_place(self) -> None:
+        old: Path | None = None
+        if self.out_dir.exists():
+            if not self.force:
+                raise OutputExistsError(
+                    f"{self.out_dir}: appeared while writing; pass --force to replace it"
+                )
+            old = Path(
+                tempfile.mkdtemp(prefix=f".{self.out_dir.name}.old-", dir=self.out_dir.parent)
+            )
+            os.replace(self.out_dir, old)  # replaces the empty placeholder dir
+        try:
+            os.rename(self.tmp_dir, self.out_dir)
+        except OSError as exc:
+            if old is not None:
+                os.replace(old, self.out_dir)
+            raise CheckpointError(
+                f"{self.out_dir}: cannot move the finished model into place ({exc})"
+            ) from exc
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Drop everything written so far; ``out_dir`` is left untouched."""
+        self._buffer = {}
+        self._buffer_bytes = 0
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        if self._state == "open":
+            self._state = "aborted"
+
+    def _require_open(self) -> None:
+        if self._state != "open":
+            raise CheckpointError(
+                f"{self.out_dir}: writer is already {self._state}; create a new one"
+            )
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+            return
+        if self._state == "open":
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
+
+
+def _owned_cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU tensor that owns its whole storage and shares nothing with ``tensor``."""
+    src = tensor.detach()
+    out = src.to("cpu").contiguous()
+    shares = out.untyped_storage().data_ptr() == src.untyped_storage().data_ptr()
+    if shares or out.untyped_storage().nbytes() != out.numel() * out.element_size():
+        out = out.clone(memory_format=torch.contiguous_format)
+    return out
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
