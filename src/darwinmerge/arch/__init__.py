@@ -1,1 +1,45 @@
-"""arch."""
+"""Architecture knowledge: tensor name -> role, per family, per expert layout and prefix.
+
+See docs/architectures.md.
+"""
+
+from darwinmerge.arch.architecture import Architecture, text_config
+from darwinmerge.arch.detect import check_compatible, detect_architecture
+from darwinmerge.arch.roles import COMPONENTS, PROJECTIONS, Piece, TensorRole
+from darwinmerge.arch.summary import (
+    ArchitectureSummary,
+    ComponentRow,
+    LayerRow,
+    TensorRow,
+    summarize,
+)
+from darwinmerge.arch.tables import (
+    FAMILY_SPECS,
+    MODEL_TYPE_TO_FAMILY,
+    SUPPORTED_FAMILIES,
+    FamilySpec,
+    Rule,
+    Scope,
+)
+
+__all__ = [
+    "COMPONENTS",
+    "PROJECTIONS",
+    "Architecture",
+    "ArchitectureSummary",
+    "ComponentRow",
+    "FAMILY_SPECS",
+    "FamilySpec",
+    "LayerRow",
+    "MODEL_TYPE_TO_FAMILY",
+    "Piece",
+    "Rule",
+    "SUPPORTED_FAMILIES",
+    "Scope",
+    "TensorRole",
+    "TensorRow",
+    "check_compatible",
+    "detect_architecture",
+    "summarize",
+    "text_config",
+]
