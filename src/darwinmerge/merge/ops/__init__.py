@@ -1,1 +1,51 @@
-"""merge/ops."""
+"""Merge maths: pure tensor functions (import only torch), one registry, one entry point.
+
+Every op computes in float32 (float64 for float64 inputs), returns the dtype of its
+reference input (``tensors[0]``; the base for task-vector methods) unless ``out_dtype``
+is given, and takes ``group_dims``: the number of leading dims that index independent
+groups (experts, gate/up halves) whose statistics are computed separately.
+"""
+
+from darwinmerge.merge.ops.api import METHODS, PARAM_RULES, MergeMethod, apply_method
+from darwinmerge.merge.ops.catalog import (
+    breadcrumbs,
+    breadcrumbs_ties,
+    dare_linear,
+    dare_ties,
+    della,
+    della_linear,
+    draw_method_masks,
+    task_arithmetic,
+    ties,
+)
+from darwinmerge.merge.ops.groups import as_groups, compute_dtype
+from darwinmerge.merge.ops.interpolation import SLERP_DOT_THRESHOLD, linear, slerp
+from darwinmerge.merge.ops.selection import rank_window_mask
+from darwinmerge.merge.ops.sparsify import della_probabilities
+from darwinmerge.merge.ops.task_vectors import Sparsifier, draw_masks, generalized_task_arithmetic
+
+__all__ = [
+    "METHODS",
+    "PARAM_RULES",
+    "MergeMethod",
+    "SLERP_DOT_THRESHOLD",
+    "Sparsifier",
+    "apply_method",
+    "as_groups",
+    "breadcrumbs",
+    "breadcrumbs_ties",
+    "compute_dtype",
+    "dare_linear",
+    "dare_ties",
+    "della",
+    "della_linear",
+    "della_probabilities",
+    "draw_masks",
+    "draw_method_masks",
+    "generalized_task_arithmetic",
+    "linear",
+    "rank_window_mask",
+    "slerp",
+    "task_arithmetic",
+    "ties",
+]

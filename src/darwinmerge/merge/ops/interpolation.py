@@ -1,0 +1,86 @@
+"""Linear (weighted average) and spherical linear interpolation, per group.
+
+Definitions follow mergekit 0.1.5 (``merge_methods/linear.py``, ``merge_methods/slerp.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from darwinmerge.errors import ConfigError
+from darwinmerge.merge.ops.groups import as_groups, check_inputs, compute_dtype
+
+__all__ = ["linear", "slerp", "SLERP_DOT_THRESHOLD", "SLERP_EPS"]
+
+SLERP_DOT_THRESHOLD = 0.9995
+SLERP_EPS = 1e-8
+
+
+def linear(
+    tensors: Sequence[torch.Tensor],
+    *,
+    weights: Sequence[float],
+    normalize: bool = True,
+    group_dims: int = 0,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``sum_i w_i x_i`` (divided by ``sum_i w_i`` when ``normalize``).
+
+    The weights are scalars, so groups do not change the result; ``group_dims`` is
+    accepted for the uniform interface.
+    """
+    check_inputs(tensors, group_dims)
+    if len(weights) != len(tensors):
+        raise ConfigError(f"linear: {len(weights)} weights for {len(tensors)} tensors")
+    coefficients = [float(w) for w in weights]
+    if normalize:
+        total = sum(coefficients)
+        if total == 0:
+            raise ConfigError("linear: weights sum to 0, cannot normalize; set normalize=false")
+        coefficients = [w / total for w in coefficients]
+    dtype = compute_dtype(tensors[0])
+    result = torch.mul(tensors[0].to(dtype), coefficients[0])
+    for tensor, coefficient in zip(tensors[1:], coefficients[1:], strict=True):
+        result.add_(tensor, alpha=coefficient)
+    return result.to(out_dtype or tensors[0].dtype)
+
+
+def slerp(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    t: float,
+    dot_threshold: float = SLERP_DOT_THRESHOLD,
+    eps: float = SLERP_EPS,
+    group_dims: int = 0,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Spherical interpolation from ``a`` (t=0) to ``b`` (t=1), one angle per group.
+
+    Per group: ``cos = <a, b> / (|a| |b|)`` (a norm <= ``eps`` counts as 1), clamped to
+    [-1, 1]. If ``|cos| > dot_threshold`` the group is lerped, ``(1-t) a + t b``; else
+    ``theta = acos(cos)`` and the result is ``sin((1-t) theta)/sin(theta) a +
+    sin(t theta)/sin(theta) b``. The raw (not normalised) vectors are combined, as in
+    mergekit. At t=0 and t=1 the coefficients are exactly (1, 0) and (0, 1).
+    """
+    check_inputs([a, b], group_dims)
+    dtype = compute_dtype(a)
+    x = as_groups(a.to(dtype), group_dims)
+    y = as_groups(b.to(dtype), group_dims)
+    one = torch.ones((), dtype=dtype, device=x.device)
+    norm_x = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    norm_y = torch.linalg.vector_norm(y, dim=1, keepdim=True)
+    norm_x = torch.where(norm_x > eps, norm_x, one)
+    norm_y = torch.where(norm_y > eps, norm_y, one)
+    dot = torch.bmm(x.unsqueeze(1), y.unsqueeze(2)).view(-1, 1)
+    cos = (dot / (norm_x * norm_y)).clamp_(-1, 1)
+    lerp = cos.abs() > dot_threshold
+    theta = torch.acos(torch.where(lerp, torch.zeros_like(cos), cos))
+    sin_theta = torch.sin(theta)
+    t_ = torch.full_like(cos, t)
+    coef_x = torch.where(lerp, 1 - t_, torch.sin((1 - t_) * theta) / sin_theta)
+    coef_y = torch.where(lerp, t_, torch.sin(t_ * theta) / sin_theta)
+    result = torch.mul(x, coef_x).addcmul_(y, coef_y)
+    return result.view(a.shape).to(out_dtype or a.dtype)
