@@ -199,3 +199,39 @@ def test_writer_copies_reader_sharded_bit_exact(tmp_path: Path) -> None:
         assert sorted(r2.keys()) == sorted(src)
         for k, t in src.items():
             assert torch.equal(r2.get(k), t)
+
+
+def test_planned_writes_go_straight_to_disk(tmp_path: Path) -> None:
+    """plan() + add(): same files as buffered mode, no buffer, order and completeness checked."""
+    from darwinmerge.checkpoint import CheckpointReader
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = {f"t{i}": torch.randn(64, 32, generator=gen).to(torch.bfloat16) for i in range(6)}
+    tensors["flag"] = torch.tensor([True, False])
+    entries = [(k, v.dtype, tuple(v.shape)) for k, v in tensors.items()]
+    with CheckpointWriter(tmp_path / "planned", max_shard_bytes=3 * 64 * 32 * 2) as w:
+        w.plan(entries)
+        for k, v in tensors.items():
+            w.add(k, v)
+        assert w.peak_buffer_bytes == 0
+    with CheckpointWriter(tmp_path / "buffered", max_shard_bytes=3 * 64 * 32 * 2) as w:
+        for k, v in tensors.items():
+            w.add(k, v)
+    planned = sorted(p.name for p in (tmp_path / "planned").iterdir())
+    assert planned == sorted(p.name for p in (tmp_path / "buffered").iterdir())
+    assert len([p for p in planned if p.endswith(".safetensors")]) == 3
+    with CheckpointReader(tmp_path / "planned") as r:
+        assert r.keys() == list(tensors)
+        for k, v in tensors.items():
+            assert torch.equal(r.get(k), v)
+
+    with pytest.raises(CheckpointError, match="expected tensor 't0'"):
+        with CheckpointWriter(tmp_path / "wrong") as w:
+            w.plan(entries)
+            w.add("t1", tensors["t1"])
+    with pytest.raises(CheckpointError, match="never added"):
+        with CheckpointWriter(tmp_path / "short") as w:
+            w.plan(entries)
+            w.add("t0", tensors["t0"])
+    assert not (tmp_path / "wrong").exists() and not (tmp_path / "short").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -9,6 +9,7 @@ open time for the cost of one small read per file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class TensorInfo:
     dtype: torch.dtype
     shape: tuple[int, ...]
     nbytes: int
+    offset: int = -1  # absolute file offset of the data (-1: not a safetensors file)
 
 
 def _bad(path: Path, what: str) -> CheckpointError:
@@ -89,7 +91,8 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
         raise _bad(path, "__metadata__ is not an object")
     rows: list[tuple[int, str, TensorInfo]] = []
     for name, entry in header.items():
-        rows.append(_check_entry(path, name, entry, data_len))
+        begin, _, info = _check_entry(path, name, entry, data_len)
+        rows.append((begin, name, dataclasses.replace(info, offset=8 + n + begin)))
     rows.sort(key=lambda r: (r[0], r[1]))
     return {name: info for _, name, info in rows}, {str(k): str(v) for k, v in meta.items()}
 

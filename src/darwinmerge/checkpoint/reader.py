@@ -2,16 +2,19 @@
 
 Opening reads only headers (and the index); every problem that can be seen there is
 reported as a :class:`CheckpointError` naming the file. Tensor data is read on ``get`` /
-``get_slice`` through one ``safe_open`` handle per shard, opened on first use and kept
-until ``close``. safetensors hands out views of its (private, copy-on-write) file
-mapping, shared between calls on one handle, so results are cloned unless the caller
-asks for ``copy=False``.
+``get_slice`` with positional reads (``os.preadv``, thread-safe) straight into a fresh
+tensor, so the caller owns every result and resident memory holds only the tensors
+alive, never a growing file mapping: a streamed merge of a model larger than RAM stays
+bounded. A slice that is not one contiguous byte range (a step, or slicing a trailing
+dim after a leading slice) goes through a ``safe_open`` handle instead and is copied.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import math
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +46,7 @@ class CheckpointReader:
         self.kind = layout.kind
         self._lock = threading.Lock()
         self._handles: dict[Path, Any] = {}
+        self._fds: dict[Path, int] = {}
         self._pickles: dict[Path, dict[str, torch.Tensor]] = {}
         self._closed = False
         per_file: dict[Path, dict[str, TensorInfo]] = {}
@@ -97,17 +101,15 @@ class CheckpointReader:
     def get(self, name: str, *, copy: bool = True) -> torch.Tensor:
         """The full tensor, on CPU, in its stored dtype.
 
-        With ``copy=True`` (default) the caller owns the result. ``copy=False`` skips one
-        memcpy but returns a view of the file mapping that this reader shares between
-        calls: writing into it changes what later reads of this reader return (never the
-        file), so use it only for read-only work.
+        Safetensors reads always return a fresh tensor the caller owns. ``copy`` matters
+        only for pickle checkpoints (held in memory): ``copy=False`` returns the held
+        tensor itself, for read-only work.
         """
         info = self._info(name)
         if self.kind == "pickle":
             t = self._pickles[info.file][name]
-        else:
-            t = self._read(info.file, name, lambda h: h.get_tensor(name))
-        return t.clone() if copy else t
+            return t.clone() if copy else t
+        return self._pread(info, name, 0, math.prod(info.shape), info.shape)
 
     def get_slice(
         self, name: str, index: int | slice | Index, *, copy: bool = True
@@ -120,11 +122,49 @@ class CheckpointReader:
         idx = _normalize_index(name, info.shape, index)
         if self.kind == "pickle":
             t = self._pickles[info.file][name][idx]
-        else:
-            t = self._read(
-                info.file, name, lambda h: h.get_slice(name)[idx] if idx else h.get_tensor(name)
-            )
-        return t.clone() if copy else t
+            return t.clone() if copy else t
+        span = _contiguous_span(info.shape, idx)
+        if span is not None:
+            return self._pread(info, name, *span)
+        t = self._read(info.file, name, lambda h: h.get_slice(name)[idx])
+        return t.clone()
+
+    def _pread(
+        self, info: TensorInfo, name: str, start: int, count: int, shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        """Elements ``start .. start + count`` of a tensor, read into a new tensor."""
+        itemsize = info.dtype.itemsize
+        out = torch.empty(count * itemsize, dtype=torch.uint8)
+        if count:
+            fd = self._fd(info.file)
+            view = memoryview(out.numpy())
+            offset = info.offset + start * itemsize
+            done = 0
+            try:
+                while done < len(view):
+                    got = os.preadv(fd, [view[done:]], offset + done)
+                    if got <= 0:
+                        raise CheckpointError(
+                            f"{info.file}: ends inside tensor '{name}'; the file is truncated, "
+                            "write it again"
+                        )
+                    done += got
+            except OSError as exc:
+                raise CheckpointError(f"{info.file}: cannot read tensor '{name}' ({exc})") from exc
+        return out.view(info.dtype).reshape(shape)
+
+    def _fd(self, file: Path) -> int:
+        fd = self._fds.get(file)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(file)
+                if fd is None:
+                    try:
+                        fd = os.open(file, os.O_RDONLY)
+                    except OSError as exc:
+                        raise CheckpointError(f"{file}: cannot open ({exc})") from exc
+                    self._fds[file] = fd
+        return fd
 
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:
@@ -132,6 +172,9 @@ class CheckpointReader:
             for handle in self._handles.values():
                 handle.__exit__(None, None, None)
             self._handles.clear()
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
             self._pickles.clear()
             self._closed = True
 
@@ -254,3 +297,27 @@ def _normalize_index(name: str, shape: tuple[int, ...], index: int | slice | Ind
                 raise IndexError(f"tensor '{name}': slice step must be positive, got {item.step}")
             out.append(item)
     return tuple(out)
+
+
+def _contiguous_span(
+    shape: tuple[int, ...], idx: Index
+) -> tuple[int, int, tuple[int, ...]] | None:
+    """``(first element, count, result shape)`` when ``tensor[idx]`` is one contiguous
+    range of the row-major data (leading ints, then at most one unit-step slice)."""
+    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
+    start = 0
+    for dim, item in enumerate(idx):
+        if isinstance(item, int):
+            start += (item % shape[dim]) * strides[dim]
+            continue
+        lo, hi, step = item.indices(shape[dim])
+        if step != 1:
+            return None
+        rest = idx[dim + 1 :]
+        if any(not (isinstance(r, slice) and r.indices(shape[dim + 1 + k]) == (0, shape[dim + 1 + k], 1))
+               for k, r in enumerate(rest)):
+            return None
+        n = max(hi - lo, 0)
+        return start + lo * strides[dim], n * strides[dim], (n, *shape[dim + 1 :])
+    n_int = len(idx)
+    return start, math.prod(shape[n_int:]), tuple(shape[n_int:])

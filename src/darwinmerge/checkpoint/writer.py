@@ -3,7 +3,11 @@
 Tensors are buffered until the next one would push the buffer past
 ``max_shard_bytes``; the buffer is then written as one shard file and dropped. So at
 most one shard buffer plus the tensor being added is held (a single tensor larger than
-``max_shard_bytes`` gets a shard of its own). Everything goes to a hidden temporary
+``max_shard_bytes`` gets a shard of its own).
+
+When the caller knows every tensor up front (the merge planner does), ``plan()`` lays
+out the shards and their headers at once and ``add`` writes each tensor's bytes straight
+to its place in its shard file: nothing is buffered, so memory holds one tensor at a time. Everything goes to a hidden temporary
 sibling folder; ``commit`` renames the shards to ``model-0000i-of-0000N.safetensors``
 (``model.safetensors`` when there is one shard, with no index, as Hugging Face does),
 writes ``model.safetensors.index.json`` and moves the folder into place with
@@ -13,21 +17,26 @@ writes ``model.safetensors.index.json`` and moves the folder into place with
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
+from darwinmerge.checkpoint.header import SAFETENSORS_DTYPES
 from darwinmerge.checkpoint.layout import SAFE_INDEX, SAFE_SINGLE
 from darwinmerge.errors import CheckpointError, OutputExistsError
 
 __all__ = ["CheckpointWriter", "DEFAULT_MAX_SHARD_BYTES"]
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
+_ST_DTYPES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 
 
 class CheckpointWriter:
@@ -74,6 +83,10 @@ class CheckpointWriter:
         self._total_bytes = 0
         self._total_params = 0
         self._state = "open"
+        # planned (direct-write) mode
+        self._planned: list[tuple[str, torch.dtype, tuple[int, ...], int]] | None = None
+        self._next = 0
+        self._file: Any = None
 
     # ------------------------------------------------------------------ writing
     @property
@@ -85,9 +98,97 @@ class CheckpointWriter:
     def num_tensors(self) -> int:
         return len(self._names)
 
+    def plan(self, entries: Sequence[tuple[str, torch.dtype, Sequence[int]]]) -> None:
+        """Announce every tensor (name, dtype, shape) in the order ``add`` will receive them.
+
+        Shards are cut by the same rule as in buffered mode; each shard's header is
+        written when the shard is opened and every ``add`` writes its bytes in place."""
+        self._require_open()
+        if self._names or self._planned is not None:
+            raise CheckpointError(f"{self.out_dir}: plan() must come before any add()")
+        if not entries:
+            raise CheckpointError(f"{self.out_dir}: plan() got no tensors")
+        seen: set[str] = set()
+        shards: list[list[tuple[str, torch.dtype, tuple[int, ...]]]] = [[]]
+        size = 0
+        for name, dtype, shape in entries:
+            if name in seen:
+                raise CheckpointError(f"{self.out_dir}: tensor '{name}' is planned twice")
+            seen.add(name)
+            nbytes = math.prod(shape) * dtype.itemsize
+            if shards[-1] and size + nbytes > self.max_shard_bytes:
+                shards.append([])
+                size = 0
+            shards[-1].append((name, dtype, tuple(int(d) for d in shape)))
+            size += nbytes
+        planned = []
+        for i, shard in enumerate(shards):
+            for name, dtype, shape in shard:
+                planned.append((name, dtype, shape, i))
+        self._planned = planned
+        self._shard_entries = shards
+
+    def _open_planned_shard(self, i: int) -> None:
+        entries = self._shard_entries[i]
+        header: dict[str, Any] = {"__metadata__": self._metadata}
+        offset = 0
+        for name, dtype, shape in entries:
+            nbytes = math.prod(shape) * dtype.itemsize
+            header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape),
+                            "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8 bytes
+        path = self.tmp_dir / f".shard-{i + 1:05d}.partial"
+        try:
+            self._file = path.open("wb")
+            self._file.write(len(raw).to_bytes(8, "little"))
+            self._file.write(raw)
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot write shard ({exc}); check free disk space") from exc
+        self._shards.append((path, [name for name, _, _ in entries]))
+
+    def _add_planned(self, name: str, tensor: torch.Tensor) -> None:
+        assert self._planned is not None
+        if self._next >= len(self._planned):
+            raise CheckpointError(f"{self.out_dir}: tensor '{name}' was not planned")
+        want, dtype, shape, shard = self._planned[self._next]
+        if name != want or tensor.dtype != dtype or tuple(tensor.shape) != shape:
+            raise CheckpointError(
+                f"{self.out_dir}: expected tensor '{want}' {dtype} {list(shape)} next, got "
+                f"'{name}' {tensor.dtype} {list(tensor.shape)}"
+            )
+        if self._next == 0 or self._planned[self._next - 1][3] != shard:
+            self._close_planned_shard()
+            self._open_planned_shard(shard)
+        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+        try:
+            self._file.write(memoryview(data.numpy()))
+        except OSError as exc:
+            raise CheckpointError(f"{self.out_dir}: cannot write tensor '{name}' ({exc}); "
+                                  "check free disk space") from exc
+        self._next += 1
+        self._names.add(name)
+        self._total_bytes += data.numel()
+        self._total_params += tensor.numel()
+
+    def _close_planned_shard(self) -> None:
+        if self._file is not None:
+            path = self._shards[-1][0]
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            del path
+
     def add(self, name: str, tensor: torch.Tensor) -> None:
         """Queue ``tensor`` under ``name``; its value is snapshotted, the caller may reuse it."""
         self._require_open()
+        if self._planned is not None:
+            if not isinstance(tensor, torch.Tensor) or name in self._names:
+                raise CheckpointError(f"{self.out_dir}: tensor '{name}' is not a new tensor")
+            self._add_planned(name, tensor)
+            return
         if not isinstance(name, str) or not name:
             raise CheckpointError(
                 f"{self.out_dir}: tensor name must be a non-empty string, got {name!r}"
@@ -135,6 +236,14 @@ class CheckpointWriter:
         self._require_open()
         if not self._names:
             raise CheckpointError(f"{self.out_dir}: no tensors were added; nothing to write")
+        if self._planned is not None:
+            if self._next != len(self._planned):
+                missing = self._planned[self._next][0]
+                raise CheckpointError(
+                    f"{self.out_dir}: {len(self._planned) - self._next} planned tensors were "
+                    f"never added (first: '{missing}')"
+                )
+            self._close_planned_shard()
         self._flush()
         n = len(self._shards)
         weight_map: dict[str, str] = {}
@@ -186,6 +295,9 @@ class CheckpointWriter:
 
     def abort(self) -> None:
         """Drop everything written so far; ``out_dir`` is left untouched."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         self._buffer = {}
         self._buffer_bytes = 0
         shutil.rmtree(self.tmp_dir, ignore_errors=True)

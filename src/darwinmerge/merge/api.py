@@ -10,7 +10,7 @@ from pathlib import Path
 
 from darwinmerge.checkpoint import CheckpointReader, CheckpointWriter, copy_side_files, write_model_card
 from darwinmerge.errors import OutputExistsError
-from darwinmerge.merge.executor import execute_plan
+from darwinmerge.merge.executor import DTYPES, execute_plan
 from darwinmerge.merge.planner import MergePlan, TensorJob, plan_merge
 from darwinmerge.merge.recipe import Recipe
 
@@ -60,7 +60,10 @@ def merge_to_disk(
             on_plan(plan)
         donor_dir = Path(recipe.parents[plan.donor].path)
         written = 0
+        out_dtype = DTYPES[recipe.dtype] if recipe.dtype else None
         with CheckpointWriter(out_dir, force=force, max_shard_bytes=max_shard_bytes) as writer:
+            # every output tensor is known: shards are laid out now and written in place
+            writer.plan([(job.name, out_dtype or job.dtype, job.shape) for job in plan.jobs])
 
             def sink(name: str, tensor: object) -> None:
                 nonlocal written
