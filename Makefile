@@ -4,27 +4,38 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint clean
+.PHONY: demo test test-all lint clean mergekit-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: pip takes the CPU build from local disk, never a CUDA download
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,lmeval]'
 	touch $(STAMP)
+
+# mergekit in its own venv: the reference our merge maths are checked against (never a
+# runtime dependency).
+MK_STAMP := .venv-mergekit/.installed
+$(MK_STAMP):
+	test -x .venv-mergekit/bin/python || $(PY) -m venv .venv-mergekit
+	.venv-mergekit/bin/pip install -q torch==2.13.0
+	.venv-mergekit/bin/pip install -q mergekit==0.1.5
+	touch $(MK_STAMP)
+
+mergekit-venv: $(MK_STAMP)
 
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/darwin demo
 
-test: $(STAMP)
+test: $(STAMP) $(MK_STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(MK_STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m ''
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache
+	rm -rf $(VENV) .venv-mergekit build dist .pytest_cache

@@ -72,3 +72,24 @@ def test_linear_is_the_weighted_mean(normalize: bool) -> None:
     )
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
     assert torch.equal(linear([xs[0]], weights=[3.0]), xs[0])  # one model, normalised
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_two_model_fast_path_equals_reference_path(dtype):
+    """The fused lerp path for two normalised weights equals the float32 weighted sum
+    rounded once (bf16: at most one ulp apart, almost always identical)."""
+    gen = torch.Generator().manual_seed(11)
+    a = torch.randn(257, 129, generator=gen).to(dtype)
+    b = torch.randn(257, 129, generator=gen).to(dtype)
+    fast = linear([a, b], weights=[0.3, 0.7])
+    ref = (0.3 * a.double() + 0.7 * b.double()).to(dtype)
+    assert fast.dtype == dtype
+    if dtype == torch.float32:
+        assert torch.allclose(fast, ref, rtol=1e-6, atol=1e-6)
+    else:
+        ulp = torch.finfo(dtype).eps * ref.float().abs().clamp_min(1e-3)
+        assert bool(((fast.float() - ref.float()).abs() <= ulp).all())
+        assert (fast == ref).float().mean() > 0.99
+    # the general path (three models, one with weight 0) agrees
+    general = linear([a, b, a], weights=[0.3, 0.7, 0.0])
+    assert torch.allclose(fast.float(), general.float(), atol=float(torch.finfo(dtype).eps) * 8)
