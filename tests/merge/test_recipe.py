@@ -106,3 +106,12 @@ def test_task_vector_method_needs_base_and_field_errors():
         _recipe(parameters={"t": [{"layers": [3, 1], "value": 0.1}]})
     with pytest.raises(ConfigError, match="colour: Extra inputs are not permitted"):
         _recipe(colour="blue")
+
+
+def test_one_parent_needs_a_base():
+    with pytest.raises(ConfigError, match="at least two parents"):
+        Recipe.parse({"parents": [{"name": "a", "path": "/a"}], "method": "linear",
+                      "parameters": {"weight": 1.0}})
+    r = Recipe.parse({"parents": [{"name": "a", "path": "/a"}], "base": "/b", "method": "ties",
+                      "parameters": {"weight": 1.0, "density": 0.5}})
+    assert r.donor_name == "a"

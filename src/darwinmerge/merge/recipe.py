@@ -136,7 +136,7 @@ class Transplant(_Frozen):
 
 class Recipe(_Frozen):
     version: Literal[1] = 1
-    parents: Annotated[list[ParentSpec], Field(min_length=2)]
+    parents: Annotated[list[ParentSpec], Field(min_length=1)]
     base: str | None = None
     method: str
     parameters: dict[str, Schedule] = Field(default_factory=dict)
@@ -151,6 +151,8 @@ class Recipe(_Frozen):
     def _cross_checks(self) -> Recipe:
         problems: list[str] = []
         names = [p.name for p in self.parents]
+        if len(names) < 2 and self.base is None:
+            problems.append("parents: merge at least two parents (or one parent onto a base)")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             problems.append(f"parents: duplicate names {dupes}")
