@@ -75,6 +75,12 @@ parameters: {t: 0.9}
     t = r.parameters["t"]
     vals = [resolve_schedule(t, layer=i, component="attn", tensor_name="x", num_layers=4) for i in range(4)]
     assert vals == [0.2, 0.2, 0.9, 0.9]
+    # mergekit reads embeddings with the first slice, final norm and lm_head with the last
+    def non_layer(component):
+        return resolve_schedule(t, layer=None, component=component, tensor_name="x", num_layers=4)
+
+    assert non_layer("embed") == 0.2
+    assert non_layer("lm_head") == 0.9 and non_layer("final_norm") == 0.9
 
 
 def test_frankenmerge_and_bad_configs_refused():

@@ -28,9 +28,10 @@ def test_scalar_gradient_and_rules():
     assert resolve_schedule([0.0, 1.0], **where(4)) == 1.0
     # three anchors: layer 1 -> t=0.25 -> scaled 0.5 between 0 and 10
     assert resolve_schedule([0.0, 10.0, 20.0], **where(1)) == pytest.approx(5.0)
-    # non-layer tensors: embed at t=0, lm_head at t=1 (mergekit's pre/post weights)
+    # non-layer tensors (embeddings, final norm, lm_head) read a gradient at t=0, as
+    # mergekit 0.1.5 does for its pre and post weights
     assert resolve_schedule([0.2, 0.8], **where(None, "embed")) == pytest.approx(0.2)
-    assert resolve_schedule([0.2, 0.8], **where(None, "lm_head")) == pytest.approx(0.8)
+    assert resolve_schedule([0.2, 0.8], **where(None, "lm_head")) == pytest.approx(0.2)
     rules = [
         Rule(component="attention", value=0.1),
         Rule(layers=(3, 4), value=[0.5, 0.9]),

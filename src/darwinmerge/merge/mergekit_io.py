@@ -58,12 +58,22 @@ def _model_path(ref: Any, where: str) -> str:
     raise ConfigError(f"{where}: cannot read model reference {ref!r}")
 
 
-def _schedule(value: Any, where: str, layers: tuple[int, int] | None = None) -> Any:
-    """A mergekit ParameterSetting as a darwin Schedule (rules carry ``layers``)."""
+def _schedule(value: Any, where: str, layers: tuple[int, int] | None = None,
+              also: list[str] | None = None) -> Any:
+    """A mergekit ParameterSetting as a darwin Schedule. Slice parameters become rules
+    limited to the slice's ``layers``; ``also`` (groups "pre" / "post") repeats them for the
+    non-layer tensors mergekit reads with the first / last slice."""
+    if layers is not None:
+        rules = _schedule(value, where)
+        rules = rules if isinstance(rules, list) and rules and isinstance(rules[0], Rule) else [Rule(value=rules)]
+        out = [r.model_copy(update={"layers": layers}) for r in rules]
+        if also:
+            out += [r.model_copy(update={"component": also}) for r in rules]
+        return out
     if isinstance(value, bool | int | float):
-        return value if layers is None else [Rule(layers=layers, value=value)]
+        return value
     if isinstance(value, list) and all(isinstance(v, bool | int | float) for v in value):
-        return value if layers is None else [Rule(layers=layers, value=[float(v) for v in value])]
+        return [float(v) for v in value]
     conds = value if isinstance(value, list) else [value]
     rules = []
     for i, cond in enumerate(conds):
@@ -73,7 +83,7 @@ def _schedule(value: Any, where: str, layers: tuple[int, int] | None = None) -> 
         v = cond["value"]
         if isinstance(v, str) or (isinstance(v, list) and any(isinstance(x, str) for x in v)):
             raise ConfigError(f"{where}[{i}]: string parameter values are not supported")
-        rules.append(Rule(filter=None if filt in (None, "*") else str(filt), layers=layers,
+        rules.append(Rule(filter=None if filt in (None, "*") else str(filt),
                           value=v if not isinstance(v, list) else [float(x) for x in v]))
     return rules
 
@@ -134,10 +144,12 @@ def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "<mergekit>",
                                   f"at layer {expect_start}; reordering or repeating layers is not supported")
             expect_start = end
             layers = (int(start), int(end) - 1)
+            # mergekit reads embeddings with the first slice, norm / lm_head with the last
+            also = (["pre"] if si == 0 else []) + (["post"] if si == len(data["slices"]) - 1 else [])
             for key, value in (sl.get("parameters") or {}).items():
                 if key in _COMPUTE_ONLY:
                     continue
-                sched = _schedule(value, f"{source}: slices[{si}].parameters.{key}", layers)
+                sched = _schedule(value, f"{source}: slices[{si}].parameters.{key}", layers, also)
                 global_params[key] = _merge_schedules(global_params[key], sched) if key in global_params else sched
             for mi, s in enumerate(sources):
                 path = _model_path(s.get("model"), f"{source}: slices[{si}].sources[{mi}]")
@@ -147,7 +159,8 @@ def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "<mergekit>",
                 for key, value in (s.get("parameters") or {}).items():
                     if key in _COMPUTE_ONLY:
                         continue
-                    sched = _schedule(value, f"{source}: slices[{si}].sources[{mi}].parameters.{key}", layers)
+                    sched = _schedule(value, f"{source}: slices[{si}].sources[{mi}].parameters.{key}",
+                                      layers, also)
                     cur = per_model[path]
                     cur[key] = _merge_schedules(cur[key], sched) if key in cur else sched
         # slice rules are more specific than the top-level parameters: they come first

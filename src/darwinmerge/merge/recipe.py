@@ -8,9 +8,8 @@ output dtype and the seed. It round-trips to YAML.
 Schedules (``docs/recipes.md`` has the full reference) are one of
 
 * a number: the same value everywhere;
-* a list of numbers: a gradient over the layers (mergekit semantics, position
-  ``t = layer / (num_layers - 1)``; tensors before the first layer use ``t = 0``,
-  tensors after the last layer ``t = 1``);
+* a list of numbers: a gradient over the layers (mergekit 0.1.5 semantics, position
+  ``t = layer / (num_layers - 1)``; tensors outside the layers use ``t = 0``);
 * a list of rules ``{component?, filter?, layers?, value}``: the first rule that matches
   a tensor gives its value (a number or a gradient over the rule's own layer range).
 """
@@ -50,16 +49,14 @@ COMPONENT_GROUPS: dict[str, tuple[str, ...]] = {
     "ffn": ("experts", "shared_expert", "shared_expert_gate", "dense_mlp"),
     "moe": ("experts", "shared_expert", "shared_expert_gate", "router"),
     "non_layer": ("embed", "lm_head", "final_norm", "mtp", "vision", "other"),
+    "pre": ("embed", "vision"),  # stored before the decoder layers
+    "post": ("final_norm", "lm_head", "mtp"),  # stored after them
 }
 
 _COMPONENTS = (
     "embed", "lm_head", "final_norm", "attn", "linear_attn", "norm", "router",
     "shared_expert", "shared_expert_gate", "experts", "dense_mlp", "mtp", "vision", "other",
 )  # fmt: skip
-
-# Components stored before the decoder layers (gradient position 0); all other
-# non-layer tensors sit after them (position 1), as in mergekit.
-_PRE_COMPONENTS = frozenset({"embed", "vision"})
 
 Number = float | int | bool
 
@@ -284,8 +281,8 @@ def _gradient(values: list[float], t: float) -> float:
 
 
 def _position(layer: int | None, component: str, first: int, last: int) -> float:
-    if layer is None:
-        return 0.0 if component in _PRE_COMPONENTS else 1.0
+    if layer is None:  # mergekit 0.1.5 reads every non-layer tensor at t = 0
+        return 0.0
     if last <= first:
         return 1.0 if last == first else 0.0
     return (layer - first) / (last - first)
