@@ -1,0 +1,5 @@
+"""``python -m darwinmerge.cli`` runs the ``darwin`` command."""
+
+from darwinmerge.cli.app import main
+
+main()
