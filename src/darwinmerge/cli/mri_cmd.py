@@ -1,0 +1,153 @@
+"""``darwin mri MODEL --out DIR`` and ``darwin mri compare A B --out DIR``: scan one model
+or a parent pair, save the scans (JSON + npz) and an HTML report, with progress bars."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from darwinmerge.errors import ConfigError, OutputExistsError
+
+__all__ = ["register", "mri_command"]
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+
+        def factory(description: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(description, total=total)
+            return lambda n: bar.advance(task, n)
+
+        yield factory
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not force:
+        raise OutputExistsError(f"{out}: exists and is not empty; pass --force to overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _print_scan(console: Any, name: str, scan: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{name}: {scan.family}, {scan.num_layers} layers")
+    table.add_column("category")
+    table.add_column("loss", justify="right")
+    table.add_column("most important layer (BI)", justify="right")
+    for c, cat in enumerate(scan.categories):
+        top = int(scan.bi[c].argmax())
+        table.add_row(cat, f"{scan.loss[c]:.3f}", f"L{top} ({scan.bi[c, top]:.3f})")
+    console.print(table)
+    if scan.is_moe:
+        console.print(
+            f"router entropy (mean) {scan.router_entropy.mean():.3f}; dead experts (mean "
+            f"fraction) {scan.dead_fraction.mean():.3f}; worst layer "
+            f"L{scan.sparse_layers[int(scan.dead_fraction.argmax())]} "
+            f"{scan.dead_fraction.max():.2f}"
+        )
+
+
+def mri_command(
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="MODEL | compare A B", help="One model folder, or `compare` and two parents."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (scans + report.html).")],
+    probes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--probes",
+            "-p",
+            help="Probe set: builtin | zoo | zoo@ZOO_DIR | a .jsonl/.txt file | FILE:CATEGORY; "
+            "repeatable (default builtin).",
+        ),
+    ] = None,
+    base: Annotated[
+        Path | None, typer.Option(help="Common base model (compare: task vectors).")
+    ] = None,
+    tokenizer: str | None = typer.Option(None, help="Tokenizer folder (default: the model's)."),
+    max_length: int = typer.Option(128, help="Tokens per probe (longer ones are cut)."),
+    batch_size: int = typer.Option(16, help="Probes per forward pass."),
+    dead_threshold: float = typer.Option(0.05, help="Dead: utilisation below this x fair share."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the dead-expert interval."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+    swap: bool = typer.Option(True, "--swap/--no-swap", help="compare: run the layer-swap scan."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
+) -> None:
+    """Model MRI: probe-wise layer importance, MoE health, parent comparison."""
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from darwinmerge.mri import MriConfig, compare_models, scan_model
+    from darwinmerge.report import mri_section, write_report
+
+    probes = probes or ["builtin"]
+    try:
+        cfg = MriConfig(
+            probes=tuple(probes),
+            max_length=max_length,
+            batch_size=batch_size,
+            dead_threshold=dead_threshold,
+            bootstrap_resamples=bootstrap,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            swap=swap,
+            tokenizer=tokenizer,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc'])}: {e['msg']}".replace("_", "-")
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid options: {problems}") from exc
+    console = Console()
+    if args[0] == "compare":
+        if len(args) != 3:
+            raise ConfigError("usage: darwin mri compare A B --out DIR (two model folders)")
+        _check_out(out, force)
+        with _progress() as progress:
+            result = compare_models(args[1], args[2], cfg, base=base, progress=progress)
+        result.save(out)
+        _print_scan(console, "A", result.scan_a)
+        _print_scan(console, "B", result.scan_b)
+        c = result.comparison
+        if cfg.swap:
+            console.print(f"advantage map vs swap scan: sign agreement {c.agreement_sign:.2f}")
+        sections = [mri_section({"A": result.scan_a, "B": result.scan_b}, c, result.weights)]
+        meta = {"A": args[1], "B": args[2], "base": base or "-", "probes": ", ".join(probes)}
+    else:
+        if len(args) != 1:
+            raise ConfigError("give one model folder, or `compare A B`")
+        if base is not None:
+            raise ConfigError("--base only applies to `darwin mri compare A B`")
+        _check_out(out, force)
+        with _progress() as progress:
+            scan = scan_model(args[0], cfg, progress=progress)
+        scan.save(out)
+        _print_scan(console, Path(args[0]).name, scan)
+        sections = [mri_section({Path(args[0]).name: scan})]
+        meta = {"model": args[0], "probes": ", ".join(probes)}
+    report = write_report(out / "report.html", "darwinmerge - Model MRI", sections, meta=meta)
+    console.print(f"wrote {out} (report: {report})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("mri")(mri_command)

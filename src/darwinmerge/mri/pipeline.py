@@ -1,0 +1,177 @@
+"""End-to-end MRI runs on model folders: load, tokenise probes, scan, compare, save.
+
+The CLI (``darwin mri``) is a thin layer over :func:`scan_model` and :func:`compare_models`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from darwinmerge.errors import CheckpointError, ConfigError
+from darwinmerge.mri.compare import ComparisonScan, compare_scans, swap_scan
+from darwinmerge.mri.metrics import DEAD_THRESHOLD
+from darwinmerge.mri.probes import ProbeBatches, resolve_probes, tokenize_probes
+from darwinmerge.mri.scan import Scan, ScanOptions, run_scan, scan_and_record
+from darwinmerge.mri.weights import WeightScan, weight_scan
+
+__all__ = [
+    "MriConfig",
+    "MriComparison",
+    "ProgressFactory",
+    "compare_models",
+    "load_model",
+    "scan_model",
+]
+
+#: ``factory(description, total)`` returns a callback advanced by completed steps.
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class MriConfig(BaseModel):
+    """Options of an MRI run (the CLI flags)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    probes: tuple[str, ...] = ("builtin",)
+    max_length: int = Field(128, ge=2)
+    batch_size: int = Field(16, ge=1)
+    dead_threshold: float = Field(DEAD_THRESHOLD, gt=0.0, lt=1.0)
+    bootstrap_resamples: int = Field(1000, ge=10)
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    swap: bool = True
+    tokenizer: str | None = None
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        if v not in _DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}")
+        return v
+
+    def scan_options(self) -> ScanOptions:
+        return ScanOptions(
+            dead_threshold=self.dead_threshold,
+            bootstrap_resamples=self.bootstrap_resamples,
+            bootstrap_seed=self.seed,
+        )
+
+
+def load_model(path: str | Path, cfg: MriConfig) -> tuple[torch.nn.Module, Any]:
+    """A model folder -> (eval-mode model on ``cfg.device``, tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise CheckpointError(f"{p}: no config.json; give a Hugging Face model folder")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(p, dtype=_DTYPES[cfg.dtype])
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{p}: cannot load the model ({exc})") from exc
+    tok_path = Path(cfg.tokenizer) if cfg.tokenizer else p
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"{tok_path}: no usable tokenizer ({' '.join(str(exc).split())[:200]}); "
+            "pass --tokenizer PATH"
+        ) from exc
+    module: torch.nn.Module = model
+    return module.to(torch.device(cfg.device)).eval(), tokenizer
+
+
+def _batches(tokenizer: Any, cfg: MriConfig) -> ProbeBatches:
+    return tokenize_probes(
+        resolve_probes(cfg.probes), tokenizer, max_length=cfg.max_length, batch_size=cfg.batch_size
+    )
+
+
+def _noop(description: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+def scan_model(path: str | Path, cfg: MriConfig, progress: ProgressFactory | None = None) -> Scan:
+    """Load the model at ``path`` and scan it on ``cfg.probes``."""
+    progress = progress or _noop
+    model, tok = load_model(path, cfg)
+    pb = _batches(tok, cfg)
+    return run_scan(
+        model,
+        pb,
+        model_name=str(path),
+        options=cfg.scan_options(),
+        progress=progress(f"scan {Path(path).name}", len(pb)),
+    )
+
+
+@dataclass
+class MriComparison:
+    scan_a: Scan
+    scan_b: Scan
+    comparison: ComparisonScan
+    weights: WeightScan
+
+    def save(self, out_dir: str | Path) -> None:
+        self.scan_a.save(out_dir, "scan_a")
+        self.scan_b.save(out_dir, "scan_b")
+        self.comparison.save(out_dir)
+        self.weights.save(out_dir)
+
+
+def compare_models(
+    path_a: str | Path,
+    path_b: str | Path,
+    cfg: MriConfig,
+    *,
+    base: str | Path | None = None,
+    progress: ProgressFactory | None = None,
+) -> MriComparison:
+    """Scan both parents on the same probes (tokenised with A's tokenizer), run the swap
+    scan both ways (unless ``cfg.swap`` is off) and the streamed weight-space scan."""
+    progress = progress or _noop
+    model_a, tok = load_model(path_a, cfg)
+    model_b, _ = load_model(path_b, cfg)
+    pb = _batches(tok, cfg)
+    opts = cfg.scan_options()
+    sa, rec_a = scan_and_record(
+        model_a,
+        pb,
+        model_name=str(path_a),
+        options=opts,
+        keep_layer_inputs=cfg.swap,
+        progress=progress(f"scan A {Path(path_a).name}", len(pb)),
+    )
+    sb, rec_b = scan_and_record(
+        model_b,
+        pb,
+        model_name=str(path_b),
+        options=opts,
+        keep_layer_inputs=cfg.swap,
+        progress=progress(f"scan B {Path(path_b).name}", len(pb)),
+    )
+    ab = ba = None
+    if cfg.swap:
+        L = sa.num_layers
+        ab = swap_scan(
+            model_a, model_b, pb, recorded=rec_a, progress=progress("swap B's layers into A", L)
+        )
+        ba = swap_scan(
+            model_b, model_a, pb, recorded=rec_b, progress=progress("swap A's layers into B", L)
+        )
+    del rec_a, rec_b
+    del model_a, model_b
+    from darwinmerge.checkpoint import CheckpointReader
+
+    with CheckpointReader(path_a) as reader:
+        n_tensors = len(reader)
+    ws = weight_scan(path_a, path_b, base, progress=progress("weight-space scan", n_tensors))
+    return MriComparison(sa, sb, compare_scans(sa, sb, ab, ba), ws)

@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from darwinmerge.cli.app import app
+from darwinmerge.errors import CheckpointError, ConfigError, OutputExistsError
+from darwinmerge.mri import ComparisonScan, Scan, WeightScan
+from darwinmerge.zoo.build import build_zoo, micro_config
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo") / "zoo"
+    build_zoo(out, micro_config())
+    return out
+
+
+def _run(*args):
+    return runner.invoke(app, ["mri", *map(str, args)])
+
+
+def test_mri_one_model_writes_scan_and_report(zoo, tmp_path):
+    out = tmp_path / "scan"
+    res = _run(
+        zoo / "father",
+        "--probes",
+        f"zoo@{zoo}",
+        "--probes",
+        "builtin",
+        "--batch-size",
+        "8",
+        "--bootstrap",
+        "50",
+        "--out",
+        out,
+    )
+    assert res.exit_code == 0, res.output
+    scan = Scan.load(out)
+    assert scan.categories[:5] == ["REASONING", "CODE", "LOGIC", "MULTILINGUAL", "KNOWLEDGE"]
+    assert scan.family == "qwen3_5_moe" and scan.bootstrap["resamples"] == 50
+    assert np.isfinite(scan.bi).all() and (scan.loss > 0).all()
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 5  # 1 heatmap, lines, util, dead, entropy
+    assert "REASONING" in res.output
+    again = _run(zoo / "father", "--out", out)
+    assert isinstance(again.exception, OutputExistsError)
+
+
+def test_mri_compare_writes_everything(zoo, tmp_path):
+    out = tmp_path / "cmp"
+    res = _run(
+        "compare",
+        zoo / "father",
+        zoo / "mother",
+        "--base",
+        zoo / "base",
+        "--probes",
+        f"zoo@{zoo}",
+        "--bootstrap",
+        "20",
+        "--max-length",
+        "48",
+        "--out",
+        out,
+    )
+    assert res.exit_code == 0, res.output
+    cmp = ComparisonScan.load(out)
+    a, b = Scan.load(out, "scan_a"), Scan.load(out, "scan_b")
+    np.testing.assert_array_equal(cmp.advantage, a.bi - b.bi)
+    assert np.isfinite(cmp.swap_ab).all() and np.isfinite(cmp.swap_ba).all()
+    ws = WeightScan.load(out)
+    assert (
+        ws.base is not None and np.isfinite(ws.task_cosine[:, ws.components.index("experts")]).all()
+    )
+    assert json.loads((out / "comparison.json").read_text())["kind"] == "comparison"
+    assert "sign agreement" in res.output
+
+
+def test_mri_bad_usage(zoo, tmp_path):
+    assert isinstance(
+        _run("compare", zoo / "father", "--out", tmp_path / "x").exception, ConfigError
+    )
+    assert isinstance(
+        _run(zoo / "father", "--base", zoo / "base", "--out", tmp_path / "y").exception, ConfigError
+    )
+    bad = _run(zoo / "father", "--dead-threshold", "2", "--out", tmp_path / "z")
+    assert isinstance(bad.exception, ConfigError) and "dead-threshold" in str(bad.exception)
+    from darwinmerge.zoo.tiny import build_tiny_model, save_tiny
+
+    bare = save_tiny(build_tiny_model("llama"), tmp_path / "no_tokenizer")
+    notok = _run(bare, "--out", tmp_path / "v")
+    assert isinstance(notok.exception, ConfigError) and "--tokenizer" in str(notok.exception)
+    assert "\n" not in str(notok.exception)
+    missing = _run(tmp_path, "--out", tmp_path / "w")
+    assert isinstance(missing.exception, CheckpointError) and "config.json" in str(
+        missing.exception
+    )

@@ -1,0 +1,42 @@
+"""The issue's check on the trained zoo pair (slow: builds the zoo unless DARWIN_ZOO points
+to a built one)."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from darwinmerge.mri import MriConfig, compare_models
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    given = os.environ.get("DARWIN_ZOO")
+    if given:
+        return Path(given)
+    from darwinmerge.zoo.build import build_zoo
+
+    out = tmp_path_factory.mktemp("zoo") / "zoo"
+    build_zoo(out)
+    return out
+
+
+def test_zoo_pair_mri(zoo):
+    cfg = MriConfig(probes=(f"zoo@{zoo}",))
+    r = compare_models(zoo / "father", zoo / "mother", cfg, base=zoo / "base")
+    c = r.comparison
+    reasoning = c.categories.index("REASONING")
+    # the reasoning-tuned mother is more important than the father on REASONING somewhere
+    assert (c.advantage[reasoning] < 0).any()
+    assert r.scan_b.loss[reasoning] < r.scan_a.loss[reasoning]
+    # both directions of the swap scan ran for every layer and category
+    assert np.isfinite(c.swap_ab).all() and np.isfinite(c.swap_ba).all()
+    # MoE health numbers are in range
+    for s in (r.scan_a, r.scan_b):
+        assert ((s.router_entropy > 0) & (s.router_entropy <= 1)).all()
+        assert (s.dead_interval[:, 0] <= s.dead_fraction + 1e-12).all()
+        assert (s.dead_fraction <= s.dead_interval[:, 1] + 1e-12).all()
+    assert (r.weights.task_cosine[np.isfinite(r.weights.task_cosine)] > 0).all()
