@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint clean mergekit-venv
+.PHONY: demo test test-all lint clean mergekit-venv chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,13 +25,19 @@ $(MK_STAMP):
 
 mergekit-venv: $(MK_STAMP)
 
+# headless Chromium (Debian's package) for the test that opens the HTML report
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the report rendering test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/darwin demo
 
-test: $(STAMP) $(MK_STAMP)
+test: $(STAMP) $(MK_STAMP) chromium
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
-test-all: $(STAMP) $(MK_STAMP)
+test-all: $(STAMP) $(MK_STAMP) chromium
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m ''
 
 lint: $(STAMP)
