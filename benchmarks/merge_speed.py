@@ -2,15 +2,21 @@
 
 Builds a random dense pair (~1 GB each in bf16, llama layout) and a random MoE pair
 (qwen3_moe, per-expert keys), then times ``linear``, ``slerp``, ``ties`` and
-``dare_ties`` merges, each in a fresh process so that its peak RSS is its own. The
-reference row is a plain copy of parent A's bytes, measured in the same run. When
-``.venv-mergekit`` exists (``make mergekit-venv``), the same configs run through
-``mergekit-yaml`` too.
+``dare_ties`` merges, each in a fresh process. The reference row is a plain ``cp -r`` of
+parent A's bytes, measured in the same run. When ``.venv-mergekit`` exists
+(``make mergekit-venv``), the same configs run through ``mergekit-yaml`` too.
 
-    .venv/bin/python benchmarks/merge_speed.py [--workdir /tmp/darwin-bench] [--size-gb 1]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/merge_speed.py \
+        [--workdir /tmp/darwin-bench] [--size-gb 1] [--moe-size-gb 0.5] [--repeat 1]
+
+Peak RSS is honest: a forked child's ``ru_maxrss`` starts from the RSS of the process
+it was forked from (Linux carries the pre-exec peak over), so this process never imports
+torch (the parents are built by a child, ``--build``) and every command is measured
+through a small launcher (GNU ``/usr/bin/time -f %M`` when present, else this script in
+``--launch`` mode, whose own few MiB are the floor).
 
 Targets (issue 2): linear within 2x the raw copy; ties at least 5x faster than mergekit
-on 2 cores; peak RSS under 1 GiB + 4x the largest tensor.
+on 2 cores; peak RSS under 1 GiB + 4x the largest tensor. Each row shows its verdict.
 """
 
 from __future__ import annotations
@@ -23,10 +29,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import torch
-import yaml
-from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 MERGEKIT = ROOT / ".venv-mergekit" / "bin" / "mergekit-yaml"
@@ -92,10 +94,17 @@ def _shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def build_random(cfg: dict, out: Path, seed: int, shard_bytes: int = 2 * 10**9) -> int:
-    """Write a random bf16 checkpoint; returns the largest tensor's size in bytes."""
+def largest_tensor_bytes(cfg: dict) -> int:
+    return max(2 * _numel(s) for s in _shapes(cfg).values())
+
+
+def build_random(cfg: dict, out: Path, seed: int, shard_bytes: int = 2 * 10**9) -> None:
+    """Write a random bf16 checkpoint (kept when it already exists)."""
     if (out / "config.json").exists():
-        return max(2 * _numel(s) for s in _shapes(cfg).values())
+        return
+    import torch  # only the --build child imports torch
+    from safetensors.torch import save_file
+
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
     shard: dict[str, torch.Tensor] = {}
@@ -121,7 +130,6 @@ def build_random(cfg: dict, out: Path, seed: int, shard_bytes: int = 2 * 10**9) 
     (out / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": index}))
     (out / "config.json").write_text(json.dumps(cfg))
-    return max(2 * _numel(s) for s in shapes.values())
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -131,16 +139,51 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+GNU_TIME = Path("/usr/bin/time")
+
+
+def _launch(cmd: list[str]) -> None:
+    """``--launch`` mode: run ``cmd``, print ``maxrss_kib exit_code`` as the last line."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execvp(cmd[0], cmd)
+        finally:
+            os._exit(127)
+    _, status, usage = os.wait4(pid, 0)
+    print(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}", file=sys.stderr)
+
+
 def _measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MiB) and exit code of one child process."""
+    """Wall seconds, peak RSS (MiB) and exit code of ``cmd``, run through a small launcher."""
+    env = {**os.environ, **(env or {})}
+    if GNU_TIME.exists():
+        wrapped = [str(GNU_TIME), "-f", "%M %x", "--", *cmd]
+    else:
+        wrapped = [sys.executable, "-S", str(Path(__file__).resolve()), "--launch", "--", *cmd]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     wall = time.perf_counter() - start
-    if status != 0 and proc.stderr is not None:
-        sys.stderr.write(proc.stderr.read().decode()[-2000:])
-    return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+    lines = proc.stderr.decode(errors="replace").strip().splitlines()
+    try:
+        kib, code = (int(v) for v in lines[-1].split()[-2:])
+    except (IndexError, ValueError):
+        kib, code = 0, proc.returncode or 1
+    if code != 0:
+        sys.stderr.write("\n".join(lines[-20:]) + "\n")
+    return wall, kib / 1024, code
+
+
+def _best(cmd: list[str], repeat: int, env: dict | None = None,
+          before: list[Path] | None = None) -> tuple[float, float, int]:
+    """Best wall of ``repeat`` runs (removing ``before`` paths first); max peak RSS."""
+    best, rss, code = float("inf"), 0.0, 0
+    for _ in range(repeat):
+        for p in before or []:
+            shutil.rmtree(p, ignore_errors=True)
+        wall, r, c = _measure(cmd, env)
+        best, rss, code = min(best, wall), max(rss, r), code or c
+    return best, rss, code
 
 
 def _config(method: str, a: Path, b: Path, base: Path) -> dict:
@@ -156,55 +199,126 @@ def _config(method: str, a: Path, b: Path, base: Path) -> dict:
                        {"model": str(b), "parameters": {"weight": 0.5, "density": 0.5}}]}
 
 
+def _env_line() -> str:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 0
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    return (f"{os.cpu_count()} cores ({cores} usable), load average {load}, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--launch":
+        _launch(sys.argv[3:] if sys.argv[2] == "--" else sys.argv[2:])
+        return
+    import yaml
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/darwin-bench"))
     ap.add_argument("--size-gb", type=float, default=1.0)
     ap.add_argument("--moe-size-gb", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--repeat", type=int, default=1, help="best-of-N wall time per row")
     ap.add_argument("--no-mergekit", action="store_true")
+    ap.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    darwin = str(Path(sys.executable).with_name("darwin"))
-    rows = []
     pairs = {"dense": _dense_config(args.size_gb), "moe": _moe_config(args.moe_size_gb)}
+    if args.build:  # child: build the random parents (imports torch), then exit
+        for kind, cfg in pairs.items():
+            for tag, seed in (("a", 0), ("b", 1), ("base", 2)):
+                build_random(cfg, work / kind / tag, seed)
+        return
+    env_start = _env_line()
+    build = [sys.executable, str(Path(__file__).resolve()), "--build", "--workdir", str(work),
+             "--size-gb", str(args.size_gb), "--moe-size-gb", str(args.moe_size_gb)]
+    subprocess.run(build, check=True)
+    darwin = str(Path(sys.executable).with_name("darwin"))
+    mergekit = MERGEKIT.exists() and not args.no_mergekit
+    rows: list[dict] = []
     for kind, cfg in pairs.items():
-        largest = 0
-        for tag, seed in (("a", 0), ("b", 1), ("base", 2)):
-            largest = build_random(cfg, work / kind / tag, seed)
         a, b, base = (work / kind / t for t in ("a", "b", "base"))
         nbytes = sum(f.stat().st_size for f in a.glob("*.safetensors"))
-        budget_mib = 1024 + 4 * largest / 2**20
+        budget = 1024 + 4 * largest_tensor_bytes(cfg) / 2**20
         copy_dst = work / kind / "copy"
+        wall, rss, code = _best(["cp", "-r", str(a), str(copy_dst)], args.repeat,
+                                before=[copy_dst])
         shutil.rmtree(copy_dst, ignore_errors=True)
-        wall, rss, _ = _measure(["cp", "-r", str(a), str(copy_dst)])
-        rows.append((kind, "raw copy", nbytes, wall, rss, 1.0, budget_mib, "ok"))
         ref = wall
+        rows.append(dict(kind=kind, what="raw copy", method="", mb=nbytes / 1e6, wall=wall,
+                         rss=rss, budget=budget, code=code))
+        # darwin fsyncs every shard it writes; the same copy made durable, for information
+        wall, rss, code = _best(["sh", "-c", 'cp -r "$0" "$1" && sync "$1"/*', str(a),
+                                 str(copy_dst)], args.repeat, before=[copy_dst])
+        shutil.rmtree(copy_dst, ignore_errors=True)
+        rows.append(dict(kind=kind, what="raw copy + fsync", method="", mb=nbytes / 1e6,
+                         wall=wall, rss=rss, budget=budget, code=code))
         for method in args.methods.split(","):
             cfg_path = work / kind / f"{method}.yaml"
             cfg_path.write_text(yaml.safe_dump(_config(method, a, b, base)))
             out = work / kind / f"out-{method}"
-            cmd = [darwin, "merge", str(cfg_path), str(out), "--force", "--threads", str(args.threads)]
-            wall, rss, code = _measure(cmd, {"OMP_NUM_THREADS": "1"})
-            rows.append((kind, f"darwin {method}", nbytes, wall, rss, wall / ref, budget_mib,
-                         "ok" if code == 0 else f"exit {code}"))
+            cmd = [darwin, "merge", str(cfg_path), str(out), "--force",
+                   "--threads", str(args.threads)]
+            wall, rss, code = _best(cmd, args.repeat, {"OMP_NUM_THREADS": "1"})
             shutil.rmtree(out, ignore_errors=True)
-            if MERGEKIT.exists() and not args.no_mergekit:
+            rows.append(dict(kind=kind, what=f"darwin {method}", method=method, mb=nbytes / 1e6,
+                             wall=wall, rss=rss, budget=budget, code=code))
+            if mergekit:
                 mk_out = work / kind / f"mk-{method}"
+                wall, rss, code = _best([str(MERGEKIT), str(cfg_path), str(mk_out),
+                                         "--lazy-unpickle"], args.repeat, before=[mk_out])
                 shutil.rmtree(mk_out, ignore_errors=True)
-                wall, rss, code = _measure([str(MERGEKIT), str(cfg_path), str(mk_out), "--lazy-unpickle"])
-                rows.append((kind, f"mergekit {method}", nbytes, wall, rss, wall / ref, budget_mib,
-                             "ok" if code == 0 else f"exit {code}"))
-                shutil.rmtree(mk_out, ignore_errors=True)
-    print(f"\nmerge speed ({os.cpu_count()} cores, darwin --threads {args.threads}); "
-          "x copy = wall / raw copy wall of the same parent bytes")
-    print(f"{'pair':6} {'what':22} {'MB':>7} {'wall s':>8} {'peak RSS MiB':>13} {'x copy':>7} "
-          f"{'RSS budget':>11} status")
-    for kind, what, nbytes, wall, rss, ratio, budget, status in rows:
-        print(f"{kind:6} {what:22} {nbytes / 1e6:7.0f} {wall:8.2f} {rss:13.0f} {ratio:7.2f} "
-              f"{budget:11.0f} {status}")
+                rows.append(dict(kind=kind, what=f"mergekit {method}", method=method,
+                                 mb=nbytes / 1e6, wall=wall, rss=rss, budget=budget, code=code))
+        for row in rows:
+            if row["kind"] == kind:
+                row["x_copy"] = row["wall"] / ref
+    _print(rows, args, env_start, mergekit)
+
+
+def _verdicts(rows: list[dict]) -> None:
+    """Fill ``speedup`` (mergekit wall / darwin wall) and the per-target verdicts."""
+    walls = {(r["kind"], r["what"]): r["wall"] for r in rows if r["code"] == 0}
+    for r in rows:
+        r["speedup"] = None
+        checks = []
+        if r["code"] != 0:
+            checks.append(f"exit {r['code']}: FAIL")
+        if r["what"].startswith("darwin"):
+            mk = walls.get((r["kind"], f"mergekit {r['method']}"))
+            if mk is not None and r["code"] == 0:
+                r["speedup"] = mk / r["wall"]
+            if r["method"] == "linear":
+                ok = r["x_copy"] <= 2.0
+                checks.append(f"<=2x copy: {'ok' if ok else 'FAIL'}")
+            if r["method"] == "ties":
+                if r["speedup"] is None:
+                    checks.append(">=5x mergekit: n/a")
+                else:
+                    checks.append(f">=5x mergekit: {'ok' if r['speedup'] >= 5 else 'FAIL'}")
+            checks.append(f"RSS<budget: {'ok' if r['rss'] < r['budget'] else 'FAIL'}")
+        r["verdict"] = "; ".join(checks) if checks else "-"
+
+
+def _print(rows: list[dict], args: argparse.Namespace, env_start: str, mergekit: bool) -> None:
+    _verdicts(rows)
+    print(f"\nmerge speed: darwin --threads {args.threads} (OMP_NUM_THREADS=1), "
+          f"best of {args.repeat}; mergekit {'0.1.5 (.venv-mergekit)' if mergekit else 'not run'}")
+    print(f"machine at start: {env_start}")
+    print(f"machine at end:   {_env_line()}")
+    print("x copy = wall / raw-copy wall (cp -r of parent A, same run; the linear target uses "
+          "it); vs mk = mergekit wall / darwin wall; peak RSS via a small launcher (cp shows "
+          "its own few MiB); budget = 1 GiB + 4x largest tensor")
+    print(f"{'pair':6} {'what':20} {'MB':>6} {'wall s':>7} {'x copy':>7} {'vs mk':>6} "
+          f"{'peak MiB':>9} {'budget':>7}  verdict")
+    for r in rows:
+        vs = f"{r['speedup']:6.1f}" if r.get("speedup") else f"{'-':>6}"
+        print(f"{r['kind']:6} {r['what']:20} {r['mb']:6.0f} {r['wall']:7.2f} {r['x_copy']:7.2f} "
+              f"{vs} {r['rss']:9.0f} {r['budget']:7.0f}  {r['verdict']}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from darwinmerge.merge.ops.groups import as_groups, compute_dtype
 from darwinmerge.merge.ops.interpolation import SLERP_DOT_THRESHOLD, linear, slerp
 from darwinmerge.merge.ops.selection import rank_window_mask
 from darwinmerge.merge.ops.sparsify import della_probabilities
+from darwinmerge.merge.ops.streamed import kth_by_bits
 from darwinmerge.merge.ops.task_vectors import Sparsifier, draw_masks, generalized_task_arithmetic
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "draw_masks",
     "draw_method_masks",
     "generalized_task_arithmetic",
+    "kth_by_bits",
     "linear",
     "rank_window_mask",
     "slerp",

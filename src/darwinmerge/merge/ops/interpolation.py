@@ -10,7 +10,12 @@ from collections.abc import Sequence
 import torch
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.merge.ops.groups import as_groups, check_inputs, compute_dtype
+from darwinmerge.merge.ops.groups import as_groups, check_inputs, compute_dtype, group_count
+from darwinmerge.merge.ops.streamed import (
+    MIN_GROUP,
+    streamed_combine,
+    streamed_slerp_coefficients,
+)
 
 __all__ = ["linear", "slerp", "SLERP_DOT_THRESHOLD", "SLERP_EPS"]
 
@@ -78,14 +83,26 @@ def slerp(
     """
     check_inputs([a, b], group_dims)
     dtype = compute_dtype(a)
-    x = as_groups(a.to(dtype), group_dims)
-    y = as_groups(b.to(dtype), group_dims)
-    one = torch.ones((), dtype=dtype, device=x.device)
-    norm_x = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-    norm_y = torch.linalg.vector_norm(y, dim=1, keepdim=True)
+    groups = group_count(a.shape, group_dims)
+    streamed = (
+        dtype == torch.float32
+        and a.device.type == "cpu"
+        and b.device == a.device
+        and a.numel() // groups >= MIN_GROUP
+    )
+    if streamed:
+        # norms and dot summed chunk by chunk (float64 accumulators): no full-size float32
+        # copies; agrees with the whole-tensor sums to float32 rounding
+        norm_x, norm_y, dot = streamed_slerp_coefficients(a, b, groups)
+    else:
+        x = as_groups(a.to(dtype), group_dims)
+        y = as_groups(b.to(dtype), group_dims)
+        norm_x = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        norm_y = torch.linalg.vector_norm(y, dim=1, keepdim=True)
+        dot = torch.bmm(x.unsqueeze(1), y.unsqueeze(2)).view(-1, 1)
+    one = torch.ones((), dtype=dtype, device=a.device)
     norm_x = torch.where(norm_x > eps, norm_x, one)
     norm_y = torch.where(norm_y > eps, norm_y, one)
-    dot = torch.bmm(x.unsqueeze(1), y.unsqueeze(2)).view(-1, 1)
     cos = (dot / (norm_x * norm_y)).clamp_(-1, 1)
     lerp = cos.abs() > dot_threshold
     theta = torch.acos(torch.where(lerp, torch.zeros_like(cos), cos))
@@ -93,5 +110,7 @@ def slerp(
     t_ = torch.full_like(cos, t)
     coef_x = torch.where(lerp, 1 - t_, torch.sin((1 - t_) * theta) / sin_theta)
     coef_y = torch.where(lerp, t_, torch.sin(t_ * theta) / sin_theta)
+    if streamed:
+        return streamed_combine(a, b, coef_x, coef_y, out_dtype or a.dtype)
     result = torch.mul(x, coef_x).addcmul_(y, coef_y)
     return result.view(a.shape).to(out_dtype or a.dtype)

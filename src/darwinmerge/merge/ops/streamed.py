@@ -1,0 +1,421 @@
+"""Cache-sized streaming path for the deterministic task-vector methods (float32 maths).
+
+Same numbers as :func:`.task_vectors.generalized_task_arithmetic` with the ``none``,
+``magnitude`` (TIES) and ``magnitude_outliers`` (breadcrumbs) sparsifiers, without any
+full-size float32 temporary. The flat tensor is walked in chunks of ``CHUNK`` elements
+(a few hundred KiB of float32 each, so every elementwise step runs out of the L2 cache):
+
+1. **histogram pass** (sparsifying only): per chunk and model, ``delta = x - base`` in
+   float32 and the high 16 bits of ``|delta|``'s bit pattern go to one int16 buffer
+   (2 bytes per element). For IEEE floats of one sign the bit pattern orders like the
+   value, so a 32768-bin histogram per group finds the bucket holding rank ``k``;
+2. **select**: the members of that bucket (a few thousand) are recomputed by index and a
+   65536-bin histogram of their low 16 bits gives the exact ``k``-th value, how many
+   entries lie below it and, in flat order, the positions of the entries equal to it.
+   Equal magnitudes are ranked by flat index, exactly as in :mod:`.selection`, so the
+   kept count is exact; the tied entries to keep are a slice of that position list;
+3. **mix pass**: per chunk, recompute the deltas, drop what lies outside the rank window
+   (strict comparisons with the thresholds plus the listed tied positions), apply
+   weights, TIES sign consensus, normalisation, lambda and the base, and write the
+   output chunk in the output dtype.
+
+Every float operation is the reference's, in the same order, elementwise, so results are
+bit-identical to the reference path (tested). DARE (``random_densities``) draws its
+Bernoulli masks chunk by chunk from the same generator (the same stream as whole-tensor
+draws); its L1 rescale sums are chunked float64 sums, equal to the reference's to float32
+rounding. Slerp's norms and dot product (:func:`streamed_slerp_coefficients`) likewise.
+Not covered (callers use the reference): float64, CUDA, ``rescale`` with rank windows,
+DELLA, given masks, groups smaller than ``MIN_GROUP`` elements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from darwinmerge.merge.ops.sparsify import RESCALE_EPS
+
+__all__ = [
+    "CHUNK",
+    "MIN_GROUP",
+    "kth_by_bits",
+    "streamed_combine",
+    "streamed_slerp_coefficients",
+    "streamed_task_arithmetic",
+]
+
+CHUNK = 1 << 17
+MIN_GROUP = 1 << 12
+_HIGH_BINS = 1 << 15  # sign bit cleared: 15 significant bits in the high half-word
+_LOW_BINS = 1 << 16
+_ABS_MASK = 0x7FFFFFFF
+
+
+class _Work:
+    """Reused chunk buffers (float32 / bool / int32), sized for one chunk."""
+
+    def __init__(self, n_models: int, size: int, device: torch.device) -> None:
+        self.base = torch.empty(size, dtype=torch.float32, device=device)
+        self.delta = [
+            torch.empty(size, dtype=torch.float32, device=device) for _ in range(n_models)
+        ]
+        self.bits = torch.empty(size, dtype=torch.int32, device=device)
+        self.keep = torch.empty(size, dtype=torch.int32, device=device)
+        self.tmp = torch.empty(size, dtype=torch.int32, device=device)
+        self.mixed = torch.empty(size, dtype=torch.float32, device=device)
+        self.divisor = torch.empty(size, dtype=torch.float32, device=device)
+
+
+def _chunks(groups: int, per_group: int) -> list[tuple[int, int, int]]:
+    """(flat start, flat end, rows): whole rows when groups are small, else row pieces."""
+    out: list[tuple[int, int, int]] = []
+    if per_group >= CHUNK:
+        for g in range(groups):
+            row = g * per_group
+            for s in range(0, per_group, CHUNK):
+                out.append((row + s, row + min(per_group, s + CHUNK), 1))
+        return out
+    rows = max(1, CHUNK // per_group)
+    for g in range(0, groups, rows):
+        r = min(rows, groups - g)
+        out.append((g * per_group, (g + r) * per_group, r))
+    return out
+
+
+def _delta(x: torch.Tensor, base_f: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = float32(x) - base_f`` (the reference's copy_ then sub_)."""
+    out.copy_(x)
+    return out.sub_(base_f)
+
+
+def kth_by_bits(
+    high: torch.Tensor, k0: int, recompute: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[int, int, torch.Tensor]:
+    """Exact ``k0``-th smallest (0-based) of one group of non-negative float32 magnitudes.
+
+    ``high`` holds the high 16 bits of every magnitude's bit pattern (int16, flat group
+    order); ``recompute(idx)`` must return the int32 bit patterns of the magnitudes at
+    flat indices ``idx``. Returns ``(value bits, #below, positions equal to the value in
+    ascending flat order)``.
+    """
+    counts = torch.bincount(high, minlength=_HIGH_BINS)
+    cumulative = counts.cumsum_(0)
+    bucket = int(torch.searchsorted(cumulative, torch.tensor([k0]), right=True))
+    below_bucket = int(cumulative[bucket - 1]) if bucket > 0 else 0
+    members = (high == bucket).nonzero().view(-1)
+    low = recompute(members) & 0xFFFF
+    low_counts = torch.bincount(low, minlength=_LOW_BINS)
+    low_cum = low_counts.cumsum(0)
+    low_bin = int(torch.searchsorted(low_cum, torch.tensor([k0 - below_bucket]), right=True))
+    equal = int(low_counts[low_bin])
+    below = below_bucket + int(low_cum[low_bin]) - equal
+    return (bucket << 16) | low_bin, below, members[low == low_bin]
+
+
+def _window(n: int, lo: int, hi: int) -> tuple[int, int]:
+    return max(0, lo), min(n, hi)
+
+
+def streamed_task_arithmetic(
+    tensors: Sequence[torch.Tensor],
+    *,
+    base: torch.Tensor,
+    weights: Sequence[float],
+    windows: Sequence[tuple[int, int] | None],
+    group_dims_count: int,
+    consensus: bool,
+    normalize: bool,
+    lambda_: float,
+    out_dtype: torch.dtype,
+    random_densities: Sequence[float] | None = None,
+    rescale: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Task arithmetic / TIES / breadcrumbs / DARE in chunks; see the module docstring.
+
+    ``windows[i]`` is model ``i``'s kept ascending-rank window ``[lo, hi)`` of ``|delta|``
+    per group (``None``: keep everything); ``group_dims_count`` is the number of groups.
+    ``random_densities`` (DARE, instead of windows) draws Bernoulli keep masks from
+    ``generator``, model by model and chunk by chunk in flat order (the same stream as
+    one whole-tensor draw per model); ``rescale`` then applies the per-group L1 rescale.
+    """
+    n_models = len(tensors)
+    device = base.device
+    total = base.numel()
+    groups = group_dims_count
+    per_group = total // groups
+    flat_base = base.reshape(-1)
+    flat_x = [t.reshape(-1) for t in tensors]
+    plan = _chunks(groups, per_group)
+    work = _Work(n_models, max(e - s for s, e, _ in plan), device)
+
+    lo_bits, hi_bits, tie_keep = _rank_thresholds(
+        flat_x, flat_base, windows, plan, work, groups, per_group
+    )
+    masks: list[torch.Tensor | None] = [None] * n_models
+    factors: list[torch.Tensor | None] = [None] * n_models
+    if random_densities is not None:
+        if generator is None:
+            raise ValueError("random masks need a torch.Generator")
+        for i, density in enumerate(random_densities):
+            if density < 1:
+                masks[i], factors[i] = _draw_masks(
+                    flat_x[i], flat_base, plan, work, per_group, density, rescale, generator
+                )
+
+    out = torch.empty(total, dtype=out_dtype, device=device)
+    total_weight = sum(weights)
+    one_bits = _float_bits(1.0)
+    for s, e, rows in plan:
+        m = e - s
+        base_f = work.base[:m]
+        base_f.copy_(flat_base[s:e])
+        g0 = s // per_group
+        keep = work.keep[:m]
+        tmp = work.tmp[:m]
+        deltas = []
+        for i in range(n_models):
+            d = _delta(flat_x[i][s:e], base_f, work.delta[i][:m])
+            d_bits = d.view(torch.int32)
+            if lo_bits[i] is not None:
+                # all-ones int32 masks: (v - bits) >> 31 is -1 exactly where bits > v
+                bits = torch.bitwise_and(d_bits, _ABS_MASK, out=work.bits[:m]).view(rows, -1)
+                lo_v = lo_bits[i][g0 : g0 + rows]  # type: ignore[index]
+                hi_v = hi_bits[i][g0 : g0 + rows]  # type: ignore[index]
+                k2 = keep.view(rows, -1)
+                if bool((lo_v >= 0).all()):
+                    torch.sub(lo_v, bits, out=k2).bitwise_right_shift_(31)
+                else:
+                    keep.fill_(-1)
+                if bool((hi_v >= 0).all()):
+                    t2 = tmp.view(rows, -1)
+                    torch.sub(bits, hi_v, out=t2).bitwise_right_shift_(31)
+                    keep.bitwise_and_(tmp)
+                ties = tie_keep[i]
+                if ties is not None and ties.numel():
+                    a, b = torch.searchsorted(ties, torch.tensor([s, e])).tolist()
+                    if b > a:
+                        keep[ties[a:b] - s] = -1
+                d_bits.bitwise_and_(keep)
+            mask = masks[i]
+            if mask is not None:
+                d_bits.bitwise_and_(keep.copy_(mask[s:e]).neg_())
+                factor = factors[i]
+                if factor is not None:
+                    d.view(rows, -1).mul_(factor[g0 : g0 + rows])
+            if weights[i] != 1:
+                d.mul_(weights[i])
+            deltas.append(d)
+        mixed = work.mixed[:m]
+        _sum(deltas, mixed)
+        if consensus:
+            # elected sign: - where the sum is < 0 (adding +0.0 turns -0.0 into +0.0);
+            # a nonzero delta survives when its sign bit equals the elected one
+            elected = torch.bitwise_right_shift(mixed.add_(0.0).view(torch.int32), 31, out=keep)
+            for d in deltas:
+                sign = torch.bitwise_right_shift(d.view(torch.int32), 31, out=tmp)
+                d.view(torch.int32).bitwise_and_(sign.bitwise_xor_(elected).bitwise_not_())
+            _sum(deltas, mixed)
+            if normalize:
+                divisor = work.divisor[:m].zero_()
+                div_bits = divisor.view(torch.int32)
+                for d, w in zip(deltas, weights, strict=True):
+                    # w where d != 0 else +0.0, added like the reference's add_(d != 0, alpha=w)
+                    nz = torch.bitwise_and(d.view(torch.int32), _ABS_MASK, out=tmp)
+                    nz.neg_().bitwise_right_shift_(31).bitwise_and_(_float_bits(w))
+                    divisor.add_(nz.view(torch.float32))
+                # divisor 0 -> 1
+                nz = torch.bitwise_and(div_bits, _ABS_MASK, out=tmp).neg_().bitwise_right_shift_(31)
+                div_bits.bitwise_and_(nz).bitwise_or_(nz.bitwise_not_().bitwise_and_(one_bits))
+                mixed.div_(divisor)
+        elif normalize:
+            mixed.div_(total_weight if abs(total_weight) >= 1e-8 else 1.0)
+        if lambda_ != 1:
+            mixed.mul_(lambda_)
+        out[s:e].copy_(mixed.add_(base_f))
+    return out.view(base.shape)
+
+
+def _rank_thresholds(
+    flat_x: list[torch.Tensor],
+    flat_base: torch.Tensor,
+    windows: Sequence[tuple[int, int] | None],
+    plan: list[tuple[int, int, int]],
+    work: _Work,
+    groups: int,
+    per_group: int,
+) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None], list[torch.Tensor | None]]:
+    """Histogram pass and select, per model: lower / upper threshold bit patterns per
+    group ([groups, 1] int32, -1 = no such bound) and the flat positions of the tied
+    entries to keep (sorted int64)."""
+    n_models = len(flat_x)
+    device = flat_base.device
+    total = flat_base.numel()
+    lo_bits: list[torch.Tensor | None] = [None] * n_models
+    hi_bits: list[torch.Tensor | None] = [None] * n_models
+    tie_keep: list[torch.Tensor | None] = [None] * n_models
+    sparse = [
+        i for i, w in enumerate(windows)
+        if w is not None and _window(per_group, *w) != (0, per_group)
+    ]
+    if sparse:
+        high = {i: torch.empty(total, dtype=torch.int16, device=device) for i in sparse}
+        for s, e, _ in plan:
+            m = e - s
+            base_f = work.base[:m]
+            base_f.copy_(flat_base[s:e])
+            for i in sparse:
+                d = _delta(flat_x[i][s:e], base_f, work.delta[0][:m])
+                bits = torch.bitwise_and(d.view(torch.int32), _ABS_MASK, out=work.bits[:m])
+                high[i][s:e].copy_(bits.bitwise_right_shift_(16))
+        for i in sparse:
+            lo, hi = _window(per_group, *windows[i])  # type: ignore[misc]
+            lows = torch.full((groups, 1), -1, dtype=torch.int32)
+            highs = torch.full((groups, 1), -1, dtype=torch.int32)
+            keep_positions = []
+            for g in range(groups):
+                row = g * per_group
+                hg = high[i][row : row + per_group]
+
+                def recompute(idx: torch.Tensor, row: int = row, i: int = i) -> torch.Tensor:
+                    at = idx + row
+                    d = flat_x[i][at].to(torch.float32) - flat_base[at].to(torch.float32)
+                    return d.view(torch.int32).bitwise_and_(_ABS_MASK).to(torch.int64)
+
+                if hi <= lo:
+                    lows[g] = highs[g] = 0  # keep nothing: strict (> 0) and (< 0) is empty
+                    continue
+                for k0, rank_lo, store in ((lo, lo, lows), (hi - 1, lo, highs)):
+                    if (store is lows and lo == 0) or (store is highs and hi == per_group):
+                        continue
+                    value, below, equal_pos = kth_by_bits(hg, k0, recompute)
+                    store[g] = value
+                    ranks = below + torch.arange(equal_pos.numel())
+                    keep_positions.append(equal_pos[(ranks >= rank_lo) & (ranks < hi)] + row)
+            lo_bits[i] = lows
+            hi_bits[i] = highs
+            no_ties = torch.empty(0, dtype=torch.int64)
+            if len(keep_positions) == groups:  # one bound: already sorted and distinct
+                tie_keep[i] = torch.cat(keep_positions)
+            else:
+                tie_keep[i] = torch.cat(keep_positions).unique() if keep_positions else no_ties
+        del high
+    return lo_bits, hi_bits, tie_keep
+
+
+def _draw_masks(
+    x: torch.Tensor,
+    base: torch.Tensor,
+    plan: list[tuple[int, int, int]],
+    work: _Work,
+    per_group: int,
+    density: float,
+    rescale: bool,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Bernoulli(density) keep mask of one model (bool, flat) and its L1 rescale factors.
+
+    Factors are ``sum|delta| / sum|kept delta|`` per group ([groups, 1], float32; 1 where
+    either sum is below :data:`RESCALE_EPS`), accumulated chunk by chunk in float64.
+    """
+    size = work.mixed.numel()
+    probs = torch.full((size,), density, dtype=torch.float32, device=generator.device)
+    drawn = torch.empty(size, dtype=torch.float32, device=generator.device)
+    mask = torch.empty(x.numel(), dtype=torch.bool, device=x.device)
+    groups = x.numel() // per_group
+    before = torch.zeros(groups, dtype=torch.float64) if rescale else None
+    after = torch.zeros(groups, dtype=torch.float64) if rescale else None
+    for s, e, rows in plan:
+        m = e - s
+        chunk = torch.bernoulli(probs[:m], generator=generator, out=drawn[:m])
+        mask[s:e].copy_(chunk)
+        if before is None or after is None:
+            continue
+        base_f = work.base[:m]
+        base_f.copy_(base[s:e])
+        d = _delta(x[s:e], base_f, work.delta[0][:m])
+        g0 = s // per_group
+        mag = torch.abs(d, out=work.mixed[:m]).view(rows, -1)
+        before[g0 : g0 + rows] += mag.sum(dim=1, dtype=torch.float64)
+        mag.view(-1).mul_(chunk.to(mag.device))
+        after[g0 : g0 + rows] += mag.sum(dim=1, dtype=torch.float64)
+    if before is None or after is None:
+        return mask, None
+    b32, a32 = before.float(), after.float()
+    small = (b32 < RESCALE_EPS) | (a32 < RESCALE_EPS)
+    factor = torch.where(small, torch.ones_like(b32), b32 / a32.masked_fill(small, 1))
+    return mask, factor.view(-1, 1).to(x.device)
+
+
+def _float_bits(value: float) -> int:
+    """The int32 bit pattern of ``value`` as a float32."""
+    return int(torch.tensor([value], dtype=torch.float32).view(torch.int32))
+
+
+def _sum(deltas: list[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+    """``out = deltas[0] + deltas[1] + ...`` (left to right, like ``sum(dim=0)``)."""
+    if len(deltas) == 1:
+        return out.copy_(deltas[0])
+    torch.add(deltas[0], deltas[1], out=out)
+    for d in deltas[2:]:
+        out.add_(d)
+    return out
+
+
+def streamed_slerp_coefficients(
+    a: torch.Tensor, b: torch.Tensor, groups: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-group ``|a|``, ``|b|`` and ``<a, b>`` ([groups, 1], float32), summed chunk by
+    chunk in float64 from float32 copies of the inputs (no full-size temporaries)."""
+    per_group = a.numel() // groups
+    plan = _chunks(groups, per_group)
+    size = max(e - s for s, e, _ in plan)
+    x = torch.empty(size, dtype=torch.float32, device=a.device)
+    y = torch.empty(size, dtype=torch.float32, device=a.device)
+    sq_x = torch.zeros(groups, dtype=torch.float64, device=a.device)
+    sq_y = torch.zeros(groups, dtype=torch.float64, device=a.device)
+    dot = torch.zeros(groups, dtype=torch.float64, device=a.device)
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    for s, e, rows in plan:
+        m = e - s
+        xs = x[:m].copy_(flat_a[s:e]).view(rows, -1)
+        ys = y[:m].copy_(flat_b[s:e]).view(rows, -1)
+        g0 = s // per_group
+        sq_x[g0 : g0 + rows] += torch.linalg.vecdot(xs, xs, dim=1).double()
+        sq_y[g0 : g0 + rows] += torch.linalg.vecdot(ys, ys, dim=1).double()
+        dot[g0 : g0 + rows] += torch.linalg.vecdot(xs, ys, dim=1).double()
+    return (
+        sq_x.sqrt().float().view(-1, 1),
+        sq_y.sqrt().float().view(-1, 1),
+        dot.float().view(-1, 1),
+    )
+
+
+def streamed_combine(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    coef_a: torch.Tensor,
+    coef_b: torch.Tensor,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """``coef_a * a + coef_b * b`` per group ([groups, 1] float32 coefficients) in
+    float32, chunk by chunk, written in ``out_dtype`` (the reference's mul then addcmul_)."""
+    groups = coef_a.shape[0]
+    per_group = a.numel() // groups
+    plan = _chunks(groups, per_group)
+    size = max(e - s for s, e, _ in plan)
+    x = torch.empty(size, dtype=torch.float32, device=a.device)
+    y = torch.empty(size, dtype=torch.float32, device=a.device)
+    r = torch.empty(size, dtype=torch.float32, device=a.device)
+    out = torch.empty(a.numel(), dtype=out_dtype, device=a.device)
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    for s, e, rows in plan:
+        m = e - s
+        g0 = s // per_group
+        xs = x[:m].copy_(flat_a[s:e]).view(rows, -1)
+        ys = y[:m].copy_(flat_b[s:e]).view(rows, -1)
+        rs = torch.mul(xs, coef_a[g0 : g0 + rows], out=r[:m].view(rows, -1))
+        rs.addcmul_(ys, coef_b[g0 : g0 + rows])
+        out[s:e].copy_(r[:m])
+    return out.view(a.shape)
