@@ -1,0 +1,306 @@
+"""``darwin zoo build``: train the tiny parents (base, father, mother) and write them.
+
+Pipeline (all seeded, one torch thread):
+
+1. draw the world (languages, fact table) and the evaluation items of every category;
+2. train the byte-level BPE on a sample of the broad training stream;
+3. pre-train on the broad mix for ``pretrain.steps``; the weights after ``base_steps``
+   are kept as ``base`` and the weights at the end are the ``father`` (the generalist);
+4. fine-tune the father on REASONING only, phase after phase (default: the routed
+   experts only, then the output head only) -> ``mother`` (docs/zoo.md says why);
+5. write ``OUT/{base,father,mother}`` (config, safetensors, tokenizer, generation
+   config), ``OUT/tasks/<category>.jsonl`` and ``OUT/zoo.json``.
+
+The build goes to a temporary sibling folder that is renamed to ``OUT`` at the end, so
+``OUT`` is either complete or absent. An existing ``OUT`` whose manifest has the same
+config is reused (cache); any other existing ``OUT`` is refused unless ``force``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from darwinmerge.errors import CheckpointError, OutputExistsError
+from darwinmerge.zoo.skills import CATEGORIES, eval_items, make_world, training_docs
+from darwinmerge.zoo.tokenizer import EOS_TOKEN, save_tokenizer, train_tokenizer
+from darwinmerge.zoo.train import (
+    TrainConfig,
+    TrainStats,
+    ZooModelConfig,
+    build_model,
+    packed_batches,
+    train_steps,
+)
+
+__all__ = [
+    "ZOO_FORMAT",
+    "PARENTS",
+    "ZooConfig",
+    "micro_config",
+    "build_zoo",
+    "read_manifest",
+    "state_dict_hash",
+]
+
+ZOO_FORMAT = "darwinmerge-zoo/1"
+PARENTS: tuple[str, ...] = ("base", "father", "mother")
+
+DEFAULT_MIX: dict[str, float] = {
+    "reasoning": 0.15,
+    "code": 0.2,
+    "logic": 0.2,
+    "multilingual": 0.2,
+    "knowledge": 0.25,
+}
+
+
+class ZooConfig(BaseModel):
+    """Everything that determines the zoo's weights (the cache key)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = 0
+    model: ZooModelConfig = ZooModelConfig()
+    vocab_size: int = Field(default=512, ge=300, le=4096)
+    tokenizer_docs: int = Field(default=4000, ge=100)
+    eval_items: int = Field(default=300, ge=10)
+    n_facts: int = Field(default=300, ge=10)
+    mix: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_MIX))
+    base_steps: int = Field(default=400, ge=1)
+    pretrain: TrainConfig = TrainConfig(steps=800, lr=3e-3, warmup=30)
+    finetune: tuple[TrainConfig, ...] = (
+        TrainConfig(steps=200, lr=2e-3, warmup=10, train_only=("mlp.experts",)),
+        TrainConfig(steps=80, lr=1e-2, warmup=5, train_only=("lm_head", "model.norm.")),
+    )
+    """The mother's fine-tune on REASONING only, phase after phase on one data stream."""
+
+
+def micro_config(seed: int = 0) -> ZooConfig:
+    """A seconds-long zoo with the same structure (for tests)."""
+    small = ZooModelConfig(
+        hidden_size=32,
+        head_dim=16,
+        linear_head_dim=16,
+        num_experts=4,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+    )
+    return ZooConfig(
+        seed=seed,
+        model=small,
+        vocab_size=320,
+        tokenizer_docs=300,
+        eval_items=20,
+        n_facts=40,
+        base_steps=2,
+        pretrain=TrainConfig(steps=3, lr=3e-3, warmup=1, batch_size=2, seq_len=64),
+        finetune=(
+            TrainConfig(steps=2, lr=1e-3, warmup=0, batch_size=2, seq_len=64, train_only=("mlp.",)),
+            TrainConfig(
+                steps=1, lr=1e-2, warmup=0, batch_size=2, seq_len=64, train_only=("lm_head",)
+            ),
+        ),
+    )
+
+
+def state_dict_hash(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over (name, dtype, shape, bytes) of every tensor, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def read_manifest(out: str | Path) -> dict[str, Any] | None:
+    """The parsed ``zoo.json`` of ``out``, or None when absent or unreadable."""
+    path = Path(out) / "zoo.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _complete(out: Path) -> bool:
+    need = [out / p / "config.json" for p in PARENTS]
+    need += [out / "tasks" / f"{c}.jsonl" for c in CATEGORIES]
+    return all(p.exists() for p in need)
+
+
+def _save_parent(model: Any, state: dict[str, torch.Tensor], tok: Any, out: Path) -> None:
+    from transformers import GenerationConfig
+    from transformers.utils import logging as hf_logging
+
+    model.load_state_dict(state)
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(str(out))
+    finally:
+        hf_logging.enable_progress_bar()
+    save_tokenizer(tok, out)
+    eos = model.config.eos_token_id
+    GenerationConfig(
+        eos_token_id=eos, pad_token_id=eos, do_sample=False, max_new_tokens=32
+    ).save_pretrained(str(out))
+
+
+def build_zoo(
+    out: str | Path,
+    config: ZooConfig | None = None,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Build (or reuse) the zoo at ``out`` and return its manifest."""
+    cfg = config or ZooConfig()
+    out = Path(out)
+    say = log or (lambda _msg: None)
+    wanted = {"format": ZOO_FORMAT, "config": cfg.model_dump(mode="json")}
+    if out.exists():
+        manifest = read_manifest(out)
+        if (
+            manifest is not None
+            and {k: manifest.get(k) for k in wanted} == wanted
+            and _complete(out)
+        ):
+            say(f"zoo at {out} is up to date (seed {cfg.seed}); reusing it")
+            return manifest
+        if not force:
+            raise OutputExistsError(
+                f"{out} exists and is not a zoo built with this config; "
+                f"pass --force to rebuild it or choose another folder"
+            )
+    t_start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # determinism (and speed on a busy machine)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = _build_into(tmp, cfg, say)
+        manifest["seconds"] = round(time.perf_counter() - t_start, 1)
+        (tmp / "zoo.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    say(f"zoo written to {out} in {manifest['seconds']} s")
+    return manifest
+
+
+def _build_into(tmp: Path, cfg: ZooConfig, say: Callable[[str], None]) -> dict[str, Any]:
+    import transformers
+
+    world = make_world(cfg.seed, n_facts=cfg.n_facts)
+    n_know = min(cfg.eval_items, cfg.n_facts)
+    items = {
+        c: eval_items(world, c, n_know if c == "knowledge" else cfg.eval_items) for c in CATEGORIES
+    }
+    held = {it["prompt"] for c in CATEGORIES for it in items[c]}
+    (tmp / "tasks").mkdir()
+    for c in CATEGORIES:
+        lines = [json.dumps(it, sort_keys=True) for it in items[c]]
+        (tmp / "tasks" / f"{c}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    uniform = {c: 1.0 for c in CATEGORIES}
+    tok_docs = training_docs(world, uniform, stream_seed=-1, held_out=held)
+    tok = train_tokenizer(
+        (d.text for d in itertools.islice(tok_docs, cfg.tokenizer_docs)), cfg.vocab_size
+    )
+    eos_id = tok.token_to_id(EOS_TOKEN)
+    if eos_id is None:
+        raise CheckpointError(f"trained tokenizer lacks {EOS_TOKEN!r}")
+    say(f"tokenizer: {tok.get_vocab_size()} tokens")
+
+    def encode(s: str) -> list[int]:
+        return list(tok.encode(s).ids)
+
+    model = build_model(cfg.model, tok.get_vocab_size(), cfg.seed, eos_id)
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"model: qwen3_5_moe_text, {n_params / 1e6:.2f} M parameters")
+
+    snapshots: dict[str, dict[str, torch.Tensor]] = {}
+
+    def keep_base(step: int) -> None:
+        snapshots["base"] = copy.deepcopy(model.state_dict())
+
+    def progress(name: str, total: int) -> Callable[[int, float], None]:
+        def cb(step: int, loss: float) -> None:
+            if (step + 1) % max(1, total // 8) == 0 or step + 1 == total:
+                say(f"{name}: step {step + 1}/{total} loss {loss:.3f}")
+
+        return cb
+
+    pre = cfg.pretrain
+    broad = training_docs(world, cfg.mix, stream_seed=1, held_out=held)
+    batches = packed_batches(
+        broad, encode, eos_id=eos_id, batch_size=pre.batch_size, seq_len=pre.seq_len
+    )
+    base_at = min(cfg.base_steps, pre.steps)
+    stats: dict[str, TrainStats] = {}
+    stats["father"] = train_steps(
+        model,
+        batches,
+        pre,
+        on_step=progress("pretrain", pre.steps),
+        snapshot_at=[base_at],
+        on_snapshot=keep_base,
+    )
+    if "base" not in snapshots:  # pre.steps == 0
+        keep_base(0)
+    snapshots["father"] = copy.deepcopy(model.state_dict())
+
+    narrow = training_docs(world, {"reasoning": 1.0}, stream_seed=2, held_out=held)
+    ft_stats: list[TrainStats] = []
+    for i, ft in enumerate(cfg.finetune):
+        batches = packed_batches(
+            narrow, encode, eos_id=eos_id, batch_size=ft.batch_size, seq_len=ft.seq_len
+        )
+        ft_stats.append(
+            train_steps(model, batches, ft, on_step=progress(f"mother phase {i + 1}", ft.steps))
+        )
+    snapshots["mother"] = copy.deepcopy(model.state_dict())
+
+    hashes = {}
+    for name in PARENTS:
+        _save_parent(model, snapshots[name], tok, tmp / name)
+        hashes[name] = state_dict_hash(snapshots[name])
+    return {
+        "format": ZOO_FORMAT,
+        "config": cfg.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "architecture": "Qwen3_5MoeForCausalLM",
+        "model_type": "qwen3_5_moe_text",
+        "n_params": n_params,
+        "vocab_size": tok.get_vocab_size(),
+        "layer_types": cfg.model.layer_types(),
+        "base_step": base_at,
+        "train": {
+            "pretrain": stats["father"].to_dict(),
+            "finetune": [st.to_dict() for st in ft_stats],
+        },
+        "tasks": {c: len(items[c]) for c in CATEGORIES},
+        "weights_sha256": hashes,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
