@@ -1,78 +1,75 @@
-"""``darwin demo``: the main job on built-in tiny parents, on a CPU.
+"""``darwin demo``: the main job on the built-in tiny parents, on a CPU.
 
-Today: builds two tiny parents in the seed's architecture (father: multimodal checkpoint
-with fused experts and MTP tensors; mother: text-only, per-expert keys), merges them with
-the seed's three-block recipe (per-block t, router source per block, one expert
-transplant) and checks that the child loads in transformers and generates.
+It chains the standalone commands, each a step a user can rerun by hand:
+
+1. ``darwin zoo build``: tiny qwen3_5_moe parents trained here (base, a generalist
+   father, a mother fine-tuned on reasoning), cached;
+2. ``darwin mri compare``: Model MRI of both parents (layer importance per probe
+   category, MoE health, weight-space deltas, layer-swap scan) and an HTML report;
+3. ``darwin merge``: the zoo's hand-made per-component recipe;
+4. ``darwin eval``: child vs father vs mother on the held-out test split, with 95%
+   intervals and exact paired tests.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 console = Console()
 
 
+def _step(title: str, argv: list[str]) -> float:
+    from darwinmerge.cli.app import app
+
+    console.rule(f"[bold]{title}")
+    console.print("[dim]$ darwin " + " ".join(argv))
+    start = time.perf_counter()
+    app(argv, standalone_mode=False)
+    return time.perf_counter() - start
+
+
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Working folder of the demo."),
-    force: bool = typer.Option(True, "--force/--no-force", help="Rebuild outputs that exist."),
+    zoo: Path = typer.Option(Path("runs/zoo"), "--zoo", help="Zoo folder (built once, then reused)."),
+    mri: bool = typer.Option(True, "--mri/--no-mri", help="Run the Model MRI step."),
 ) -> None:
-    """Run the whole chain on built-in tiny parents (CPU, a minute or so)."""
+    """Run the whole chain on the built-in tiny parents (CPU; the first run trains them)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from darwinmerge.merge import Recipe, merge_to_disk
-    from darwinmerge.zoo.tiny import make_parent_pair
+    from darwinmerge.zoo.recipes import WINNING, to_recipe
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
-    console.rule("[bold]darwin demo: tiny qwen3_5_moe parents")
-    parents_dir = out / "parents"
-    if parents_dir.exists() and force:
-        import shutil
-
-        shutil.rmtree(parents_dir)
-    father, mother = make_parent_pair(
-        "qwen3_5_moe", parents_dir, multimodal_a=True, layout_a="fused", mtp_a=True
+    timings: dict[str, float] = {}
+    timings["zoo"] = _step("1/4 zoo: tiny parents in the seed's architecture",
+                           ["zoo", "build", str(zoo)])
+    father, mother, base = zoo / "father", zoo / "mother", zoo / "base"
+    if mri:
+        timings["mri"] = _step(
+            "2/4 Model MRI: scan both parents",
+            ["mri", "compare", str(father), str(mother), "--base", str(base),
+             "--probes", f"zoo@{zoo}", "--out", str(out / "mri"), "--force"],
+        )
+    recipe_path = out / "recipe.yaml"
+    recipe_path.write_text(to_recipe(WINNING, father.resolve(), mother.resolve()).to_yaml())
+    timings["merge"] = _step(f"3/4 merge: hand-made recipe '{WINNING.name}'",
+                             ["merge", str(recipe_path), str(out / "child"), "--force"])
+    timings["eval"] = _step(
+        "4/4 evaluate on the held-out test split",
+        ["eval", str(out / "child"), str(father), str(mother), "--tasks", f"zoo:{zoo}",
+         "--split", "test", "--out", str(out / "eval.json"), "--force"],
     )
-    console.print(f"father: {father} (multimodal, fused experts, MTP)")
-    console.print(f"mother: {mother} (text-only, per-expert keys)")
-
-    recipe = Recipe.parse({
-        "parents": [{"name": "father", "path": str(father)}, {"name": "mother", "path": str(mother)}],
-        "method": "slerp",
-        "parameters": {"t": [
-            {"layers": [0, 1], "value": 0.599},
-            {"layers": [2, 2], "value": 0.9},
-            {"layers": [3, 3], "value": 0.534},
-            {"value": 0.5},
-        ]},
-        "router": [{"layers": [0, 2], "source": "mother"}, {"layers": [3, 3], "source": "father"}],
-        "transplants": [{"layer": 1, "expert": 0, "source": "father"}],
-        "donor": "father",
-    })
-    child = out / "child"
-    res = merge_to_disk(recipe, child, force=force)
-    table = Table(title="merge")
-    table.add_column("what")
-    table.add_column("value")
-    table.add_row("tensors written", str(res.tensors))
-    table.add_row("MiB", f"{res.bytes_written / 2**20:.2f}")
-    table.add_row("seconds", f"{res.seconds:.2f}")
-    for note in res.notes:
-        table.add_row("note", note)
-    console.print(table)
-
-    model = AutoModelForCausalLM.from_pretrained(child, dtype=torch.float32)
-    ids = torch.tensor([[1, 2, 3, 4, 5]])
-    with torch.no_grad():
-        logits = model(ids).logits
-    console.print(f"child loads as {type(model).__name__}; logits finite: "
-                  f"{bool(torch.isfinite(logits).all())}; recipe: {child / 'darwin_recipe.yaml'}")
+    console.rule("[bold]done")
+    console.print(f"recipe:  {recipe_path}  ({WINNING.description})")
+    console.print(f"child:   {out / 'child'}")
+    if mri:
+        console.print(f"MRI:     {out / 'mri' / 'report.html'}")
+    console.print(f"scores:  {out / 'eval.json'}")
+    console.print("time:    " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
 
 
 def register(app: typer.Typer) -> None:
