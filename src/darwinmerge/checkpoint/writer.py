@@ -7,7 +7,9 @@ most one shard buffer plus the tensor being added is held (a single tensor large
 
 When the caller knows every tensor up front (the merge planner does), ``plan()`` lays
 out the shards and their headers at once and ``add`` writes each tensor's bytes straight
-to its place in its shard file: nothing is buffered, so memory holds one tensor at a time. Everything goes to a hidden temporary
+to its place in its shard file (``shard_file.ShardFile``: data aligned to 4 KiB and
+written with ``O_DIRECT`` where supported, ``direct_io=False`` to turn that off): nothing
+is buffered beyond a 64 MiB bounce buffer, so memory holds one tensor at a time. Everything goes to a hidden temporary
 sibling folder; ``commit`` renames the shards to ``model-0000i-of-0000N.safetensors``
 (``model.safetensors`` when there is one shard, with no index, as Hugging Face does),
 writes ``model.safetensors.index.json`` and moves the folder into place with
@@ -31,6 +33,7 @@ from safetensors.torch import save_file
 
 from darwinmerge.checkpoint.header import SAFETENSORS_DTYPES
 from darwinmerge.checkpoint.layout import SAFE_INDEX, SAFE_SINGLE
+from darwinmerge.checkpoint.shard_file import ShardFile
 from darwinmerge.errors import CheckpointError, OutputExistsError
 
 __all__ = ["CheckpointWriter", "DEFAULT_MAX_SHARD_BYTES"]
@@ -49,6 +52,7 @@ class CheckpointWriter:
         force: bool = False,
         max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
         metadata: dict[str, str] | None = None,
+        direct_io: bool = True,
     ) -> None:
         self.out_dir = Path(out_dir)
         if max_shard_bytes <= 0:
@@ -86,7 +90,8 @@ class CheckpointWriter:
         # planned (direct-write) mode
         self._planned: list[tuple[str, torch.dtype, tuple[int, ...], int]] | None = None
         self._next = 0
-        self._file: Any = None
+        self._file: ShardFile | None = None
+        self.direct_io = direct_io
 
     # ------------------------------------------------------------------ writing
     @property
@@ -137,15 +142,8 @@ class CheckpointWriter:
             header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape),
                             "data_offsets": [offset, offset + nbytes]}
             offset += nbytes
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8 bytes
         path = self.tmp_dir / f".shard-{i + 1:05d}.partial"
-        try:
-            self._file = path.open("wb")
-            self._file.write(len(raw).to_bytes(8, "little"))
-            self._file.write(raw)
-        except OSError as exc:
-            raise CheckpointError(f"{path}: cannot write shard ({exc}); check free disk space") from exc
+        self._file = ShardFile(path, header, direct=self.direct_io)
         self._shards.append((path, [name for name, _, _ in entries]))
 
     def _add_planned(self, name: str, tensor: torch.Tensor) -> None:
@@ -162,11 +160,8 @@ class CheckpointWriter:
             self._close_planned_shard()
             self._open_planned_shard(shard)
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-        try:
-            self._file.write(memoryview(data.numpy()))
-        except OSError as exc:
-            raise CheckpointError(f"{self.out_dir}: cannot write tensor '{name}' ({exc}); "
-                                  "check free disk space") from exc
+        assert self._file is not None
+        self._file.write(memoryview(data.numpy()))
         self._next += 1
         self._names.add(name)
         self._total_bytes += data.numel()
@@ -174,12 +169,8 @@ class CheckpointWriter:
 
     def _close_planned_shard(self) -> None:
         if self._file is not None:
-            path = self._shards[-1][0]
-            self._file.flush()
-            os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
-            del path
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         """Queue ``tensor`` under ``name``; its value is snapshotted, the caller may reuse it."""
@@ -296,7 +287,7 @@ class CheckpointWriter:
     def abort(self) -> None:
         """Drop everything written so far; ``out_dir`` is left untouched."""
         if self._file is not None:
-            self._file.close()
+            self._file.abort()
             self._file = None
         self._buffer = {}
         self._buffer_bytes = 0
