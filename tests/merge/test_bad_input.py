@@ -160,3 +160,9 @@ def test_bad_recipe_field(tmp_path, capsys):
     a, b, cfg = _setup(tmp_path)
     _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child"), "donor=nobody"],
                   "r.yaml", "donor", "nobody")
+
+
+def test_required_parameter_without_value(tmp_path, capsys):
+    a, b, cfg = _setup(tmp_path)
+    _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child"), "method=linear",
+                                     "parameters={}"], "parameter 'weight'", "parent a", "no value")

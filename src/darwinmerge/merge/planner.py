@@ -304,29 +304,16 @@ def _merge_job(
     model_params: list[dict[str, float]] = []
     if action == "merge":
         for key, default in method.global_params.items():
-            value = _lookup(recipe.parameters, key, where)
-            if value is None:
-                if default is None:
-                    raise MergeError(
-                        f"parameter {key!r} of {method.name} has no value for tensor {name}; "
-                        f"add a default rule"
-                    )
-                continue
-            params[key] = bool(value) if isinstance(default, bool) else value
+            value = _lookup([recipe.parameters], key, where, default, f"{method.name}, tensor {name}")
+            if value is not None:
+                params[key] = bool(value) if isinstance(default, bool) else value
         for parent in recipe.parents:
             mp: dict[str, float] = {}
             for key, default in method.model_params.items():
-                value = _lookup(parent.parameters, key, where)
-                if value is None:
-                    value = _lookup(recipe.parameters, key, where)
-                if value is None:
-                    if default is None:
-                        raise MergeError(
-                            f"parameter {key!r} of {method.name} has no value for parent "
-                            f"{parent.name} and tensor {name}"
-                        )
-                    continue
-                mp[key] = value
+                value = _lookup([parent.parameters, recipe.parameters], key, where, default,
+                                f"{method.name}, parent {parent.name}, tensor {name}")
+                if value is not None:
+                    mp[key] = value
             model_params.append(mp)
     group_shape, group_dims = _group_view(role, shape)
     base = fetches[n_parents] if recipe.base else None
@@ -348,7 +335,16 @@ def _merge_job(
     )
 
 
-def _lookup(schedules: Mapping[str, Any], key: str, where: Mapping[str, Any]) -> float | None:
-    if key not in schedules:
-        return None
-    return resolve_schedule(schedules[key], **where)
+def _lookup(
+    layers: Sequence[Mapping[str, Any]], key: str, where: Mapping[str, Any], default: Any, what: str
+) -> float | None:
+    """First value of ``key`` in ``layers`` of schedules (parent's, then the recipe's);
+    None means: use the method's default. A required parameter without a value fails."""
+    for schedules in layers:
+        if key in schedules:
+            value = resolve_schedule(schedules[key], **where)
+            if value is not None:
+                return value
+    if default is None:
+        raise MergeError(f"parameter {key!r} ({what}) has no value; add a default rule")
+    return None
