@@ -39,10 +39,14 @@ def demo(
 ) -> None:
     """Run the whole chain on the built-in tiny parents (CPU; the first run trains them)."""
     import torch
+    from transformers.utils import logging as hf_logging
 
     from darwinmerge.zoo.recipes import WINNING, to_recipe
 
     torch.set_num_threads(1)
+    # the tiny parents run transformers' pure-torch Gated DeltaNet path on purpose
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     timings["zoo"] = _step("1/4 zoo: tiny parents in the seed's architecture",
