@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint clean mergekit-venv chromium
+.PHONY: demo test test-slow test-all lint clean mergekit-venv chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ demo: $(STAMP)
 
 test: $(STAMP) $(MK_STAMP) chromium
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+# the slow checks on the trained demo zoo (built into runs/zoo when missing, ~5 min)
+test-slow: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow
 
 test-all: $(STAMP) $(MK_STAMP) chromium
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m ''

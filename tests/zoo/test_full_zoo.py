@@ -14,14 +14,14 @@ from darwinmerge.zoo.build import build_zoo
 pytestmark = pytest.mark.slow
 
 
-def test_merge_beats_both_parents_on_test_split(tmp_path: Path) -> None:
+def test_merge_beats_both_parents_on_test_split(tmp_path: Path, trained_zoo: Path) -> None:
     import darwinmerge.zoo.tasks  # noqa: F401  (registers the "zoo" task source)
     from darwinmerge.evaluate import TransformersBackend, evaluate, load_tasks
     from darwinmerge.merge import merge_to_disk
     from darwinmerge.zoo.recipes import WINNING, to_recipe
 
-    zoo = tmp_path / "zoo"
-    manifest = build_zoo(zoo)
+    zoo = trained_zoo
+    manifest = build_zoo(zoo)  # the cached zoo: returns its manifest
     assert 1_000_000 <= manifest["n_params"] <= 5_000_000
     assert manifest["seconds"] < 600
     merge_to_disk(to_recipe(WINNING, zoo / "father", zoo / "mother"), tmp_path / "child")
