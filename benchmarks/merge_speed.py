@@ -41,10 +41,18 @@ def _dense_config(size_gb: float) -> dict:
     fixed = 2 * vocab * hidden + hidden
     layers = max(1, round((size_gb * 1e9 / 2 - fixed) / per_layer))
     return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
-        "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": 16,
-        "num_key_value_heads": 16, "vocab_size": vocab, "rms_norm_eps": 1e-5,
-        "max_position_embeddings": 4096, "tie_word_embeddings": False, "dtype": "bfloat16",
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+        "vocab_size": vocab,
+        "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": False,
+        "dtype": "bfloat16",
     }
 
 
@@ -54,12 +62,25 @@ def _moe_config(size_gb: float) -> dict:
     fixed = 2 * vocab * hidden + hidden
     layers = max(1, round((size_gb * 1e9 / 2 - fixed) / per_layer))
     return {
-        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": hidden,
-        "intermediate_size": 2 * hidden, "moe_intermediate_size": inter, "num_experts": experts,
-        "num_experts_per_tok": 4, "num_hidden_layers": layers, "num_attention_heads": 8,
-        "num_key_value_heads": 8, "head_dim": 128, "vocab_size": vocab, "rms_norm_eps": 1e-6,
-        "max_position_embeddings": 4096, "tie_word_embeddings": False, "decoder_sparse_step": 1,
-        "mlp_only_layers": [], "norm_topk_prob": True, "dtype": "bfloat16",
+        "architectures": ["Qwen3MoeForCausalLM"],
+        "model_type": "qwen3_moe",
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "moe_intermediate_size": inter,
+        "num_experts": experts,
+        "num_experts_per_tok": 4,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "vocab_size": vocab,
+        "rms_norm_eps": 1e-6,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": False,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "norm_topk_prob": True,
+        "dtype": "bfloat16",
     }
 
 
@@ -128,7 +149,8 @@ def build_random(cfg: dict, out: Path, seed: int, shard_bytes: int = 2 * 10**9) 
     flush()
     total = sum(2 * _numel(s) for s in shapes.values())
     (out / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": index}))
+        json.dumps({"metadata": {"total_size": total}, "weight_map": index})
+    )
     (out / "config.json").write_text(json.dumps(cfg))
 
 
@@ -174,8 +196,9 @@ def _measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, int
     return wall, kib / 1024, code
 
 
-def _best(cmd: list[str], repeat: int, env: dict | None = None,
-          before: list[Path] | None = None) -> tuple[float, float, int]:
+def _best(
+    cmd: list[str], repeat: int, env: dict | None = None, before: list[Path] | None = None
+) -> tuple[float, float, int]:
     """Best wall of ``repeat`` runs (removing ``before`` paths first); max peak RSS."""
     best, rss, code = float("inf"), 0.0, 0
     for _ in range(repeat):
@@ -188,15 +211,31 @@ def _best(cmd: list[str], repeat: int, env: dict | None = None,
 
 def _config(method: str, a: Path, b: Path, base: Path) -> dict:
     if method in ("linear",):
-        return {"merge_method": method, "dtype": "bfloat16",
-                "models": [{"model": str(a), "parameters": {"weight": 0.5}},
-                           {"model": str(b), "parameters": {"weight": 0.5}}]}
+        return {
+            "merge_method": method,
+            "dtype": "bfloat16",
+            "models": [
+                {"model": str(a), "parameters": {"weight": 0.5}},
+                {"model": str(b), "parameters": {"weight": 0.5}},
+            ],
+        }
     if method == "slerp":
-        return {"merge_method": method, "dtype": "bfloat16", "base_model": str(a),
-                "models": [{"model": str(a)}, {"model": str(b)}], "parameters": {"t": 0.4}}
-    return {"merge_method": method, "dtype": "bfloat16", "base_model": str(base),
-            "models": [{"model": str(a), "parameters": {"weight": 0.5, "density": 0.5}},
-                       {"model": str(b), "parameters": {"weight": 0.5, "density": 0.5}}]}
+        return {
+            "merge_method": method,
+            "dtype": "bfloat16",
+            "base_model": str(a),
+            "models": [{"model": str(a)}, {"model": str(b)}],
+            "parameters": {"t": 0.4},
+        }
+    return {
+        "merge_method": method,
+        "dtype": "bfloat16",
+        "base_model": str(base),
+        "models": [
+            {"model": str(a), "parameters": {"weight": 0.5, "density": 0.5}},
+            {"model": str(b), "parameters": {"weight": 0.5, "density": 0.5}},
+        ],
+    }
 
 
 def _env_line() -> str:
@@ -205,8 +244,10 @@ def _env_line() -> str:
     except AttributeError:
         cores = os.cpu_count() or 0
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (f"{os.cpu_count()} cores ({cores} usable), load average {load}, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    return (
+        f"{os.cpu_count()} cores ({cores} usable), load average {load}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
 
 
 def main() -> None:
@@ -234,8 +275,17 @@ def main() -> None:
                 build_random(cfg, work / kind / tag, seed)
         return
     env_start = _env_line()
-    build = [sys.executable, str(Path(__file__).resolve()), "--build", "--workdir", str(work),
-             "--size-gb", str(args.size_gb), "--moe-size-gb", str(args.moe_size_gb)]
+    build = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--build",
+        "--workdir",
+        str(work),
+        "--size-gb",
+        str(args.size_gb),
+        "--moe-size-gb",
+        str(args.moe_size_gb),
+    ]
     subprocess.run(build, check=True)
     darwin = str(Path(sys.executable).with_name("darwin"))
     mergekit = MERGEKIT.exists() and not args.no_mergekit
@@ -245,35 +295,87 @@ def main() -> None:
         nbytes = sum(f.stat().st_size for f in a.glob("*.safetensors"))
         budget = 1024 + 4 * largest_tensor_bytes(cfg) / 2**20
         copy_dst = work / kind / "copy"
-        wall, rss, code = _best(["cp", "-r", str(a), str(copy_dst)], args.repeat,
-                                before=[copy_dst])
+        wall, rss, code = _best(["cp", "-r", str(a), str(copy_dst)], args.repeat, before=[copy_dst])
         shutil.rmtree(copy_dst, ignore_errors=True)
         ref = wall
-        rows.append(dict(kind=kind, what="raw copy", method="", mb=nbytes / 1e6, wall=wall,
-                         rss=rss, budget=budget, code=code))
+        rows.append(
+            dict(
+                kind=kind,
+                what="raw copy",
+                method="",
+                mb=nbytes / 1e6,
+                wall=wall,
+                rss=rss,
+                budget=budget,
+                code=code,
+            )
+        )
         # darwin fsyncs every shard it writes; the same copy made durable, for information
-        wall, rss, code = _best(["sh", "-c", 'cp -r "$0" "$1" && sync "$1"/*', str(a),
-                                 str(copy_dst)], args.repeat, before=[copy_dst])
+        wall, rss, code = _best(
+            ["sh", "-c", 'cp -r "$0" "$1" && sync "$1"/*', str(a), str(copy_dst)],
+            args.repeat,
+            before=[copy_dst],
+        )
         shutil.rmtree(copy_dst, ignore_errors=True)
-        rows.append(dict(kind=kind, what="raw copy + fsync", method="", mb=nbytes / 1e6,
-                         wall=wall, rss=rss, budget=budget, code=code))
+        rows.append(
+            dict(
+                kind=kind,
+                what="raw copy + fsync",
+                method="",
+                mb=nbytes / 1e6,
+                wall=wall,
+                rss=rss,
+                budget=budget,
+                code=code,
+            )
+        )
         for method in args.methods.split(","):
             cfg_path = work / kind / f"{method}.yaml"
             cfg_path.write_text(yaml.safe_dump(_config(method, a, b, base)))
             out = work / kind / f"out-{method}"
-            cmd = [darwin, "merge", str(cfg_path), str(out), "--force",
-                   "--threads", str(args.threads)]
+            cmd = [
+                darwin,
+                "merge",
+                str(cfg_path),
+                str(out),
+                "--force",
+                "--threads",
+                str(args.threads),
+            ]
             wall, rss, code = _best(cmd, args.repeat, {"OMP_NUM_THREADS": "1"})
             shutil.rmtree(out, ignore_errors=True)
-            rows.append(dict(kind=kind, what=f"darwin {method}", method=method, mb=nbytes / 1e6,
-                             wall=wall, rss=rss, budget=budget, code=code))
+            rows.append(
+                dict(
+                    kind=kind,
+                    what=f"darwin {method}",
+                    method=method,
+                    mb=nbytes / 1e6,
+                    wall=wall,
+                    rss=rss,
+                    budget=budget,
+                    code=code,
+                )
+            )
             if mergekit:
                 mk_out = work / kind / f"mk-{method}"
-                wall, rss, code = _best([str(MERGEKIT), str(cfg_path), str(mk_out),
-                                         "--lazy-unpickle"], args.repeat, before=[mk_out])
+                wall, rss, code = _best(
+                    [str(MERGEKIT), str(cfg_path), str(mk_out), "--lazy-unpickle"],
+                    args.repeat,
+                    before=[mk_out],
+                )
                 shutil.rmtree(mk_out, ignore_errors=True)
-                rows.append(dict(kind=kind, what=f"mergekit {method}", method=method,
-                                 mb=nbytes / 1e6, wall=wall, rss=rss, budget=budget, code=code))
+                rows.append(
+                    dict(
+                        kind=kind,
+                        what=f"mergekit {method}",
+                        method=method,
+                        mb=nbytes / 1e6,
+                        wall=wall,
+                        rss=rss,
+                        budget=budget,
+                        code=code,
+                    )
+                )
         for row in rows:
             if row["kind"] == kind:
                 row["x_copy"] = row["wall"] / ref
@@ -306,19 +408,27 @@ def _verdicts(rows: list[dict]) -> None:
 
 def _print(rows: list[dict], args: argparse.Namespace, env_start: str, mergekit: bool) -> None:
     _verdicts(rows)
-    print(f"\nmerge speed: darwin --threads {args.threads} (OMP_NUM_THREADS=1), "
-          f"best of {args.repeat}; mergekit {'0.1.5 (.venv-mergekit)' if mergekit else 'not run'}")
+    print(
+        f"\nmerge speed: darwin --threads {args.threads} (OMP_NUM_THREADS=1), "
+        f"best of {args.repeat}; mergekit {'0.1.5 (.venv-mergekit)' if mergekit else 'not run'}"
+    )
     print(f"machine at start: {env_start}")
     print(f"machine at end:   {_env_line()}")
-    print("x copy = wall / raw-copy wall (cp -r of parent A, same run; the linear target uses "
-          "it); vs mk = mergekit wall / darwin wall; peak RSS via a small launcher (cp shows "
-          "its own few MiB); budget = 1 GiB + 4x largest tensor")
-    print(f"{'pair':6} {'what':20} {'MB':>6} {'wall s':>7} {'x copy':>7} {'vs mk':>6} "
-          f"{'peak MiB':>9} {'budget':>7}  verdict")
+    print(
+        "x copy = wall / raw-copy wall (cp -r of parent A, same run; the linear target uses "
+        "it); vs mk = mergekit wall / darwin wall; peak RSS via a small launcher (cp shows "
+        "its own few MiB); budget = 1 GiB + 4x largest tensor"
+    )
+    print(
+        f"{'pair':6} {'what':20} {'MB':>6} {'wall s':>7} {'x copy':>7} {'vs mk':>6} "
+        f"{'peak MiB':>9} {'budget':>7}  verdict"
+    )
     for r in rows:
         vs = f"{r['speedup']:6.1f}" if r.get("speedup") else f"{'-':>6}"
-        print(f"{r['kind']:6} {r['what']:20} {r['mb']:6.0f} {r['wall']:7.2f} {r['x_copy']:7.2f} "
-              f"{vs} {r['rss']:9.0f} {r['budget']:7.0f}  {r['verdict']}")
+        print(
+            f"{r['kind']:6} {r['what']:20} {r['mb']:6.0f} {r['wall']:7.2f} {r['x_copy']:7.2f} "
+            f"{vs} {r['rss']:9.0f} {r['budget']:7.0f}  {r['verdict']}"
+        )
 
 
 if __name__ == "__main__":

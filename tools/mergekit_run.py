@@ -25,8 +25,11 @@ def main() -> None:
     for config_path, out_dir in jobs:
         with open(config_path) as fh:
             config = MergeConfiguration.model_validate(yaml.safe_load(fh))
-        run_merge(config, out_dir, options=MergeOptions(copy_tokenizer=False, quiet=True,
-                                                        write_model_card=False))
+        run_merge(
+            config,
+            out_dir,
+            options=MergeOptions(copy_tokenizer=False, quiet=True, write_model_card=False),
+        )
 
 
 if __name__ == "__main__":

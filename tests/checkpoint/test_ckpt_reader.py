@@ -156,9 +156,20 @@ def test_positional_slices_equal_tensor_indexing(tmp_path: Path) -> None:
     full = torch.arange(4 * 6 * 5, dtype=torch.float32).reshape(4, 6, 5)
     save_file({"x": full.to(torch.bfloat16)}, str(tmp_path / "model.safetensors"))
     want = full.to(torch.bfloat16)
-    cases = [(), (2,), (-1,), (1, 3), (1, slice(2, 5)), (slice(1, 3),), (slice(None),),
-             (3, slice(0, 6), slice(0, 5)), (slice(0, 2), slice(1, 2)), (0, slice(0, 6, 2)),
-             (2, 4, slice(1, 4)), (slice(3, 3),)]
+    cases = [
+        (),
+        (2,),
+        (-1,),
+        (1, 3),
+        (1, slice(2, 5)),
+        (slice(1, 3),),
+        (slice(None),),
+        (3, slice(0, 6), slice(0, 5)),
+        (slice(0, 2), slice(1, 2)),
+        (0, slice(0, 6, 2)),
+        (2, 4, slice(1, 4)),
+        (slice(3, 3),),
+    ]
     with CheckpointReader(tmp_path) as r:
         for idx in cases:
             got = r.get_slice("x", idx)

@@ -212,8 +212,9 @@ def test_planned_writes_go_straight_to_disk(tmp_path: Path, monkeypatch, direct_
     tensors = {f"t{i}": torch.randn(64, 32 + i, generator=gen).to(torch.bfloat16) for i in range(6)}
     tensors["flag"] = torch.tensor([True, False])
     entries = [(k, v.dtype, tuple(v.shape)) for k, v in tensors.items()]
-    with CheckpointWriter(tmp_path / "planned", max_shard_bytes=3 * 64 * 32 * 2,
-                          direct_io=direct_io) as w:
+    with CheckpointWriter(
+        tmp_path / "planned", max_shard_bytes=3 * 64 * 32 * 2, direct_io=direct_io
+    ) as w:
         w.plan(entries)
         for k, v in tensors.items():
             w.add(k, v)

@@ -7,7 +7,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -15,6 +14,7 @@ from darwinmerge.cli import main
 from darwinmerge.zoo.tiny import build_tiny_model, make_parent_pair, save_tiny
 
 from .conftest import write_recipe
+
 
 def _run(args: list[str]) -> int:
     """Run ``darwin ARGS`` through the real entry point (its error boundary included)."""
@@ -31,8 +31,12 @@ def _run(args: list[str]) -> int:
 
 def _setup(tmp_path: Path, family: str = "llama", **kw):
     a, b = make_parent_pair(family, tmp_path, **kw)
-    cfg = write_recipe(tmp_path / "r.yaml", parents=[{"name": "a", "path": str(a)}, {"name": "b", "path": str(b)}],
-                       method="slerp", parameters={"t": 0.5})
+    cfg = write_recipe(
+        tmp_path / "r.yaml",
+        parents=[{"name": "a", "path": str(a)}, {"name": "b", "path": str(b)}],
+        method="slerp",
+        parameters={"t": 0.5},
+    )
     return a, b, cfg
 
 
@@ -46,24 +50,36 @@ def _expect_error(tmp_path, capsys, args, *needles):
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".child")], "temp folder left behind"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".child")], (
+        "temp folder left behind"
+    )
     return lines[0]
 
 
 def test_shape_mismatch(tmp_path, capsys):
     a = save_tiny(build_tiny_model("llama", seed=0), tmp_path / "a")
     b = save_tiny(build_tiny_model("llama", seed=1, hidden_size=48), tmp_path / "b")
-    cfg = write_recipe(tmp_path / "r.yaml", parents=[{"name": "a", "path": str(a)}, {"name": "b", "path": str(b)}],
-                       method="slerp", parameters={"t": 0.5})
+    cfg = write_recipe(
+        tmp_path / "r.yaml",
+        parents=[{"name": "a", "path": str(a)}, {"name": "b", "path": str(b)}],
+        method="slerp",
+        parameters={"t": 0.5},
+    )
     _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")], "hidden")
 
 
 def test_vocab_mismatch(tmp_path, capsys):
     a = save_tiny(build_tiny_model("llama", seed=0), tmp_path / "a")
     b = save_tiny(build_tiny_model("llama", seed=1, vocab_size=160), tmp_path / "b")
-    cfg = write_recipe(tmp_path / "r.yaml", parents=[{"name": "a", "path": str(a)}, {"name": "b", "path": str(b)}],
-                       method="slerp", parameters={"t": 0.5})
-    _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")], "vocab", "128", "160")
+    cfg = write_recipe(
+        tmp_path / "r.yaml",
+        parents=[{"name": "a", "path": str(a)}, {"name": "b", "path": str(b)}],
+        method="slerp",
+        parameters={"t": 0.5},
+    )
+    _expect_error(
+        tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")], "vocab", "128", "160"
+    )
 
 
 def _shard(model_dir: Path) -> None:
@@ -71,20 +87,30 @@ def _shard(model_dir: Path) -> None:
     tensors = load_file(model_dir / "model.safetensors")
     names = sorted(tensors)
     half = len(names) // 2
-    parts = {"model-00001-of-00002.safetensors": names[:half], "model-00002-of-00002.safetensors": names[half:]}
+    parts = {
+        "model-00001-of-00002.safetensors": names[:half],
+        "model-00002-of-00002.safetensors": names[half:],
+    }
     weight_map = {}
     for fname, keys in parts.items():
         save_file({k: tensors[k] for k in keys}, model_dir / fname, metadata={"format": "pt"})
         weight_map.update({k: fname for k in keys})
     (model_dir / "model.safetensors").unlink()
-    (model_dir / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (model_dir / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
 
 
 def test_missing_shard(tmp_path, capsys):
     a, b, cfg = _setup(tmp_path)
     _shard(b)
     (b / "model-00002-of-00002.safetensors").unlink()
-    _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")], "model-00002-of-00002.safetensors")
+    _expect_error(
+        tmp_path,
+        capsys,
+        ["merge", str(cfg), str(tmp_path / "child")],
+        "model-00002-of-00002.safetensors",
+    )
 
 
 def test_truncated_file(tmp_path, capsys):
@@ -92,7 +118,9 @@ def test_truncated_file(tmp_path, capsys):
     f = b / "model.safetensors"
     data = f.read_bytes()
     f.write_bytes(data[: len(data) - 100])
-    _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")], "model.safetensors")
+    _expect_error(
+        tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")], "model.safetensors"
+    )
 
 
 def test_index_naming_shard_outside_model_dir(tmp_path, capsys):
@@ -100,10 +128,14 @@ def test_index_naming_shard_outside_model_dir(tmp_path, capsys):
     _shard(b)
     shutil.move(b / "model-00002-of-00002.safetensors", tmp_path / "evil.safetensors")
     idx = json.loads((b / "model.safetensors.index.json").read_text())
-    idx["weight_map"] = {k: ("../evil.safetensors" if v.endswith("00002.safetensors") else v)
-                         for k, v in idx["weight_map"].items()}
+    idx["weight_map"] = {
+        k: ("../evil.safetensors" if v.endswith("00002.safetensors") else v)
+        for k, v in idx["weight_map"].items()
+    }
     (b / "model.safetensors.index.json").write_text(json.dumps(idx))
-    _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")], "evil.safetensors")
+    _expect_error(
+        tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")], "evil.safetensors"
+    )
 
 
 def test_nan_in_a_parent(tmp_path, capsys):
@@ -111,8 +143,14 @@ def test_nan_in_a_parent(tmp_path, capsys):
     t = load_file(b / "model.safetensors")
     t["model.layers.1.self_attn.q_proj.weight"][0, 0] = float("nan")
     save_file(t, b / "model.safetensors", metadata={"format": "pt"})
-    _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")],
-                  "NaN", "model.layers.1.self_attn.q_proj.weight", "'b'")
+    _expect_error(
+        tmp_path,
+        capsys,
+        ["merge", str(cfg), str(tmp_path / "child")],
+        "NaN",
+        "model.layers.1.self_attn.q_proj.weight",
+        "'b'",
+    )
 
 
 def test_unknown_tensor(tmp_path, capsys):
@@ -120,7 +158,12 @@ def test_unknown_tensor(tmp_path, capsys):
     t = load_file(a / "model.safetensors")
     t["model.layers.0.mystery.weight"] = torch.zeros(3)
     save_file(t, a / "model.safetensors", metadata={"format": "pt"})
-    _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")], "model.layers.0.mystery.weight")
+    _expect_error(
+        tmp_path,
+        capsys,
+        ["merge", str(cfg), str(tmp_path / "child")],
+        "model.layers.0.mystery.weight",
+    )
     # copying it from the donor is allowed when the recipe says so
     assert _run(["merge", str(cfg), str(tmp_path / "child"), "unknown_tensors=donor"]) == 0
     assert "model.layers.0.mystery.weight" in load_file(tmp_path / "child" / "model.safetensors")
@@ -128,8 +171,13 @@ def test_unknown_tensor(tmp_path, capsys):
 
 def test_unknown_method_lists_known(tmp_path, capsys):
     a, b, cfg = _setup(tmp_path)
-    line = _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child"), "method=slurp"],
-                         "slurp", "did you mean 'slerp'")
+    line = _expect_error(
+        tmp_path,
+        capsys,
+        ["merge", str(cfg), str(tmp_path / "child"), "method=slurp"],
+        "slurp",
+        "did you mean 'slerp'",
+    )
     for m in ("linear", "ties", "dare_ties", "della", "breadcrumbs", "task_arithmetic"):
         assert m in line
 
@@ -152,17 +200,35 @@ def test_pickle_checkpoint_refused_unless_allowed(tmp_path, capsys):
     t = load_file(b / "model.safetensors")
     torch.save(t, b / "pytorch_model.bin")
     (b / "model.safetensors").unlink()
-    _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")], "pytorch_model.bin", "--allow-pickle")
+    _expect_error(
+        tmp_path,
+        capsys,
+        ["merge", str(cfg), str(tmp_path / "child")],
+        "pytorch_model.bin",
+        "--allow-pickle",
+    )
     assert _run(["merge", str(cfg), str(tmp_path / "child"), "--allow-pickle"]) == 0
 
 
 def test_bad_recipe_field(tmp_path, capsys):
     a, b, cfg = _setup(tmp_path)
-    _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child"), "donor=nobody"],
-                  "r.yaml", "donor", "nobody")
+    _expect_error(
+        tmp_path,
+        capsys,
+        ["merge", str(cfg), str(tmp_path / "child"), "donor=nobody"],
+        "r.yaml",
+        "donor",
+        "nobody",
+    )
 
 
 def test_required_parameter_without_value(tmp_path, capsys):
     a, b, cfg = _setup(tmp_path)
-    _expect_error(tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child"), "method=linear",
-                                     "parameters={}"], "parameter 'weight'", "parent a", "no value")
+    _expect_error(
+        tmp_path,
+        capsys,
+        ["merge", str(cfg), str(tmp_path / "child"), "method=linear", "parameters={}"],
+        "parameter 'weight'",
+        "parent a",
+        "no value",
+    )

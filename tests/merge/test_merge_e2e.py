@@ -9,18 +9,20 @@ import pytest
 import torch
 
 from darwinmerge.merge import Recipe, merge_to_disk
-from darwinmerge.zoo.tiny import add_fake_mtp, build_tiny_model, make_parent_pair, save_tiny
+from darwinmerge.zoo.tiny import build_tiny_model, make_parent_pair, save_tiny
 
 from .conftest import logits_of, read_tensors
 
 
 def _recipe(a: Path, b: Path, method: str = "slerp", params=None, **kw) -> Recipe:
-    return Recipe.parse({
-        "parents": [{"name": "father", "path": str(a)}, {"name": "mother", "path": str(b)}],
-        "method": method,
-        "parameters": params if params is not None else {"t": 0.0},
-        **kw,
-    })
+    return Recipe.parse(
+        {
+            "parents": [{"name": "father", "path": str(a)}, {"name": "mother", "path": str(b)}],
+            "method": method,
+            "parameters": params if params is not None else {"t": 0.0},
+            **kw,
+        }
+    )
 
 
 @pytest.mark.parametrize("family", ["qwen3_5_moe", "qwen3_moe", "llama"])
@@ -36,8 +38,10 @@ def test_slerp_t0_gives_parent_a_logits(tmp_path, ids, family):
     # the written child carries the recipe, a model card and the donor's config
     card = (out / "README.md").read_text()
     assert "merge" in card and "slerp" in card
-    assert json.loads((out / "config.json").read_text())["model_type"] == json.loads(
-        (a / "config.json").read_text())["model_type"]
+    assert (
+        json.loads((out / "config.json").read_text())["model_type"]
+        == json.loads((a / "config.json").read_text())["model_type"]
+    )
 
 
 def test_fused_and_per_expert_inputs_give_the_same_child(tmp_path):
@@ -69,7 +73,9 @@ def test_fused_and_per_expert_inputs_give_the_same_child(tmp_path):
 
 def test_multimodal_fused_father_and_text_mother_keep_every_expert(tmp_path, ids):
     """The seed's real case: father multimodal + fused + mtp, mother text-only per-expert."""
-    a, b = make_parent_pair("qwen3_5_moe", tmp_path, multimodal_a=True, layout_a="fused", mtp_a=True)
+    a, b = make_parent_pair(
+        "qwen3_5_moe", tmp_path, multimodal_a=True, layout_a="fused", mtp_a=True
+    )
     father = read_tensors(a)
     out = tmp_path / "child"
     res = merge_to_disk(_recipe(a, b, method="linear", params={"weight": 0.5}), out)
@@ -80,7 +86,9 @@ def test_multimodal_fused_father_and_text_mother_keep_every_expert(tmp_path, ids
     # an expert slice of the child is the mean of father's fused slice and mother's expert
     name = "model.language_model.layers.1.mlp.experts.gate_up_proj"
     inter = child[name].shape[1] // 2
-    want = 0.5 * father[name][2, inter:] + 0.5 * mother["model.layers.1.mlp.experts.2.up_proj.weight"]
+    want = (
+        0.5 * father[name][2, inter:] + 0.5 * mother["model.layers.1.mlp.experts.2.up_proj.weight"]
+    )
     assert torch.allclose(child[name][2, inter:], want, atol=1e-6)
     for key in (k for k in child if k.startswith("mtp.") or ".visual." in k):
         assert torch.equal(child[key], father[key]), key  # one-parent tensors copied verbatim
@@ -99,11 +107,17 @@ def test_multimodal_per_expert_father_keeps_routed_experts(tmp_path):
 def test_router_source_and_expert_transplant(tmp_path):
     a, b = make_parent_pair("qwen3_moe", tmp_path)
     ta, tb = read_tensors(a), read_tensors(b)
-    r = _recipe(a, b, params={"t": 0.5},
-                router=[{"layers": [3, 3], "source": "mother"}],
-                transplants=[{"layer": 1, "expert": 2, "source": "mother", "source_expert": 0}])
+    r = _recipe(
+        a,
+        b,
+        params={"t": 0.5},
+        router=[{"layers": [3, 3], "source": "mother"}],
+        transplants=[{"layer": 1, "expert": 2, "source": "mother", "source_expert": 0}],
+    )
     child = read_tensors(merge_to_disk(r, tmp_path / "child").out_dir)
-    assert torch.equal(child["model.layers.3.mlp.gate.weight"], tb["model.layers.3.mlp.gate.weight"])
+    assert torch.equal(
+        child["model.layers.3.mlp.gate.weight"], tb["model.layers.3.mlp.gate.weight"]
+    )
     router1 = child["model.layers.1.mlp.gate.weight"]
     assert torch.equal(router1[2], tb["model.layers.1.mlp.gate.weight"][0])
     assert not torch.equal(router1[1], tb["model.layers.1.mlp.gate.weight"][1])
@@ -117,14 +131,20 @@ def test_router_source_and_expert_transplant(tmp_path):
 def test_transplant_into_fused_layout(tmp_path):
     a, b = make_parent_pair("qwen3_5_moe", tmp_path, layout_a="fused")
     tb = read_tensors(b)
-    r = _recipe(a, b, params={"t": 0.0}, transplants=[{"layer": 0, "expert": 3, "source": "mother"}])
+    r = _recipe(
+        a, b, params={"t": 0.0}, transplants=[{"layer": 0, "expert": 3, "source": "mother"}]
+    )
     child = read_tensors(merge_to_disk(r, tmp_path / "child").out_dir)
     gu = child["model.layers.0.mlp.experts.gate_up_proj"]
     inter = gu.shape[1] // 2
     assert torch.equal(gu[3, :inter], tb["model.layers.0.mlp.experts.3.gate_proj.weight"])
-    assert torch.equal(child["model.layers.0.mlp.experts.down_proj"][3],
-                       tb["model.layers.0.mlp.experts.3.down_proj.weight"])
-    assert torch.equal(child["model.layers.0.mlp.gate.weight"][3], tb["model.layers.0.mlp.gate.weight"][3])
+    assert torch.equal(
+        child["model.layers.0.mlp.experts.down_proj"][3],
+        tb["model.layers.0.mlp.experts.3.down_proj.weight"],
+    )
+    assert torch.equal(
+        child["model.layers.0.mlp.gate.weight"][3], tb["model.layers.0.mlp.gate.weight"][3]
+    )
 
 
 @pytest.mark.parametrize("method", ["dare_ties", "della"])

@@ -25,25 +25,67 @@ ROOT = Path(__file__).resolve().parents[2]
 MK_PY = ROOT / ".venv-mergekit" / "bin" / "python"
 
 CONFIGS = {
-    "linear": {"merge_method": "linear", "models": [
-        {"model": "a", "parameters": {"weight": [0.2, 0.9]}},
-        {"model": "b", "parameters": {"weight": [{"filter": "self_attn", "value": 0.3}, {"value": 0.6}]}}]},
-    "slerp": {"merge_method": "slerp", "base_model": "a", "models": [{"model": "a"}, {"model": "b"}],
-              "parameters": {"t": [{"filter": "mlp", "value": [0.0, 0.5, 1.0]}, {"value": 0.35}]}},
-    "task_arithmetic": {"merge_method": "task_arithmetic", "base_model": "base", "models": [
-        {"model": "a", "parameters": {"weight": 0.7}}, {"model": "b", "parameters": {"weight": [0.1, 0.5]}}]},
-    "ties": {"merge_method": "ties", "base_model": "base", "models": [
-        {"model": "a", "parameters": {"weight": 0.6, "density": 0.5}},
-        {"model": "b", "parameters": {"weight": 0.4, "density": [0.3, 0.9]}}],
-        "parameters": {"normalize": True, "int8_mask": True}},
-    "breadcrumbs": {"merge_method": "breadcrumbs", "base_model": "base", "models": [
-        {"model": "a", "parameters": {"weight": 0.5, "density": 0.8, "gamma": 0.05}},
-        {"model": "b", "parameters": {"weight": 0.5, "density": 0.7, "gamma": 0.02}}]},
-    "sliced_slerp": {"merge_method": "slerp", "base_model": "a", "slices": [
-        {"sources": [{"model": "a", "layer_range": [0, 2]}, {"model": "b", "layer_range": [0, 2]}],
-         "parameters": {"t": 0.2}},
-        {"sources": [{"model": "a", "layer_range": [2, 4]}, {"model": "b", "layer_range": [2, 4]}]}],
-        "parameters": {"t": 0.8}},
+    "linear": {
+        "merge_method": "linear",
+        "models": [
+            {"model": "a", "parameters": {"weight": [0.2, 0.9]}},
+            {
+                "model": "b",
+                "parameters": {"weight": [{"filter": "self_attn", "value": 0.3}, {"value": 0.6}]},
+            },
+        ],
+    },
+    "slerp": {
+        "merge_method": "slerp",
+        "base_model": "a",
+        "models": [{"model": "a"}, {"model": "b"}],
+        "parameters": {"t": [{"filter": "mlp", "value": [0.0, 0.5, 1.0]}, {"value": 0.35}]},
+    },
+    "task_arithmetic": {
+        "merge_method": "task_arithmetic",
+        "base_model": "base",
+        "models": [
+            {"model": "a", "parameters": {"weight": 0.7}},
+            {"model": "b", "parameters": {"weight": [0.1, 0.5]}},
+        ],
+    },
+    "ties": {
+        "merge_method": "ties",
+        "base_model": "base",
+        "models": [
+            {"model": "a", "parameters": {"weight": 0.6, "density": 0.5}},
+            {"model": "b", "parameters": {"weight": 0.4, "density": [0.3, 0.9]}},
+        ],
+        "parameters": {"normalize": True, "int8_mask": True},
+    },
+    "breadcrumbs": {
+        "merge_method": "breadcrumbs",
+        "base_model": "base",
+        "models": [
+            {"model": "a", "parameters": {"weight": 0.5, "density": 0.8, "gamma": 0.05}},
+            {"model": "b", "parameters": {"weight": 0.5, "density": 0.7, "gamma": 0.02}},
+        ],
+    },
+    "sliced_slerp": {
+        "merge_method": "slerp",
+        "base_model": "a",
+        "slices": [
+            {
+                "sources": [
+                    {"model": "a", "layer_range": [0, 2]},
+                    {"model": "b", "layer_range": [0, 2]},
+                ],
+                "parameters": {"t": 0.2},
+            },
+            {
+                "sources": [
+                    {"model": "a", "layer_range": [2, 4]},
+                    {"model": "b", "layer_range": [2, 4]},
+                ]
+            },
+        ],
+        "parameters": {"t": 0.8},
+    },
 }
 
 
@@ -63,8 +105,13 @@ def mergekit_outputs(tmp_path_factory):
         jobs.append([str(path), str(root / f"mk-{name}")])
     (root / "jobs.json").write_text(json.dumps(jobs))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([str(MK_PY), str(ROOT / "tools" / "mergekit_run.py"), str(root / "jobs.json")],
-                   check=True, cwd=root, env=env, capture_output=True)
+    subprocess.run(
+        [str(MK_PY), str(ROOT / "tools" / "mergekit_run.py"), str(root / "jobs.json")],
+        check=True,
+        cwd=root,
+        env=env,
+        capture_output=True,
+    )
     return root
 
 

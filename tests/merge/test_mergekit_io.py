@@ -29,10 +29,21 @@ dtype: bfloat16
     assert r.base is None and r.dtype == "bfloat16"
     t = r.parameters["t"]
     kw = dict(component="attn", num_layers=5)
-    assert resolve_schedule(t, layer=2, tensor_name="model.layers.2.self_attn.q_proj.weight", **kw) == 0.5
-    assert resolve_schedule(t, layer=1, tensor_name="model.layers.1.self_attn.q_proj.weight", **kw) == 0.25
-    assert resolve_schedule(t, layer=1, tensor_name="model.layers.1.mlp.up_proj.weight", **kw) == 0.75
-    assert resolve_schedule(t, layer=1, tensor_name="model.layers.1.input_layernorm.weight", **kw) == 0.5
+    assert (
+        resolve_schedule(t, layer=2, tensor_name="model.layers.2.self_attn.q_proj.weight", **kw)
+        == 0.5
+    )
+    assert (
+        resolve_schedule(t, layer=1, tensor_name="model.layers.1.self_attn.q_proj.weight", **kw)
+        == 0.25
+    )
+    assert (
+        resolve_schedule(t, layer=1, tensor_name="model.layers.1.mlp.up_proj.weight", **kw) == 0.75
+    )
+    assert (
+        resolve_schedule(t, layer=1, tensor_name="model.layers.1.input_layernorm.weight", **kw)
+        == 0.5
+    )
     back = recipe_to_mergekit(r)
     assert back["base_model"] == "/m/a" and back["merge_method"] == "slerp"
     assert recipe_from_mergekit(back) == r
@@ -73,8 +84,12 @@ parameters: {t: 0.9}
 """)
     r = recipe_from_mergekit(cfg)
     t = r.parameters["t"]
-    vals = [resolve_schedule(t, layer=i, component="attn", tensor_name="x", num_layers=4) for i in range(4)]
+    vals = [
+        resolve_schedule(t, layer=i, component="attn", tensor_name="x", num_layers=4)
+        for i in range(4)
+    ]
     assert vals == [0.2, 0.2, 0.9, 0.9]
+
     # mergekit reads embeddings with the first slice, final norm and lm_head with the last
     def non_layer(component):
         return resolve_schedule(t, layer=None, component=component, tensor_name="x", num_layers=4)
@@ -93,21 +108,30 @@ slices:
     with pytest.raises(ConfigError, match="must continue at layer 2"):
         recipe_from_mergekit(stack)
     with pytest.raises(ConfigError, match="slerp needs base_model"):
-        recipe_from_mergekit({"merge_method": "slerp", "models": [{"model": "/a"}, {"model": "/b"}],
-                              "parameters": {"t": 0.5}})
+        recipe_from_mergekit(
+            {
+                "merge_method": "slerp",
+                "models": [{"model": "/a"}, {"model": "/b"}],
+                "parameters": {"t": 0.5},
+            }
+        )
     with pytest.raises(ConfigError, match="did you mean"):
-        recipe_from_mergekit({"merge_method": "linaer", "models": [{"model": "/a"}, {"model": "/b"}]})
+        recipe_from_mergekit(
+            {"merge_method": "linaer", "models": [{"model": "/a"}, {"model": "/b"}]}
+        )
 
 
 def test_load_any_config_detects_format_resolves_paths_and_overrides(tmp_path: Path):
     (tmp_path / "mk.yaml").write_text(
         "merge_method: linear\nmodels:\n  - {model: a, parameters: {weight: 1}}\n"
-        "  - {model: b, parameters: {weight: 3}}\n")
+        "  - {model: b, parameters: {weight: 3}}\n"
+    )
     r = load_any_config(tmp_path / "mk.yaml", ["dtype=float16"])
     assert r.parents[0].path == str((tmp_path / "a").resolve())
     assert r.dtype == "float16"
     (tmp_path / "d.yaml").write_text(
-        "parents: [{name: f, path: a}, {name: m, path: b}]\nmethod: slerp\nparameters: {t: 0.5}\n")
+        "parents: [{name: f, path: a}, {name: m, path: b}]\nmethod: slerp\nparameters: {t: 0.5}\n"
+    )
     r = load_any_config(tmp_path / "d.yaml", ["parameters.t=0.25", "seed=4"])
     assert r.parameters["t"] == 0.25 and r.seed == 4
     with pytest.raises(ConfigError, match="expected key=value"):

@@ -39,7 +39,9 @@ def test_scalar_gradient_and_rules():
         Rule(value=0.4),
     ]
     assert resolve_schedule(rules, **where(4, "linear_attn")) == 0.1  # group 'attention'
-    assert resolve_schedule(rules, **where(3, "experts")) == pytest.approx(0.5)  # block gradient start
+    assert resolve_schedule(rules, **where(3, "experts")) == pytest.approx(
+        0.5
+    )  # block gradient start
     assert resolve_schedule(rules, **where(4, "experts")) == pytest.approx(0.9)
     assert resolve_schedule(rules, **where(1, "router", "model.layers.1.mlp.gate.weight")) == 0.7
     assert resolve_schedule(rules, **where(1, "experts")) == 0.4
@@ -48,11 +50,13 @@ def test_scalar_gradient_and_rules():
 
 def test_seed_style_three_block_recipe_and_router():
     r = _recipe(
-        parameters={"t": [
-            {"layers": [0, 2], "value": 0.599},
-            {"layers": [3, 3], "value": 0.9},
-            {"layers": [4, 4], "value": 0.534},
-        ]},
+        parameters={
+            "t": [
+                {"layers": [0, 2], "value": 0.599},
+                {"layers": [3, 3], "value": 0.9},
+                {"layers": [4, 4], "value": 0.534},
+            ]
+        },
         router=[{"layers": [0, 3], "source": "mother"}, {"layers": [4, 4], "source": "father"}],
     )
     vals = [resolve_schedule(r.parameters["t"], **where(layer)) for layer in range(5)]
@@ -75,18 +79,26 @@ def test_yaml_round_trip_is_identity():
 
 def test_every_problem_reported_at_once():
     with pytest.raises(ConfigError) as info:
-        Recipe.parse({
-            "parents": [{"name": "a", "path": "/a"}, {"name": "a", "path": "/b"}],
-            "method": "slerp",
-            "parameters": {"t": 0.5, "bogus": 1},
-            "donor": "zed",
-            "router": "nobody",
-            "transplants": [{"layer": 0, "expert": 1, "source": "ghost"}],
-        }, source="r.yaml")
+        Recipe.parse(
+            {
+                "parents": [{"name": "a", "path": "/a"}, {"name": "a", "path": "/b"}],
+                "method": "slerp",
+                "parameters": {"t": 0.5, "bogus": 1},
+                "donor": "zed",
+                "router": "nobody",
+                "transplants": [{"layer": 0, "expert": 1, "source": "ghost"}],
+            },
+            source="r.yaml",
+        )
     msg = str(info.value)
     assert msg.startswith("r.yaml:")
-    for part in ("duplicate names", "donor: 'zed'", "router: source 'nobody'",
-                 "transplants[0].source", "parameters.bogus"):
+    for part in (
+        "duplicate names",
+        "donor: 'zed'",
+        "router: source 'nobody'",
+        "transplants[0].source",
+        "parameters.bogus",
+    ):
         assert part in msg, part
     assert "\n" not in msg
 
@@ -111,8 +123,19 @@ def test_task_vector_method_needs_base_and_field_errors():
 
 def test_one_parent_needs_a_base():
     with pytest.raises(ConfigError, match="at least two parents"):
-        Recipe.parse({"parents": [{"name": "a", "path": "/a"}], "method": "linear",
-                      "parameters": {"weight": 1.0}})
-    r = Recipe.parse({"parents": [{"name": "a", "path": "/a"}], "base": "/b", "method": "ties",
-                      "parameters": {"weight": 1.0, "density": 0.5}})
+        Recipe.parse(
+            {
+                "parents": [{"name": "a", "path": "/a"}],
+                "method": "linear",
+                "parameters": {"weight": 1.0},
+            }
+        )
+    r = Recipe.parse(
+        {
+            "parents": [{"name": "a", "path": "/a"}],
+            "base": "/b",
+            "method": "ties",
+            "parameters": {"weight": 1.0, "density": 0.5},
+        }
+    )
     assert r.donor_name == "a"

@@ -134,8 +134,13 @@ def test_streamed_ties_keeps_exactly_k_with_ties(monkeypatch: pytest.MonkeyPatch
     base = torch.zeros(n)
     x = torch.randint(1, 4, (n,), generator=g).float()  # magnitudes 1, 2, 3: huge ties
     out = generalized_task_arithmetic(
-        [x], base=base, weights=[1.0], densities=[0.5], sparsifier=Sparsifier.magnitude,
-        consensus=True, normalize=True,
+        [x],
+        base=base,
+        weights=[1.0],
+        densities=[0.5],
+        sparsifier=Sparsifier.magnitude,
+        consensus=True,
+        normalize=True,
     )
     k = n // 2
     kept = out != 0
@@ -190,9 +195,16 @@ def test_streamed_dare_equals_reference(
 
     def merge() -> torch.Tensor:
         return generalized_task_arithmetic(
-            xs, base=base, weights=[0.6, 0.3, -0.2], densities=[0.4, 1.0, 0.7],
-            sparsifier=Sparsifier.random, consensus=consensus, normalize=consensus,
-            rescale=rescale, group_dims=group_dims, generator=torch.Generator().manual_seed(7),
+            xs,
+            base=base,
+            weights=[0.6, 0.3, -0.2],
+            densities=[0.4, 1.0, 0.7],
+            sparsifier=Sparsifier.random,
+            consensus=consensus,
+            normalize=consensus,
+            rescale=rescale,
+            group_dims=group_dims,
+            generator=torch.Generator().manual_seed(7),
         )
 
     fast = merge()
@@ -210,11 +222,18 @@ def test_streamed_dare_draws_the_reference_masks(monkeypatch: pytest.MonkeyPatch
     base = torch.zeros(shape)
     xs = [torch.ones(shape), torch.full(shape, 2.0)]
     out = generalized_task_arithmetic(
-        xs, base=base, weights=[1.0, 1.0], densities=[0.3, 0.6], sparsifier=Sparsifier.random,
+        xs,
+        base=base,
+        weights=[1.0, 1.0],
+        densities=[0.3, 0.6],
+        sparsifier=Sparsifier.random,
         generator=torch.Generator().manual_seed(4),
     )
     masks = task_vectors.draw_masks(
-        Sparsifier.random, xs, base=base, densities=[0.3, 0.6],
+        Sparsifier.random,
+        xs,
+        base=base,
+        densities=[0.3, 0.6],
         generator=torch.Generator().manual_seed(4),
     )
     assert masks[0] is not None and masks[1] is not None

@@ -137,7 +137,7 @@ class CheckpointReader:
         out = torch.empty(count * itemsize, dtype=torch.uint8)
         if count:
             fd = self._fd(info.file)
-            view = memoryview(out.numpy())
+            view = memoryview(out.numpy())  # type: ignore[arg-type]
             offset = info.offset + start * itemsize
             done = 0
             try:
@@ -299,9 +299,7 @@ def _normalize_index(name: str, shape: tuple[int, ...], index: int | slice | Ind
     return tuple(out)
 
 
-def _contiguous_span(
-    shape: tuple[int, ...], idx: Index
-) -> tuple[int, int, tuple[int, ...]] | None:
+def _contiguous_span(shape: tuple[int, ...], idx: Index) -> tuple[int, int, tuple[int, ...]] | None:
     """``(first element, count, result shape)`` when ``tensor[idx]`` is one contiguous
     range of the row-major data (leading ints, then at most one unit-step slice)."""
     strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
@@ -314,8 +312,12 @@ def _contiguous_span(
         if step != 1:
             return None
         rest = idx[dim + 1 :]
-        if any(not (isinstance(r, slice) and r.indices(shape[dim + 1 + k]) == (0, shape[dim + 1 + k], 1))
-               for k, r in enumerate(rest)):
+        if any(
+            not (
+                isinstance(r, slice) and r.indices(shape[dim + 1 + k]) == (0, shape[dim + 1 + k], 1)
+            )
+            for k, r in enumerate(rest)
+        ):
             return None
         n = max(hi - lo, 0)
         return start + lo * strides[dim], n * strides[dim], (n, *shape[dim + 1 :])

@@ -41,7 +41,9 @@ class ShardFile:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.pwrite(self._fd, head, 0)
         except OSError as exc:
-            raise CheckpointError(f"{path}: cannot write shard ({exc}); check free disk space") from exc
+            raise CheckpointError(
+                f"{path}: cannot write shard ({exc}); check free disk space"
+            ) from exc
         self._offset = len(head)  # file offset of the next byte of data
         self._direct_fd: int | None = None
         if direct and hasattr(os, "O_DIRECT"):
@@ -72,7 +74,9 @@ class ShardFile:
                 if self._fill == _BOUNCE_BYTES:
                     self._flush_aligned()
         except OSError as exc:
-            raise CheckpointError(f"{self.path}: cannot write ({exc}); check free disk space") from exc
+            raise CheckpointError(
+                f"{self.path}: cannot write ({exc}); check free disk space"
+            ) from exc
 
     def _flush_aligned(self) -> None:
         """Write the aligned prefix of the bounce buffer directly; keep the rest."""
@@ -99,7 +103,9 @@ class ShardFile:
                     self._fill = 0
             os.fsync(self._fd)
         except OSError as exc:
-            raise CheckpointError(f"{self.path}: cannot write ({exc}); check free disk space") from exc
+            raise CheckpointError(
+                f"{self.path}: cannot write ({exc}); check free disk space"
+            ) from exc
         finally:
             self.abort()
 

@@ -9,11 +9,13 @@ When the caller knows every tensor up front (the merge planner does), ``plan()``
 out the shards and their headers at once and ``add`` writes each tensor's bytes straight
 to its place in its shard file (``shard_file.ShardFile``: data aligned to 4 KiB and
 written with ``O_DIRECT`` where supported, ``direct_io=False`` to turn that off): nothing
-is buffered beyond a 64 MiB bounce buffer, so memory holds one tensor at a time. Everything goes to a hidden temporary
-sibling folder; ``commit`` renames the shards to ``model-0000i-of-0000N.safetensors``
-(``model.safetensors`` when there is one shard, with no index, as Hugging Face does),
-writes ``model.safetensors.index.json`` and moves the folder into place with
-``os.rename``, so the output path holds either the old content or the complete new one.
+is buffered beyond a 64 MiB bounce buffer, so memory holds one tensor at a time.
+
+Everything goes to a hidden temporary sibling folder; ``commit`` renames the shards to
+``model-0000i-of-0000N.safetensors`` (``model.safetensors`` when there is one shard,
+with no index, as Hugging Face does), writes ``model.safetensors.index.json`` and moves
+the folder into place with ``os.rename``, so the output path holds either the old
+content or the complete new one.
 """
 
 from __future__ import annotations
@@ -139,8 +141,11 @@ class CheckpointWriter:
         offset = 0
         for name, dtype, shape in entries:
             nbytes = math.prod(shape) * dtype.itemsize
-            header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape),
-                            "data_offsets": [offset, offset + nbytes]}
+            header[name] = {
+                "dtype": _ST_DTYPES[dtype],
+                "shape": list(shape),
+                "data_offsets": [offset, offset + nbytes],
+            }
             offset += nbytes
         path = self.tmp_dir / f".shard-{i + 1:05d}.partial"
         self._file = ShardFile(path, header, direct=self.direct_io)
@@ -161,7 +166,7 @@ class CheckpointWriter:
             self._open_planned_shard(shard)
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
         assert self._file is not None
-        self._file.write(memoryview(data.numpy()))
+        self._file.write(memoryview(data.numpy()))  # type: ignore[arg-type]
         self._next += 1
         self._names.add(name)
         self._total_bytes += data.numel()

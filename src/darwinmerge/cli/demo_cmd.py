@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -33,9 +34,11 @@ def _step(title: str, argv: list[str]) -> float:
 
 
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Working folder of the demo."),
-    zoo: Path = typer.Option(Path("runs/zoo"), "--zoo", help="Zoo folder (built once, then reused)."),
-    mri: bool = typer.Option(True, "--mri/--no-mri", help="Run the Model MRI step."),
+    out: Annotated[Path, typer.Option(help="Working folder of the demo.")] = Path("runs/demo"),
+    zoo: Annotated[Path, typer.Option(help="Zoo folder (built once, then reused).")] = Path(
+        "runs/zoo"
+    ),
+    mri: Annotated[bool, typer.Option("--mri/--no-mri", help="Run the Model MRI step.")] = True,
 ) -> None:
     """Run the whole chain on the built-in tiny parents (CPU; the first run trains them)."""
     import torch
@@ -49,23 +52,48 @@ def demo(
     hf_logging.disable_progress_bar()
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    timings["zoo"] = _step("1/4 zoo: tiny parents in the seed's architecture",
-                           ["zoo", "build", str(zoo)])
+    timings["zoo"] = _step(
+        "1/4 zoo: tiny parents in the seed's architecture", ["zoo", "build", str(zoo)]
+    )
     father, mother, base = zoo / "father", zoo / "mother", zoo / "base"
     if mri:
         timings["mri"] = _step(
             "2/4 Model MRI: scan both parents",
-            ["mri", "compare", str(father), str(mother), "--base", str(base),
-             "--probes", f"zoo@{zoo}", "--out", str(out / "mri"), "--force"],
+            [
+                "mri",
+                "compare",
+                str(father),
+                str(mother),
+                "--base",
+                str(base),
+                "--probes",
+                f"zoo@{zoo}",
+                "--out",
+                str(out / "mri"),
+                "--force",
+            ],
         )
     recipe_path = out / "recipe.yaml"
     recipe_path.write_text(to_recipe(WINNING, father.resolve(), mother.resolve()).to_yaml())
-    timings["merge"] = _step(f"3/4 merge: hand-made recipe '{WINNING.name}'",
-                             ["merge", str(recipe_path), str(out / "child"), "--force"])
+    timings["merge"] = _step(
+        f"3/4 merge: hand-made recipe '{WINNING.name}'",
+        ["merge", str(recipe_path), str(out / "child"), "--force"],
+    )
     timings["eval"] = _step(
         "4/4 evaluate on the held-out test split",
-        ["eval", str(out / "child"), str(father), str(mother), "--tasks", f"zoo:{zoo}",
-         "--split", "test", "--out", str(out / "eval.json"), "--force"],
+        [
+            "eval",
+            str(out / "child"),
+            str(father),
+            str(mother),
+            "--tasks",
+            f"zoo:{zoo}",
+            "--split",
+            "test",
+            "--out",
+            str(out / "eval.json"),
+            "--force",
+        ],
     )
     console.rule("[bold]done")
     console.print(f"recipe:  {recipe_path}  ({WINNING.description})")

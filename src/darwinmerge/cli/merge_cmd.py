@@ -3,26 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-
 console = Console(stderr=True)
 
 
+ConfigArg = Annotated[
+    Path, typer.Argument(help="A darwin recipe or a mergekit YAML (recognised automatically).")
+]
+OverridesArg = Annotated[
+    list[str] | None, typer.Argument(help="key=value overrides, e.g. seed=3 parameters.t=0.4")
+]
+
+
 def merge(
-    config: Path = typer.Argument(..., help="A darwin recipe or a mergekit YAML (recognised automatically)."),
-    out: Path = typer.Argument(..., help="Output folder for the child model."),
-    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. seed=3 parameters.t=0.4"),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
-    threads: int = typer.Option(1, "--threads", min=1, help="Tensors merged in parallel."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read .bin/.pt (pickle) checkpoints."),
-    check_finite: bool = typer.Option(True, "--check-finite/--no-check-finite",
-                                      help="Refuse parents with NaN/inf values."),
-    shard_size: str = typer.Option("5GB", "--shard-size", help="Maximum shard size, e.g. 2GB, 500MB."),
+    config: ConfigArg,
+    out: Annotated[Path, typer.Argument(help="Output folder for the child model.")],
+    overrides: OverridesArg = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+    threads: Annotated[int, typer.Option(min=1, help="Tensors merged in parallel.")] = 1,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Read .bin/.pt (pickle) checkpoints.")
+    ] = False,
+    check_finite: Annotated[
+        bool,
+        typer.Option("--check-finite/--no-check-finite", help="Refuse parents with NaN/inf."),
+    ] = True,
+    shard_size: Annotated[str, typer.Option(help="Maximum shard size, e.g. 2GB, 500MB.")] = "5GB",
 ) -> None:
     """Merge parent checkpoints into a Hugging Face model folder."""
     from darwinmerge.merge.api import merge_to_disk
@@ -30,8 +42,15 @@ def merge(
 
     recipe = load_any_config(config, overrides or [])
     max_bytes = _parse_size(shard_size)
-    with Progress(TextColumn("[bold]merge"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console, transient=False) as bar:
+    with Progress(
+        TextColumn("[bold]merge"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=False,
+    ) as bar:
         task = bar.add_task("planning", total=None)
 
         def on_plan(plan: object) -> None:
@@ -40,23 +59,36 @@ def merge(
         def on_job(job: object) -> None:
             bar.update(task, advance=1, description=job.name)  # type: ignore[attr-defined]
 
-        result = merge_to_disk(recipe, out, force=force, device=device, threads=threads,
-                               allow_pickle=allow_pickle, check_finite=check_finite,
-                               max_shard_bytes=max_bytes, on_plan=on_plan, progress=on_job)
+        result = merge_to_disk(
+            recipe,
+            out,
+            force=force,
+            device=device,
+            threads=threads,
+            allow_pickle=allow_pickle,
+            check_finite=check_finite,
+            max_shard_bytes=max_bytes,
+            on_plan=on_plan,
+            progress=on_job,
+        )
         bar.update(task, description="done")
     for note in result.notes:
         console.print(f"note: {note}")
     console.print(
-        f"wrote {result.tensors} tensors ({result.bytes_written / 2**20:.1f} MiB) to {result.out_dir} "
-        f"in {result.seconds:.1f} s"
+        f"wrote {result.tensors} tensors ({result.bytes_written / 2**20:.1f} MiB) "
+        f"to {result.out_dir} in {result.seconds:.1f} s"
     )
 
 
 def validate(
-    config: Path = typer.Argument(..., help="A darwin recipe or a mergekit YAML."),
-    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
-    check_parents: bool = typer.Option(True, "--check-parents/--no-check-parents",
-                                       help="Also open the parents and plan the merge."),
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    check_parents: Annotated[
+        bool,
+        typer.Option(
+            "--check-parents/--no-check-parents", help="Also open the parents and plan the merge."
+        ),
+    ] = True,
 ) -> None:
     """Check a recipe (and that its parents can be merged) without merging."""
     from contextlib import ExitStack
@@ -69,8 +101,10 @@ def validate(
     if check_parents:
         with ExitStack() as stack:
             plan = plan_merge(recipe, open_sources(recipe, stack))
-        console.print(f"ok: {len(plan.jobs)} tensors, family {plan.out_arch.family}, "
-                      f"{plan.out_arch.num_layers} layers")
+        console.print(
+            f"ok: {len(plan.jobs)} tensors, family {plan.out_arch.family}, "
+            f"{plan.out_arch.num_layers} layers"
+        )
         for note in plan.notes:
             console.print(f"note: {note}")
     else:
@@ -81,7 +115,15 @@ def validate(
 def _parse_size(text: str) -> int:
     from darwinmerge.errors import ConfigError
 
-    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
+    units = {
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+        "B": 1,
+    }
     t = text.strip().upper()
     for unit in sorted(units, key=len, reverse=True):
         if t.endswith(unit):

@@ -8,7 +8,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from darwinmerge.checkpoint import CheckpointReader, CheckpointWriter, copy_side_files, write_model_card
+from darwinmerge.checkpoint import (
+    CheckpointReader,
+    CheckpointWriter,
+    copy_side_files,
+    write_model_card,
+)
 from darwinmerge.errors import OutputExistsError
 from darwinmerge.merge.executor import DTYPES, execute_plan
 from darwinmerge.merge.planner import MergePlan, TensorJob, plan_merge
@@ -28,7 +33,9 @@ class MergeResult:
     notes: list[str] = field(default_factory=list)
 
 
-def open_sources(recipe: Recipe, stack: ExitStack, *, allow_pickle: bool = False) -> list[CheckpointReader]:
+def open_sources(
+    recipe: Recipe, stack: ExitStack, *, allow_pickle: bool = False
+) -> list[CheckpointReader]:
     paths = [p.path for p in recipe.parents] + ([recipe.base] if recipe.base else [])
     return [stack.enter_context(CheckpointReader(p, allow_pickle=allow_pickle)) for p in paths]
 
@@ -70,8 +77,15 @@ def merge_to_disk(
                 writer.add(name, tensor)  # type: ignore[arg-type]
                 written += tensor.numel() * tensor.element_size()  # type: ignore[attr-defined]
 
-            execute_plan(plan, sources, sink, threads=threads, device=device,
-                         check_finite=check_finite, progress=progress)
+            execute_plan(
+                plan,
+                sources,
+                sink,
+                threads=threads,
+                device=device,
+                check_finite=check_finite,
+                progress=progress,
+            )
             updates = {"dtype": recipe.dtype} if recipe.dtype else None
             copy_side_files(donor_dir, writer.tmp_dir, config_updates=updates)
             recipe_yaml = recipe.to_yaml()

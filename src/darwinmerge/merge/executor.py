@@ -60,7 +60,8 @@ class StateDictSource:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> StateDictSource:
-        config = model.config.to_dict() if hasattr(model, "config") else {}
+        config = getattr(model, "config", None)
+        config = config.to_dict() if config is not None else {}
         return cls({k: v.detach() for k, v in model.state_dict().items()}, config)
 
 
@@ -69,7 +70,9 @@ def job_seed(seed: int, key: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def realize(fetch: Fetch, sources: Sequence[TensorSource], shape: tuple[int, ...] | None = None) -> torch.Tensor:
+def realize(
+    fetch: Fetch, sources: Sequence[TensorSource], shape: tuple[int, ...] | None = None
+) -> torch.Tensor:
     src = sources[fetch.source]
     if fetch.whole is not None:
         name, index = fetch.whole
@@ -168,8 +171,15 @@ def _iter_results(
 
     def work(job: TensorJob) -> torch.Tensor:
         with torch.no_grad():
-            t = run_job(job, sources, seed=plan.recipe.seed, out_dtype=out_dtype, device=device,
-                        check_finite=check_finite, names=names)
+            t = run_job(
+                job,
+                sources,
+                seed=plan.recipe.seed,
+                out_dtype=out_dtype,
+                device=device,
+                check_finite=check_finite,
+                names=names,
+            )
             return t.to("cpu")
 
     if threads <= 1:
@@ -230,8 +240,15 @@ def merge_into(
         for job in plan.jobs:
             dst = state.get(job.name)
             out_dtype = dst.dtype if dst is not None else None
-            out = run_job(job, sources, seed=plan.recipe.seed, out_dtype=out_dtype, device=dev,
-                          check_finite=check_finite, names=names)
+            out = run_job(
+                job,
+                sources,
+                seed=plan.recipe.seed,
+                out_dtype=out_dtype,
+                device=dev,
+                check_finite=check_finite,
+                names=names,
+            )
             if dst is not None:
                 if tuple(dst.shape) != tuple(out.shape):
                     raise MergeError(

@@ -28,8 +28,16 @@ __all__ = [
 
 # mergekit options that only change how it computes, not what: dropped on import
 _COMPUTE_ONLY = {"int8_mask"}
-_TASK_VECTOR = {"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-                "breadcrumbs_ties", "della", "della_linear"}
+_TASK_VECTOR = {
+    "task_arithmetic",
+    "ties",
+    "dare_ties",
+    "dare_linear",
+    "breadcrumbs",
+    "breadcrumbs_ties",
+    "della",
+    "della_linear",
+}
 # component -> tensor-name substring used when exporting component rules as filters
 _COMPONENT_FILTERS = {
     "attn": "self_attn",
@@ -58,14 +66,19 @@ def _model_path(ref: Any, where: str) -> str:
     raise ConfigError(f"{where}: cannot read model reference {ref!r}")
 
 
-def _schedule(value: Any, where: str, layers: tuple[int, int] | None = None,
-              also: list[str] | None = None) -> Any:
+def _schedule(
+    value: Any, where: str, layers: tuple[int, int] | None = None, also: list[str] | None = None
+) -> Any:
     """A mergekit ParameterSetting as a darwin Schedule. Slice parameters become rules
     limited to the slice's ``layers``; ``also`` (groups "pre" / "post") repeats them for the
     non-layer tensors mergekit reads with the first / last slice."""
     if layers is not None:
         rules = _schedule(value, where)
-        rules = rules if isinstance(rules, list) and rules and isinstance(rules[0], Rule) else [Rule(value=rules)]
+        rules = (
+            rules
+            if isinstance(rules, list) and rules and isinstance(rules[0], Rule)
+            else [Rule(value=rules)]
+        )
         out = [r.model_copy(update={"layers": layers}) for r in rules]
         if also:
             out += [r.model_copy(update={"component": also}) for r in rules]
@@ -83,8 +96,12 @@ def _schedule(value: Any, where: str, layers: tuple[int, int] | None = None,
         v = cond["value"]
         if isinstance(v, str) or (isinstance(v, list) and any(isinstance(x, str) for x in v)):
             raise ConfigError(f"{where}[{i}]: string parameter values are not supported")
-        rules.append(Rule(filter=None if filt in (None, "*") else str(filt),
-                          value=v if not isinstance(v, list) else [float(x) for x in v]))
+        rules.append(
+            Rule(
+                filter=None if filt in (None, "*") else str(filt),
+                value=v if not isinstance(v, list) else [float(x) for x in v],
+            )
+        )
     return rules
 
 
@@ -97,15 +114,19 @@ def _merge_schedules(old: Any, new: Any) -> Any:
     return as_rules(old) + as_rules(new)
 
 
-def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "<mergekit>", root: Path | None = None) -> Recipe:
+def recipe_from_mergekit(
+    data: Mapping[str, Any], *, source: str = "<mergekit>", root: Path | None = None
+) -> Recipe:
     """Translate a mergekit config (already parsed YAML) into a Recipe."""
     method = str(data["merge_method"])
     for key in ("modules", "tokenizer", "chat_template"):
         if data.get(key):
             raise ConfigError(f"{source}: mergekit '{key}' is not supported by darwinmerge")
     if data.get("tokenizer_source") not in (None, "base"):
-        raise ConfigError(f"{source}: tokenizer_source {data['tokenizer_source']!r} is not supported; "
-                          f"the child takes the donor parent's tokenizer")
+        raise ConfigError(
+            f"{source}: tokenizer_source {data['tokenizer_source']!r} is not supported; "
+            f"the child takes the donor parent's tokenizer"
+        )
     base = data.get("base_model")
     base_path = _model_path(base, f"{source}: base_model") if base is not None else None
 
@@ -127,7 +148,8 @@ def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "<mergekit>",
             params = (m.get("parameters") if isinstance(m, Mapping) else None) or {}
             per_model[path] = {
                 k: _schedule(v, f"{source}: models[{i}].parameters.{k}")
-                for k, v in params.items() if k not in _COMPUTE_ONLY
+                for k, v in params.items()
+                if k not in _COMPUTE_ONLY
             }
     elif data.get("slices"):
         top_level, global_params = global_params, {}
@@ -136,21 +158,29 @@ def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "<mergekit>",
             sources = sl.get("sources") or []
             ranges = {tuple(s.get("layer_range", ())) for s in sources}
             if len(ranges) != 1:
-                raise ConfigError(f"{source}: slices[{si}] takes different layer ranges from its "
-                                  f"models; layer stacking (frankenmerge) is not supported")
+                raise ConfigError(
+                    f"{source}: slices[{si}] takes different layer ranges from its "
+                    f"models; layer stacking (frankenmerge) is not supported"
+                )
             start, end = next(iter(ranges))
             if start != expect_start or end <= start:
-                raise ConfigError(f"{source}: slices[{si}] layer_range [{start}, {end}] must continue "
-                                  f"at layer {expect_start}; reordering or repeating layers is not supported")
+                raise ConfigError(
+                    f"{source}: slices[{si}] layer_range [{start}, {end}] must continue "
+                    f"at layer {expect_start}; reordering or repeating layers is not supported"
+                )
             expect_start = end
             layers = (int(start), int(end) - 1)
             # mergekit reads embeddings with the first slice, norm / lm_head with the last
-            also = (["pre"] if si == 0 else []) + (["post"] if si == len(data["slices"]) - 1 else [])
+            also = (["pre"] if si == 0 else []) + (
+                ["post"] if si == len(data["slices"]) - 1 else []
+            )
             for key, value in (sl.get("parameters") or {}).items():
                 if key in _COMPUTE_ONLY:
                     continue
                 sched = _schedule(value, f"{source}: slices[{si}].parameters.{key}", layers, also)
-                global_params[key] = _merge_schedules(global_params[key], sched) if key in global_params else sched
+                global_params[key] = (
+                    _merge_schedules(global_params[key], sched) if key in global_params else sched
+                )
             for mi, s in enumerate(sources):
                 path = _model_path(s.get("model"), f"{source}: slices[{si}].sources[{mi}]")
                 if path not in per_model:
@@ -159,13 +189,19 @@ def recipe_from_mergekit(data: Mapping[str, Any], *, source: str = "<mergekit>",
                 for key, value in (s.get("parameters") or {}).items():
                     if key in _COMPUTE_ONLY:
                         continue
-                    sched = _schedule(value, f"{source}: slices[{si}].sources[{mi}].parameters.{key}",
-                                      layers, also)
+                    sched = _schedule(
+                        value,
+                        f"{source}: slices[{si}].sources[{mi}].parameters.{key}",
+                        layers,
+                        also,
+                    )
                     cur = per_model[path]
                     cur[key] = _merge_schedules(cur[key], sched) if key in cur else sched
         # slice rules are more specific than the top-level parameters: they come first
         for key, value in top_level.items():
-            global_params[key] = _merge_schedules(global_params[key], value) if key in global_params else value
+            global_params[key] = (
+                _merge_schedules(global_params[key], value) if key in global_params else value
+            )
     else:
         raise ConfigError(f"{source}: a mergekit config needs models or slices")
 
@@ -220,12 +256,16 @@ def _export_schedule(value: Any, where: str) -> Any:
     out = []
     for rule in value:
         if rule.layers is not None:
-            raise ConfigError(f"{where}: per-layer-range rules are not expressible as mergekit models")
+            raise ConfigError(
+                f"{where}: per-layer-range rules are not expressible as mergekit models"
+            )
         filt = rule.filter
         if rule.component is not None:
             comps = sorted(rule.components() or ())
             if filt is not None or len(comps) != 1 or comps[0] not in _COMPONENT_FILTERS:
-                raise ConfigError(f"{where}: component rule {rule.component!r} has no mergekit filter")
+                raise ConfigError(
+                    f"{where}: component rule {rule.component!r} has no mergekit filter"
+                )
             filt = _COMPONENT_FILTERS[comps[0]]
         item: dict[str, Any] = {"value": rule.value}
         if filt is not None:
@@ -244,8 +284,9 @@ def recipe_to_mergekit(recipe: Recipe) -> dict[str, Any]:
     for p in recipe.parents:
         entry: dict[str, Any] = {"model": p.path}
         if p.parameters:
-            entry["parameters"] = {k: _export_schedule(v, f"parents[{p.name}].{k}")
-                                   for k, v in p.parameters.items()}
+            entry["parameters"] = {
+                k: _export_schedule(v, f"parents[{p.name}].{k}") for k, v in p.parameters.items()
+            }
         models.append(entry)
     out: dict[str, Any] = {"merge_method": recipe.method}
     if recipe.method == "slerp":
@@ -254,18 +295,24 @@ def recipe_to_mergekit(recipe: Recipe) -> dict[str, Any]:
         out["base_model"] = recipe.base
     out["models"] = models
     if recipe.parameters:
-        out["parameters"] = {k: _export_schedule(v, f"parameters.{k}") for k, v in recipe.parameters.items()}
+        out["parameters"] = {
+            k: _export_schedule(v, f"parameters.{k}") for k, v in recipe.parameters.items()
+        }
     if recipe.dtype:
         out["dtype"] = recipe.dtype
     return out
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str], *, source: str) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: Sequence[str], *, source: str
+) -> dict[str, Any]:
     """``key.sub=value`` overrides (value parsed as YAML) applied to a parsed config."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key=value (e.g. seed=3 or parameters.t=0.4)")
+            raise ConfigError(
+                f"override {item!r}: expected key=value (e.g. seed=3 or parameters.t=0.4)"
+            )
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
@@ -278,7 +325,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], *, source: s
             elif isinstance(node, dict):
                 node = node.setdefault(part, {})
             else:
-                raise ConfigError(f"override {item!r}: {source} has no field {part!r} to descend into")
+                raise ConfigError(
+                    f"override {item!r}: {source} has no field {part!r} to descend into"
+                )
         last = parts[-1]
         if isinstance(node, list) and last.isdigit() and int(last) < len(node):
             node[int(last)] = value

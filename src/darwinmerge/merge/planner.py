@@ -163,7 +163,9 @@ def plan_merge(recipe: Recipe, sources: Sequence[TensorSource]) -> MergePlan:
     method = METHODS.get(recipe.method)
     num_layers = out_arch.num_layers
     for tp in recipe.transplants:
-        if tp.layer >= num_layers or (out_arch.num_experts or 0) <= max(tp.expert, tp.source_expert or 0):
+        if tp.layer >= num_layers or (out_arch.num_experts or 0) <= max(
+            tp.expert, tp.source_expert or 0
+        ):
             raise MergeError(
                 f"transplant (layer {tp.layer}, expert {tp.expert}) is outside the model: "
                 f"{num_layers} layers, {out_arch.num_experts or 0} experts"
@@ -214,8 +216,20 @@ def plan_merge(recipe: Recipe, sources: Sequence[TensorSource]) -> MergePlan:
                     f"{list(sf.shape(f.whole[0]))} in {names[i]} ({f.whole[0]})"
                 )
         jobs.append(
-            _merge_job(recipe, method, role, name, shape, src.dtype(name), fetches, num_layers,
-                       n_parents, archs, donor, transplants)
+            _merge_job(
+                recipe,
+                method,
+                role,
+                name,
+                shape,
+                src.dtype(name),
+                fetches,
+                num_layers,
+                n_parents,
+                archs,
+                donor,
+                transplants,
+            )
         )
 
     for comp, count in sorted(one_parent.items()):
@@ -240,7 +254,9 @@ def plan_merge(recipe: Recipe, sources: Sequence[TensorSource]) -> MergePlan:
     return MergePlan(recipe=recipe, archs=archs, donor=donor, jobs=jobs, notes=notes)
 
 
-def _copy_job(name: str, role: TensorRole, src: TensorSource, source: int, *, seed_key: str) -> TensorJob:
+def _copy_job(
+    name: str, role: TensorRole, src: TensorSource, source: int, *, seed_key: str
+) -> TensorJob:
     return TensorJob(
         name=name,
         role=role,
@@ -267,8 +283,12 @@ def _merge_job(
     transplants: Mapping[int, list[Any]],
 ) -> TensorJob:
     canonical_name = role.canonical
-    where = dict(layer=role.layer, component=role.component, tensor_name=canonical_name,
-                 num_layers=num_layers)
+    where = dict(
+        layer=role.layer,
+        component=role.component,
+        tensor_name=canonical_name,
+        num_layers=num_layers,
+    )
     names = [p.name for p in recipe.parents]
 
     # router source: a parent verbatim, or merged like any other tensor
@@ -281,7 +301,11 @@ def _merge_job(
             inputs = (fetches[names.index(source)],)  # type: ignore[assignment]
 
     overrides: list[tuple[Index, Fetch, Index]] = []
-    if role.layer is not None and role.layer in transplants and role.component in ("experts", "router"):
+    if (
+        role.layer is not None
+        and role.layer in transplants
+        and role.component in ("experts", "router")
+    ):
         for tp in transplants[role.layer]:
             s = names.index(tp.source)
             src_expert = tp.source_expert if tp.source_expert is not None else tp.expert
@@ -304,14 +328,21 @@ def _merge_job(
     model_params: list[dict[str, float]] = []
     if action == "merge":
         for key, default in method.global_params.items():
-            value = _lookup([recipe.parameters], key, where, default, f"{method.name}, tensor {name}")
+            value = _lookup(
+                [recipe.parameters], key, where, default, f"{method.name}, tensor {name}"
+            )
             if value is not None:
                 params[key] = bool(value) if isinstance(default, bool) else value
         for parent in recipe.parents:
             mp: dict[str, float] = {}
             for key, default in method.model_params.items():
-                value = _lookup([parent.parameters, recipe.parameters], key, where, default,
-                                f"{method.name}, parent {parent.name}, tensor {name}")
+                value = _lookup(
+                    [parent.parameters, recipe.parameters],
+                    key,
+                    where,
+                    default,
+                    f"{method.name}, parent {parent.name}, tensor {name}",
+                )
                 if value is not None:
                     mp[key] = value
             model_params.append(mp)

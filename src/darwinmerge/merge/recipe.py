@@ -299,8 +299,11 @@ def resolve_schedule(
     """Value of ``schedule`` for one tensor, or None when no rule matches."""
     if isinstance(schedule, bool | int | float):
         return float(schedule)
-    if all(isinstance(v, bool | int | float) for v in schedule):
-        return _gradient([float(v) for v in schedule], _position(layer, component, 0, num_layers - 1))
+    numbers = [v for v in schedule if isinstance(v, bool | int | float)]
+    if len(numbers) == len(schedule):
+        return _gradient(
+            [float(v) for v in numbers], _position(layer, component, 0, num_layers - 1)
+        )
     for rule in schedule:
         assert isinstance(rule, Rule)
         comps = rule.components()
@@ -308,7 +311,9 @@ def resolve_schedule(
             continue
         if rule.filter is not None and rule.filter not in tensor_name:
             continue
-        if rule.layers is not None and (layer is None or not rule.layers[0] <= layer <= rule.layers[1]):
+        if rule.layers is not None and (
+            layer is None or not rule.layers[0] <= layer <= rule.layers[1]
+        ):
             continue
         if isinstance(rule.value, list):
             first, last = rule.layers if rule.layers is not None else (0, num_layers - 1)

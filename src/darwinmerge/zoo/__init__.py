@@ -3,7 +3,14 @@ trained zoo (tokenizer, synthetic skills, base / father / mother, the ``zoo`` ta
 source and the hand-made winning recipe)."""
 
 from darwinmerge.zoo import tasks as _tasks  # noqa: F401  (registers the "zoo" task source)
-from darwinmerge.zoo.build import PARENTS, ZOO_FORMAT, ZooConfig, build_zoo, micro_config, read_manifest
+from darwinmerge.zoo.build import (
+    PARENTS,
+    ZOO_FORMAT,
+    ZooConfig,
+    build_zoo,
+    micro_config,
+    read_manifest,
+)
 from darwinmerge.zoo.recipes import RECIPES, WINNING, Entry, HandRecipe, mother_share, to_recipe
 from darwinmerge.zoo.skills import CATEGORIES, eval_items, make_world
 from darwinmerge.zoo.tasks import zoo_items

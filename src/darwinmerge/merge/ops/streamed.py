@@ -256,7 +256,8 @@ def _rank_thresholds(
     hi_bits: list[torch.Tensor | None] = [None] * n_models
     tie_keep: list[torch.Tensor | None] = [None] * n_models
     sparse = [
-        i for i, w in enumerate(windows)
+        i
+        for i, w in enumerate(windows)
         if w is not None and _window(per_group, *w) != (0, per_group)
     ]
     if sparse:
