@@ -45,7 +45,9 @@ test-all: $(STAMP) $(MK_STAMP) chromium
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m ''
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
+	$(BIN)/mypy src
 
 clean:
 	rm -rf $(VENV) .venv-mergekit build dist .pytest_cache
