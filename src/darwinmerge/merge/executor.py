@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from darwinmerge.errors import MergeError
-from darwinmerge.merge.ops import apply_method
+from darwinmerge.merge.ops import METHODS, apply_method
 from darwinmerge.merge.planner import Fetch, MergePlan, TensorJob, TensorSource
 
 __all__ = [
@@ -135,8 +135,6 @@ def run_job(
             inputs = [t.reshape(job.group_shape) for t in inputs]
             base = base.reshape(job.group_shape) if base is not None else None
         generator = None
-        from darwinmerge.merge.ops import METHODS
-
         if METHODS.get(job.method).random:
             generator = torch.Generator(device=device)
             generator.manual_seed(job_seed(seed, job.seed_key))

@@ -104,7 +104,7 @@ def _group_view(role: TensorRole, shape: tuple[int, ...]) -> tuple[tuple[int, ..
 
 
 def _locate_all(
-    out_arch: Architecture, name: str, src_arch: Architecture, source: int, shape: tuple[int, ...]
+    out_arch: Architecture, name: str, src_arch: Architecture, source: int
 ) -> Fetch | None:
     pieces = out_arch.pieces(name)
     located = []
@@ -139,7 +139,7 @@ def _expert_fetch(
             return None
         return Fetch(source=source, whole=(where[0], tuple(where[1]))), ()
     # fused output: assemble the full tensor from the source and take the slice
-    fetch = _locate_all(out_arch, name, src_arch, source, ())
+    fetch = _locate_all(out_arch, name, src_arch, source)
     if fetch is None:
         return None
     return fetch, (source_expert,)
@@ -194,7 +194,7 @@ def plan_merge(recipe: Recipe, sources: Sequence[TensorSource]) -> MergePlan:
             if i == donor:
                 fetches.append(Fetch(source=donor, whole=(name, ())))
             else:
-                fetches.append(_locate_all(out_arch, name, arch, i, shape))
+                fetches.append(_locate_all(out_arch, name, arch, i))
         missing = [names[i] for i, f in enumerate(fetches) if f is None]
         if missing:
             if role.component in _ONE_PARENT_COMPONENTS:
