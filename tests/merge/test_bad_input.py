@@ -232,3 +232,18 @@ def test_required_parameter_without_value(tmp_path, capsys):
         "parent a",
         "no value",
     )
+
+
+def test_unknown_tensor_in_the_other_parent_is_not_dropped_silently(tmp_path, capsys):
+    a, b, cfg = _setup(tmp_path)
+    t = load_file(b / "model.safetensors")
+    t["model.layers.2.extra_probe.weight"] = torch.ones(3)
+    save_file(t, b / "model.safetensors", metadata={"format": "pt"})
+    _expect_error(
+        tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")], "model.layers.2.extra_probe"
+    )
+    # with unknown_tensors=donor the merge goes on and says what it left out
+    assert _run(["merge", str(cfg), str(tmp_path / "child"), "unknown_tensors=donor"]) == 0
+    assert "not carried: unknown tensor model.layers.2.extra_probe.weight of b" in (
+        capsys.readouterr().err.replace("\n", " ")
+    )

@@ -242,10 +242,18 @@ def plan_merge(recipe: Recipe, sources: Sequence[TensorSource]) -> MergePlan:
             try:
                 role = arch.role(key)
             except MergeError:
+                if recipe.unknown_tensors != "donor":
+                    raise
+                notes.append(f"not carried: unknown tensor {key} of {names[i]} (not in the donor)")
                 continue
-            if role.component in _ONE_PARENT_COMPONENTS:
-                if all(out_arch.locate(p.canonical) is None for p in arch.pieces(key)):
-                    extra[role.component] = extra.get(role.component, 0) + 1
+            if all(out_arch.locate(p.canonical) is not None for p in arch.pieces(key)):
+                continue
+            if role.component not in _ONE_PARENT_COMPONENTS:
+                raise ArchitectureMismatchError(
+                    f"tensor {key} ({role.component}) of {names[i]} has no counterpart in the "
+                    f"donor {names[donor]}; the parents must share this architecture"
+                )
+            extra[role.component] = extra.get(role.component, 0) + 1
         for comp, count in sorted(extra.items()):
             notes.append(
                 f"not carried: {count} {comp} tensors only {names[i]} has (the donor "
