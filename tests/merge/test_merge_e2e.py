@@ -175,3 +175,35 @@ def test_dtype_and_sharding(tmp_path, ids):
     tensors = read_tensors(out)
     assert {t.dtype for t in tensors.values()} == {torch.bfloat16}
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_many_transplants_into_a_fused_tensor_read_the_source_once(tmp_path, monkeypatch):
+    """Dead-expert revival moves many experts of one layer: every one lands exactly, and
+    the source's fused tensor is fetched once per output tensor, not once per expert."""
+    from darwinmerge.merge import executor
+
+    a, b = make_parent_pair("qwen3_5_moe", tmp_path, layout_a="fused", layout_b="fused")
+    tb = read_tensors(b)
+    calls = []
+    real = executor.realize
+    monkeypatch.setattr(executor, "realize", lambda f, *args: calls.append(f) or real(f, *args))
+    experts = [0, 2, 3]
+    r = _recipe(
+        a,
+        b,
+        params={"t": 0.0},
+        transplants=[{"layer": 1, "expert": e, "source": "mother"} for e in experts],
+    )
+    child = read_tensors(merge_to_disk(r, tmp_path / "child").out_dir)
+    names = (
+        "model.layers.1.mlp.experts.gate_up_proj",
+        "model.layers.1.mlp.experts.down_proj",
+        "model.layers.1.mlp.gate.weight",
+    )
+    for name in names:
+        for e in experts:
+            assert torch.equal(child[name][e], tb[name][e]), (name, e)
+        assert not torch.equal(child[name][1], tb[name][1])
+    # per tensor: one read of the mother as a merge input + one for all three transplants
+    mother_reads = [f for f in calls if f.source == 1 and f.whole and f.whole[0] in names]
+    assert len(mother_reads) == 2 * len(names)

@@ -150,9 +150,13 @@ def run_job(
     if job.overrides:
         if any(out.data_ptr() == t.data_ptr() for t in inputs):
             out = out.clone()
+        # many transplants into one fused tensor share a source: read each source once
+        fetched: dict[str, torch.Tensor] = {}
         for out_idx, f, idx in job.overrides:
-            full = realize(f, sources, job.shape if f.pieces else None)
-            out[out_idx] = full[idx].to(device=device, dtype=out.dtype)
+            key = repr(f)
+            if key not in fetched:
+                fetched[key] = realize(f, sources, job.shape if f.pieces else None)
+            out[out_idx] = fetched[key][idx].to(device=device, dtype=out.dtype)
     return out.to(out_dtype or job.dtype)
 
 
