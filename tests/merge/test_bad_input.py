@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,6 +29,14 @@ def _run(args: list[str]) -> int:
     finally:
         sys.argv = argv
     return 0
+
+
+@contextmanager
+def _edit(model_dir: Path) -> Iterator[dict[str, torch.Tensor]]:
+    """Change a saved parent's tensors in place (the dict is written back on exit)."""
+    tensors = load_file(model_dir / "model.safetensors")
+    yield tensors
+    save_file(tensors, model_dir / "model.safetensors", metadata={"format": "pt"})
 
 
 def _setup(tmp_path: Path, family: str = "llama", **kw):
@@ -140,9 +150,8 @@ def test_index_naming_shard_outside_model_dir(tmp_path, capsys):
 
 def test_nan_in_a_parent(tmp_path, capsys):
     a, b, cfg = _setup(tmp_path)
-    t = load_file(b / "model.safetensors")
-    t["model.layers.1.self_attn.q_proj.weight"][0, 0] = float("nan")
-    save_file(t, b / "model.safetensors", metadata={"format": "pt"})
+    with _edit(b) as t:
+        t["model.layers.1.self_attn.q_proj.weight"][0, 0] = float("nan")
     _expect_error(
         tmp_path,
         capsys,
@@ -155,9 +164,8 @@ def test_nan_in_a_parent(tmp_path, capsys):
 
 def test_unknown_tensor(tmp_path, capsys):
     a, b, cfg = _setup(tmp_path)
-    t = load_file(a / "model.safetensors")
-    t["model.layers.0.mystery.weight"] = torch.zeros(3)
-    save_file(t, a / "model.safetensors", metadata={"format": "pt"})
+    with _edit(a) as t:
+        t["model.layers.0.mystery.weight"] = torch.zeros(3)
     _expect_error(
         tmp_path,
         capsys,
@@ -236,9 +244,8 @@ def test_required_parameter_without_value(tmp_path, capsys):
 
 def test_unknown_tensor_in_the_other_parent_is_not_dropped_silently(tmp_path, capsys):
     a, b, cfg = _setup(tmp_path)
-    t = load_file(b / "model.safetensors")
-    t["model.layers.2.extra_probe.weight"] = torch.ones(3)
-    save_file(t, b / "model.safetensors", metadata={"format": "pt"})
+    with _edit(b) as t:
+        t["model.layers.2.extra_probe.weight"] = torch.ones(3)
     _expect_error(
         tmp_path, capsys, ["merge", str(cfg), str(tmp_path / "child")], "model.layers.2.extra_probe"
     )
