@@ -294,22 +294,35 @@ def main() -> None:
         a, b, base = (work / kind / t for t in ("a", "b", "base"))
         nbytes = sum(f.stat().st_size for f in a.glob("*.safetensors"))
         budget = 1024 + 4 * largest_tensor_bytes(cfg) / 2**20
+
+        def add_row(
+            what: str,
+            method: str,
+            wall: float,
+            rss: float,
+            code: int,
+            kind: str = kind,
+            mb: float = nbytes / 1e6,
+            budget: float = budget,
+        ) -> None:
+            rows.append(
+                dict(
+                    kind=kind,
+                    what=what,
+                    method=method,
+                    mb=mb,
+                    wall=wall,
+                    rss=rss,
+                    budget=budget,
+                    code=code,
+                )
+            )
+
         copy_dst = work / kind / "copy"
         wall, rss, code = _best(["cp", "-r", str(a), str(copy_dst)], args.repeat, before=[copy_dst])
         shutil.rmtree(copy_dst, ignore_errors=True)
         ref = wall
-        rows.append(
-            dict(
-                kind=kind,
-                what="raw copy",
-                method="",
-                mb=nbytes / 1e6,
-                wall=wall,
-                rss=rss,
-                budget=budget,
-                code=code,
-            )
-        )
+        add_row("raw copy", "", wall, rss, code)
         # darwin fsyncs every shard it writes; the same copy made durable, for information
         wall, rss, code = _best(
             ["sh", "-c", 'cp -r "$0" "$1" && sync "$1"/*', str(a), str(copy_dst)],
@@ -317,18 +330,7 @@ def main() -> None:
             before=[copy_dst],
         )
         shutil.rmtree(copy_dst, ignore_errors=True)
-        rows.append(
-            dict(
-                kind=kind,
-                what="raw copy + fsync",
-                method="",
-                mb=nbytes / 1e6,
-                wall=wall,
-                rss=rss,
-                budget=budget,
-                code=code,
-            )
-        )
+        add_row("raw copy + fsync", "", wall, rss, code)
         for method in args.methods.split(","):
             cfg_path = work / kind / f"{method}.yaml"
             cfg_path.write_text(yaml.safe_dump(_config(method, a, b, base)))
@@ -344,18 +346,7 @@ def main() -> None:
             ]
             wall, rss, code = _best(cmd, args.repeat, {"OMP_NUM_THREADS": "1"})
             shutil.rmtree(out, ignore_errors=True)
-            rows.append(
-                dict(
-                    kind=kind,
-                    what=f"darwin {method}",
-                    method=method,
-                    mb=nbytes / 1e6,
-                    wall=wall,
-                    rss=rss,
-                    budget=budget,
-                    code=code,
-                )
-            )
+            add_row(f"darwin {method}", method, wall, rss, code)
             if mergekit:
                 mk_out = work / kind / f"mk-{method}"
                 wall, rss, code = _best(
@@ -364,18 +355,7 @@ def main() -> None:
                     before=[mk_out],
                 )
                 shutil.rmtree(mk_out, ignore_errors=True)
-                rows.append(
-                    dict(
-                        kind=kind,
-                        what=f"mergekit {method}",
-                        method=method,
-                        mb=nbytes / 1e6,
-                        wall=wall,
-                        rss=rss,
-                        budget=budget,
-                        code=code,
-                    )
-                )
+                add_row(f"mergekit {method}", method, wall, rss, code)
         for row in rows:
             if row["kind"] == kind:
                 row["x_copy"] = row["wall"] / ref
