@@ -16,6 +16,8 @@ WEIGHTS = [0.7, 0.4, -0.2]
 DENSITIES = [0.5, 0.7, 0.4]
 # methods whose result depends on per-group statistics (not just elementwise maths)
 STATISTICAL = {n for n in NAMES if n not in ("linear", "task_arithmetic")}
+# methods that take exactly two tensors and a global t
+TWO_INPUT = {"slerp", "trimmed_lerp", "trimmed_task_lerp"}
 
 
 def _inputs(
@@ -24,7 +26,7 @@ def _inputs(
     g = torch.Generator().manual_seed(seed)
     scale = (10.0 ** torch.arange(E, dtype=torch.float32)).view(E, 1, 1, 1)  # experts differ
     base = torch.randn(E, HALVES, INNER, H, generator=g)
-    count = 2 if method.name == "slerp" else 3
+    count = 2 if method.name in TWO_INPUT else 3
     tensors = [base + scale * torch.randn(E, HALVES, INNER, H, generator=g) for _ in range(count)]
     if method.name == "slerp":
         tensors = [base, tensors[0]]
@@ -44,7 +46,7 @@ def _model_params(method: MergeMethod, count: int) -> list[dict[str, float]]:
 
 
 def _global(method: MergeMethod) -> dict[str, float | bool]:
-    return {"t": 0.3} if method.name == "slerp" else {}
+    return {"t": 0.3} if method.name in TWO_INPUT else {}
 
 
 def _complete(spec: Mapping[str, float | bool | None], given: Mapping[str, float | bool]) -> dict:

@@ -24,6 +24,7 @@ from darwinmerge.merge.ops.selection import rank_window_mask
 from darwinmerge.merge.ops.sparsify import della_probabilities
 from darwinmerge.merge.ops.streamed import kth_by_bits
 from darwinmerge.merge.ops.task_vectors import Sparsifier, draw_masks, generalized_task_arithmetic
+from darwinmerge.merge.ops.trimmed import trimmed_lerp, trimmed_task_lerp
 
 __all__ = [
     "METHODS",
@@ -50,4 +51,6 @@ __all__ = [
     "slerp",
     "task_arithmetic",
     "ties",
+    "trimmed_lerp",
+    "trimmed_task_lerp",
 ]
