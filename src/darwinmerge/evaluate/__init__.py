@@ -16,7 +16,14 @@ from darwinmerge.evaluate.extraction import (
     strip_thinking,
 )
 from darwinmerge.evaluate.lmeval_source import lmeval_items
-from darwinmerge.evaluate.results import OVERALL, EvalResult, Score, evaluate, summarise
+from darwinmerge.evaluate.results import (
+    OVERALL,
+    ChunkReport,
+    EvalResult,
+    Score,
+    evaluate,
+    summarise,
+)
 from darwinmerge.evaluate.results_io import results_payload, write_json_atomic
 from darwinmerge.evaluate.scorers import (
     SCORERS,
@@ -41,6 +48,7 @@ from darwinmerge.evaluate.tasks import (
     load_jsonl,
     load_tasks,
     split_of,
+    stratified_subset,
 )
 
 __all__ = [
@@ -52,6 +60,7 @@ __all__ = [
     "TASK_SOURCES",
     "AnswerExtractor",
     "Backend",
+    "ChunkReport",
     "Comparison",
     "EvalResult",
     "ExactMatch",
@@ -78,6 +87,7 @@ __all__ = [
     "normalise_answer",
     "split_of",
     "strip_thinking",
+    "stratified_subset",
     "stratified_sign_test",
     "summarise",
     "verdict",

@@ -7,8 +7,8 @@ micro average (pooled over items, Wilson interval) is kept as ``micro``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from darwinmerge.errors import ConfigError, EvaluationError
@@ -17,7 +17,7 @@ from darwinmerge.evaluate.scorers import ItemResult, Scorer, make_scorer
 from darwinmerge.evaluate.stats import macro_interval, wilson_interval
 from darwinmerge.evaluate.tasks import TaskItem, check_unique_ids
 
-__all__ = ["Score", "EvalResult", "evaluate", "summarise", "OVERALL"]
+__all__ = ["Score", "EvalResult", "ChunkReport", "evaluate", "summarise", "OVERALL"]
 
 OVERALL = "overall"
 
@@ -69,18 +69,32 @@ def summarise(
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Per-item results and their summary. ``overall`` is the macro average."""
+    """Per-item results and their summary. ``overall`` is the macro average.
+
+    ``stopped`` is True when an ``on_chunk`` callback ended the evaluation early; then
+    ``items`` holds only the scored items and ``n_planned`` the number asked for.
+    """
 
     scorer: str
     items: tuple[ItemResult, ...]
     categories: dict[str, Score]
     overall: Score
     micro: Score
+    stopped: bool = False
+    n_planned: int | None = None
 
     @classmethod
-    def from_items(cls, scorer: str, items: Sequence[ItemResult]) -> EvalResult:
+    def from_items(
+        cls,
+        scorer: str,
+        items: Sequence[ItemResult],
+        *,
+        stopped: bool = False,
+        n_planned: int | None = None,
+    ) -> EvalResult:
         cats, macro, micro = summarise(items)
-        return cls(scorer, tuple(items), cats, macro, micro)
+        planned = len(items) if n_planned is None else n_planned
+        return cls(scorer, tuple(items), cats, macro, micro, stopped, planned)
 
     @property
     def n(self) -> int:
@@ -101,6 +115,28 @@ class EvalResult:
         return {name: s.to_dict() for name, s in self.table().items()}
 
 
+@dataclass(frozen=True)
+class ChunkReport:
+    """What an ``on_chunk`` callback sees after each chunk: the items scored so far
+    (``results``, in scoring order), their per-category summary, and per category how
+    many items were planned in all (``planned``)."""
+
+    chunk: int
+    done: int
+    total: int
+    results: tuple[ItemResult, ...]
+    categories: dict[str, Score]
+    planned: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def remaining(self) -> dict[str, int]:
+        """Items of each planned category still to score."""
+        seen: dict[str, int] = {}
+        for r in self.results:
+            seen[r.category] = seen.get(r.category, 0) + 1
+        return {c: n - seen.get(c, 0) for c, n in self.planned.items()}
+
+
 def _chunks(items: Sequence[TaskItem], size: int) -> list[Sequence[TaskItem]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -112,12 +148,19 @@ def evaluate(
     scorer: str | Scorer = "exact_match",
     progress: bool = False,
     chunk_size: int = 64,
+    on_chunk: Callable[[ChunkReport], bool] | None = None,
 ) -> EvalResult:
     """Score ``items`` with ``backend``.
 
     ``scorer`` is a registered name, ``"auto"`` (``mc_loglik`` for items with choices,
     ``exact_match`` for the others) or a scorer object. Items are sent in chunks of
-    ``chunk_size`` (the backend batches within a chunk); ``progress`` shows a bar.
+    ``chunk_size`` (the backend batches within a chunk), in the order given; ``progress``
+    shows a bar. After each chunk ``on_chunk`` (if given) receives a :class:`ChunkReport`
+    of everything scored so far; returning ``False`` stops the evaluation and the result
+    says so (``stopped``, with only the scored items). After the last chunk the
+    callback is still called but nothing is left to stop. Use
+    :func:`~darwinmerge.evaluate.tasks.stratified_subset` for an order whose every
+    prefix is stratified.
     """
     if not items:
         raise EvaluationError("no items to evaluate (check the task spec and split)")
@@ -139,18 +182,33 @@ def evaluate(
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     work = [(s, chunk) for s, group in groups if group for chunk in _chunks(group, chunk_size)]
+    planned: dict[str, int] = {}
+    for it in items:
+        planned[it.category] = planned.get(it.category, 0) + 1
     by_id: dict[str, ItemResult] = {}
+    order: list[ItemResult] = []
+    stopped = False
+
+    def run(advance: Callable[[int], None]) -> bool:
+        for index, (s, chunk) in enumerate(work):
+            for r in s.score(backend, chunk):
+                by_id[r.id] = r
+                order.append(r)
+            advance(len(chunk))
+            if on_chunk is not None:
+                cats, _, _ = summarise(order)
+                report = ChunkReport(index, len(order), len(items), tuple(order), cats, planned)
+                if on_chunk(report) is False and index + 1 < len(work):
+                    return True
+        return False
+
     if progress:
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
             task = bar.add_task("evaluating", total=len(items))
-            for s, chunk in work:
-                for r in s.score(backend, chunk):
-                    by_id[r.id] = r
-                bar.advance(task, len(chunk))
+            stopped = run(lambda n: bar.advance(task, n))
     else:
-        for s, chunk in work:
-            for r in s.score(backend, chunk):
-                by_id[r.id] = r
-    return EvalResult.from_items(name, [by_id[it.id] for it in items])
+        stopped = run(lambda n: None)
+    scored = [by_id[it.id] for it in items if it.id in by_id]
+    return EvalResult.from_items(name, scored, stopped=stopped, n_planned=len(items))
