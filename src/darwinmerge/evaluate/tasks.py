@@ -27,6 +27,7 @@ __all__ = [
     "TASK_SOURCES",
     "load_tasks",
     "check_unique_ids",
+    "stratified_subset",
 ]
 
 Split = Literal["fitness", "test"]
@@ -88,6 +89,48 @@ def filter_split(
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
     return [it for it in items if split_of(it.id, test_fraction=test_fraction, salt=salt) == split]
+
+
+def _subset_key(seed: int, item_id: str) -> bytes:
+    return hashlib.sha256(f"darwin-subset\0{seed}\0{item_id}".encode()).digest()
+
+
+def stratified_subset(
+    items: Sequence[TaskItem], n_or_fraction: int | float, *, seed: int = 0
+) -> list[TaskItem]:
+    """A seeded subset with the same share of every category, interleaved.
+
+    ``n_or_fraction``: an ``int`` keeps ``min(n, size_c)`` items of each category ``c``;
+    a ``float`` in (0, 1] keeps ``max(1, round(f * size_c))``. Within a category the
+    items are ordered by ``sha256("darwin-subset", seed, id)`` (independent of the input
+    order, and a smaller subset of one seed is a prefix of a larger one). The result
+    interleaves the categories (sorted by name) round-robin, in proportion to their kept
+    sizes, so every prefix (an evaluation chunk) is itself stratified.
+    """
+    if isinstance(n_or_fraction, bool) or not isinstance(n_or_fraction, int | float):
+        raise ConfigError(f"subset size must be an int or a float, got {n_or_fraction!r}")
+    if isinstance(n_or_fraction, int) and n_or_fraction < 1:
+        raise ConfigError(f"subset size must be >= 1 item per category, got {n_or_fraction}")
+    if isinstance(n_or_fraction, float) and not 0.0 < n_or_fraction <= 1.0:
+        raise ConfigError(f"subset fraction must be in (0, 1], got {n_or_fraction}")
+    by_cat: dict[str, list[TaskItem]] = {}
+    for it in items:
+        by_cat.setdefault(it.category, []).append(it)
+    kept: dict[str, list[TaskItem]] = {}
+    for cat in sorted(by_cat):
+        group = sorted(by_cat[cat], key=lambda it: _subset_key(seed, it.id))
+        if isinstance(n_or_fraction, int):
+            k = min(n_or_fraction, len(group))
+        else:
+            k = max(1, round(n_or_fraction * len(group)))
+        kept[cat] = group[:k]
+    # interleave: the j-th item of category c sits at position (j + 0.5) / k_c
+    slots = [
+        ((j + 0.5) / len(group), cat, j) for cat, group in kept.items() for j in range(len(group))
+    ]
+    slots.sort(key=lambda s: (s[0], s[1]))
+    out = [kept[cat][j] for _, cat, j in slots]
+    return out
 
 
 def _item_from_record(record: object, where: str) -> TaskItem:
