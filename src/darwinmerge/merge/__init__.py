@@ -9,11 +9,22 @@ from darwinmerge.merge.mergekit_io import (
     recipe_from_mergekit,
     recipe_to_mergekit,
 )
-from darwinmerge.merge.planner import Fetch, MergePlan, TensorJob, TensorSource, plan_merge
+from darwinmerge.merge.planner import (
+    Fetch,
+    MatchedTensor,
+    Matching,
+    MergePlan,
+    TensorJob,
+    TensorSource,
+    assign,
+    match_parents,
+    plan_merge,
+)
 from darwinmerge.merge.recipe import (
     MERGED,
     ParentSpec,
     Recipe,
+    Revive,
     RouterRule,
     Rule,
     Transplant,
@@ -21,15 +32,31 @@ from darwinmerge.merge.recipe import (
     resolve_router,
     resolve_schedule,
 )
+from darwinmerge.merge.resident import (
+    ApplyStats,
+    ModelWriter,
+    ResidentMerge,
+    job_signature,
+    write_into_model,
+)
+from darwinmerge.merge.revive import SCAN_READERS, DeadExperts, read_dead_experts
 
 __all__ = [
     "MERGED",
     "RECIPE_FILE",
+    "SCAN_READERS",
+    "ApplyStats",
+    "DeadExperts",
     "Fetch",
+    "MatchedTensor",
+    "Matching",
     "MergePlan",
     "MergeResult",
+    "ModelWriter",
     "ParentSpec",
     "Recipe",
+    "ResidentMerge",
+    "Revive",
     "RouterRule",
     "Rule",
     "StateDictSource",
@@ -37,17 +64,22 @@ __all__ = [
     "TensorSource",
     "Transplant",
     "apply_overrides",
+    "assign",
     "execute_plan",
     "is_mergekit_config",
+    "job_signature",
     "load_any_config",
     "load_recipe",
+    "match_parents",
     "merge_into",
     "merge_to_disk",
     "open_sources",
     "plan_merge",
+    "read_dead_experts",
     "recipe_from_mergekit",
     "recipe_to_mergekit",
     "resolve_router",
     "resolve_schedule",
     "run_job",
+    "write_into_model",
 ]

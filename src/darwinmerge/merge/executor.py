@@ -23,6 +23,7 @@ import torch
 from darwinmerge.errors import MergeError
 from darwinmerge.merge.ops import METHODS, apply_method
 from darwinmerge.merge.planner import Fetch, MergePlan, TensorJob, TensorSource
+from darwinmerge.merge.resident import ModelWriter, write_into_dict
 
 __all__ = [
     "StateDictSource",
@@ -228,39 +229,46 @@ def merge_into(
     device: str | None = None,
     check_finite: bool = False,
 ) -> MutableMapping[str, torch.Tensor]:
-    """Merge in memory. With a model, its parameters are overwritten in place (names as in
-    its state dict, fused expert layout included); with a dict, tensors are copied into
-    matching entries or added; returns the dict of merged tensors."""
+    """Merge in memory. With a model, its parameters are overwritten in place through
+    :func:`~darwinmerge.merge.resident.write_into_model` (names as in its state dict,
+    fused expert layout included, tied weights written once and checked to agree);
+    with a dict, tensors are copied into matching entries or added (in the recipe's
+    dtype, else the donor's); returns the dict of
+    merged tensors (the model's state dict for a model)."""
+    writer: ModelWriter | None = None
+    state: MutableMapping[str, torch.Tensor]
     if isinstance(target, torch.nn.Module):
-        state: MutableMapping[str, torch.Tensor] = dict(target.state_dict(keep_vars=False))
-        dev = device or str(next(target.parameters()).device)
+        writer = ModelWriter(target)
+        state = writer.state
+        first = next(iter(writer.state.values()), None)
+        dev = device or (str(first.device) if first is not None else "cpu")
     else:
         state = target if target is not None else {}
         dev = device or "cpu"
     names = [p.name for p in plan.recipe.parents] + (["base"] if plan.recipe.base else [])
+    recipe_dtype = DTYPES[plan.recipe.dtype] if plan.recipe.dtype else None
+    tied: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for job in plan.jobs:
             dst = state.get(job.name)
-            out_dtype = dst.dtype if dst is not None else None
+            if dst is None and writer is not None:
+                raise MergeError(f"in-memory merge: the target model has no tensor {job.name}")
             out = run_job(
                 job,
                 sources,
                 seed=plan.recipe.seed,
-                out_dtype=out_dtype,
+                out_dtype=dst.dtype if dst is not None else recipe_dtype,
                 device=dev,
                 check_finite=check_finite,
                 names=names,
             )
-            if dst is not None:
-                if tuple(dst.shape) != tuple(out.shape):
-                    raise MergeError(
-                        f"in-memory merge: tensor {job.name} has shape {list(out.shape)} but the "
-                        f"target holds {list(dst.shape)}"
-                    )
-                dst.copy_(out)
-            elif isinstance(target, torch.nn.Module):
-                raise MergeError(f"in-memory merge: the target model has no tensor {job.name}")
+            if writer is not None:
+                if job.name in writer.tied:  # written together, so the values are checked
+                    tied[job.name] = out
+                else:
+                    writer.write({job.name: out})
             else:
-                # a plain copy may be the parent's own tensor: never hand that out
-                state[job.name] = out.clone() if job.action == "copy" else out
+                write_into_dict(state, job.name, out, copy=job.action == "copy")
+        if writer is not None and tied:
+            writer.write(tied)
     return state

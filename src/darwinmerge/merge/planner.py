@@ -22,7 +22,18 @@ from darwinmerge.errors import ArchitectureMismatchError, MergeError
 from darwinmerge.merge.ops import METHODS
 from darwinmerge.merge.recipe import MERGED, Recipe, resolve_router, resolve_schedule
 
-__all__ = ["Fetch", "MergePlan", "TensorJob", "TensorSource", "plan_merge", "arch_of"]
+__all__ = [
+    "Fetch",
+    "MatchedTensor",
+    "Matching",
+    "MergePlan",
+    "TensorJob",
+    "TensorSource",
+    "arch_of",
+    "assign",
+    "match_parents",
+    "plan_merge",
+]
 
 Index = tuple[Any, ...]
 
@@ -145,104 +156,153 @@ def _expert_fetch(
     return fetch, (source_expert,)
 
 
-def plan_merge(recipe: Recipe, sources: Sequence[TensorSource]) -> MergePlan:
-    """Plan a merge. ``sources`` are the parents in recipe order, then the base if any."""
-    n_parents = len(recipe.parents)
-    expected = n_parents + (1 if recipe.base else 0)
+@dataclass(frozen=True)
+class MatchedTensor:
+    """One output tensor (a donor tensor) and where every source holds it.
+
+    ``kind`` is ``"match"`` (every parent and the base hold it: ``fetches`` has one
+    :class:`Fetch` per source) or ``"copy"`` (only the donor has it, or no architecture
+    rule covers it and ``unknown_tensors`` is ``donor``: copied from the donor).
+    """
+
+    name: str
+    role: TensorRole
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    kind: str
+    fetches: tuple[Fetch, ...] = ()
+
+
+@dataclass
+class Matching:
+    """The parents' (and base's) tensors matched by role, independent of any recipe.
+
+    Built once per run by :func:`match_parents`; :func:`assign` puts a recipe on it.
+    ``names`` are the parents in order, then ``"base"`` when there is one.
+    """
+
+    names: list[str]
+    n_parents: int
+    has_base: bool
+    archs: list[Architecture]
+    donor: int
+    unknown_tensors: str
+    tensors: list[MatchedTensor]
+    notes: list[str]
+
+    @property
+    def out_arch(self) -> Architecture:
+        return self.archs[self.donor]
+
+    @property
+    def donor_name(self) -> str:
+        return self.names[self.donor]
+
+
+def match_parents(
+    parents: Recipe | Sequence[str],
+    sources: Sequence[TensorSource],
+    *,
+    base: bool | None = None,
+    donor: str | None = None,
+    unknown_tensors: str | None = None,
+) -> Matching:
+    """Match the sources' tensors by role. ``parents`` is a recipe (its parent names,
+    base, donor and ``unknown_tensors`` are used) or the parent names; ``sources`` are
+    the parents in that order, then the base if any. Depends on no method parameter,
+    router choice or transplant, so one matching serves every recipe over these parents."""
+    if isinstance(parents, Recipe):
+        recipe = parents
+        parent_names = [p.name for p in recipe.parents]
+        base = recipe.base is not None if base is None else base
+        donor = donor or recipe.donor_name
+        unknown_tensors = unknown_tensors or recipe.unknown_tensors
+    else:
+        parent_names = list(parents)
+        base = bool(base)
+        donor = donor or parent_names[0]
+        unknown_tensors = unknown_tensors or "error"
+    if unknown_tensors not in ("error", "donor"):
+        raise MergeError(f"unknown_tensors must be 'error' or 'donor', got {unknown_tensors!r}")
+    if donor not in parent_names:
+        raise MergeError(f"donor {donor!r} is not a parent ({', '.join(parent_names)})")
+    n_parents = len(parent_names)
+    expected = n_parents + (1 if base else 0)
     if len(sources) != expected:
-        raise MergeError(f"plan_merge needs {expected} sources, got {len(sources)}")
-    names = [p.name for p in recipe.parents] + (["base"] if recipe.base else [])
+        raise MergeError(f"match_parents needs {expected} sources, got {len(sources)}")
+    names = parent_names + (["base"] if base else [])
     archs = [arch_of(s) for s in sources]
     for i in range(1, len(archs)):
         try:
             check_compatible(archs[0], archs[i])
         except ArchitectureMismatchError as exc:
             raise ArchitectureMismatchError(f"{names[0]} vs {names[i]}: {exc}") from None
-    donor = [p.name for p in recipe.parents].index(recipe.donor_name)
-    out_arch = archs[donor]
-    method = METHODS.get(recipe.method)
-    num_layers = out_arch.num_layers
-    for tp in recipe.transplants:
-        if tp.layer >= num_layers or (out_arch.num_experts or 0) <= max(
-            tp.expert, tp.source_expert or 0
-        ):
-            raise MergeError(
-                f"transplant (layer {tp.layer}, expert {tp.expert}) is outside the model: "
-                f"{num_layers} layers, {out_arch.num_experts or 0} experts"
-            )
-    transplants: dict[int, list[Any]] = {}
-    for tp in recipe.transplants:
-        transplants.setdefault(tp.layer, []).append(tp)
+    d = parent_names.index(donor)
+    out_arch = archs[d]
 
     notes: list[str] = []
     one_parent: dict[str, int] = {}
-    jobs: list[TensorJob] = []
-    src = sources[donor]
+    tensors: list[MatchedTensor] = []
+    src = sources[d]
     for name in src.keys():
         try:
             role = out_arch.role(name)
         except MergeError:
-            if recipe.unknown_tensors != "donor":
+            if unknown_tensors != "donor":
                 raise
             role = TensorRole(name=name, layer=None, component="other", canonical=name)
-            jobs.append(_copy_job(name, role, src, donor, seed_key=name))
-            notes.append(f"copied unknown tensor {name} from donor {names[donor]}")
+            tensors.append(_copy_entry(name, role, src))
+            notes.append(f"copied unknown tensor {name} from donor {names[d]}")
             continue
         shape = tuple(src.shape(name))
         fetches: list[Fetch | None] = []
         for i, arch in enumerate(archs):
-            if i == donor:
-                fetches.append(Fetch(source=donor, whole=(name, ())))
+            if i == d:
+                fetches.append(Fetch(source=d, whole=(name, ())))
             else:
                 fetches.append(_locate_all(out_arch, name, arch, i))
         missing = [names[i] for i, f in enumerate(fetches) if f is None]
         if missing:
             if role.component in _ONE_PARENT_COMPONENTS:
-                jobs.append(_copy_job(name, role, src, donor, seed_key=role.canonical))
+                tensors.append(_copy_entry(name, role, src))
                 one_parent[role.component] = one_parent.get(role.component, 0) + 1
                 continue
             raise ArchitectureMismatchError(
-                f"tensor {name} ({role.component}) of {names[donor]} has no counterpart in "
+                f"tensor {name} ({role.component}) of {names[d]} has no counterpart in "
                 f"{', '.join(missing)}; the parents must share this architecture"
             )
         for i, sf in enumerate(sources):
-            if i == donor:
-                continue
             f = fetches[i]
             assert f is not None
+            if i == d:
+                continue
             if f.whole is not None and f.whole[1] == () and tuple(sf.shape(f.whole[0])) != shape:
                 raise ArchitectureMismatchError(
-                    f"tensor {name}: shape {list(shape)} in {names[donor]} but "
+                    f"tensor {name}: shape {list(shape)} in {names[d]} but "
                     f"{list(sf.shape(f.whole[0]))} in {names[i]} ({f.whole[0]})"
                 )
-        jobs.append(
-            _merge_job(
-                recipe,
-                method,
-                role,
-                name,
-                shape,
-                src.dtype(name),
-                fetches,
-                num_layers,
-                n_parents,
-                archs,
-                donor,
-                transplants,
+        tensors.append(
+            MatchedTensor(
+                name=name,
+                role=role,
+                shape=shape,
+                dtype=src.dtype(name),
+                kind="match",
+                fetches=tuple(f for f in fetches if f is not None),
             )
         )
 
     for comp, count in sorted(one_parent.items()):
-        notes.append(f"{count} {comp} tensors only {names[donor]} has were copied from it")
+        notes.append(f"{count} {comp} tensors only {names[d]} has were copied from it")
     for i, arch in enumerate(archs[:n_parents]):
-        if i == donor:
+        if i == d:
             continue
         extra: dict[str, int] = {}
         for key in sources[i].keys():
             try:
                 role = arch.role(key)
             except MergeError:
-                if recipe.unknown_tensors != "donor":
+                if unknown_tensors != "donor":
                     raise
                 notes.append(f"not carried: unknown tensor {key} of {names[i]} (not in the donor)")
                 continue
@@ -251,29 +311,135 @@ def plan_merge(recipe: Recipe, sources: Sequence[TensorSource]) -> MergePlan:
             if role.component not in _ONE_PARENT_COMPONENTS:
                 raise ArchitectureMismatchError(
                     f"tensor {key} ({role.component}) of {names[i]} has no counterpart in the "
-                    f"donor {names[donor]}; the parents must share this architecture"
+                    f"donor {names[d]}; the parents must share this architecture"
                 )
             extra[role.component] = extra.get(role.component, 0) + 1
         for comp, count in sorted(extra.items()):
             notes.append(
                 f"not carried: {count} {comp} tensors only {names[i]} has (the donor "
-                f"{names[donor]} has none); set donor: {names[i]} to keep them"
+                f"{names[d]} has none); set donor: {names[i]} to keep them"
             )
-    return MergePlan(recipe=recipe, archs=archs, donor=donor, jobs=jobs, notes=notes)
-
-
-def _copy_job(
-    name: str, role: TensorRole, src: TensorSource, source: int, *, seed_key: str
-) -> TensorJob:
-    return TensorJob(
-        name=name,
-        role=role,
-        shape=tuple(src.shape(name)),
-        dtype=src.dtype(name),
-        action="copy",
-        inputs=(Fetch(source=source, whole=(name, ())),),
-        seed_key=seed_key,
+    return Matching(
+        names=names,
+        n_parents=n_parents,
+        has_base=bool(base),
+        archs=archs,
+        donor=d,
+        unknown_tensors=unknown_tensors,
+        tensors=tensors,
+        notes=notes,
     )
+
+
+def _copy_entry(name: str, role: TensorRole, src: TensorSource) -> MatchedTensor:
+    return MatchedTensor(
+        name=name, role=role, shape=tuple(src.shape(name)), dtype=src.dtype(name), kind="copy"
+    )
+
+
+def _check_fits(recipe: Recipe, matching: Matching) -> None:
+    problems = []
+    parents = [p.name for p in recipe.parents]
+    if parents != matching.names[: matching.n_parents]:
+        problems.append(
+            f"parents {parents} differ from the matched ones {matching.names[: matching.n_parents]}"
+        )
+    if (recipe.base is not None) != matching.has_base:
+        problems.append("the recipe's base differs (given / not given) from the matching's")
+    if recipe.donor_name != matching.donor_name:
+        problems.append(f"donor {recipe.donor_name!r} but matched for {matching.donor_name!r}")
+    if recipe.unknown_tensors != matching.unknown_tensors:
+        problems.append(
+            f"unknown_tensors {recipe.unknown_tensors!r} but matched with "
+            f"{matching.unknown_tensors!r}"
+        )
+    if problems:
+        raise MergeError(
+            "recipe does not fit the matching: " + "; ".join(problems) + "; match again"
+        )
+
+
+def assign(recipe: Recipe, matching: Matching) -> MergePlan:
+    """Put a recipe on a :class:`Matching`: one job per output tensor with its method
+    parameters, router source, transplants (revival included) and seed key."""
+    _check_fits(recipe, matching)
+    method = METHODS.get(recipe.method)
+    out_arch = matching.out_arch
+    num_layers = out_arch.num_layers
+    notes = list(matching.notes)
+    if matching.has_base and not method.needs_base:
+        notes.append(f"the base is not used: {method.name} takes no base model")
+    all_transplants = list(recipe.transplants)
+    if recipe.revive is not None:
+        from darwinmerge.merge.revive import revival_transplants
+
+        revived, revive_notes = revival_transplants(recipe, matching)
+        taken = {(tp.layer, tp.expert) for tp in all_transplants}
+        for tp in revived:
+            if (tp.layer, tp.expert) in taken:
+                notes.append(
+                    f"revive: layer {tp.layer} expert {tp.expert} already has a transplant; "
+                    "the recipe's transplant wins"
+                )
+                continue
+            all_transplants.append(tp)
+        notes.extend(revive_notes)
+    for tp in all_transplants:
+        if tp.layer >= num_layers or (out_arch.num_experts or 0) <= max(
+            tp.expert, tp.source_expert or 0
+        ):
+            raise MergeError(
+                f"transplant (layer {tp.layer}, expert {tp.expert}) is outside the model: "
+                f"{num_layers} layers, {out_arch.num_experts or 0} experts"
+            )
+    transplants: dict[int, list[Any]] = {}
+    for tp in all_transplants:
+        transplants.setdefault(tp.layer, []).append(tp)
+
+    jobs: list[TensorJob] = []
+    for entry in matching.tensors:
+        if entry.kind == "copy":
+            jobs.append(
+                TensorJob(
+                    name=entry.name,
+                    role=entry.role,
+                    shape=entry.shape,
+                    dtype=entry.dtype,
+                    action="copy",
+                    inputs=(Fetch(source=matching.donor, whole=(entry.name, ())),),
+                    seed_key=entry.role.canonical,
+                )
+            )
+            continue
+        jobs.append(
+            _merge_job(
+                recipe,
+                method,
+                entry.role,
+                entry.name,
+                entry.shape,
+                entry.dtype,
+                list(entry.fetches),
+                num_layers,
+                matching.n_parents,
+                matching.archs,
+                matching.donor,
+                transplants,
+            )
+        )
+    return MergePlan(
+        recipe=recipe, archs=matching.archs, donor=matching.donor, jobs=jobs, notes=notes
+    )
+
+
+def plan_merge(recipe: Recipe, sources: Sequence[TensorSource]) -> MergePlan:
+    """Plan a merge (``assign(recipe, match_parents(recipe, sources))``). ``sources`` are
+    the parents in recipe order, then the base if any."""
+    n_parents = len(recipe.parents)
+    expected = n_parents + (1 if recipe.base else 0)
+    if len(sources) != expected:
+        raise MergeError(f"plan_merge needs {expected} sources, got {len(sources)}")
+    return assign(recipe, match_parents(recipe, sources))
 
 
 def _merge_job(
@@ -363,7 +529,7 @@ def _merge_job(
         dtype=dtype,
         action=action,
         inputs=inputs,
-        base=base if action == "merge" else None,
+        base=base if action == "merge" and method.needs_base else None,
         method=recipe.method if action == "merge" else "",
         model_params=tuple(model_params),
         params=params,

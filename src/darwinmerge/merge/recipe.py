@@ -30,6 +30,7 @@ __all__ = [
     "MERGED",
     "ParentSpec",
     "Recipe",
+    "Revive",
     "RouterRule",
     "Rule",
     "Schedule",
@@ -131,6 +132,39 @@ class Transplant(_Frozen):
     source_expert: int | None = Field(default=None, ge=0)
 
 
+DeadMap = dict[int, list[int]]
+
+
+class Revive(_Frozen):
+    """Dead-expert revival: every expert a scan finds dead in ``into`` (default: the
+    donor) becomes ``source``'s expert in the same slot, router row included.
+
+    ``scan`` is a saved MRI scan of ``into`` (a folder or its JSON file; an expert is
+    dead when its utilisation is below ``threshold`` x its fair share) or the dead
+    experts inline, ``{layer: [expert, ...]}``. ``donor_scan`` (same forms) is a scan of
+    ``source``: slots where the donor's own expert is dead are skipped.
+    """
+
+    source: str
+    into: str | None = None
+    scan: str | DeadMap
+    threshold: float = Field(default=0.05, gt=0, le=1)
+    donor_scan: str | DeadMap | None = None
+
+    @field_validator("scan", "donor_scan")
+    @classmethod
+    def _valid_map(cls, v: str | DeadMap | None) -> str | DeadMap | None:
+        if isinstance(v, dict):
+            for layer, experts in v.items():
+                if layer < 0 or any(e < 0 for e in experts):
+                    raise ValueError(f"layer {layer}: layers and experts must be >= 0")
+                if len(set(experts)) != len(experts):
+                    raise ValueError(f"layer {layer}: an expert is listed twice")
+        elif isinstance(v, str) and not v.strip():
+            raise ValueError("an empty path")
+        return v
+
+
 class Recipe(_Frozen):
     version: Literal[1] = 1
     parents: Annotated[list[ParentSpec], Field(min_length=1)]
@@ -139,6 +173,7 @@ class Recipe(_Frozen):
     parameters: dict[str, Schedule] = Field(default_factory=dict)
     router: str | list[RouterRule] = MERGED
     transplants: list[Transplant] = Field(default_factory=list)
+    revive: Revive | None = None
     donor: str | None = None
     unknown_tensors: Literal["error", "donor"] = "error"
     dtype: Literal["float32", "float16", "bfloat16"] | None = None
@@ -166,6 +201,16 @@ class Recipe(_Frozen):
         for i, tp in enumerate(self.transplants):
             if tp.source not in known:
                 problems.append(f"transplants[{i}].source: {tp.source!r} is not a parent")
+        if self.revive is not None:
+            into = self.revive.into or self.donor_name
+            for what, who in (("source", self.revive.source), ("into", into)):
+                if who not in known:
+                    problems.append(f"revive.{what}: {who!r} is not a parent ({', '.join(names)})")
+            if self.revive.source == into:
+                problems.append(
+                    f"revive: source and into are both {into!r}; revive one parent's dead "
+                    "experts from another parent"
+                )
         seen = {(tp.layer, tp.expert) for tp in self.transplants}
         if len(seen) != len(self.transplants):
             problems.append("transplants: the same (layer, expert) appears twice")
@@ -215,9 +260,18 @@ class Recipe(_Frozen):
             return str(path if path.is_absolute() else (root / path).resolve())
 
         parents = [p.model_copy(update={"path": fix(p.path)}) for p in self.parents]
-        return self.model_copy(
-            update={"parents": parents, "base": fix(self.base) if self.base else None}
-        )
+        update: dict[str, Any] = {"parents": parents, "base": fix(self.base) if self.base else None}
+        if self.revive is not None:
+            rv = self.revive
+            update["revive"] = rv.model_copy(
+                update={
+                    "scan": fix(rv.scan) if isinstance(rv.scan, str) else rv.scan,
+                    "donor_scan": fix(rv.donor_scan)
+                    if isinstance(rv.donor_scan, str)
+                    else rv.donor_scan,
+                }
+            )
+        return self.model_copy(update=update)
 
 
 def _method_problems(recipe: Recipe) -> list[str]:

@@ -13,6 +13,7 @@ from darwinmerge.errors import (
     ArchitectureMismatchError,
     CheckpointError,
     ConfigError,
+    DarwinError,
     EvaluationError,
 )
 from darwinmerge.evaluate.backends.base import BACKENDS
@@ -112,40 +113,17 @@ class TransformersBackend:
         """Copy ``tensors`` (names as in ``model.state_dict()``) into the resident model.
 
         A subset is fine unless ``strict``; unknown names and shape mismatches raise.
-        Values are cast to the model's dtype and device.
+        Values are cast to the model's dtype and device; tied weights are written once
+        (``darwinmerge.merge.resident.write_into_model`` does the work).
         """
-        own = self.model.state_dict()
-        unknown = sorted(set(tensors) - set(own))
-        if unknown:
-            raise EvaluationError(
-                f"load_state: {len(unknown)} tensor(s) not in the model, e.g. {unknown[0]!r}"
-            )
-        if strict:
-            missing = sorted(set(own) - set(tensors))
-            if missing:
-                raise EvaluationError(
-                    f"load_state: {len(missing)} model tensor(s) not given, e.g. {missing[0]!r}"
-                )
-        for name, value in tensors.items():
-            if tuple(value.shape) != tuple(own[name].shape):
-                raise ArchitectureMismatchError(
-                    f"load_state: tensor {name!r} has shape {tuple(value.shape)}, "
-                    f"the model expects {tuple(own[name].shape)}"
-                )
-        tied: dict[int, str] = {}
-        for name in tensors:
-            ptr = own[name].data_ptr()
-            first = tied.setdefault(ptr, name)
-            if first != name and not torch.equal(
-                tensors[first].to(own[name].dtype).cpu(), tensors[name].to(own[name].dtype).cpu()
-            ):
-                raise EvaluationError(
-                    f"load_state: {first!r} and {name!r} are tied (one tensor) in the model "
-                    f"but were given different values"
-                )
-        with torch.no_grad():
-            for name, value in tensors.items():
-                own[name].copy_(value)
+        from darwinmerge.merge.resident import write_into_model
+
+        try:
+            write_into_model(self.model, tensors, strict=strict)
+        except ArchitectureMismatchError as exc:
+            raise ArchitectureMismatchError(f"load_state: {exc}") from None
+        except DarwinError as exc:
+            raise EvaluationError(f"load_state: {exc}") from None
 
     # ------------------------------------------------------------- generation
     def _newline_token_ids(self) -> set[int]:

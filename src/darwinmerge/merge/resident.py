@@ -1,0 +1,287 @@
+"""Resident children: write tensors into a loaded model, and re-merge only what changed.
+
+* :func:`write_into_model` is the one function that writes tensors into a resident torch
+  model (the in-memory merge, the evaluation backend's ``load_state`` and the MRI layer
+  swap all go through it).
+* :class:`ResidentMerge` keeps one child resident and applies recipe after recipe to it,
+  re-merging only the tensors whose job changed since the previous recipe; the result
+  is bit-identical to a fresh full merge of the last recipe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from darwinmerge.errors import ArchitectureMismatchError, MergeError
+
+__all__ = [
+    "ApplyStats",
+    "ModelWriter",
+    "ResidentMerge",
+    "job_signature",
+    "write_into_dict",
+    "write_into_model",
+]
+
+
+class ModelWriter:
+    """The state-dict view of one model, with its tied-weight groups, for repeated writes.
+
+    ``write`` is :func:`write_into_model`; keeping the writer avoids rebuilding the
+    state dict (and the tied groups) on every call. Build a new one when the model's
+    parameters are replaced (not merely written into).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.state: dict[str, torch.Tensor] = dict(model.state_dict(keep_vars=False))
+        groups: dict[tuple[Any, ...], list[str]] = {}
+        for name, t in self.state.items():
+            key = (t.device, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+            groups.setdefault(key, []).append(name)
+        #: name -> every state-dict name sharing its storage (itself included), in order.
+        self.tied: dict[str, tuple[str, ...]] = {}
+        for names in groups.values():
+            if len(names) > 1:
+                for n in names:
+                    self.tied[n] = tuple(names)
+
+    def write(self, tensors: Mapping[str, torch.Tensor], *, strict: bool = False) -> None:
+        """Copy ``tensors`` into the model (see :func:`write_into_model`)."""
+        own = self.state
+        unknown = [n for n in tensors if n not in own]
+        if unknown:
+            raise MergeError(
+                f"{len(unknown)} tensor(s) not in the model, e.g. {unknown[0]!r} "
+                f"(names must be the model's state-dict names)"
+            )
+        if strict:
+            given = set(tensors)
+            missing = [
+                n for n in own if n not in given and not given.intersection(self.tied.get(n, ()))
+            ]
+            if missing:
+                raise MergeError(
+                    f"{len(missing)} model tensor(s) not given, e.g. {missing[0]!r} (strict)"
+                )
+        for name, value in tensors.items():
+            if tuple(value.shape) != tuple(own[name].shape):
+                raise ArchitectureMismatchError(
+                    f"tensor {name!r} has shape {tuple(value.shape)}, "
+                    f"the model expects {tuple(own[name].shape)}"
+                )
+        first_of: dict[str, str] = {}  # tied group head -> first given name
+        todo: list[str] = []
+        for name in tensors:
+            group = self.tied.get(name)
+            if group is None:
+                todo.append(name)
+                continue
+            first = first_of.setdefault(group[0], name)
+            if first == name:
+                todo.append(name)
+                continue
+            dst = own[name]
+            a = tensors[first].to(device=dst.device, dtype=dst.dtype)
+            b = tensors[name].to(device=dst.device, dtype=dst.dtype)
+            if not torch.equal(a, b):
+                raise MergeError(
+                    f"{first!r} and {name!r} are tied (one tensor) in the model "
+                    f"but were given different values"
+                )
+        with torch.no_grad():
+            for name in todo:
+                own[name].copy_(tensors[name])
+
+
+def write_into_model(
+    model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], *, strict: bool = False
+) -> None:
+    """Copy ``tensors`` (named as in ``model.state_dict()``) into the model's own storage.
+
+    Values are cast to each parameter's dtype and device; the storage is reused (no
+    reallocation). Tied weights (``lm_head.weight`` sharing ``embed_tokens``'s storage)
+    are one tensor: writing either name updates both, once; giving two different values
+    for tied names is an error. A subset is fine unless ``strict`` (then every model
+    tensor must be given, a tied alias counting as given). Unknown names and tied
+    conflicts raise :class:`MergeError`, shape mismatches
+    :class:`ArchitectureMismatchError`, each one line naming the tensor; nothing is
+    written when a check fails.
+    """
+    ModelWriter(model).write(tensors, strict=strict)
+
+
+# --------------------------------------------------------------------- ResidentMerge
+
+
+@dataclass(frozen=True)
+class ApplyStats:
+    """What one :meth:`ResidentMerge.apply` did: tensors merged, tensors kept, seconds."""
+
+    merged: int
+    skipped: int
+    seconds: float
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable, equality-preserving form of a job field (slices, dicts, dataclasses)."""
+    if isinstance(value, slice):
+        return ("slice", value.start, value.stop, value.step)
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, tuple | list):
+        return tuple(_freeze(v) for v in value)
+    if hasattr(value, "__dataclass_fields__"):
+        return (type(value).__name__,) + tuple(
+            _freeze(getattr(value, f)) for f in value.__dataclass_fields__
+        )
+    return value
+
+
+def job_signature(job: Any, *, seed: int, out_dtype: torch.dtype | None, random: bool) -> Any:
+    """Everything that determines a job's output tensor, as one hashable value: action,
+    inputs, method, parameters, per-model parameters, overrides, base, group view, and
+    for random methods the seed key with the recipe's seed."""
+    return (
+        job.action,
+        _freeze(job.inputs),
+        job.method,
+        _freeze(job.params),
+        _freeze(job.model_params),
+        _freeze(job.overrides),
+        _freeze(job.base),
+        job.group_shape,
+        job.group_dims,
+        (job.seed_key, seed) if random else None,
+        out_dtype,
+        job.dtype,
+    )
+
+
+class ResidentMerge:
+    """A resident child that recipes are applied to, re-merging only changed tensors.
+
+    ``target`` is a loaded model (written in place with :func:`write_into_model`) or a
+    dict (entries replaced); ``sources`` are the parents (then the base) the
+    ``matching`` was built from (:func:`~darwinmerge.merge.planner.match_parents`).
+    Each :meth:`apply` assigns the recipe to the matching, compares every job's
+    signature (:func:`job_signature`) with the one that produced the tensor the child
+    holds, and runs only the jobs that differ. The child must not be written by anything
+    else in between (or call :meth:`forget`). A failed apply forgets everything: the
+    next apply merges every tensor again.
+    """
+
+    def __init__(
+        self,
+        target: torch.nn.Module | MutableMapping[str, torch.Tensor],
+        sources: Sequence[Any],
+        matching: Any,
+        *,
+        device: str | torch.device | None = None,
+        check_finite: bool = False,
+    ) -> None:
+        self.target = target
+        self.sources = list(sources)
+        self.matching = matching
+        self.check_finite = check_finite
+        self._writer: ModelWriter | None = None
+        self._dict: MutableMapping[str, torch.Tensor] | None = None
+        if isinstance(target, torch.nn.Module):
+            self._writer = ModelWriter(target)
+            first = next(iter(self._writer.state.values()), None)
+            default = str(first.device) if first is not None else "cpu"
+        else:
+            self._dict = target
+            default = "cpu"
+        self.device = str(device) if device is not None else default
+        self._signatures: dict[str, Any] = {}
+        #: the plan of the last successful apply
+        self.plan: Any = None
+
+    def forget(self) -> None:
+        """Drop every remembered signature: the next apply merges every tensor."""
+        self._signatures.clear()
+
+    def apply(self, recipe: Any) -> ApplyStats:
+        """Merge ``recipe`` into the resident child; returns what was merged and kept."""
+        from darwinmerge.merge.executor import DTYPES, run_job
+        from darwinmerge.merge.ops import METHODS
+        from darwinmerge.merge.planner import assign
+
+        start = time.perf_counter()
+        plan = assign(recipe, self.matching)
+        recipe_dtype = DTYPES[recipe.dtype] if recipe.dtype else None
+        names = self.matching.names
+        state = self._writer.state if self._writer is not None else self._dict
+        assert state is not None
+        jobs = []
+        sigs: dict[str, Any] = {}
+        for job in plan.jobs:
+            dst = state.get(job.name)
+            out_dtype = dst.dtype if dst is not None else (recipe_dtype or job.dtype)
+            random = bool(job.method) and METHODS.get(job.method).random
+            sig = job_signature(job, seed=recipe.seed, out_dtype=out_dtype, random=random)
+            sigs[job.name] = sig
+            jobs.append((job, out_dtype))
+        changed = {n for n, s in sigs.items() if self._signatures.get(n) != s}
+        if self._writer is not None:  # a tied group is written (and checked) whole
+            for name in list(changed):
+                changed.update(n for n in self._writer.tied.get(name, ()) if n in sigs)
+        try:
+            tied_out: dict[str, torch.Tensor] = {}
+            with torch.no_grad():
+                for job, out_dtype in jobs:
+                    if job.name not in changed:
+                        continue
+                    out = run_job(
+                        job,
+                        self.sources,
+                        seed=recipe.seed,
+                        out_dtype=out_dtype,
+                        device=self.device,
+                        check_finite=self.check_finite,
+                        names=names,
+                    )
+                    if self._writer is not None:
+                        if job.name in self._writer.tied:
+                            tied_out[job.name] = out
+                        else:
+                            self._writer.write({job.name: out})
+                    else:
+                        assert self._dict is not None
+                        write_into_dict(self._dict, job.name, out, copy=job.action == "copy")
+                    self._signatures[job.name] = sigs[job.name]
+                if tied_out:
+                    assert self._writer is not None
+                    self._writer.write(tied_out)
+        except BaseException:
+            self._signatures.clear()
+            raise
+        self.plan = plan
+        return ApplyStats(
+            merged=len(changed),
+            skipped=len(plan.jobs) - len(changed),
+            seconds=time.perf_counter() - start,
+        )
+
+
+def write_into_dict(
+    state: MutableMapping[str, torch.Tensor], name: str, out: torch.Tensor, *, copy: bool
+) -> None:
+    dst = state.get(name)
+    if dst is None:
+        # a plain copy may be the parent's own tensor: never hand that out
+        state[name] = out.clone() if copy else out
+        return
+    if tuple(dst.shape) != tuple(out.shape):
+        raise MergeError(
+            f"in-memory merge: tensor {name} has shape {list(out.shape)} but the "
+            f"target holds {list(dst.shape)}"
+        )
+    with torch.no_grad():
+        dst.copy_(out)
