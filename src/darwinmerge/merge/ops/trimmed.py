@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.merge.ops.api import METHODS, MergeMethod
+from darwinmerge.merge.ops.api import DENSITY, METHODS, MergeMethod, T
 from darwinmerge.merge.ops.groups import as_groups, check_inputs, compute_dtype
 from darwinmerge.merge.ops.interpolation import linear
 from darwinmerge.merge.ops.sparsify import magnitude_mask
@@ -163,8 +163,9 @@ METHODS.add(
         name="trimmed_lerp",
         needs_base=False,
         random=False,
-        model_params={"density": 1.0},
-        global_params={"t": None},
+        params={"density": DENSITY, "t": T},
+        min_inputs=2,
+        max_inputs=2,
         fn=_lerp_fn,
     ),
 )
@@ -174,8 +175,9 @@ METHODS.add(
         name="trimmed_task_lerp",
         needs_base=True,
         random=False,
-        model_params={"density": 1.0},
-        global_params={"t": None},
+        params={"density": DENSITY, "t": T},
+        min_inputs=2,
+        max_inputs=2,
         fn=_task_lerp_fn,
     ),
 )
