@@ -44,3 +44,47 @@ def write_sharded(
     }
     (model_dir / "model.safetensors.index.json").write_text(json.dumps(index))
     return wm
+
+
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+def quantize_fp8_dir(model_dir: Path, *, block: int = 128, scale_dtype=torch.float32) -> None:
+    """Rewrite a saved single-file model as Qwen publishes FP8 models: every 2-D
+    ``*.weight`` except embeddings, lm_head and norms becomes ``float8_e4m3fn`` with a
+    ``weight_scale_inv`` per ``block x block`` tile (amax / 448), and config.json gets a
+    ``quantization_config``."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(model_dir / "model.safetensors")
+    out: dict[str, torch.Tensor] = {}
+    for name, t in tensors.items():
+        skip = ("embed", "lm_head", "norm")
+        if t.ndim != 2 or not name.endswith(".weight") or any(s in name for s in skip):
+            out[name] = t
+            continue
+        n, k = t.shape
+        nb, kb = -(-n // block), -(-k // block)
+        w = t.float()
+        scale = torch.empty(nb, kb)
+        q = torch.empty(n, k, dtype=torch.float8_e4m3fn)
+        for i in range(nb):
+            for j in range(kb):
+                tile = w[i * block : (i + 1) * block, j * block : (j + 1) * block]
+                s = max(float(tile.abs().max()) / FP8_MAX, 1e-12)
+                scale[i, j] = s
+                q[i * block : (i + 1) * block, j * block : (j + 1) * block] = (tile / s).to(
+                    torch.float8_e4m3fn
+                )
+        out[name] = q
+        out[name + "_scale_inv"] = scale.to(scale_dtype)
+    save_file(out, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    cfg_path = model_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["quantization_config"] = {
+        "activation_scheme": "dynamic",
+        "fmt": "e4m3",
+        "quant_method": "fp8",
+        "weight_block_size": [block, block],
+    }
+    cfg_path.write_text(json.dumps(cfg, indent=2))

@@ -7,6 +7,11 @@ tensor, so the caller owns every result and resident memory holds only the tenso
 alive, never a growing file mapping: a streamed merge of a model larger than RAM stays
 bounded. A slice that is not one contiguous byte range (a step, or slicing a trailing
 dim after a leading slice) goes through a ``safe_open`` handle instead and is copied.
+
+Block-quantized FP8 checkpoints (``quantization_config.quant_method == "fp8"``, a
+``<name>_scale_inv`` tensor per FP8 weight) are read dequantized: the scale tensors are
+hidden, and every FP8 weight reads as ``dequantize_to`` (bfloat16 by default), see
+:mod:`darwinmerge.checkpoint.fp8`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from darwinmerge.checkpoint.fp8 import FP8_DTYPES, SCALE_SUFFIX, dequantize, fp8_scheme, scale_shape
 from darwinmerge.checkpoint.header import TensorInfo, read_safetensors_header
 from darwinmerge.checkpoint.layout import Layout, find_layout
 from darwinmerge.checkpoint.pickle_files import load_pickle_state_dict, pickle_refusal
@@ -37,7 +43,13 @@ Index = tuple[int | slice, ...]
 class CheckpointReader:
     """Read the tensors of one checkpoint lazily; see the module docstring."""
 
-    def __init__(self, path: str | Path, *, allow_pickle: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        allow_pickle: bool = False,
+        dequantize_to: torch.dtype = torch.bfloat16,
+    ) -> None:
         layout = find_layout(Path(path))
         if layout.kind == "pickle" and not allow_pickle:
             raise pickle_refusal(layout.index_path or layout.files[0])
@@ -61,7 +73,14 @@ class CheckpointReader:
                     for name, t in state.items()
                 }
         self._infos = _merge_files(per_file, layout)
-        self._keys = list(self._infos)
+        self.dequantize_to = dequantize_to
+        #: FP8 weight name -> its scale tensor's name (empty unless block-quantized FP8)
+        self._scales: dict[str, str] = {}
+        self._block = (128, 128)
+        if layout.kind == "safetensors":
+            self._find_fp8()
+        self._hidden = set(self._scales.values())
+        self._keys = [k for k in self._infos if k not in self._hidden]
 
     # ----------------------------------------------------------------- metadata
     def keys(self) -> list[str]:
@@ -69,7 +88,7 @@ class CheckpointReader:
         return list(self._keys)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._infos
+        return name in self._infos and name not in self._hidden
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -89,13 +108,50 @@ class CheckpointReader:
         return self._info(name).shape
 
     def dtype(self, name: str) -> torch.dtype:
-        return self._info(name).dtype
+        """The dtype ``get`` returns (``dequantize_to`` for a block-quantized FP8 weight)."""
+        info = self._info(name)
+        return self.dequantize_to if name in self._scales else info.dtype
 
     def nbytes(self, name: str) -> int:
-        return self._info(name).nbytes
+        info = self._info(name)
+        if name in self._scales:
+            return math.prod(info.shape) * self.dequantize_to.itemsize
+        return info.nbytes
 
     def total_bytes(self) -> int:
-        return sum(info.nbytes for info in self._infos.values())
+        return sum(self.nbytes(name) for name in self._keys)
+
+    @property
+    def quantized(self) -> bool:
+        """True when the checkpoint holds block-quantized FP8 weights (read dequantized)."""
+        return bool(self._scales)
+
+    def _find_fp8(self) -> None:
+        """Pair every FP8 weight with its ``_scale_inv`` tensor and check the shapes."""
+        fp8 = [n for n, i in self._infos.items() if i.dtype in FP8_DTYPES]
+        paired = [n for n in fp8 if n + SCALE_SUFFIX in self._infos]
+        if not paired:
+            return
+        where = self.path / "config.json"
+        scheme = fp8_scheme(self.config, where)
+        if scheme is None:
+            raise CheckpointError(
+                f"{where}: tensor '{paired[0]}' is FP8 with a '{paired[0]}{SCALE_SUFFIX}' "
+                "scale, but config.json has no quantization_config with quant_method 'fp8'; "
+                "add the model's quantization_config"
+            )
+        self._block = scheme.block
+        for name in paired:
+            info, sname = self._infos[name], name + SCALE_SUFFIX
+            want = scale_shape(info.shape, scheme.block)
+            got = self._infos[sname].shape
+            if len(info.shape) < 2 or got != want:
+                raise CheckpointError(
+                    f"{info.file}: scale '{sname}' has shape {list(got)}, but weight '{name}' "
+                    f"{list(info.shape)} in {list(scheme.block)} blocks needs {list(want)}; "
+                    "the checkpoint is inconsistent, download it again"
+                )
+            self._scales[name] = sname
 
     # --------------------------------------------------------------------- data
     def get(self, name: str, *, copy: bool = True) -> torch.Tensor:
@@ -109,6 +165,8 @@ class CheckpointReader:
         if self.kind == "pickle":
             t = self._pickles[info.file][name]
             return t.clone() if copy else t
+        if name in self._scales:
+            return self._dequantized(name, ())
         return self._pread(info, name, 0, math.prod(info.shape), info.shape)
 
     def get_slice(
@@ -123,11 +181,46 @@ class CheckpointReader:
         if self.kind == "pickle":
             t = self._pickles[info.file][name][idx]
             return t.clone() if copy else t
+        if name in self._scales:
+            if len(idx) <= len(info.shape) - 2:  # leading dims only: slice Q and S alike
+                return self._dequantized(name, idx)
+            return self._dequantized(name, ())[idx].clone()
+        return self._raw_slice(info, name, idx)
+
+    def _raw_slice(self, info: TensorInfo, name: str, idx: Index) -> torch.Tensor:
         span = _contiguous_span(info.shape, idx)
         if span is not None:
             return self._pread(info, name, *span)
         t = self._read(info.file, name, lambda h: h.get_slice(name)[idx])
         return t.clone()
+
+    def _dequantized(self, name: str, idx: Index) -> torch.Tensor:
+        """``W[idx]`` of an FP8 weight (``idx`` over leading dims only), dequantized."""
+        info = self._infos[name]
+        sname = self._scales[name]
+        sinfo = self._infos[sname]
+        if idx:
+            scale = self._raw_slice(sinfo, sname, idx)
+        else:
+            scale = self._pread(sinfo, sname, 0, math.prod(sinfo.shape), sinfo.shape)
+        if idx:
+            q = self._raw_slice(info, name, idx)
+            shape = tuple(q.shape)
+            flat = q.reshape(-1, shape[-1])
+
+            def read_q(first: int, rows: int) -> torch.Tensor:
+                return flat[first : first + rows]
+        else:
+            shape = info.shape
+            k = shape[-1]
+
+            def read_q(first: int, rows: int) -> torch.Tensor:
+                return self._pread(info, name, first * k, rows * k, (rows, k))
+
+        try:
+            return dequantize(read_q, scale, shape, self._block, self.dequantize_to)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{info.file}: cannot dequantize '{name}' ({exc})") from exc
 
     def _pread(
         self, info: TensorInfo, name: str, start: int, count: int, shape: tuple[int, ...]
@@ -197,6 +290,8 @@ class CheckpointReader:
         if self._closed:
             raise CheckpointError(f"{self.path}: reader is closed; open a new CheckpointReader")
         try:
+            if name in self._hidden:
+                raise KeyError(name)
             return self._infos[name]
         except KeyError:
             close = difflib.get_close_matches(name, self._keys, n=1)

@@ -9,7 +9,7 @@ from typing import Any
 
 from darwinmerge.errors import CheckpointError
 
-__all__ = ["SIDE_FILES", "copy_side_files"]
+__all__ = ["DROPPED_CONFIG_KEYS", "SIDE_FILES", "copy_side_files"]
 
 SIDE_FILES: tuple[str, ...] = (
     "config.json",
@@ -29,14 +29,21 @@ SIDE_FILES: tuple[str, ...] = (
 )
 
 
+# Config keys never carried into a child: darwinmerge writes dequantized weights, so a
+# quantized donor's ``quantization_config`` would describe weights the child does not have.
+DROPPED_CONFIG_KEYS: tuple[str, ...] = ("quantization_config",)
+
+
 def copy_side_files(
     donor_dir: Path, dest_dir: Path, *, config_updates: dict[str, Any] | None = None
 ) -> list[str]:
     """Copy every file of :data:`SIDE_FILES` that ``donor_dir`` has into ``dest_dir``.
 
     ``config_updates`` is merged into the copied ``config.json``: nested dicts are merged
-    key by key, any other value replaces the donor's. Returns the copied names in
-    :data:`SIDE_FILES` order. Symlinked files (hub cache) are copied as their content.
+    key by key, any other value replaces the donor's. The keys of
+    :data:`DROPPED_CONFIG_KEYS` are removed from the config (and its ``text_config``).
+    Returns the copied names in :data:`SIDE_FILES` order. Symlinked files (hub cache) are
+    copied as their content.
     """
     donor_dir, dest_dir = Path(donor_dir), Path(dest_dir)
     if not donor_dir.is_dir():
@@ -53,8 +60,8 @@ def copy_side_files(
         if not src.is_file():
             continue
         try:
-            if name == "config.json" and config_updates:
-                _write_updated_config(src, dest_dir / name, config_updates)
+            if name == "config.json":
+                _write_updated_config(src, dest_dir / name, config_updates or {})
             else:
                 shutil.copyfile(src, dest_dir / name)
         except OSError as exc:
@@ -67,10 +74,30 @@ def _write_updated_config(src: Path, dest: Path, updates: dict[str, Any]) -> Non
     try:
         config = json.loads(src.read_text("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if not updates:  # nothing to change: carry the donor's file as it is
+            shutil.copyfile(src, dest)
+            return
         raise CheckpointError(f"{src}: is not valid JSON ({exc}); fix the donor config") from exc
     if not isinstance(config, dict):
+        if not updates:
+            shutil.copyfile(src, dest)
+            return
         raise CheckpointError(f"{src}: is not a JSON object; fix the donor config")
+    dropped = _drop_keys(config)
+    if not updates and not dropped:
+        shutil.copyfile(src, dest)  # byte-for-byte when nothing changes
+        return
     dest.write_text(json.dumps(_deep_merge(config, updates), indent=2) + "\n", "utf-8")
+
+
+def _drop_keys(config: dict[str, Any]) -> bool:
+    """Remove :data:`DROPPED_CONFIG_KEYS` in place (top level and ``text_config``)."""
+    dropped = False
+    for holder in (config, config.get("text_config")):
+        if isinstance(holder, dict):
+            for key in DROPPED_CONFIG_KEYS:
+                dropped |= holder.pop(key, None) is not None
+    return dropped
 
 
 def _deep_merge(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,12 @@ def open_sources(
     recipe: Recipe, stack: ExitStack, *, allow_pickle: bool = False
 ) -> list[CheckpointReader]:
     paths = [p.path for p in recipe.parents] + ([recipe.base] if recipe.base else [])
-    return [stack.enter_context(CheckpointReader(p, allow_pickle=allow_pickle)) for p in paths]
+    # FP8 block-quantized parents are read dequantized to the child's dtype (bf16 default)
+    fp8_to = DTYPES[recipe.dtype or "bfloat16"]
+    return [
+        stack.enter_context(CheckpointReader(p, allow_pickle=allow_pickle, dequantize_to=fp8_to))
+        for p in paths
+    ]
 
 
 def merge_to_disk(
