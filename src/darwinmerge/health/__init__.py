@@ -1,1 +1,53 @@
-"""health."""
+"""Health: the child scanned against both parents -> Verdict (flags, summary) and a
+prescription (typed recipe changes), with a repair loop that keeps a fix only when the
+fitness score does not drop."""
+
+from darwinmerge.health.apply import LAYER_COMPONENTS, apply_changes, apply_prescription, layer_t
+from darwinmerge.health.changes import (
+    MoveLayerT,
+    RecipeChange,
+    Revive,
+    ScaleDensity,
+    SetRouter,
+    change_from_dict,
+    change_to_dict,
+)
+from darwinmerge.health.check import check_comparable, health_check, layer_flags, prescribe
+from darwinmerge.health.options import HealthOptions
+from darwinmerge.health.repair import RepairAttempt, RepairResult, repair
+from darwinmerge.health.summary import summarise_verdict
+from darwinmerge.health.verdict import (
+    VERDICT_FILE,
+    CategoryLoss,
+    LayerFlag,
+    RoutingFlag,
+    Verdict,
+)
+
+__all__ = [
+    "LAYER_COMPONENTS",
+    "VERDICT_FILE",
+    "CategoryLoss",
+    "HealthOptions",
+    "LayerFlag",
+    "MoveLayerT",
+    "RecipeChange",
+    "RepairAttempt",
+    "RepairResult",
+    "Revive",
+    "RoutingFlag",
+    "ScaleDensity",
+    "SetRouter",
+    "Verdict",
+    "apply_changes",
+    "apply_prescription",
+    "change_from_dict",
+    "change_to_dict",
+    "check_comparable",
+    "health_check",
+    "layer_flags",
+    "layer_t",
+    "prescribe",
+    "repair",
+    "summarise_verdict",
+]

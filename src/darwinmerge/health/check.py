@@ -1,0 +1,232 @@
+"""Child-vs-parents health check on three MRI scans -> :class:`Verdict`.
+
+The scans must be made on the same probes (same categories, sequences and token
+counts) and the same shapes (layers, sparse layers, experts); anything else is refused
+in one line by :func:`check_comparable`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from darwinmerge.errors import ArchitectureMismatchError, ConfigError
+from darwinmerge.health.changes import (
+    MoveLayerT,
+    RecipeChange,
+    Revive,
+    ScaleDensity,
+    SetRouter,
+    Side,
+)
+from darwinmerge.health.options import HealthOptions
+from darwinmerge.health.summary import summarise_verdict
+from darwinmerge.health.verdict import CategoryLoss, LayerFlag, RoutingFlag, Verdict
+from darwinmerge.mri.scan import Scan
+
+__all__ = ["check_comparable", "health_check", "layer_flags", "prescribe"]
+
+_LABELS = ("child", "parent A", "parent B")
+
+
+def check_comparable(child: Scan, parent_a: Scan, parent_b: Scan) -> None:
+    """Refuse scans made on different probes, shapes or loss definitions (one line)."""
+    scans = (child, parent_a, parent_b)
+    ref = parent_a
+    for label, s in zip(_LABELS, scans, strict=True):
+        if s is ref:
+            continue
+        shape = [
+            (n, getattr(s, n), getattr(ref, n))
+            for n in ("num_layers", "sparse_layers", "num_experts", "top_k")
+            if getattr(s, n) != getattr(ref, n)
+        ]
+        if shape:
+            n, got, want = shape[0]
+            raise ArchitectureMismatchError(
+                f"health: the {label} scan ({s.model}) has {n}={got} but parent A's "
+                f"({ref.model}) has {want}; scan models of the same architecture"
+            )
+        if s.categories != ref.categories:
+            raise ConfigError(
+                f"health: the {label} scan ({s.model}) was made on probe categories "
+                f"{s.categories}, parent A's on {ref.categories}; rescan on the same probes"
+            )
+        same = (
+            s.seq_category.shape == ref.seq_category.shape
+            and np.array_equal(s.seq_category, ref.seq_category)
+            and np.array_equal(s.nll_count, ref.nll_count)
+        )
+        if not same:
+            raise ConfigError(
+                f"health: the {label} scan ({s.model}) was made on other probe sequences than "
+                f"parent A's ({ref.model}) (sequence count or token counts differ); rescan "
+                "with the same --probes, tokenizer and --max-length"
+            )
+        for attr in ("loss_tokens", "dead_threshold"):
+            a, b = getattr(s, attr, None), getattr(ref, attr, None)
+            if a != b:
+                raise ConfigError(
+                    f"health: the {label} scan ({s.model}) has {attr}={a!r} but parent A's has "
+                    f"{b!r}; rescan with the same settings"
+                )
+
+
+def layer_flags(
+    bi_c: np.ndarray, bi_a: np.ndarray, bi_b: np.ndarray, categories: list[str], opt: HealthOptions
+) -> list[LayerFlag]:
+    """Interference and function-loss flags over [C, L] block-influence arrays."""
+    hi = np.maximum(bi_a, bi_b)
+    lo = np.minimum(bi_a, bi_b)
+    out: list[LayerFlag] = []
+    C, L = bi_c.shape
+    for c in range(C):
+        for layer in range(L):
+            args = (float(bi_c[c, layer]), float(bi_a[c, layer]), float(bi_b[c, layer]))
+            excess = float(bi_c[c, layer] - hi[c, layer])
+            thr = max(opt.interference_rel * float(hi[c, layer]), opt.interference_abs)
+            if excess > thr:
+                sev = excess / thr if thr > 0 else float("inf")
+                out.append(LayerFlag(layer, categories[c], "interference", *args, excess, thr, sev))
+                continue
+            deficit = float(lo[c, layer] - bi_c[c, layer])
+            thr = max(opt.function_loss_rel * float(lo[c, layer]), opt.function_loss_abs)
+            if hi[c, layer] >= opt.material and deficit > thr:
+                sev = deficit / thr if thr > 0 else float("inf")
+                out.append(
+                    LayerFlag(layer, categories[c], "function_loss", *args, deficit, thr, sev)
+                )
+    return out
+
+
+def _routing_flags(child: Scan, a: Scan, b: Scan, opt: HealthOptions) -> list[RoutingFlag]:
+    out: list[RoutingFlag] = []
+    dead = child.dead_threshold
+    for s, layer in enumerate(child.sparse_layers):
+        hc, ha, hb = (float(x.router_entropy[s]) for x in (child, a, b))
+        if np.isfinite(hc) and hc < min(ha, hb) - opt.entropy_margin:
+            out.append(RoutingFlag(layer, "entropy_collapse", hc, ha, hb, opt.entropy_margin))
+        uc, ua, ub = child.utilisation[s], a.utilisation[s], b.utilisation[s]
+        died = (uc < dead) & (np.maximum(ua, ub) >= dead)
+        frac = (float(child.dead_fraction[s]), float(a.dead_fraction[s]), float(b.dead_fraction[s]))
+        for side in ("A", "B"):
+            mine = died & ((ua >= ub) if side == "A" else (ub > ua))
+            if mine.any():
+                experts = tuple(int(e) for e in np.flatnonzero(mine))
+                out.append(RoutingFlag(layer, "experts_died", *frac, dead, experts, side))
+        revived = (uc >= dead) & (ua < dead) & (ub < dead)
+        if revived.any():
+            experts = tuple(int(e) for e in np.flatnonzero(revived))
+            out.append(RoutingFlag(layer, "experts_revived", *frac, dead, experts))
+    return out
+
+
+def _losses(child: Scan, a: Scan, b: Scan, opt: HealthOptions) -> list[CategoryLoss]:
+    out = []
+    for c, cat in enumerate(child.categories):
+        lc, la, lb = float(child.loss[c]), float(a.loss[c]), float(b.loss[c])
+        if lc > max(la, lb) * (1.0 + opt.loss_rel):
+            status = "worse"
+        elif lc < min(la, lb):
+            status = "better"
+        else:
+            status = "between"
+        out.append(CategoryLoss(cat, lc, la, lb, status))  # type: ignore[arg-type]
+    return out
+
+
+def prescribe(
+    flags: list[LayerFlag],
+    routing: list[RoutingFlag],
+    bi_c: np.ndarray,
+    bi_a: np.ndarray,
+    bi_b: np.ndarray,
+    categories: list[str],
+    opt: HealthOptions,
+) -> list[RecipeChange]:
+    """The recipe changes for the flags (rules in ``docs/health.md``)."""
+    changes: list[RecipeChange] = []
+    layers = sorted({f.layer for f in flags})
+    for layer in layers:
+        here = [f for f in flags if f.layer == layer]
+        lost = [f for f in here if f.kind == "function_loss"]
+        if lost:
+            # the parent whose profile the child lost: larger BI summed over those categories
+            idx = [categories.index(f.category) for f in lost]
+            side: Side = "A" if bi_a[idx, layer].sum() >= bi_b[idx, layer].sum() else "B"
+            cats = ", ".join(f.category for f in lost)
+            changes.append(
+                MoveLayerT(
+                    layer,
+                    side,
+                    opt.move_step,
+                    f"function loss on {cats}: parent {side}'s layer "
+                    "is important there and the child's collapsed",
+                )
+            )
+            continue
+        idx = [categories.index(f.category) for f in here]
+        da = float(np.abs(bi_c[idx, layer] - bi_a[idx, layer]).sum())
+        db = float(np.abs(bi_c[idx, layer] - bi_b[idx, layer]).sum())
+        closer: Side = "A" if da <= db else "B"
+        cats = ", ".join(f.category for f in here)
+        changes.append(
+            ScaleDensity(
+                layer,
+                opt.density_factor,
+                closer,
+                opt.move_step,
+                f"interference on {cats}: the child's layer transforms more than both parents'",
+            )
+        )
+    for r in routing:
+        if r.kind == "experts_died" and r.source in ("A", "B"):
+            changes.append(
+                Revive(
+                    r.layer,
+                    r.experts,
+                    r.source,  # type: ignore[arg-type]
+                    f"experts died in the child but are alive in parent {r.source}",
+                )
+            )
+        elif r.kind == "entropy_collapse":
+            side = "A" if r.parent_a >= r.parent_b else "B"
+            changes.append(
+                SetRouter(
+                    r.layer,
+                    side,  # type: ignore[arg-type]
+                    f"router entropy collapsed ({r.child:.3f} vs {r.parent_a:.3f} / "
+                    f"{r.parent_b:.3f})",
+                )
+            )
+    return changes
+
+
+def health_check(
+    child: Scan, parent_a: Scan, parent_b: Scan, options: HealthOptions | None = None
+) -> Verdict:
+    """Compare the child's scan with both parents' layer by layer (see ``docs/health.md``).
+    ``parent_a`` is the recipe's first parent (t = 0), ``parent_b`` its second (t = 1)."""
+    opt = options or HealthOptions()
+    check_comparable(child, parent_a, parent_b)
+    cats = list(child.categories)
+    flags = layer_flags(child.bi, parent_a.bi, parent_b.bi, cats, opt)
+    routing = _routing_flags(child, parent_a, parent_b, opt) if child.is_moe else []
+    losses = _losses(child, parent_a, parent_b, opt)
+    verdict = Verdict(
+        child=child.model,
+        parent_a=parent_a.model,
+        parent_b=parent_b.model,
+        categories=cats,
+        num_layers=child.num_layers,
+        sparse_layers=list(child.sparse_layers),
+        options=opt.model_dump(),
+        bi_child=child.bi.tolist(),
+        bi_a=parent_a.bi.tolist(),
+        bi_b=parent_b.bi.tolist(),
+        layer_flags=flags,
+        routing_flags=routing,
+        losses=losses,
+        prescription=prescribe(flags, routing, child.bi, parent_a.bi, parent_b.bi, cats, opt),
+    )
+    verdict.summary = summarise_verdict(verdict)
+    return verdict

@@ -1,0 +1,40 @@
+"""The knobs of a health check: margins of every flag and the sizes of the prescribed steps.
+
+Defaults are documented in ``docs/health.md`` and pinned by ``tests/health``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["HealthOptions"]
+
+
+class HealthOptions(BaseModel):
+    """Margins of the flags (child C against parents A and B) and the prescription steps.
+
+    With ``hi = max(BI_A, BI_B)`` and ``lo = min(BI_A, BI_B)`` per layer and category:
+
+    * interference: ``BI_C - hi > max(interference_rel * hi, interference_abs)``;
+    * function loss: ``hi >= material`` and
+      ``lo - BI_C > max(function_loss_rel * lo, function_loss_abs)``;
+    * entropy collapse (sparse layers): ``H_C < min(H_A, H_B) - entropy_margin``
+      (entropies normalised by log E);
+    * probe loss regression (per category): ``loss_C > max(loss_A, loss_B) * (1 + loss_rel)``;
+    * experts that died: dead in C (utilisation below the scans' dead threshold) and alive
+      in at least one parent; revived: alive in C and dead in both parents.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interference_rel: float = Field(default=0.25, ge=0.0)
+    interference_abs: float = Field(default=0.02, ge=0.0)
+    function_loss_rel: float = Field(default=0.5, ge=0.0, le=1.0)
+    function_loss_abs: float = Field(default=0.02, ge=0.0)
+    material: float = Field(default=0.05, ge=0.0)
+    entropy_margin: float = Field(default=0.1, ge=0.0)
+    loss_rel: float = Field(default=0.05, ge=0.0)
+    #: MoveLayerT: t moves this share of the way to the parent it lost.
+    move_step: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: ScaleDensity: densities are multiplied by this where interference shows.
+    density_factor: float = Field(default=0.7, gt=0.0, lt=1.0)

@@ -1,0 +1,161 @@
+"""The :class:`Verdict` info object: flags, numbers, summary and prescription of one check.
+
+Plain dataclasses of JSON values (``to_dict`` / ``from_dict``; ``save`` writes
+``verdict.json``). The report renders it; tests assert on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from darwinmerge.errors import CheckpointError
+from darwinmerge.health.changes import RecipeChange, change_from_dict, change_to_dict
+
+__all__ = ["CategoryLoss", "LayerFlag", "RoutingFlag", "Verdict", "VERDICT_FILE"]
+
+VERDICT_FILE = "verdict.json"
+
+LayerKind = Literal["interference", "function_loss"]
+RoutingKind = Literal["entropy_collapse", "experts_died", "experts_revived"]
+
+
+@dataclass(frozen=True)
+class LayerFlag:
+    """One flagged (layer, probe category). ``excess`` is how far the child's BI lies
+    outside the parents' band (above ``hi`` for interference, below ``lo`` for function
+    loss); ``threshold`` the margin it had to pass; ``severity = excess / threshold``
+    (> 1 for every flag)."""
+
+    layer: int
+    category: str
+    kind: LayerKind
+    child: float
+    parent_a: float
+    parent_b: float
+    excess: float
+    threshold: float
+    severity: float
+
+
+@dataclass(frozen=True)
+class RoutingFlag:
+    """One sparse layer's routing change. ``experts`` for died / revived experts;
+    ``source`` the parent where the died experts are alive (most utilised)."""
+
+    layer: int
+    kind: RoutingKind
+    child: float
+    parent_a: float
+    parent_b: float
+    threshold: float
+    experts: tuple[int, ...] = ()
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class CategoryLoss:
+    """Probe loss of one category: ``status`` is ``better`` (below both parents),
+    ``between``, or ``worse`` (above ``max * (1 + loss_rel)``, a flag)."""
+
+    category: str
+    child: float
+    parent_a: float
+    parent_b: float
+    status: Literal["better", "between", "worse"]
+
+
+@dataclass
+class Verdict:
+    """Result of :func:`darwinmerge.health.health_check`."""
+
+    child: str
+    parent_a: str
+    parent_b: str
+    categories: list[str]
+    num_layers: int
+    sparse_layers: list[int]
+    options: dict[str, Any]
+    bi_child: list[list[float]]  # [C][L]
+    bi_a: list[list[float]]
+    bi_b: list[list[float]]
+    layer_flags: list[LayerFlag]
+    routing_flags: list[RoutingFlag]
+    losses: list[CategoryLoss]
+    prescription: list[RecipeChange]
+    summary: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """No layer flag, no died experts, no entropy collapse, no worse probe loss."""
+        return not (
+            self.layer_flags
+            or any(f.kind != "experts_revived" for f in self.routing_flags)
+            or any(c.status == "worse" for c in self.losses)
+        )
+
+    def layer_severity(self) -> np.ndarray:
+        """[L] the largest severity of any flag at each layer (0 where none)."""
+        out = np.zeros(self.num_layers)
+        for f in self.layer_flags:
+            out[f.layer] = max(out[f.layer], f.severity)
+        return out
+
+    def flags_at(self, layer: int) -> list[LayerFlag]:
+        return [f for f in self.layer_flags if f.layer == layer]
+
+    # --- JSON -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": "verdict", "healthy": self.healthy}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "prescription":
+                out[f.name] = [change_to_dict(c) for c in value]
+            elif f.name in ("layer_flags", "routing_flags", "losses"):
+                out[f.name] = [_plain(dataclasses.asdict(x)) for x in value]
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verdict:
+        kw = {k: v for k, v in data.items() if k not in ("kind", "healthy")}
+        kw["layer_flags"] = [LayerFlag(**x) for x in data["layer_flags"]]
+        kw["routing_flags"] = [
+            RoutingFlag(**{**x, "experts": tuple(x.get("experts", ()))})
+            for x in data["routing_flags"]
+        ]
+        kw["losses"] = [CategoryLoss(**x) for x in data["losses"]]
+        kw["prescription"] = [change_from_dict(x) for x in data["prescription"]]
+        return cls(**kw)
+
+    def save(self, out_dir: str | Path) -> Path:
+        p = Path(out_dir) / VERDICT_FILE
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
+        tmp.replace(p)
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> Verdict:
+        p = Path(path)
+        if p.is_dir():
+            p = p / VERDICT_FILE
+        if not p.is_file():
+            raise CheckpointError(f"{p}: verdict file not found; run `darwin health` first")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+            return cls.from_dict(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{p}: not a readable verdict ({exc})") from exc
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
