@@ -254,3 +254,26 @@ def test_unknown_tensor_in_the_other_parent_is_not_dropped_silently(tmp_path, ca
     assert "not carried: unknown tensor model.layers.2.extra_probe.weight of b" in (
         capsys.readouterr().err.replace("\n", " ")
     )
+
+
+def test_validate_refuses_an_out_of_range_parameter_before_any_merge(tmp_path, capsys):
+    a, b, cfg = _setup(tmp_path)
+    for args, needle in (
+        (["parameters.t=1.5"], "parameters.t: 1.5"),
+        (["parameters.t=[0.2, 1.5]"], "parameters.t[1]: 1.5"),
+        (["parameters.t=[{component: attention, value: -1}, {value: 0.5}]"], "t[0].value: -1"),
+    ):
+        code = _run(["validate", str(cfg), *args])
+        err = capsys.readouterr().err.strip()
+        assert code == 1, err
+        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1, err
+        assert needle in lines[0] and "must be a number in [0, 1]" in lines[0], lines[0]
+    # per-parent values of a per-model parameter are checked too
+    code = _run(
+        ["validate", str(cfg), "method=linear", "parameters={weight: 1}",
+         "parents=[{name: a, path: " + str(a) + ", parameters: {weight: .inf}}, "
+         "{name: b, path: " + str(b) + "}]"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "parents[a].parameters.weight: inf is not valid" in err, err

@@ -139,3 +139,74 @@ def test_one_parent_needs_a_base():
         }
     )
     assert r.donor_name == "a"
+
+
+def test_parameter_values_are_range_checked_at_parse_time_all_at_once():
+    with pytest.raises(ConfigError) as info:
+        Recipe.parse(
+            {
+                "parents": [
+                    {"name": "a", "path": "/a", "parameters": {"density": 0.0}},
+                    {"name": "b", "path": "/b", "parameters": {"density": [0.5, 1.2]}},
+                ],
+                "base": "/c",
+                "method": "della",
+                "parameters": {
+                    "weight": [0.3, float("nan")],
+                    "epsilon": [{"component": "attention", "value": 1.0}, {"value": 0.1}],
+                    "density": [{"layers": [0, 1], "value": [0.4, -0.1]}, {"value": 0.5}],
+                    "normalize": 0.5,
+                },
+            },
+            source="r.yaml",
+        )
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("r.yaml: ")
+    for part in (
+        "parents[a].parameters.density: 0.0 is not valid for della (must be a number in (0, 1])",
+        "parents[b].parameters.density[1]: 1.2 is not valid",
+        "parameters.weight[1]: nan is not valid for della (must be a finite number)",
+        "parameters.epsilon[0].value: 1.0 is not valid for della (must be a number in [0, 1))",
+        "parameters.density[0].value[1]: -0.1 is not valid",
+        "parameters.normalize: 0.5 is not valid for della (must be true or false)",
+    ):
+        assert part in msg, part
+    # the valid values of the same schedules are not reported
+    assert "parameters.weight[0]" not in msg and "parameters.epsilon[1]" not in msg
+    assert msg.count("is not valid") == 6
+
+
+def test_boundaries_follow_the_declaration():
+    def ok(**params):
+        return _recipe(method="slerp", parameters=params)
+
+    ok(t=0.0), ok(t=1.0), ok(t=[0.0, 1.0])
+    with pytest.raises(ConfigError, match=r"parameters.t: 1.5 is not valid for slerp .*\[0, 1\]"):
+        ok(t=1.5)
+    with pytest.raises(ConfigError, match=r"parameters.t\[2\]: -0.01"):
+        ok(t=[0.2, 0.5, -0.01])
+    base = {"base": "/c", "method": "ties"}
+    _recipe(**base, parameters={"weight": 1.0, "density": 1.0})  # (0, 1]: 1 is in
+    with pytest.raises(ConfigError, match=r"density: 0.0 is not valid .*\(0, 1\]"):
+        _recipe(**base, parameters={"weight": 1.0, "density": 0.0})
+
+
+def test_input_count_and_required_values_from_the_declaration():
+    three = [{"name": n, "path": f"/{n}"} for n in "abc"]
+    with pytest.raises(ConfigError, match="parents: slerp merges exactly 2 parents, got 3"):
+        Recipe.parse({"parents": three, "method": "slerp", "parameters": {"t": 0.5}})
+    with pytest.raises(ConfigError, match="parameters.t: slerp's parameter 't' has no value"):
+        _recipe(parameters={})
+    # a per-model value given for one parent only: the other is reported by name
+    with pytest.raises(ConfigError) as info:
+        Recipe.parse(
+            {
+                "parents": [
+                    {"name": "a", "path": "/a", "parameters": {"weight": 1.0}},
+                    {"name": "b", "path": "/b"},
+                ],
+                "method": "linear",
+            }
+        )
+    assert "parents[b].parameters.weight" in str(info.value)
+    assert "parents[a]" not in str(info.value)

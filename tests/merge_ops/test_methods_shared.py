@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import pytest
@@ -16,8 +17,8 @@ WEIGHTS = [0.7, 0.4, -0.2]
 DENSITIES = [0.5, 0.7, 0.4]
 # methods whose result depends on per-group statistics (not just elementwise maths)
 STATISTICAL = {n for n in NAMES if n not in ("linear", "task_arithmetic")}
-# methods that take exactly two tensors and a global t
-TWO_INPUT = {"slerp", "trimmed_lerp", "trimmed_task_lerp"}
+# methods that take exactly two tensors (and a global t), from their declarations
+TWO_INPUT = {n for n in NAMES if METHODS.get(n).max_inputs == 2}
 
 
 def _inputs(
@@ -235,3 +236,59 @@ def test_base_and_generator_rules() -> None:
             generator=torch.Generator(),
             model_params=[{"weight": 1.0, "density": 0.1, "epsilon": 0.2}] * 2,
         )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declared_ranges_are_what_apply_method_and_recipes_enforce(name: str) -> None:
+    """One source of truth: a bound is accepted or refused exactly as declared, by
+    apply_method and by a Recipe at parse time."""
+    from darwinmerge.merge.recipe import Recipe
+
+    method = METHODS.get(name)
+    assert method.min_inputs >= 1
+    tensors, base = _inputs(method)
+    good_mp = _model_params(method, len(tensors))
+    parents = [{"name": f"p{i}", "path": f"/p{i}"} for i in range(len(tensors))]
+    required = {k: 0.5 for k, p in method.params.items() if p.default is None}
+    for key, spec in method.params.items():
+        if spec.kind == "bool":
+            assert spec.check(True) and not spec.check(1)
+            continue
+        for bound, is_open, step in (
+            (spec.low, spec.low_open, -1e-3),
+            (spec.high, spec.high_open, 1e-3),
+        ):
+            if bound is None:
+                continue
+            for value, valid in ((bound, not is_open), (bound + step, False)):
+                assert spec.check(value) is valid, (key, value)
+                mp = [{**p, key: value} for p in good_mp] if spec.per_model else good_mp
+                params = {**_global(method), **({} if spec.per_model else {key: value})}
+                recipe = {
+                    "parents": parents,
+                    "method": name,
+                    "parameters": {**required, key: value},
+                    **({"base": "/b"} if method.needs_base else {}),
+                }
+                if valid:
+                    apply_method(
+                        name,
+                        tensors,
+                        base=base,
+                        model_params=mp,
+                        params=params,
+                        generator=torch.Generator().manual_seed(0),
+                    )
+                    Recipe.parse(recipe)
+                else:
+                    with pytest.raises(ConfigError, match=re.escape(spec.describe())):
+                        apply_method(
+                            name,
+                            tensors,
+                            base=base,
+                            model_params=mp,
+                            params=params,
+                            generator=torch.Generator().manual_seed(0),
+                        )
+                    with pytest.raises(ConfigError, match=re.escape(f"parameters.{key}: ")):
+                        Recipe.parse(recipe)

@@ -275,32 +275,75 @@ class Recipe(_Frozen):
 
 
 def _method_problems(recipe: Recipe) -> list[str]:
-    """Method name and parameter names, checked against the method registry."""
+    """Method name, parameter names, every parameter value (scalars, gradient points,
+    rule values) and the number of parents, checked against the method's declaration."""
     from darwinmerge.merge.ops import METHODS
 
     if recipe.method not in METHODS:
         return [f"method: {METHODS.unknown_message(recipe.method)}"]
     method = METHODS.get(recipe.method)
     problems = []
-    allowed_global = set(method.global_params) | set(method.model_params)
-    for key in recipe.parameters:
-        if key not in allowed_global:
+    for key, schedule in recipe.parameters.items():
+        spec = method.params.get(key)
+        if spec is None:
             problems.append(
                 f"parameters.{key}: not a parameter of {method.name} "
-                f"(known: {', '.join(sorted(allowed_global)) or 'none'})"
+                f"(known: {', '.join(sorted(method.params)) or 'none'})"
             )
+            continue
+        problems.extend(_range_problems(f"parameters.{key}", schedule, spec, method.name))
+    per_model = sorted(k for k, p in method.params.items() if p.per_model)
     for parent in recipe.parents:
-        for key in parent.parameters:
-            if key not in method.model_params:
+        for key, schedule in parent.parameters.items():
+            spec = method.params.get(key)
+            where = f"parents[{parent.name}].parameters.{key}"
+            if spec is None or not spec.per_model:
                 problems.append(
-                    f"parents[{parent.name}].parameters.{key}: not a per-model parameter of "
-                    f"{method.name} (known: {', '.join(sorted(method.model_params)) or 'none'})"
+                    f"{where}: not a per-model parameter of "
+                    f"{method.name} (known: {', '.join(per_model) or 'none'})"
+                )
+                continue
+            problems.extend(_range_problems(where, schedule, spec, method.name))
+    for key, spec in method.params.items():
+        if spec.default is not None or key in recipe.parameters:
+            continue
+        if not spec.per_model:
+            problems.append(f"parameters.{key}: {method.name}'s parameter {key!r} has no value")
+            continue
+        for parent in recipe.parents:
+            if key not in parent.parameters:
+                problems.append(
+                    f"parents[{parent.name}].parameters.{key}: {method.name}'s parameter "
+                    f"{key!r} has no value for parent {parent.name} (give it here or in "
+                    "parameters)"
                 )
     if method.needs_base and recipe.base is None:
         problems.append(f"base: method {method.name} needs a base model")
-    if recipe.method == "slerp" and len(recipe.parents) != 2:
-        problems.append("parents: slerp merges exactly two parents")
+    n = len(recipe.parents)
+    if n < method.min_inputs or (method.max_inputs is not None and n > method.max_inputs):
+        problems.append(f"parents: {method.name} merges {method.inputs_text()} parents, got {n}")
     return problems
+
+
+def _range_problems(where: str, schedule: Schedule, spec: Any, method: str) -> list[str]:
+    """Every value of one schedule that the parameter's declaration refuses."""
+    values: list[tuple[str, Any]] = []
+    if isinstance(schedule, list) and schedule and isinstance(schedule[0], Rule):
+        for i, rule in enumerate(schedule):
+            assert isinstance(rule, Rule)
+            if isinstance(rule.value, list):
+                values.extend((f"[{i}].value[{j}]", v) for j, v in enumerate(rule.value))
+            else:
+                values.append((f"[{i}].value", rule.value))
+    elif isinstance(schedule, list):
+        values.extend((f"[{j}]", v) for j, v in enumerate(schedule))
+    else:
+        values.append(("", schedule))
+    return [
+        f"{where}{path}: {value!r} is not valid for {method} (must be {spec.describe()})"
+        for path, value in values
+        if not spec.check(value)
+    ]
 
 
 def format_validation_error(exc: ValidationError) -> str:

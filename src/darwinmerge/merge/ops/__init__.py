@@ -6,7 +6,7 @@ is given, and takes ``group_dims``: the number of leading dims that index indepe
 groups (experts, gate/up halves) whose statistics are computed separately.
 """
 
-from darwinmerge.merge.ops.api import METHODS, PARAM_RULES, MergeMethod, apply_method
+from darwinmerge.merge.ops.api import METHODS, MergeMethod, ParamSpec, apply_method
 from darwinmerge.merge.ops.catalog import (
     breadcrumbs,
     breadcrumbs_ties,
@@ -28,8 +28,8 @@ from darwinmerge.merge.ops.trimmed import trimmed_lerp, trimmed_task_lerp
 
 __all__ = [
     "METHODS",
-    "PARAM_RULES",
     "MergeMethod",
+    "ParamSpec",
     "SLERP_DOT_THRESHOLD",
     "Sparsifier",
     "apply_method",

@@ -14,7 +14,19 @@ from typing import Any
 import torch
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.merge.ops.api import METHODS, MergeMethod
+from darwinmerge.merge.ops.api import (
+    DENSITY,
+    EPSILON,
+    GAMMA,
+    LAMBDA,
+    METHODS,
+    NORMALIZE,
+    RESCALE,
+    WEIGHT,
+    MergeMethod,
+    ParamSpec,
+    T,
+)
 from darwinmerge.merge.ops.interpolation import linear, slerp
 from darwinmerge.merge.ops.task_vectors import (
     Sparsifier,
@@ -45,6 +57,9 @@ _TASK_METHODS: dict[str, tuple[Sparsifier, bool, bool, bool, dict[str, float]]] 
     "della": (Sparsifier.della, True, True, True, {"epsilon": 0.15}),
     "della_linear": (Sparsifier.della, False, False, True, {"epsilon": 0.15}),
 }
+
+
+_EXTRA_SPECS = {"gamma": GAMMA, "epsilon": EPSILON}
 
 
 def _task_method(name: str, **kwargs: Any) -> torch.Tensor:
@@ -206,13 +221,15 @@ def _column(model_params: Sequence[Mapping[str, float]], key: str) -> list[float
 
 def _registered_task_method(name: str) -> None:
     sparsifier, _, normalize, rescale, extra = _TASK_METHODS[name]
-    model_params: dict[str, float | None] = {"weight": None}
+    params: dict[str, ParamSpec] = {"weight": WEIGHT}
     if sparsifier is not Sparsifier.none:
-        model_params["density"] = 1.0
-    model_params.update(extra)
-    global_params: dict[str, float | bool | None] = {"normalize": normalize, "lambda": 1.0}
+        params["density"] = DENSITY
+    for key, default in extra.items():
+        params[key] = _EXTRA_SPECS[key].with_default(default)
+    params["normalize"] = NORMALIZE.with_default(normalize)
+    params["lambda"] = LAMBDA
     if sparsifier is not Sparsifier.none:
-        global_params["rescale"] = rescale
+        params["rescale"] = RESCALE.with_default(rescale)
 
     def fn(
         tensors: Sequence[torch.Tensor],
@@ -246,9 +263,9 @@ def _registered_task_method(name: str) -> None:
             name=name,
             needs_base=True,
             random=sparsifier.random_masks,
-            model_params=model_params,
-            global_params=global_params,
+            params=params,
             fn=fn,
+            min_inputs=1,
         ),
     )
 
@@ -288,6 +305,24 @@ def _slerp_fn(
 
 METHODS.add(
     "linear",
-    MergeMethod("linear", False, False, {"weight": None}, {"normalize": True}, _linear_fn),
+    MergeMethod(
+        "linear",
+        needs_base=False,
+        random=False,
+        params={"weight": WEIGHT, "normalize": NORMALIZE.with_default(True)},
+        fn=_linear_fn,
+        min_inputs=1,
+    ),
 )
-METHODS.add("slerp", MergeMethod("slerp", False, False, {}, {"t": None}, _slerp_fn))
+METHODS.add(
+    "slerp",
+    MergeMethod(
+        "slerp",
+        needs_base=False,
+        random=False,
+        params={"t": T},
+        fn=_slerp_fn,
+        min_inputs=2,
+        max_inputs=2,
+    ),
+)
