@@ -27,6 +27,7 @@ _COMMAND_MODULES = [
     "darwinmerge.cli.zoo_cmd",
     "darwinmerge.cli.mri_cmd",
     "darwinmerge.cli.demo_cmd",
+    "darwinmerge.cli.evolve_cmd",
 ]
 
 

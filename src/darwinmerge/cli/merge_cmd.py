@@ -97,6 +97,14 @@ def validate(
     from darwinmerge.merge.mergekit_io import load_any_config
     from darwinmerge.merge.planner import plan_merge
 
+    if _is_evolve_file(config):  # an evolve config: the search's own checks
+        from darwinmerge.evolve.api import check_evolve_config
+        from darwinmerge.evolve.config import load_evolve_config
+
+        evolve_cfg = load_evolve_config(config, overrides or [], check_paths=check_parents)
+        for line in check_evolve_config(evolve_cfg, build=check_parents):
+            console.print(line)
+        return
     recipe = load_any_config(config, overrides or [])
     if check_parents:
         with ExitStack() as stack:
@@ -110,6 +118,17 @@ def validate(
     else:
         console.print("ok")
     typer.echo(recipe.to_yaml())
+
+
+def _is_evolve_file(path: Path) -> bool:
+    import yaml
+
+    from darwinmerge.evolve.config import is_evolve_config
+
+    try:
+        return is_evolve_config(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError):
+        return False  # load_any_config reports it
 
 
 def _parse_size(text: str) -> int:

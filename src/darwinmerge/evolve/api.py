@@ -1,0 +1,446 @@
+"""``evolve(config, out_dir, resume=...)``: the library entry point of ``darwin evolve``.
+
+Run folder (``RUN``)::
+
+    RUN/config.yaml          the resolved config of the run (resume checks it is the same)
+    RUN/study.journal        the Optuna study (unless ``storage`` names a database)
+    RUN/evolution.json       per trial: genome, genes, recipe, fitness per category, merge
+                             and evaluation seconds, items used, state; the early-stop
+                             summary; the honest selection (test split) and its gap
+    RUN/winner_recipe.yaml   the winner's recipe (``darwin merge`` can rebuild the child)
+    RUN/child/               the winner merged through the checkpoint writer, with a
+                             model card holding the recipe, the scores and a search summary
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from darwinmerge.errors import ConfigError, EvaluationError, OutputExistsError
+from darwinmerge.evolve.config import EvolveConfig
+from darwinmerge.evolve.early_stop import EarlyStopRule
+from darwinmerge.evolve.optimizer import ENQUEUE_PRIOR, SearchBox, make_sampler
+from darwinmerge.evolve.runner import (
+    Objective,
+    TrialEvent,
+    fail_stale_trials,
+    finished_count,
+    run_search,
+    stop_audit,
+)
+from darwinmerge.evolve.select import Selection, choose_winner, honest_selection
+from darwinmerge.evolve.study import (
+    create_study,
+    load_study,
+    open_storage,
+    stored_box,
+    trial_records,
+)
+from darwinmerge.evolve.workers import CandidateWorker, InProcessPool, RayPool, WorkerSpec
+
+__all__ = [
+    "EVOLUTION_FILE",
+    "EvolveResult",
+    "blind_box",
+    "check_evolve_config",
+    "evolve",
+    "run_evolution",
+    "worker_spec",
+]
+
+EVOLUTION_FILE = "evolution.json"
+CONFIG_FILE = "config.yaml"
+WINNER_FILE = "winner_recipe.yaml"
+
+
+@dataclass
+class EvolveResult:
+    run_dir: Path
+    trials: int
+    winner: int | None
+    winner_fitness: float | None
+    selection: Selection | None
+    child: Path | None
+    early_stop: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def blind_box(names: list[str]) -> SearchBox:
+    """Mean 0.5, sigma 1/6, box [0, 1] on every gene (mergekit-evolve's start)."""
+    d = len(names)
+    return SearchBox(tuple(names), (0.5,) * d, (1 / 6,) * d, (0.0,) * d, (1.0,) * d)
+
+
+def _gene_names(space: Any) -> list[str]:
+    return [g.name if hasattr(g, "name") else str(g) for g in space.genes]
+
+
+def _build_space_and_prior(config: EvolveConfig) -> tuple[Any, SearchBox]:
+    """GENOME's space and prior for the config (imported here: the genome modules)."""
+    import importlib
+
+    prior_module: Any = importlib.import_module("darwinmerge.evolve.prior")
+    space_module: Any = importlib.import_module("darwinmerge.evolve.space")
+
+    adapter = getattr(space_module, "SPACE_ADAPTER", None)
+    if adapter is None:
+        from pydantic import TypeAdapter
+
+        adapter = TypeAdapter(space_module.SpaceConfig)
+    space_cfg = adapter.validate_python(config.space)
+    ctx = space_module.SpaceContext.from_parents(dict(config.parents), base=config.base)
+    space = space_module.build_space(space_cfg, ctx)
+    names = _gene_names(space)
+    if config.prior.kind == "blind":
+        prior = prior_module.blind_prior(space)
+    else:
+        prior = prior_module.prior_from_scans(space, config.prior.scans, target=config.prior.target)
+    return space, SearchBox.from_prior(names, prior)
+
+
+def check_evolve_config(config: EvolveConfig, *, build: bool = True) -> list[str]:
+    """Build the space, the prior and the item split of ``config`` (no model is loaded):
+    what ``darwin validate`` prints for an evolve config. ``build=False`` only says the
+    config parsed (the parents are not opened)."""
+    if not build:
+        return [f"ok: evolve config ({config.optimizer.name}, {config.trials} trials)"]
+    space, box = _build_space_and_prior(config)
+    box = box.narrowed(dict(config.bounds))
+    _every, fitness, subset, categories = _items(config)
+    lines = [
+        f"ok: evolve config, space {getattr(space, 'name', '?')} with {len(box.names)} genes, "
+        f"prior {config.prior.kind}, optimizer {config.optimizer.name}, {config.trials} trials",
+        f"fitness: {len(subset)} of {len(fitness)} fitness-split items per candidate, "
+        f"categories {', '.join(categories)}",
+    ]
+    for i, name in enumerate(box.names):
+        lines.append(
+            f"  {name}: mean {box.mean[i]:.3f} sigma {box.sigma[i]:.3f} "
+            f"box [{box.lower[i]:.3f}, {box.upper[i]:.3f}]"
+        )
+    return lines
+
+
+def evolve(
+    config: EvolveConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    on_trial: Callable[[TrialEvent], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> EvolveResult:
+    """Search genomes for ``config`` into the run folder ``out_dir`` (see module doc)."""
+    space, box = _build_space_and_prior(config)
+    return run_evolution(
+        config, space, box, out_dir, resume=resume, force=force, on_trial=on_trial, log=log
+    )
+
+
+def _prepare_run_dir(out: Path, config: EvolveConfig, *, resume: bool, force: bool) -> None:
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    if resume:
+        if not (out / CONFIG_FILE).is_file():
+            raise ConfigError(f"{out}: no run to resume (no {CONFIG_FILE}); start without --resume")
+        old = yaml.safe_load((out / CONFIG_FILE).read_text())
+        new = yaml.safe_load(text)
+        ignore = ("trials", "time_budget_s", "workers", "select")
+        diff = sorted(
+            k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k)
+        )
+        if diff:
+            raise ConfigError(
+                f"{out}: --resume with a different config ({', '.join(diff)} changed); "
+                f"only trials, time_budget_s, workers and select may change"
+            )
+        (out / CONFIG_FILE).write_text(text)
+        return
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise OutputExistsError(
+                f"{out} exists; pass --resume to continue that run or --force to replace it"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(text)
+
+
+def _items(config: EvolveConfig) -> tuple[list[Any], list[Any], list[Any], list[str]]:
+    from darwinmerge.evaluate.tasks import filter_split, load_tasks, stratified_subset
+
+    every = load_tasks(config.tasks, split=None)
+    fitness = filter_split(every, "fitness", test_fraction=config.test_fraction)
+    if not fitness:
+        raise ConfigError(f"tasks {config.tasks!r}: the fitness split is empty")
+    subset = stratified_subset(fitness, config.fitness.subset, seed=config.fitness.subset_seed)
+    present = sorted({it.category for it in subset})
+    categories = list(config.fitness.categories or present)
+    missing = [
+        c
+        for c in categories + ([config.fitness.keep] if config.fitness.keep else [])
+        if c not in present
+    ]
+    if missing:
+        raise ConfigError(
+            f"fitness.categories: {missing[0]!r} is not a category of {config.tasks!r} "
+            f"(known: {', '.join(present)})"
+        )
+    return every, fitness, subset, categories
+
+
+def worker_spec(config: EvolveConfig, items: list[Any], categories: list[str]) -> WorkerSpec:
+    es = config.early_stop
+    rule = EarlyStopRule(z=es.z, min_items=es.min_items) if es.enabled else None
+    return WorkerSpec(
+        parents=tuple(config.parents.items()),
+        base=config.base,
+        items=tuple(items),
+        categories=tuple(categories),
+        scorer=config.fitness.scorer,
+        chunk_size=config.fitness.chunk_size,
+        backend=config.backend.name,
+        batch_size=config.backend.batch_size,
+        max_new_tokens=config.backend.max_new_tokens,
+        device=config.backend.device,
+        dtype=config.backend.dtype,
+        rule=rule,
+        audit=es.audit,
+        threads=config.workers.threads,
+    )
+
+
+def run_evolution(
+    config: EvolveConfig,
+    space: Any,
+    box: SearchBox,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    on_trial: Callable[[TrialEvent], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    ray_init: dict[str, Any] | None = None,
+) -> EvolveResult:
+    """The search over ``space`` (``.genes``, ``.decode(x) -> Recipe``, ``.describe(x)``)
+    started from ``box``; then honest selection and the outputs."""
+    say = log or (lambda _m: None)
+    start = time.perf_counter()
+    out = Path(out_dir)
+    _prepare_run_dir(out, config, resume=resume, force=force)
+    every, _fitness, subset, categories = _items(config)
+    objective = Objective(tuple(categories), config.fitness.keep)
+    storage = open_storage(out, config.storage)
+    opt = config.optimizer
+    options = {"popsize": opt.popsize}
+    if resume:
+        box = stored_box(storage)  # the distribution the run started from
+        study = load_study(storage, make_sampler(opt.name, box, seed=opt.seed, options=options))
+        stale = fail_stale_trials(study)
+        say(f"resuming: {finished_count(study)} trials done, {len(stale)} lost in flight")
+    else:
+        box = box.narrowed(dict(config.bounds))
+        sampler = make_sampler(opt.name, box, seed=opt.seed, options=options)
+        attrs = {
+            "space": getattr(space, "name", "genome"),
+            "categories": categories,
+            "keep": config.fitness.keep,
+            "items_per_candidate": len(subset),
+        }
+        study = create_study(
+            storage, sampler, box=box, directions=objective.directions, attrs=attrs
+        )
+        if opt.name in ENQUEUE_PRIOR:
+            study.enqueue_trial(dict(zip(box.names, box.mean, strict=True)))
+    spec = worker_spec(config, subset, categories)
+    if config.workers.n > 1:
+        pool: Any = RayPool(
+            spec, config.workers.n, address=config.workers.ray_address, init_options=ray_init
+        )
+    else:
+        pool = InProcessPool(spec)
+
+    def decode(genome: list[float]) -> Any:
+        return space.decode(np.asarray(genome, dtype=float))
+
+    def describe(genome: list[float]) -> dict[str, Any]:
+        return dict(space.describe(np.asarray(genome, dtype=float)))
+
+    try:
+        run_search(
+            study,
+            box,
+            decode,
+            pool,
+            budget=config.trials,
+            objective=objective,
+            describe=describe,
+            on_trial=on_trial,
+            time_budget_s=config.time_budget_s,
+        )
+    finally:
+        pool.close()
+    local = pool.worker if isinstance(pool, InProcessPool) else None
+    return _finish(config, study, out, every, categories, start, say, local)
+
+
+def _finish(
+    config: EvolveConfig,
+    study: Any,
+    out: Path,
+    every: list[Any],
+    categories: list[str],
+    start: float,
+    say: Callable[[str], None],
+    local: CandidateWorker | None = None,
+) -> EvolveResult:
+    from darwinmerge.evaluate.results_io import write_json_atomic
+    from darwinmerge.evaluate.tasks import filter_split, stratified_subset
+
+    records = trial_records(study)
+    audit = stop_audit(records)
+    father = config.father
+    father_keep = None
+    selection: Selection | None = None
+    child: Path | None = None
+    tester: CandidateWorker | None = local
+    if config.fitness.keep is not None:
+        tester = _tester(config, categories)
+        fit = filter_split(every, "fitness", test_fraction=config.test_fraction)
+        sub = stratified_subset(fit, config.fitness.subset, seed=config.fitness.subset_seed)
+        res = tester.evaluate_model(f"parent:{father}", sub)
+        father_keep = res.categories[config.fitness.keep].score
+    winner = choose_winner(
+        study, keep=config.fitness.keep, father_keep=father_keep, tolerance=config.fitness.tolerance
+    )
+    if winner is None:
+        raise EvaluationError(
+            f"{out}: no candidate finished (all {len(records)} trials failed or stopped); "
+            f"see the errors in {EVOLUTION_FILE}"
+        )
+    # only now, after the search, is the test split read
+    test_items = filter_split(every, "test", test_fraction=config.test_fraction)
+    if test_items:
+        tester = tester or _tester(config, categories)
+        selection = honest_selection(
+            study,
+            tester,
+            test_items,
+            parents=list(config.parents),
+            winner=winner,
+            top_k=config.select.top_k,
+            alpha=config.select.alpha,
+        )
+    winner_yaml = winner.user_attrs["recipe"]
+    (out / WINNER_FILE).write_text(winner_yaml)
+    payload = {
+        "format": "darwinmerge-evolution/1",
+        "optimizer": config.optimizer.name,
+        "categories": categories,
+        "budget": config.trials,
+        "winner": {
+            "trial": winner.number,
+            "values": winner.values,
+            "genes": winner.user_attrs.get("genes"),
+        },
+        "early_stop": {**config.early_stop.model_dump(), **audit},
+        "selection": selection.to_dict() if selection else None,
+        "seconds": round(time.perf_counter() - start, 2),
+        "trials": records,
+    }
+    write_json_atomic(out / EVOLUTION_FILE, payload, force=True)
+    if config.select.write_child:
+        child = _write_child(config, out, winner_yaml, selection, payload)
+        say(f"wrote the winner to {child}")
+    return EvolveResult(
+        run_dir=out,
+        trials=len(records),
+        winner=winner.number,
+        winner_fitness=float((winner.values or [float("nan")])[0]),
+        selection=selection,
+        child=child,
+        early_stop=audit,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _tester(config: EvolveConfig, categories: list[str]) -> CandidateWorker:
+    from darwinmerge.evaluate.tasks import TaskItem
+
+    dummy = TaskItem(id="-", category="-", prompt="test", answer="-")
+    spec = worker_spec(config, [dummy], categories)
+    return CandidateWorker(spec, "selection")
+
+
+def _summary_md(payload: dict[str, Any], selection: Selection | None) -> tuple[str, str]:
+    rows = payload["trials"]
+    done = sum(r["state"] == "complete" for r in rows)
+    stopped = sum(r["state"] == "pruned" for r in rows)
+    failed = sum(r["state"] == "fail" for r in rows)
+    es = payload["early_stop"]
+    search = (
+        f"- optimizer: `{payload['optimizer']}`, {len(rows)} trials ({done} complete, "
+        f"{stopped} stopped early, {failed} failed)\n"
+        f"- fitness: mean accuracy over {', '.join(payload['categories'])} (fitness split)\n"
+        f"- winner: trial {payload['winner']['trial']}, fitness "
+        f"{(payload['winner']['values'] or [float('nan')])[0]:.4f}\n"
+        f"- early stopping saved {es['items_saved']} of "
+        f"{es['items_used'] + es['items_saved']} item evaluations"
+    )
+    if selection is None:
+        return search, "No test split items."
+    lines = ["| model | test overall | 95% CI |", "|---|---|---|"]
+    for p, s in selection.parents.items():
+        o = s["overall"]
+        lines.append(f"| parent {p} | {o['score']:.4f} | [{o['ci_low']:.4f}, {o['ci_high']:.4f}] |")
+    for c in selection.candidates:
+        o = c["test"]["overall"]
+        lines.append(
+            f"| trial {c['trial']} | {o['score']:.4f} | [{o['ci_low']:.4f}, {o['ci_high']:.4f}] |"
+        )
+    lines.append("")
+    lines.append(
+        f"Selection gap (winner fitness - test): {selection.selection_gap:+.4f} on "
+        f"{selection.test_items} test items."
+    )
+    return search, "\n".join(lines)
+
+
+def _write_child(
+    config: EvolveConfig,
+    out: Path,
+    winner_yaml: str,
+    selection: Selection | None,
+    payload: dict[str, Any],
+) -> Path:
+    from darwinmerge.checkpoint import write_model_card
+    from darwinmerge.merge.api import merge_to_disk
+    from darwinmerge.merge.recipe import Recipe
+
+    recipe = Recipe.from_yaml(winner_yaml, source=str(out / WINNER_FILE))
+    final = out / "child"
+    tmp = out / f".child.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    merge_to_disk(recipe, tmp, device="cpu")
+    search, scores = _summary_md(payload, selection)
+    write_model_card(
+        tmp,
+        base_models=[p.path for p in recipe.parents],
+        recipe_yaml=winner_yaml,
+        title=f"{out.name}: darwinmerge evolved {recipe.method} merge",
+        method=recipe.method,
+        extra_sections={"Scores (test split)": scores, "Search": search},
+    )
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final

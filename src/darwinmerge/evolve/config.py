@@ -1,0 +1,268 @@
+"""``EvolveConfig``: one YAML file per evolution run, ``key=value`` overrides.
+
+Validated once at parse time with every problem reported at once (unknown keys, out of
+range numbers, an unknown optimizer, a missing parent folder, a bad genome space).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from darwinmerge.errors import ConfigError
+
+__all__ = [
+    "EvolveConfig",
+    "FitnessConfig",
+    "OptimizerConfig",
+    "EarlyStopConfig",
+    "WorkersConfig",
+    "SelectConfig",
+    "BackendConfig",
+    "PriorConfig",
+    "load_evolve_config",
+    "is_evolve_config",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OptimizerConfig(_Frozen):
+    """``name``: cmaes | random | tpe | nsga2; ``popsize``: CMA-ES / NSGA-II population."""
+
+    name: str = "cmaes"
+    seed: int = 0
+    popsize: int | None = Field(default=None, ge=2)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from darwinmerge.evolve.optimizer import OPTIMIZERS
+
+        if v not in OPTIMIZERS:
+            raise ValueError(OPTIMIZERS.unknown_message(v))
+        return v
+
+
+class PriorConfig(_Frozen):
+    """``blind``: mean 0.5, sigma 1/6 on every gene, full box. ``mri``: the prior GENOME
+    derives from a ``darwin mri compare`` folder (``scans``) toward ``target``."""
+
+    kind: Literal["blind", "mri"] = "blind"
+    scans: str | None = None
+    target: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_scans(self) -> PriorConfig:
+        if self.kind == "mri" and not self.scans:
+            raise ValueError("prior.scans: the mri prior needs a `darwin mri compare` folder")
+        return self
+
+
+class FitnessConfig(_Frozen):
+    """Fitness = mean accuracy over ``categories`` (all when None) on a seeded stratified
+    ``subset`` of the fitness split (an int: items per category; a float: a share)."""
+
+    categories: list[str] | None = None
+    keep: str | None = None
+    """NSGA-II's second objective: accuracy on this category (e.g. multilingual)."""
+    tolerance: float = Field(default=0.02, ge=0.0, le=1.0)
+    """How far ``keep`` may fall below the father for a front member to be chosen."""
+    subset: int | float = 1.0
+    subset_seed: int = 0
+    chunk_size: int = Field(default=16, ge=1)
+    scorer: str = "auto"
+
+    @field_validator("subset")
+    @classmethod
+    def _subset(cls, v: int | float) -> int | float:
+        if isinstance(v, bool) or (isinstance(v, int) and v < 1):
+            raise ValueError(f"an int subset is items per category (>= 1), got {v}")
+        if isinstance(v, float) and not 0.0 < v <= 1.0:
+            raise ValueError(f"a float subset is a share in (0, 1], got {v}")
+        return v
+
+
+class EarlyStopConfig(_Frozen):
+    enabled: bool = True
+    z: float = Field(default=1.96, gt=0.0, le=6.0)
+    min_items: int = Field(default=4, ge=1)
+    audit: bool = False
+    """Score every item anyway and record where the rule would have stopped."""
+
+
+class WorkersConfig(_Frozen):
+    n: int = Field(default=1, ge=1, le=1024)
+    ray_address: str | None = None
+    threads: int = Field(default=1, ge=1)
+
+
+class BackendConfig(_Frozen):
+    name: Literal["transformers", "vllm"] = "transformers"
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    batch_size: int = Field(default=16, ge=1)
+    max_new_tokens: int = Field(default=32, ge=1)
+
+
+class SelectConfig(_Frozen):
+    top_k: int = Field(default=3, ge=1)
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    write_child: bool = True
+
+
+class EvolveConfig(_Frozen):
+    parents: dict[str, str] = Field(min_length=2)
+    """name -> model folder; the first is the father (the paired tests' reference)."""
+    base: str | None = None
+    tasks: str = "zoo"
+    test_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+    space: dict[str, Any]
+    prior: PriorConfig = PriorConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    trials: int = Field(default=40, ge=1)
+    time_budget_s: float | None = Field(default=None, gt=0.0)
+    fitness: FitnessConfig = FitnessConfig()
+    early_stop: EarlyStopConfig = EarlyStopConfig()
+    workers: WorkersConfig = WorkersConfig()
+    backend: BackendConfig = BackendConfig()
+    select: SelectConfig = SelectConfig()
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    """Narrow the search box of named genes, in unit space: ``gene: [low, high]``."""
+    storage: str | None = None
+    """A database URL; default: the journal file RUN/study.journal."""
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        bad = [f"{g}: [{lo}, {hi}]" for g, (lo, hi) in v.items() if not 0.0 <= lo < hi <= 1.0]
+        if bad:
+            raise ValueError(f"each bound must satisfy 0 <= low < high <= 1 (unit space): {bad}")
+        return v
+
+    @field_validator("parents")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
+        bad = [n for n in v if not re.fullmatch(r"[A-Za-z0-9_.-]+", n)]
+        if bad:
+            raise ValueError(f"parent names may use letters, digits, _ . - only: {bad}")
+        return v
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """The genome space is GENOME's ``SpaceConfig``; checked here, kept as data."""
+        try:
+            from darwinmerge.evolve import space as space_module
+        except ImportError:
+            return v
+        adapter = getattr(space_module, "SPACE_ADAPTER", None)
+        if adapter is None:
+            from pydantic import TypeAdapter
+
+            adapter = TypeAdapter(space_module.SpaceConfig)
+        try:
+            adapter.validate_python(v)
+        except ValidationError as exc:
+            from darwinmerge.merge.recipe import format_validation_error
+
+            raise ValueError(format_validation_error(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> EvolveConfig:
+        problems: list[str] = []
+        fit = self.fitness
+        if self.optimizer.name == "nsga2" and fit.keep is None:
+            problems.append("fitness.keep: nsga2 optimises two objectives; name the category")
+        if fit.keep is not None and self.optimizer.name != "nsga2":
+            problems.append("fitness.keep: a second objective needs optimizer.name=nsga2")
+        if self.early_stop.enabled and self.optimizer.name == "nsga2":
+            problems.append("early_stop.enabled: not available with two objectives (nsga2)")
+        if self.backend.name == "vllm" and self.workers.n > 1 and not self.backend.device:
+            problems.append("backend.device: vllm workers need a cuda device")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def father(self) -> str:
+        return next(iter(self.parents))
+
+    def resolved(self, root: Path) -> EvolveConfig:
+        """Relative parent / base / task / scan paths made absolute against ``root``."""
+
+        def fix(p: str) -> str:
+            path = Path(p).expanduser()
+            return str(path if path.is_absolute() else (root / path).resolve())
+
+        tasks = self.tasks
+        name, sep, arg = tasks.partition(":")
+        if sep and arg and name in ("zoo", "jsonl") and not arg.lstrip("-").isdigit():
+            tasks = f"{name}:{fix(arg)}"
+        elif not sep and name not in ("zoo",) and (root / tasks).exists():
+            tasks = fix(tasks)
+        prior = self.prior
+        if prior.scans:
+            prior = prior.model_copy(update={"scans": fix(prior.scans)})
+        return self.model_copy(
+            update={
+                "parents": {n: fix(p) for n, p in self.parents.items()},
+                "base": fix(self.base) if self.base else None,
+                "tasks": tasks,
+                "prior": prior,
+            }
+        )
+
+    def check_paths(self) -> None:
+        """Every parent (and the base) must be a model folder: one line naming the first
+        that is not."""
+        for name, path in [*self.parents.items(), *([("base", self.base)] if self.base else [])]:
+            if not (Path(path) / "config.json").is_file():
+                raise ConfigError(
+                    f"parents.{name}: {path} is not a model folder (no config.json); "
+                    f"build the zoo with `darwin zoo build` or fix the path"
+                )
+
+
+def is_evolve_config(data: Any) -> bool:
+    """An evolve config has ``parents`` as a mapping and a ``space`` (a recipe lists its
+    parents and has no ``space``)."""
+    return (
+        isinstance(data, Mapping) and "space" in data and isinstance(data.get("parents"), Mapping)
+    )
+
+
+def load_evolve_config(
+    path: str | Path, overrides: Sequence[str] = (), *, check_paths: bool = True
+) -> EvolveConfig:
+    """Parse, override (``key.sub=value``), validate and resolve an evolve YAML."""
+    from darwinmerge.merge.mergekit_io import apply_overrides
+    from darwinmerge.merge.recipe import format_validation_error
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = apply_overrides(data, overrides, source=str(path))
+    try:
+        config = EvolveConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc)}") from None
+    config = config.resolved(path.parent)
+    if check_paths:
+        config.check_paths()
+    return config

@@ -1,0 +1,132 @@
+"""Honest selection: choose on fitness, then measure once on the test split.
+
+The winner is the complete trial with the best fitness (for NSGA-II: the Pareto-front
+member with the best first objective among those whose ``keep`` category stays within
+``tolerance`` of the father's fitness-split score). Then, once, the best ``top_k``
+distinct candidates by fitness and both parents are evaluated on the **test** split
+(which the search never read) with 95% intervals, each candidate is compared with each
+parent by the paired tests of :func:`darwinmerge.evaluate.compare`, and the selection
+gap ``fitness - test`` of the winner is reported: the optimism that selecting the best
+of many noisy fitness scores builds in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from darwinmerge.evaluate.compare import compare
+from darwinmerge.evaluate.tasks import TaskItem
+from darwinmerge.evolve.study import genome_key
+
+__all__ = ["Selection", "ranked_candidates", "choose_winner", "honest_selection"]
+
+
+@dataclass
+class Selection:
+    winner: int
+    winner_fitness: float
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    parents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    selection_gap: float = float("nan")
+    beats_both_parents: bool = False
+    test_items: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "winner": self.winner,
+            "winner_fitness": self.winner_fitness,
+            "selection_gap": self.selection_gap,
+            "beats_both_parents": self.beats_both_parents,
+            "test_items": self.test_items,
+            "candidates": self.candidates,
+            "parents": self.parents,
+        }
+
+
+def ranked_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete, not-cached trials with distinct genomes, best first fitness first."""
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.values is not None and "cached_from" not in t.user_attrs
+    ]
+    trials.sort(key=lambda t: (-(t.values or [0.0])[0], t.number))
+    seen: set[tuple[float, ...]] = set()
+    out = []
+    for t in trials:
+        key = genome_key(t.user_attrs.get("genome", []))
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
+def choose_winner(
+    study: optuna.Study,
+    *,
+    keep: str | None = None,
+    father_keep: float | None = None,
+    tolerance: float = 0.0,
+) -> optuna.trial.FrozenTrial | None:
+    ranked = ranked_candidates(study)
+    if keep is None or father_keep is None:
+        return ranked[0] if ranked else None
+    front = {t.number for t in study.best_trials}
+    ok = [
+        t
+        for t in ranked
+        if t.number in front and (t.values or [0.0, 0.0])[1] >= father_keep - tolerance
+    ]
+    return ok[0] if ok else (ranked[0] if ranked else None)
+
+
+def _scores(result: Any) -> dict[str, Any]:
+    return {name: s.to_dict() for name, s in result.table().items()}
+
+
+def honest_selection(
+    study: optuna.Study,
+    worker: Any,
+    test_items: Sequence[TaskItem],
+    *,
+    parents: Sequence[str],
+    winner: optuna.trial.FrozenTrial,
+    top_k: int = 3,
+    alpha: float = 0.05,
+) -> Selection:
+    """Evaluate the winner, the next best candidates (``top_k`` in all) and the parents
+    on ``test_items``; paired tests of every candidate against every parent."""
+    ranked = [winner] + [t for t in ranked_candidates(study) if t.number != winner.number]
+    chosen = ranked[:top_k]
+    parent_results = {p: worker.evaluate_model(f"parent:{p}", test_items) for p in parents}
+    selection = Selection(winner=winner.number, winner_fitness=float((winner.values or [0])[0]))
+    selection.test_items = len(test_items)
+    selection.parents = {p: _scores(r) for p, r in parent_results.items()}
+    for rank, t in enumerate(chosen):
+        result = worker.evaluate_model(t.user_attrs["recipe"], test_items)
+        row: dict[str, Any] = {
+            "trial": t.number,
+            "rank": rank,
+            "fitness": float((t.values or [0])[0]),
+            "fitness_per_category": t.user_attrs.get("fitness"),
+            "test": _scores(result),
+            "vs": {},
+        }
+        beats = True
+        for p, pres in parent_results.items():
+            comp = compare(result, pres, name_a=f"trial {t.number}", name_b=p, alpha=alpha)
+            row["vs"][p] = comp.to_dict()
+            overall = comp.rows["overall"]
+            beats = beats and overall.diff > 0
+        row["beats_both_parents"] = beats
+        row["selection_gap"] = row["fitness"] - result.overall.score
+        selection.candidates.append(row)
+        if t.number == winner.number:
+            selection.selection_gap = row["selection_gap"]
+            selection.beats_both_parents = beats
+    return selection

@@ -1,0 +1,297 @@
+"""Candidate evaluation workers: in-process, or as Ray actors.
+
+A :class:`CandidateWorker` loads the parents once (resident state dicts) and one child
+model with its evaluation backend, then for every candidate recipe merges in memory
+into that child (only the tensors whose merge job changed are re-merged) and scores it
+on the fitness items, chunk by chunk, with the early-stop rule after each chunk. It never
+writes a checkpoint. A failure (merge error, NaN/Inf logits, a crash in the backend) is
+returned as a failed result, never raised.
+
+:class:`RayPool` runs N workers as Ray actors (local Ray by default, or a cluster at
+``address``); each actor holds its own resident parents and child. Without Ray
+installed, :func:`import_ray` raises with the install hint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from darwinmerge.errors import EvaluationError, MissingDependencyError
+from darwinmerge.evaluate.tasks import TaskItem
+from darwinmerge.evolve.early_stop import EarlyStopRule, category_counts, fitness_of
+
+__all__ = [
+    "WorkerSpec",
+    "CandidateRequest",
+    "CandidateResult",
+    "CandidateWorker",
+    "InProcessPool",
+    "RayPool",
+    "import_ray",
+    "RAY_HINT",
+]
+
+RAY_HINT = "pip install 'darwinmerge[ray]'"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs; picklable (sent to Ray actors)."""
+
+    parents: tuple[tuple[str, str], ...]
+    """(name, path) of every parent, in the recipes' parent order."""
+    base: str | None
+    items: tuple[TaskItem, ...]
+    categories: tuple[str, ...]
+    scorer: str = "auto"
+    chunk_size: int = 16
+    backend: str = "transformers"
+    batch_size: int = 16
+    max_new_tokens: int = 32
+    device: str = "cpu"
+    dtype: str = "float32"
+    rule: EarlyStopRule | None = None
+    audit: bool = False
+    """Audit the stop rule: record where it would stop but score every item."""
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class CandidateRequest:
+    trial: int
+    recipe_yaml: str
+    best: float | None = None
+
+
+@dataclass
+class CandidateResult:
+    trial: int
+    state: str  # "complete" | "pruned" | "failed"
+    fitness: float = float("nan")
+    categories: dict[str, list[int]] = field(default_factory=dict)
+    """category -> [correct, scored]"""
+    items_used: int = 0
+    items_planned: int = 0
+    merge_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    stop_at: int | None = None
+    """Items scored when the rule stopped (or, in audit mode, would have stopped)."""
+    full_fitness: float | None = None
+    correct: dict[str, bool] = field(default_factory=dict)
+    error: str | None = None
+    worker: str = ""
+
+    def scores(self) -> dict[str, float]:
+        return {c: (k / n if n else float("nan")) for c, (k, n) in self.categories.items()}
+
+
+def _load_model(path: str, dtype: str) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+
+
+class CandidateWorker:
+    """Resident parents + one resident child + a backend; scores candidate recipes."""
+
+    def __init__(self, spec: WorkerSpec, name: str = "local") -> None:
+        import torch
+        from transformers import AutoTokenizer
+
+        from darwinmerge.evaluate.backends import make_backend
+        from darwinmerge.merge.executor import StateDictSource
+
+        torch.set_num_threads(spec.threads)
+        self.spec = spec
+        self.name = name
+        paths = [p for _, p in spec.parents] + ([spec.base] if spec.base else [])
+        self.sources = [StateDictSource.from_model(_load_model(p, spec.dtype)) for p in paths]
+        child = _load_model(spec.parents[0][1], spec.dtype)
+        tokenizer = AutoTokenizer.from_pretrained(spec.parents[0][1])
+        self.backend = make_backend(
+            spec.backend,
+            child,
+            tokenizer,
+            device=spec.device,
+            batch_size=spec.batch_size,
+            max_new_tokens=spec.max_new_tokens,
+            dtype=getattr(torch, spec.dtype),
+        )
+        self.child = getattr(self.backend, "model", child)
+        self.tokenizer = tokenizer
+        self._merger: Any = None
+        self._planned: dict[str, int] = {}
+        for it in spec.items:
+            self._planned[it.category] = self._planned.get(it.category, 0) + 1
+
+    # ------------------------------------------------------------------ merge
+    def _apply(self, recipe: Any) -> None:
+        if self._merger is None:
+            from darwinmerge.merge.planner import match_parents
+            from darwinmerge.merge.resident import ResidentMerge
+
+            names = [n for n, _ in self.spec.parents]
+            got = [p.name for p in recipe.parents]
+            if got != names:
+                raise EvaluationError(f"candidate parents {got} differ from the worker's {names}")
+            self._merger = ResidentMerge(
+                self.child, self.sources, match_parents(recipe, self.sources)
+            )
+        self._merger.apply(recipe)
+
+    def _check_logits(self) -> None:
+        """One forward pass on a short prompt: NaN/Inf logits fail the candidate."""
+        import torch
+
+        ids = self.tokenizer(self.spec.items[0].prompt, return_tensors="pt")["input_ids"]
+        device = next(self.child.parameters()).device
+        with torch.inference_mode():
+            logits = self.child(input_ids=ids[:, -64:].to(device)).logits
+        lo, hi = torch.aminmax(logits.float())
+        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+            raise EvaluationError("the merged child gives NaN/Inf logits")
+
+    def evaluate_model(self, which: str, items: Sequence[TaskItem]) -> Any:
+        """Full evaluation (an ``EvalResult``, no early stop) of a recipe YAML, or of a
+        parent when ``which`` is ``"parent:NAME"`` (its weights written into the child)."""
+        from darwinmerge.evaluate.results import evaluate
+        from darwinmerge.merge.recipe import Recipe
+        from darwinmerge.merge.resident import write_into_model
+
+        if which.startswith("parent:"):
+            names = [n for n, _ in self.spec.parents]
+            name = which.removeprefix("parent:")
+            source = self.sources[names.index(name)]
+            write_into_model(self.child, {k: source.get(k) for k in source.keys()})
+            if self._merger is not None:
+                self._merger.forget()
+        else:
+            self._apply(Recipe.from_yaml(which, source="selected candidate"))
+        return evaluate(
+            self.backend, list(items), scorer=self.spec.scorer, chunk_size=self.spec.chunk_size
+        )
+
+    # ------------------------------------------------------------------ score
+    def score(self, request: CandidateRequest) -> CandidateResult:
+        from darwinmerge.evaluate.results import ChunkReport, evaluate
+        from darwinmerge.merge.recipe import Recipe
+
+        spec = self.spec
+        result = CandidateResult(request.trial, "failed", worker=self.name)
+        result.items_planned = len(spec.items)
+        t0 = time.perf_counter()
+        try:
+            recipe = Recipe.from_yaml(request.recipe_yaml, source=f"trial {request.trial}")
+            self._apply(recipe)
+            result.merge_seconds = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            self._check_logits()
+            rule = spec.rule
+
+            def on_chunk(report: ChunkReport) -> bool:
+                if rule is None or result.stop_at is not None:
+                    return True
+                counts = category_counts(report.results)
+                if rule.should_stop(counts, report.planned, spec.categories, request.best):
+                    result.stop_at = report.done
+                    return spec.audit  # keep going only when auditing
+                return True
+
+            ev = evaluate(
+                self.backend,
+                list(spec.items),
+                scorer=spec.scorer,
+                chunk_size=spec.chunk_size,
+                on_chunk=on_chunk,
+            )
+            result.eval_seconds = time.perf_counter() - t1
+        except Exception as exc:  # a failed candidate, never the end of the search
+            result.merge_seconds = result.merge_seconds or time.perf_counter() - t0
+            result.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            if os.environ.get("DARWIN_DEBUG"):
+                traceback.print_exc()
+            if self._merger is not None:
+                self._merger.forget()
+            return result
+        counts = category_counts(ev.items)
+        result.categories = {c: [k, n] for c, (k, n) in sorted(counts.items())}
+        result.items_used = ev.n
+        result.correct = {it.id: bool(it.correct) for it in ev.items}
+        if spec.audit and result.stop_at is not None:
+            result.full_fitness = fitness_of(counts, spec.categories)
+        partial = fitness_of(counts, spec.categories)
+        result.fitness = partial
+        result.state = "pruned" if ev.stopped else "complete"
+        if not math.isfinite(partial):
+            result.state, result.error = "failed", "fitness is not finite"
+        return result
+
+
+class InProcessPool:
+    """One worker in this process (the reference runner)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.worker = CandidateWorker(spec, "local")
+        self.size = 1
+
+    def map(self, requests: Sequence[CandidateRequest]) -> list[CandidateResult]:
+        return [self.worker.score(r) for r in requests]
+
+    def close(self) -> None:
+        pass
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"--workers > 1 runs Ray actors; install Ray with: {RAY_HINT}"
+        ) from exc
+    return ray
+
+
+class RayPool:
+    """``n`` :class:`CandidateWorker` actors (one GPU each where the cluster has GPUs)."""
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        n: int,
+        *,
+        address: str | None = None,
+        init_options: dict[str, Any] | None = None,
+    ) -> None:
+        ray = import_ray()
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            options.update(init_options or {})
+            if address:
+                options["address"] = address
+            ray.init(**options)
+            self._started = True
+        gpus = 1 if spec.device.startswith("cuda") else 0
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus)(CandidateWorker)
+        self.actors = [actor_cls.remote(spec, f"ray-{i}") for i in range(n)]
+        self.size = n
+
+    def map(self, requests: Sequence[CandidateRequest]) -> list[CandidateResult]:
+        """Score the requests, actor ``i % n`` taking request ``i``; results in order."""
+        refs = [self.actors[i % self.size].score.remote(r) for i, r in enumerate(requests)]
+        return list(self._ray.get(refs))
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._ray.kill(actor)
+        self.actors = []
+        if self._started:
+            self._ray.shutdown()
