@@ -1,8 +1,8 @@
 """Evaluation speed: items/s of greedy generative scoring, unbatched vs batched.
 
 With ``--zoo DIR`` (a folder written by ``darwin zoo build``) it times DIR/father on the
-zoo's test split. Without it, a random tiny model (``--family``: llama from
-darwinmerge.evaluate.tiny, or qwen3_5_moe / qwen3_moe from darwinmerge.zoo.tiny) with
+zoo's test split. Without it, a random tiny model from darwinmerge.zoo.tiny (``--family``:
+llama via ``tiny_model``, or qwen3_5_moe / qwen3_moe via ``build_tiny_model``) with
 the tiny byte-level tokenizer runs the zoo's items when the zoo task source is
 available, else synthetic arithmetic prompts. Random models never write an ANSWER line,
 so every item generates ``--max-new-tokens`` tokens: a worst case per item.
@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from darwinmerge.evaluate import TASK_SOURCES, TaskItem, TransformersBackend, evaluate, load_tasks
-from darwinmerge.evaluate.tiny import tiny_model, tiny_tokenizer
+from darwinmerge.zoo.tiny import tiny_model, tiny_tokenizer
 
 
 def _zoo_items(spec: str) -> list[TaskItem] | None:

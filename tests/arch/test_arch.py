@@ -320,3 +320,35 @@ def test_mtp_added_to_text_checkpoint_is_classified(tmp_path: Path) -> None:
     assert arch.has_mtp and not arch.multimodal and arch.prefix == "model."
     assert {arch.role(n).component for n in MTP_TENSOR_NAMES} == {"mtp"}
     assert all(arch.role(n).layer is None for n in MTP_TENSOR_NAMES)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_table_for_checkpoints_and_live_modules(family: str, tmp_path: Path) -> None:
+    """The MRI hook layout and the checkpoint roles come from the same table entry: the
+    sparse layers, expert count and top-k read from config.json (dict) match the live
+    model's routers (config object) and the layers whose tensors are experts."""
+    import json
+
+    from darwinmerge.arch import (
+        FAMILY_SPECS,
+        expert_count,
+        experts_per_token,
+        is_sparse_layer,
+        text_config,
+    )
+    from darwinmerge.mri import resolve_layout
+
+    kw = {"mlp_only_layers": [1]} if family in ("qwen3_moe", "qwen2_moe") else {}
+    model = build_tiny_model(family, **kw)
+    path = save_tiny(model, tmp_path / "m")
+    spec = FAMILY_SPECS[family]
+    config = text_config(json.loads((path / "config.json").read_text()))
+    from_dict = [i for i in range(L) if is_sparse_layer(spec, config, i)]
+    layout = resolve_layout(model)
+    assert list(layout.sparse_layers) == from_dict
+    assert [i for i, t in enumerate(arch_of(path).mlp_types()) if t == "moe"] == from_dict
+    moe = spec.modules.router is not None
+    assert from_dict == ([0, 2, 3] if kw else list(range(L)) if moe else [])
+    assert layout.num_experts == expert_count(spec, config) == (E if moe else 0)
+    assert layout.top_k == experts_per_token(spec, config) == (2 if moe else 0)
+    assert arch_of(path).num_experts == (E if moe else None)

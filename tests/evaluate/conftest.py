@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from darwinmerge.evaluate.tiny import tiny_model, tiny_tokenizer
+from darwinmerge.zoo.tiny import tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from darwinmerge.errors import (
 )
 from darwinmerge.evaluate import BACKENDS, TransformersBackend, make_backend
 from darwinmerge.evaluate.backends.transformers_backend import _AnswerLineCriterion
-from darwinmerge.evaluate.tiny import tiny_model
+from darwinmerge.zoo.tiny import tiny_model
 
 PROMPTS = [
     "Question: what is 12 + 7?\nWork:",

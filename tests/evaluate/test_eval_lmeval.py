@@ -13,7 +13,7 @@ import pytest
 
 from darwinmerge.errors import ConfigError, MissingDependencyError
 from darwinmerge.evaluate import TransformersBackend, evaluate, load_tasks
-from darwinmerge.evaluate.tiny import tiny_model
+from darwinmerge.zoo.tiny import tiny_model
 
 
 def test_missing_lm_eval_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:

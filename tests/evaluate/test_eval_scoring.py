@@ -19,7 +19,7 @@ from darwinmerge.evaluate import (
     stratified_sign_test,
     wilson_interval,
 )
-from darwinmerge.evaluate.tiny import tiny_model
+from darwinmerge.zoo.tiny import tiny_model
 
 
 def _gen_items() -> tuple[list[TaskItem], dict[str, str]]:

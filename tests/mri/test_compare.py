@@ -97,3 +97,48 @@ def test_spearman():
         0.9486833, abs=1e-6
     )
     assert np.isnan(spearman(np.array([1, 1, 1]), np.array([1, 2, 3])))
+
+
+@pytest.mark.parametrize("family", ["qwen3_5_moe", "llama"])
+def test_swap_scan_memory_budget_gives_identical_results(family):
+    """Chunked (bounded) and all-at-once (the old approach) give the same numbers bit for
+    bit, and the kept hidden-state bytes follow the documented bound."""
+    from darwinmerge.mri import hidden_bytes, swap_chunks, tokenize_probes
+
+    from .conftest import byte_encode, small_probes
+
+    # lengths differ within batches, so the batches are padded and carry attention masks
+    pb = tokenize_probes(small_probes(3, 3), byte_encode, max_length=48, batch_size=2)
+    a, b = tiny(family, seed=0), tiny(family, seed=1)
+    sizes = [hidden_bytes(a, batch) for batch in pb]
+    L, H = resolve_layout(a).num_layers, 32
+    assert sizes == [L * bt.input_ids.numel() * H * 4 for bt in pb]  # L x B x T x H x 4
+    whole = swap_scan(a, b, pb, budget_bytes=None)
+    assert whole.chunks == 1 and whole.peak_hidden_bytes == sum(sizes)
+    for budget in (1, 2 * max(sizes), sum(sizes) // 2):
+        chunks = swap_chunks(a, pb, budget)
+        assert sorted(i for c in chunks for i in c) == list(range(len(pb)))
+        res = swap_scan(a, b, pb, budget_bytes=budget)
+        np.testing.assert_array_equal(res.loss, whole.loss)
+        np.testing.assert_array_equal(res.loss_swapped, whole.loss_swapped)
+        assert res.chunks == len(chunks) > 1
+        assert res.peak_hidden_bytes == max(sum(sizes[i] for i in c) for c in chunks)
+        assert res.peak_hidden_bytes <= max(budget, max(sizes))
+        # call kwargs (rotary tables, masks, positions) are shared by all layers of a batch:
+        # at most B * T * (2 * head_dim * 4 + 8 + 4 * T) bytes per batch, not times L
+        extra = max(
+            sum(
+                pb.batches[i].input_ids.numel() * (2 * 8 * 4 + 8 + 4 * pb.batches[i].mask.shape[1])
+                for i in c
+            )
+            for c in chunks
+        )
+        assert res.peak_hidden_bytes < res.peak_kept_bytes <= res.peak_hidden_bytes + extra
+    assert swap_scan(a, b, pb, budget_bytes=1).chunks == len(pb)
+
+
+def test_progress_counts_chunk_layer_steps(probe_batches):
+    a, b = tiny("llama", seed=0), tiny("llama", seed=1)
+    steps = []
+    res = swap_scan(a, b, probe_batches, budget_bytes=1, progress=steps.append)
+    assert res.chunks == len(probe_batches) and sum(steps) == res.chunks * 4

@@ -11,6 +11,7 @@ from darwinmerge.mri import (
     expert_similarity,
     load_entropy,
     run_scan,
+    token_share,
     utilisation,
 )
 
@@ -106,3 +107,36 @@ def test_uniform_routing_gives_utilisation_one(probe_batches):
     assert (scan.dead_fraction == 0).all() and (scan.dead_interval == 0).all()
     # the router's own top-k breaks the tie by index: still k slots per token
     np.testing.assert_allclose(scan.utilisation_hard.mean(1), 1.0)
+
+
+def test_absolute_dead_definition_is_the_relative_one_rescaled():
+    """Token share f = u * k / E, so "below a of all tokens" is "below a * E / k of a fair
+    share": same dead fraction and same bootstrap interval."""
+    rng = np.random.default_rng(0)
+    S, N, E, k = 3, 40, 16, 2
+    counts = np.zeros((S, N, E))
+    for s in range(S):
+        for n in range(N):
+            probs = rng.dirichlet(np.full(E, 0.3))  # skewed routing
+            counts[s, n] = rng.multinomial(5 * k, probs)  # 5 tokens, k slots each
+    tokens = np.full(N, 5.0)
+    share = token_share(counts, tokens)
+    np.testing.assert_allclose(share.sum(-1), k)
+    np.testing.assert_allclose(share, utilisation(counts, tokens, k) * k / E)
+    a = 0.05
+    rel = dead_fraction(utilisation(counts, tokens, k), a * E / k)
+    np.testing.assert_array_equal(dead_fraction(share, a), rel)
+    assert (rel > dead_fraction(utilisation(counts, tokens, k), 0.05)).any()  # stricter
+    ci_abs = bootstrap_dead_fraction(counts, tokens, k, a, resamples=300, seed=1, absolute=True)
+    ci_rel = bootstrap_dead_fraction(counts, tokens, k, a * E / k, resamples=300, seed=1)
+    np.testing.assert_allclose(ci_abs, ci_rel)
+
+
+def test_scan_reports_both_dead_definitions(probe_batches):
+    model = tiny("qwen3_5_moe", top_k=1)
+    _force_expert_zero(model)
+    scan = run_scan(model, probe_batches)
+    np.testing.assert_allclose(scan.token_share[:, 0], 1.0)  # every token routes to 0
+    np.testing.assert_allclose(scan.dead_fraction_abs, 0.75)
+    np.testing.assert_allclose(scan.dead_interval_abs, 0.75)
+    assert scan.dead_abs_threshold == 0.05

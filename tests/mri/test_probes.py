@@ -25,11 +25,18 @@ def test_builtin_has_every_category():
 
 
 def test_zoo_probes_use_skill_generators():
-    p = PROBE_SETS.get("zoo")()
+    p = resolve_probes(["zoo"])  # registered by the zoo plug-in, loaded on the miss
     assert p.categories[:5] == ("REASONING", "CODE", "LOGIC", "MULTILINGUAL", "KNOWLEDGE")
     assert all("ANSWER:" in t for t in p.texts["REASONING"])
     assert len(set(p.texts["CODE"])) == len(p.texts["CODE"]) == 16
-    assert PROBE_SETS.get("zoo")() == p  # seeded
+    assert PROBE_SETS.get("zoo")("") == p  # seeded
+    for cat, text, chars in p.documents():
+        if cat == "GENERIC":
+            assert chars == 0
+            continue
+        prompt, completion = text[:chars], text[chars:]
+        assert prompt.endswith("\n") and "ANSWER:" not in prompt  # prompt: the question
+        assert "\nANSWER: " in completion  # completion: worked trace + answer line
 
 
 def test_unknown_probe_set_names_known_ones():
@@ -67,6 +74,9 @@ def test_jsonl_and_text_files(tmp_path):
         ("{not json", "not valid JSON"),
         ('{"category": "X"}', "string field 'text'"),
         ('{"text": "abc"}', "no 'category'"),
+        ('{"prompt": "a", "category": "X"}', "'prompt' and 'completion'"),
+        ('{"prompt": "a", "completion": "", "category": "X"}', "'completion' is empty"),
+        ('{"text": "a", "prompt": "a", "completion": "b", "category": "X"}', "not both"),
     ],
 )
 def test_bad_jsonl_lines_name_the_line(tmp_path, line, msg):
@@ -122,3 +132,60 @@ def test_hf_style_tokenizer_object():
     pb = tokenize_probes(ProbeSet({"A": ("ab", "abc")}), Tok())
     assert pb.batches[0].input_ids.tolist() == [[1, 2, 7], [1, 2, 3]]
     assert isinstance(pb.batches[0].input_ids, torch.Tensor)
+
+
+def test_prompt_completion_jsonl_and_union(tmp_path):
+    f = tmp_path / "pc.jsonl"
+    rows = [
+        {"prompt": "Q: 2+2?\n", "completion": "A: 4", "category": "M"},
+        {"text": "plain text", "category": "M"},
+    ]
+    f.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    p = load_probe_file(f)
+    assert p.texts == {"M": ("Q: 2+2?\nA: 4", "plain text")}
+    assert p.prompt_chars == {"M": (8, 0)}
+    both = p.union(builtin_probes().take(1))
+    assert both.prompt_chars["M"] == (8, 0) and both.prompt_chars["CODE"] == (0,)
+    assert both.take(1).prompt_chars["M"] == (8,)
+    with pytest.raises(ConfigError, match="leaves no completion"):
+        ProbeSet({"A": ("abc",)}, {"A": (3,)})
+    with pytest.raises(ConfigError, match="2 prompt lengths for 1 texts"):
+        ProbeSet({"A": ("abc",)}, {"A": (1, 1)})
+
+
+def test_prompt_tokens_and_target_mask():
+    p = ProbeSet({"A": ("abcdef", "wxyz")}, {"A": (2, 0)})
+    pb = tokenize_probes(p, byte_encode, batch_size=2)
+    assert pb.seq_prompt_len.tolist() == [2, 0]
+    (b,) = pb.batches
+    rows = {int(i): r for r, i in enumerate(b.seq_index)}
+    every = b.target_mask("all")
+    done = b.target_mask("completion")
+    # "abcdef": targets are tokens 1..5; with the prompt "ab" only tokens 2..5 count
+    assert every[rows[0]].tolist() == [1, 1, 1, 1, 1]
+    assert done[rows[0]].tolist() == [0, 1, 1, 1, 1]
+    # "wxyz" (padded to 6, no prompt): the same targets under both losses
+    assert every[rows[1]].tolist() == done[rows[1]].tolist() == [1, 1, 1, 0, 0]
+    with pytest.raises(ConfigError, match="completion, all"):
+        b.target_mask("answer")
+
+
+def test_a_token_straddling_the_prompt_end_counts_as_completion():
+    def merging(text):  # "ab" is one token, other characters one each
+        out, i = [], 0
+        while i < len(text):
+            if text.startswith("ab", i):
+                out.append(200)
+                i += 2
+            else:
+                out.append(ord(text[i]))
+                i += 1
+        return out
+
+    p = ProbeSet({"A": ("xxabcd", "xyzab")}, {"A": (3, 3)})  # prompts "xxa" and "xyz"
+    pb = tokenize_probes(p, merging, batch_size=2)
+    # "xxabcd" -> x x ab c d: "ab" straddles the boundary -> 2 prompt tokens;
+    # "xyzab" -> x y z ab: the prompt "xyz" is 3 whole tokens
+    assert pb.seq_prompt_len.tolist() == [2, 3]
+    cut = tokenize_probes(p, merging, batch_size=2, max_length=2)
+    assert cut.seq_prompt_len.tolist() == [2, 2]  # capped at the truncated length

@@ -16,10 +16,16 @@ from darwinmerge.arch.summary import (
 from darwinmerge.arch.tables import (
     FAMILY_SPECS,
     MODEL_TYPE_TO_FAMILY,
+    SPARSE_RULES,
     SUPPORTED_FAMILIES,
     FamilySpec,
+    ModulePaths,
     Rule,
     Scope,
+    config_value,
+    expert_count,
+    experts_per_token,
+    is_sparse_layer,
 )
 
 __all__ = [
@@ -32,14 +38,20 @@ __all__ = [
     "FamilySpec",
     "LayerRow",
     "MODEL_TYPE_TO_FAMILY",
+    "ModulePaths",
     "Piece",
     "Rule",
+    "SPARSE_RULES",
     "SUPPORTED_FAMILIES",
     "Scope",
     "TensorRole",
     "TensorRow",
     "check_compatible",
+    "config_value",
     "detect_architecture",
+    "expert_count",
+    "is_sparse_layer",
     "summarize",
     "text_config",
+    "experts_per_token",
 ]

@@ -6,7 +6,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from darwinmerge.arch.architecture import Architecture, text_config
-from darwinmerge.arch.tables import FAMILY_SPECS, MODEL_TYPE_TO_FAMILY, SUPPORTED_FAMILIES
+from darwinmerge.arch.tables import (
+    FAMILY_SPECS,
+    MODEL_TYPE_TO_FAMILY,
+    SUPPORTED_FAMILIES,
+    config_value,
+)
 from darwinmerge.errors import ArchitectureMismatchError, CheckpointError
 
 __all__ = ["detect_architecture", "check_compatible"]
@@ -54,7 +59,7 @@ def detect_architecture(
         )
     num_experts = _int_field(text, spec.experts_keys, family) if spec.experts_keys else None
     expert_size = _int_field(text, spec.expert_size_keys, family) if spec.expert_size_keys else None
-    top_k = text.get("num_experts_per_tok") if num_experts is not None else None
+    top_k = config_value(text, spec.top_k_keys) if num_experts is not None else None
     if not keys:
         raise CheckpointError(f"the {family} checkpoint has no tensors")
     arch = Architecture(

@@ -1,4 +1,8 @@
-"""Architecture knowledge as data: one table of name patterns per model family.
+"""Architecture knowledge as data: one table per model family.
+
+Each :class:`FamilySpec` holds the family's stored-tensor name patterns, the config
+fields of its expert count and top-k, which decoder layers are sparse, and where the
+live modules sit in a loaded model (:class:`ModulePaths`, read by the MRI hooks).
 
 A stored tensor name is first matched against the family's *scopes* (stored prefix ->
 canonical prefix, e.g. ``model.language_model.`` -> ``model.``), then the rest of the
@@ -10,14 +14,22 @@ the component, optionally a canonical template (``str.format`` over the named gr
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from darwinmerge.arch.roles import COMPONENTS, PROJECTIONS
 
 __all__ = [
     "Rule",
     "Scope",
+    "ModulePaths",
+    "SPARSE_RULES",
     "FamilySpec",
+    "config_value",
+    "expert_count",
+    "experts_per_token",
+    "is_sparse_layer",
     "FAMILY_SPECS",
     "MODEL_TYPE_TO_FAMILY",
     "SUPPORTED_FAMILIES",
@@ -67,6 +79,27 @@ class Scope:
 
 
 @dataclass(frozen=True)
+class ModulePaths:
+    """Dotted module paths in a loaded ``*ForCausalLM`` (what the MRI hooks). ``layers`` /
+    ``norm`` are alternatives tried in order (text-only vs multimodal wrapper); ``router``
+    and ``experts`` are relative to one decoder layer (None: dense family)."""
+
+    layers: tuple[str, ...] = ("model.layers", "model.language_model.layers")
+    norm: tuple[str, ...] = ("model.norm", "model.language_model.norm")
+    lm_head: str = "lm_head"
+    router: str | None = None
+    experts: str | None = None
+
+
+#: Which decoder layers carry a router: ``none`` (dense), ``all``, or ``qwen_step``
+#: (Transformers' Qwen2Moe / Qwen3Moe rule: not in ``mlp_only_layers`` and
+#: ``(layer + 1) % decoder_sparse_step == 0``).
+SPARSE_RULES: tuple[str, ...] = ("none", "all", "qwen_step")
+
+_MOE_MODULES = ModulePaths(router="mlp.gate", experts="mlp.experts")
+
+
+@dataclass(frozen=True)
 class FamilySpec:
     """Everything the library knows about one family."""
 
@@ -75,6 +108,15 @@ class FamilySpec:
     scopes: tuple[Scope, ...]  # tried in order; the first prefix that matches wins
     experts_keys: tuple[str, ...]  # config keys of the expert count, first present wins (): dense
     expert_size_keys: tuple[str, ...]  # config keys of the expert intermediate size
+    top_k_keys: tuple[str, ...] = ()  # config keys of experts per token, first present wins
+    sparse_rule: str = "none"  # one of SPARSE_RULES
+    modules: ModulePaths = field(default_factory=ModulePaths)
+
+    def __post_init__(self) -> None:
+        if self.sparse_rule not in SPARSE_RULES:
+            raise ValueError(f"{self.family}: unknown sparse rule {self.sparse_rule!r}")
+        if (self.sparse_rule == "none") != (self.modules.router is None):
+            raise ValueError(f"{self.family}: a sparse rule needs a router path and vice versa")
 
 
 _L = r"layers\.(?P<layer>\d+)\."
@@ -124,6 +166,7 @@ def _text_scopes(body: tuple[Rule, ...]) -> tuple[Scope, ...]:
 
 # Transformers 5 writes ``num_local_experts`` for qwen3_moe; published configs say ``num_experts``.
 _EXPERT_COUNT = ("num_experts", "num_local_experts")
+_TOP_K = ("num_experts_per_tok",)
 
 _QWEN3_5_BODY = _DECODER + _LINEAR_ATTN + _QWEN_EXPERTS + _SHARED_EXPERT + _DENSE_MLP
 
@@ -142,6 +185,9 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
             ),
             _EXPERT_COUNT,
             ("moe_intermediate_size",),
+            _TOP_K,
+            "all",
+            _MOE_MODULES,
         ),
         FamilySpec(
             "qwen3_moe",
@@ -149,6 +195,9 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
             _text_scopes(_DECODER + _QWEN_EXPERTS + _DENSE_MLP),
             _EXPERT_COUNT,
             ("moe_intermediate_size",),
+            _TOP_K,
+            "qwen_step",
+            _MOE_MODULES,
         ),
         FamilySpec(
             "qwen2_moe",
@@ -156,6 +205,9 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
             _text_scopes(_DECODER + _QWEN_EXPERTS + _SHARED_EXPERT + _DENSE_MLP),
             _EXPERT_COUNT,
             ("moe_intermediate_size",),
+            _TOP_K,
+            "qwen_step",
+            _MOE_MODULES,
         ),
         FamilySpec(
             "mixtral",
@@ -163,6 +215,9 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
             _text_scopes(_DECODER + _MIXTRAL_EXPERTS),
             _EXPERT_COUNT,
             ("intermediate_size",),
+            _TOP_K,
+            "all",
+            _MOE_MODULES,
         ),
         *(
             FamilySpec(name, (name,), _text_scopes(_DECODER + _DENSE_MLP), (), ())
@@ -175,3 +230,33 @@ MODEL_TYPE_TO_FAMILY: dict[str, str] = {
     model_type: spec.family for spec in FAMILY_SPECS.values() for model_type in spec.model_types
 }
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(FAMILY_SPECS)
+
+
+def config_value(config: Mapping[str, Any] | Any, keys: tuple[str, ...]) -> Any:
+    """The first of ``keys`` present (not None) in a config dict or config object."""
+    for key in keys:
+        value = config.get(key) if isinstance(config, Mapping) else getattr(config, key, None)
+        if value is not None:
+            return value
+    return None
+
+
+def expert_count(spec: FamilySpec, config: Mapping[str, Any] | Any) -> int:
+    """Experts per sparse layer from a (text) config; 0 for a dense family."""
+    return int(config_value(config, spec.experts_keys) or 0) if spec.experts_keys else 0
+
+
+def experts_per_token(spec: FamilySpec, config: Mapping[str, Any] | Any) -> int:
+    """Experts per token from a (text) config; 0 for a dense family or when absent."""
+    return int(config_value(config, spec.top_k_keys) or 0) if spec.top_k_keys else 0
+
+
+def is_sparse_layer(spec: FamilySpec, config: Mapping[str, Any] | Any, layer: int) -> bool:
+    """Whether decoder ``layer`` carries a router, by the family's :data:`SPARSE_RULES`."""
+    if spec.sparse_rule == "none":
+        return False
+    if spec.sparse_rule == "all":
+        return True
+    only = config_value(config, ("mlp_only_layers",)) or []
+    step = int(config_value(config, ("decoder_sparse_step",)) or 1)
+    return layer not in only and expert_count(spec, config) > 0 and (layer + 1) % step == 0

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,19 +38,6 @@ def _limit_per_category(items: list[Any], limit: int | None) -> list[Any]:
             kept.append(it)
             seen[it.category] = seen.get(it.category, 0) + 1
     return kept
-
-
-def _register_zoo() -> None:
-    """The zoo registers its task source when imported (the library never imports it)."""
-    from darwinmerge.evaluate import TASK_SOURCES
-
-    for module in ("darwinmerge.zoo", "darwinmerge.zoo.tasks"):
-        if "zoo" in TASK_SOURCES:
-            return
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            return
 
 
 def _fmt(x: float) -> str:
@@ -148,8 +134,6 @@ def eval_command(
         for model in models:
             if not (Path(model) / "config.json").is_file():
                 raise CheckpointError(f"{model}: not a model folder (no config.json)")
-    if tasks.split(":", 1)[0] == "zoo":
-        _register_zoo()
     items = load_tasks(tasks, split=split, test_fraction=test_fraction)
     items = _limit_per_category(items, limit)
     if answer_regex is not None:

@@ -45,7 +45,7 @@ def _print_scan(console: Any, name: str, scan: Any) -> None:
 
     table = Table(title=f"{name}: {scan.family}, {scan.num_layers} layers")
     table.add_column("category")
-    table.add_column("loss", justify="right")
+    table.add_column(f"loss ({scan.loss_tokens} tokens)", justify="right")
     table.add_column("most important layer (BI)", justify="right")
     for c, cat in enumerate(scan.categories):
         top = int(scan.bi[c].argmax())
@@ -56,7 +56,8 @@ def _print_scan(console: Any, name: str, scan: Any) -> None:
             f"router entropy (mean) {scan.router_entropy.mean():.3f}; dead experts (mean "
             f"fraction) {scan.dead_fraction.mean():.3f}; worst layer "
             f"L{scan.sparse_layers[int(scan.dead_fraction.argmax())]} "
-            f"{scan.dead_fraction.max():.2f}"
+            f"{scan.dead_fraction.max():.2f}; absolute (< {scan.dead_abs_threshold:g} of "
+            f"tokens) {scan.dead_fraction_abs.mean():.3f}"
         )
 
 
@@ -84,6 +85,16 @@ def mri_command(
     max_length: int = typer.Option(128, help="Tokens per probe (longer ones are cut)."),
     batch_size: int = typer.Option(16, help="Probes per forward pass."),
     dead_threshold: float = typer.Option(0.05, help="Dead: utilisation below this x fair share."),
+    dead_abs_threshold: float = typer.Option(
+        0.05, help="Also reported: dead when below this share of all tokens."
+    ),
+    loss: str = typer.Option(
+        "completion",
+        help="Probe / swap loss over: completion (tokens after each probe's prompt) | all.",
+    ),
+    swap_budget_mib: float = typer.Option(
+        1024.0, help="compare: most MiB of layer inputs the swap scan keeps at once."
+    ),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the dead-expert interval."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
@@ -105,6 +116,9 @@ def mri_command(
             max_length=max_length,
             batch_size=batch_size,
             dead_threshold=dead_threshold,
+            dead_abs_threshold=dead_abs_threshold,
+            loss=loss,  # type: ignore[arg-type]  # validated by MriConfig
+            swap_budget_mib=swap_budget_mib,
             bootstrap_resamples=bootstrap,
             seed=seed,
             device=device,
@@ -130,9 +144,21 @@ def mri_command(
         _print_scan(console, "B", result.scan_b)
         c = result.comparison
         if cfg.swap:
-            console.print(f"advantage map vs swap scan: sign agreement {c.agreement_sign:.2f}")
+            rho = ", ".join(
+                f"{cat} {r:+.2f}" for cat, r in zip(c.categories, c.agreement_spearman, strict=True)
+            )
+            console.print(
+                f"advantage map vs swap scan ({c.loss_tokens} loss): sign agreement "
+                f"{c.agreement_sign:.2f}; Spearman per category: {rho}"
+            )
         sections = [mri_section({"A": result.scan_a, "B": result.scan_b}, c, result.weights)]
-        meta = {"A": args[1], "B": args[2], "base": base or "-", "probes": ", ".join(probes)}
+        meta = {
+            "A": args[1],
+            "B": args[2],
+            "base": base or "-",
+            "probes": ", ".join(probes),
+            "loss": cfg.loss,
+        }
     else:
         if len(args) != 1:
             raise ConfigError("give one model folder, or `compare A B`")
@@ -144,7 +170,7 @@ def mri_command(
         scan.save(out)
         _print_scan(console, Path(args[0]).name, scan)
         sections = [mri_section({Path(args[0]).name: scan})]
-        meta = {"model": args[0], "probes": ", ".join(probes)}
+        meta = {"model": args[0], "probes": ", ".join(probes), "loss": cfg.loss}
     report = write_report(out / "report.html", "darwinmerge - Model MRI", sections, meta=meta)
     console.print(f"wrote {out} (report: {report})")
 

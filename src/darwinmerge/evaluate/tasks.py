@@ -245,17 +245,19 @@ def load_tasks(
 ) -> list[TaskItem]:
     """Load items from a spec and keep one split.
 
-    Specs: ``"zoo"`` / ``"zoo:ARG"`` (registered when :mod:`darwinmerge.zoo` is imported;
-    this module never imports it),
+    Specs: ``"zoo"`` / ``"zoo:ARG"`` (registered by the zoo plug-in, loaded through
+    :func:`darwinmerge.plugins.load_plugins` on a miss; this module never imports it),
     ``"jsonl:PATH"``, a bare path to a file or directory, ``"lmeval:TASK[@INCLUDE_PATH]"``.
     """
     name, sep, arg = spec.partition(":")
+    if name not in TASK_SOURCES:
+        from darwinmerge.plugins import load_plugins
+
+        load_plugins()
     if not sep and name not in TASK_SOURCES and Path(spec).exists():
         name, arg = "jsonl", spec
     elif sep and name not in TASK_SOURCES and Path(spec).exists():
         name, arg = "jsonl", spec  # a path that contains ':'
-    if name == "zoo" and name not in TASK_SOURCES:
-        raise ConfigError("task source 'zoo' is not registered; import darwinmerge.zoo first")
     if name not in TASK_SOURCES and not sep:
         raise ConfigError(
             f"task spec {spec!r} is neither a known source ({', '.join(TASK_SOURCES.names())}) "

@@ -2,21 +2,19 @@
 
 from darwinmerge.mri.capture import TIE_TOLERANCE, Capture, CaptureRecord, LayerInputs
 from darwinmerge.mri.compare import (
+    SWAP_BUDGET_BYTES,
     ComparisonScan,
     SwapResult,
     compare_scans,
+    hidden_bytes,
     spearman,
+    swap_chunks,
     swap_scan,
     swapped_layer,
 )
-from darwinmerge.mri.layout import (
-    FAMILY_LAYOUTS,
-    FamilyLayout,
-    ResolvedLayout,
-    family_of,
-    resolve_layout,
-)
+from darwinmerge.mri.layout import ResolvedLayout, family_of, family_spec, resolve_layout
 from darwinmerge.mri.metrics import (
+    DEAD_ABS_THRESHOLD,
     DEAD_THRESHOLD,
     angular_distance_last,
     block_influence,
@@ -25,6 +23,7 @@ from darwinmerge.mri.metrics import (
     expert_similarity,
     load_entropy,
     router_entropy,
+    token_share,
     utilisation,
 )
 from darwinmerge.mri.pipeline import (
@@ -36,9 +35,11 @@ from darwinmerge.mri.pipeline import (
 )
 from darwinmerge.mri.probes import (
     CATEGORIES,
+    LOSS_TOKENS,
     PROBE_SETS,
     ProbeBatch,
     ProbeBatches,
+    ProbeFactory,
     ProbeSet,
     as_encoder,
     builtin_probes,
@@ -47,12 +48,11 @@ from darwinmerge.mri.probes import (
     tokenize_probes,
 )
 from darwinmerge.mri.scan import (
-    RecordedInputs,
     Scan,
     ScanOptions,
     expert_weight_matrix,
+    loss_per_category,
     run_scan,
-    scan_and_record,
     sequence_nll,
 )
 from darwinmerge.mri.weights import WeightScan, weight_scan
@@ -62,18 +62,19 @@ __all__ = [
     "Capture",
     "CaptureRecord",
     "ComparisonScan",
+    "DEAD_ABS_THRESHOLD",
     "DEAD_THRESHOLD",
-    "FAMILY_LAYOUTS",
-    "FamilyLayout",
+    "LOSS_TOKENS",
     "LayerInputs",
     "MriComparison",
     "MriConfig",
     "PROBE_SETS",
     "ProbeBatch",
     "ProbeBatches",
+    "ProbeFactory",
     "ProbeSet",
-    "RecordedInputs",
     "ResolvedLayout",
+    "SWAP_BUDGET_BYTES",
     "Scan",
     "ScanOptions",
     "SwapResult",
@@ -90,19 +91,23 @@ __all__ = [
     "expert_similarity",
     "expert_weight_matrix",
     "family_of",
+    "family_spec",
+    "hidden_bytes",
     "load_entropy",
     "load_model",
     "load_probe_file",
+    "loss_per_category",
     "resolve_layout",
     "resolve_probes",
     "router_entropy",
     "run_scan",
-    "scan_and_record",
     "scan_model",
     "sequence_nll",
     "spearman",
+    "swap_chunks",
     "swap_scan",
     "swapped_layer",
+    "token_share",
     "tokenize_probes",
     "utilisation",
     "weight_scan",

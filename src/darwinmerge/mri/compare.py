@@ -3,13 +3,18 @@
 Swap scan: for every layer l, layer l of the resident model X is overwritten in place
 with the tensors of layer l of the other parent Y, the probe loss per category is
 measured, and the original tensors are restored. The forward pass restarts at layer l
-from the cached inputs of layer l of X (recorded once by :class:`Capture` with
-``keep_layer_inputs``), so layers below l are never recomputed.
+from the recorded inputs of layer l of X, so layers below l are never recomputed.
+
+Memory: the probe batches are processed in chunks whose recorded layer inputs fit a
+byte budget. For one chunk, X's forward pass records every decoder layer's input (and
+call kwargs), then every swapped layer is run on the chunk, then the chunk is dropped.
+Kept hidden-state bytes never exceed ``max(budget, L * B * T * H * itemsize of the
+largest batch)``; the results do not depend on the budget (tested bit for bit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,25 +22,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from darwinmerge.errors import ArchitectureMismatchError, EvaluationError
-from darwinmerge.mri.capture import LayerInputs, _first_tensor
+from darwinmerge.errors import ArchitectureMismatchError, ConfigError, EvaluationError
+from darwinmerge.mri.capture import Capture, LayerInputs, _first_tensor
 from darwinmerge.mri.layout import ResolvedLayout, resolve_layout
-from darwinmerge.mri.probes import ProbeBatches
-from darwinmerge.mri.scan import (
-    RecordedInputs,
-    Scan,
-    _loss_per_category,
-    scan_and_record,
-    sequence_nll,
-)
+from darwinmerge.mri.probes import LOSS_TOKENS, ProbeBatch, ProbeBatches
+from darwinmerge.mri.scan import Scan, loss_per_category, sequence_nll
 from darwinmerge.mri.store import ArrayRecord
 
 __all__ = [
+    "SWAP_BUDGET_BYTES",
     "ComparisonScan",
     "SwapResult",
     "compare_scans",
-    "swap_scan",
+    "hidden_bytes",
     "spearman",
+    "swap_chunks",
+    "swap_scan",
     "swapped_layer",
 ]
 
@@ -45,13 +47,25 @@ Progress = Callable[[int], None]
 #: model's own forward loss).
 RESTART_RTOL = 1e-4
 
+#: Default bound on the hidden states the swap scan keeps at once: 1 GiB.
+SWAP_BUDGET_BYTES = 1 << 30
+
 
 @dataclass(frozen=True)
 class SwapResult:
-    """Loss per category of X, and of X with layer l taken from Y: ``loss_swapped`` [C, L]."""
+    """Loss per category of X, and of X with layer l taken from Y: ``loss_swapped`` [C, L].
+
+    ``loss_tokens``: which targets the losses count. ``chunks``: probe chunks processed;
+    ``peak_hidden_bytes``: the most layer-input hidden-state bytes kept at once;
+    ``peak_kept_bytes``: the same plus the recorded call kwargs (masks, rotary tables),
+    counted once per distinct storage."""
 
     loss: np.ndarray
     loss_swapped: np.ndarray
+    loss_tokens: str = "completion"
+    chunks: int = 1
+    peak_hidden_bytes: int = 0
+    peak_kept_bytes: int = 0
 
     @property
     def delta(self) -> np.ndarray:
@@ -86,22 +100,75 @@ class swapped_layer:  # noqa: N801 - used as a context manager
         self._saved.clear()
 
 
+def hidden_bytes(model: nn.Module, batch: ProbeBatch, num_layers: int | None = None) -> int:
+    """Bytes of the layer-input hidden states the swap scan records for one batch:
+    ``L * B * T * H * itemsize`` (the model's embedding width and dtype)."""
+    emb = model.get_input_embeddings().weight  # type: ignore[operator]
+    L = num_layers if num_layers is not None else resolve_layout(model).num_layers
+    B, T = batch.input_ids.shape
+    return int(L * B * T * emb.shape[1] * emb.element_size())
+
+
+def swap_chunks(
+    model: nn.Module, batches: ProbeBatches, budget_bytes: int | None = SWAP_BUDGET_BYTES
+) -> list[list[int]]:
+    """Consecutive batch indices grouped so that each group's recorded hidden states
+    (:func:`hidden_bytes`) fit ``budget_bytes``; a batch larger than the budget is a
+    group of its own. ``None``: one group (every batch kept at once)."""
+    if budget_bytes is None:
+        return [list(range(len(batches)))] if len(batches) else []
+    if budget_bytes < 1:
+        raise ConfigError(f"swap budget must be >= 1 byte, got {budget_bytes}")
+    L = resolve_layout(model).num_layers
+    groups: list[list[int]] = []
+    used = 0
+    for i, batch in enumerate(batches):
+        size = hidden_bytes(model, batch, L)
+        if groups and used + size <= budget_bytes:
+            groups[-1].append(i)
+            used += size
+        else:
+            groups.append([i])
+            used = size
+    return groups
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, tuple | list):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+
+
+def _storage_bytes(tensors: Iterator[torch.Tensor]) -> int:
+    seen: dict[tuple[str, int], int] = {}
+    for t in tensors:
+        st = t.untyped_storage()
+        seen[(str(t.device), st.data_ptr())] = st.nbytes()
+    return sum(seen.values())
+
+
 def _restart_nll(
     layout: ResolvedLayout,
-    inputs: list[LayerInputs],
-    batches: ProbeBatches,
+    inputs: Sequence[LayerInputs],
+    chunk: Sequence[ProbeBatch],
     start: int,
-    limit: int | None = None,
-) -> np.ndarray:
-    nll = np.full(batches.num_sequences, np.nan)
-    for batch, saved in list(zip(batches, inputs, strict=True))[:limit]:
+    out: np.ndarray,
+    loss_tokens: str,
+) -> None:
+    """Forward each batch of ``chunk`` from layer ``start`` on its recorded inputs and
+    write the per-sequence loss sums into ``out``."""
+    for batch, saved in zip(chunk, inputs, strict=True):
         h = saved.hidden[start]
         for j in range(start, layout.num_layers):
             h = _first_tensor(layout.layers[j](h, **saved.kwargs[j]))
         logits = layout.lm_head(layout.norm(h))
-        s, _ = sequence_nll(logits, batch)
-        nll[batch.seq_index.numpy()] = s.numpy()
-    return nll
+        s, _ = sequence_nll(logits, batch, loss_tokens)
+        out[batch.seq_index.numpy()] = s.numpy()
 
 
 @torch.no_grad()
@@ -111,45 +178,81 @@ def swap_scan(
     batches: ProbeBatches,
     *,
     layers: list[int] | None = None,
-    recorded: RecordedInputs | None = None,
+    loss_tokens: str = "completion",
+    budget_bytes: int | None = SWAP_BUDGET_BYTES,
     progress: Progress | None = None,
 ) -> SwapResult:
     """Loss per category of ``model_x`` and, for each layer l, of ``model_x`` with layer l
     replaced by layer l of ``model_y`` (in memory; ``model_x`` is restored).
 
-    ``recorded`` (from :func:`~darwinmerge.mri.scan.scan_and_record` of ``model_x`` on the
-    same batches) saves the baseline pass."""
+    The batches are processed in the chunks of :func:`swap_chunks` (``budget_bytes`` of
+    recorded hidden states at most, ``None``: all at once); ``progress`` advances by one
+    per (chunk, layer)."""
+    if loss_tokens not in LOSS_TOKENS:
+        raise ConfigError(f"loss_tokens must be one of {', '.join(LOSS_TOKENS)}")
     lx, ly = resolve_layout(model_x), resolve_layout(model_y)
     if lx.num_layers != ly.num_layers:
         raise ArchitectureMismatchError(
             f"layer swap needs equal depth; got {lx.num_layers} and {ly.num_layers} layers"
         )
-    if recorded is None:
-        _, recorded = scan_and_record(model_x, batches, routers=False)
-    if len(recorded.layers) != len(batches):
-        raise EvaluationError("recorded layer inputs do not belong to these probe batches")
-    inputs, nll0, cnt = recorded.layers, recorded.nll_sum, recorded.nll_count
+    todo = list(range(lx.num_layers)) if layers is None else layers
+    n = batches.num_sequences
+    nll0, cnt = np.zeros(n), np.zeros(n)
+    swapped = {layer: np.zeros(n) for layer in todo}
+    peak_hidden = peak_kept = 0
+    first_all = np.zeros(0)
+    chunks = swap_chunks(model_x, batches, budget_bytes)
+    for k, group in enumerate(chunks):
+        chunk = [batches.batches[i] for i in group]
+        with Capture(model_x, n, layout=lx, routers=False, keep_layer_inputs=True) as cap:
+            for batch in chunk:
+                logits = cap.forward(batch)
+                s, c = sequence_nll(logits, batch, loss_tokens)
+                nll0[batch.seq_index.numpy()] = s.numpy()
+                cnt[batch.seq_index.numpy()] = c.numpy()
+                if k == 0 and batch is chunk[0]:
+                    first_all = sequence_nll(logits, batch, "all")[0].numpy()
+        inputs = cap.layer_inputs
+        hidden = _storage_bytes(t for li in inputs for t in li.hidden)
+        kept = _storage_bytes(t for li in inputs for t in _tensors([li.hidden, li.kwargs]))
+        peak_hidden, peak_kept = max(peak_hidden, hidden), max(peak_kept, kept)
+        if k == 0:
+            _check_restart(lx, inputs[0], chunk[0], first_all)
+        for layer in todo:
+            with swapped_layer(lx.layers[layer], ly.layers[layer]):
+                _restart_nll(lx, inputs, chunk, layer, swapped[layer], loss_tokens)
+            if progress is not None:
+                progress(1)
+        del inputs, cap
     seq_cat = batches.seq_category.numpy()
     C = len(batches.categories)
-    check = _restart_nll(lx, inputs, batches, 0, limit=1)  # first batch is enough
-    seen = np.isfinite(check)
-    if not np.allclose(
-        check[seen], nll0[seen], rtol=RESTART_RTOL, atol=1e-6 * max(1.0, float(cnt.max()))
-    ):
-        raise EvaluationError(
-            f"{lx.family}: restarting the forward pass at layer 0 does not reproduce the "
-            f"model's loss (max diff {np.abs(check[seen] - nll0[seen]).max():.3g}); the swap scan "
-            "cannot be trusted for this model"
-        )
-    todo = list(range(lx.num_layers)) if layers is None else layers
     out = np.full((C, lx.num_layers), np.nan)
     for layer in todo:
-        with swapped_layer(lx.layers[layer], ly.layers[layer]):
-            nll = _restart_nll(lx, inputs, batches, layer)
-        out[:, layer] = _loss_per_category(nll, cnt, seq_cat, C)
-        if progress is not None:
-            progress(1)
-    return SwapResult(loss=_loss_per_category(nll0, cnt, seq_cat, C), loss_swapped=out)
+        out[:, layer] = loss_per_category(swapped[layer], cnt, seq_cat, C)
+    return SwapResult(
+        loss=loss_per_category(nll0, cnt, seq_cat, C),
+        loss_swapped=out,
+        loss_tokens=loss_tokens,
+        chunks=len(chunks),
+        peak_hidden_bytes=peak_hidden,
+        peak_kept_bytes=peak_kept,
+    )
+
+
+def _check_restart(
+    layout: ResolvedLayout, inputs: LayerInputs, batch: ProbeBatch, expect: np.ndarray
+) -> None:
+    """Restarting at layer 0 must reproduce the model's own all-token loss."""
+    got = np.zeros(int(batch.seq_index.max()) + 1)
+    _restart_nll(layout, [inputs], [batch], 0, got, "all")
+    got = got[batch.seq_index.numpy()]
+    tokens = float(batch.mask.sum())
+    if not np.allclose(got, expect, rtol=RESTART_RTOL, atol=1e-6 * max(1.0, tokens)):
+        raise EvaluationError(
+            f"{layout.family}: restarting the forward pass at layer 0 does not reproduce the "
+            f"model's loss (max diff {np.abs(got - expect).max():.3g}); the swap scan "
+            "cannot be trusted for this model"
+        )
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -178,9 +281,11 @@ class ComparisonScan(ArrayRecord):
     one (taking B's hurts A, giving A's helps B)."""
 
     KIND = "comparison"
+    FORMAT = 2
 
     model_a: str
     model_b: str
+    loss_tokens: str  # the targets every loss here counts (both scans and both swaps)
     categories: list[str]
     num_layers: int
     agreement_spearman: list[float]  # per category, advantage vs swap_advantage
@@ -201,11 +306,22 @@ def compare_scans(
     swap_ab: SwapResult | None = None,
     swap_ba: SwapResult | None = None,
 ) -> ComparisonScan:
-    """Combine two scans (same probes) and, optionally, both swap directions."""
+    """Combine two scans (same probes, same loss) and, optionally, both swap directions.
+    Scans or swap results that count different loss targets are refused."""
     if scan_a.categories != scan_b.categories or scan_a.num_layers != scan_b.num_layers:
         raise ArchitectureMismatchError(
             "the two scans differ in probe categories or layer count; scan both parents "
             "with the same probes"
+        )
+    kinds = {"scan A": scan_a.loss_tokens, "scan B": scan_b.loss_tokens}
+    for name, swap in (("swap A<-B", swap_ab), ("swap B<-A", swap_ba)):
+        if swap is not None:
+            kinds[name] = swap.loss_tokens
+    if len(set(kinds.values())) > 1:
+        raise ConfigError(
+            "cannot compare losses over different tokens ("
+            + ", ".join(f"{k}: {v}" for k, v in kinds.items())
+            + "); redo them with the same loss (--loss)"
         )
     C, L = scan_a.bi.shape
     nan = np.full((C, L), np.nan)
@@ -221,6 +337,7 @@ def compare_scans(
     return ComparisonScan(
         model_a=scan_a.model,
         model_b=scan_b.model,
+        loss_tokens=scan_a.loss_tokens,
         categories=list(scan_a.categories),
         num_layers=L,
         agreement_spearman=rho,

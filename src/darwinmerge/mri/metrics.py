@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "DEAD_ABS_THRESHOLD",
     "DEAD_THRESHOLD",
     "angular_distance_last",
     "block_influence",
@@ -18,11 +19,15 @@ __all__ = [
     "expert_similarity",
     "load_entropy",
     "router_entropy",
+    "token_share",
     "utilisation",
 ]
 
 #: An expert is dead when its utilisation is below this fraction of the fair share.
 DEAD_THRESHOLD = 0.05
+
+#: The absolute alternative: dead when fewer than this share of all tokens route to it.
+DEAD_ABS_THRESHOLD = 0.05
 
 
 def _per_category(values: np.ndarray, seq_category: np.ndarray, num_categories: int) -> np.ndarray:
@@ -73,8 +78,14 @@ def utilisation(counts: np.ndarray, tokens: np.ndarray, top_k: int) -> np.ndarra
     return counts.sum(1) / fair
 
 
+def token_share(counts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """f[s, e] = (tokens routed to e) / tokens: the share of all tokens whose top-k holds
+    e (sums to k over experts; ``f = utilisation * k / E``)."""
+    return counts.sum(1) / max(float(tokens.sum()), 1.0)
+
+
 def dead_fraction(util: np.ndarray, threshold: float = DEAD_THRESHOLD) -> np.ndarray:
-    """Share of experts per layer whose utilisation is below ``threshold``."""
+    """Share of experts per layer whose utilisation (or token share) is below ``threshold``."""
     return (util < threshold).mean(-1)
 
 
@@ -87,9 +98,11 @@ def bootstrap_dead_fraction(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    absolute: bool = False,
 ) -> np.ndarray:
     """Percentile bootstrap interval of the dead fraction per layer, resampling probe
-    sequences with replacement -> [S, 2] (low, high)."""
+    sequences with replacement -> [S, 2] (low, high). ``absolute``: ``threshold`` applies
+    to the token share (:func:`token_share`) instead of the utilisation."""
     S, N, E = counts.shape
     if N == 0 or S == 0:
         return np.zeros((S, 2))
@@ -99,7 +112,7 @@ def bootstrap_dead_fraction(
     np.add.at(weights, (np.arange(resamples)[:, None], draws), 1.0)
     per_seq = counts.transpose(1, 0, 2).reshape(N, S * E)  # [N, S*E]
     load = (weights @ per_seq).reshape(resamples, S, E)
-    fair = np.maximum(weights @ tokens, 1.0) * top_k / E  # [R]
+    fair = np.maximum(weights @ tokens, 1.0) * (1.0 if absolute else top_k / E)  # [R]
     dead = (load / fair[:, None, None] < threshold).mean(-1)  # [R, S]
     alpha = (1.0 - level) / 2
     return np.stack(

@@ -8,16 +8,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from darwinmerge.errors import CheckpointError, ConfigError
-from darwinmerge.mri.compare import ComparisonScan, compare_scans, swap_scan
-from darwinmerge.mri.metrics import DEAD_THRESHOLD
+from darwinmerge.mri.compare import (
+    ComparisonScan,
+    SwapResult,
+    compare_scans,
+    swap_chunks,
+    swap_scan,
+)
+from darwinmerge.mri.metrics import DEAD_ABS_THRESHOLD, DEAD_THRESHOLD
 from darwinmerge.mri.probes import ProbeBatches, resolve_probes, tokenize_probes
-from darwinmerge.mri.scan import Scan, ScanOptions, run_scan, scan_and_record
+from darwinmerge.mri.scan import Scan, ScanOptions, run_scan
 from darwinmerge.mri.weights import WeightScan, weight_scan
 
 __all__ = [
@@ -44,12 +50,18 @@ class MriConfig(BaseModel):
     max_length: int = Field(128, ge=2)
     batch_size: int = Field(16, ge=1)
     dead_threshold: float = Field(DEAD_THRESHOLD, gt=0.0, lt=1.0)
+    dead_abs_threshold: float = Field(DEAD_ABS_THRESHOLD, gt=0.0, lt=1.0)
     bootstrap_resamples: int = Field(1000, ge=10)
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
     swap: bool = True
     tokenizer: str | None = None
+    #: Loss targets of the probe loss and the swap scan: tokens past each probe's prompt
+    #: (``completion``) or every real token (``all``).
+    loss: Literal["completion", "all"] = "completion"
+    #: Most MiB of recorded layer inputs the swap scan keeps at once.
+    swap_budget_mib: float = Field(1024.0, gt=0.0)
 
     @field_validator("dtype")
     @classmethod
@@ -61,9 +73,15 @@ class MriConfig(BaseModel):
     def scan_options(self) -> ScanOptions:
         return ScanOptions(
             dead_threshold=self.dead_threshold,
+            dead_abs_threshold=self.dead_abs_threshold,
             bootstrap_resamples=self.bootstrap_resamples,
             bootstrap_seed=self.seed,
+            loss_tokens=self.loss,
         )
+
+    @property
+    def swap_budget_bytes(self) -> int:
+        return max(1, int(self.swap_budget_mib * 2**20))
 
 
 def load_model(path: str | Path, cfg: MriConfig) -> tuple[torch.nn.Module, Any]:
@@ -136,38 +154,43 @@ def compare_models(
     progress: ProgressFactory | None = None,
 ) -> MriComparison:
     """Scan both parents on the same probes (tokenised with A's tokenizer), run the swap
-    scan both ways (unless ``cfg.swap`` is off) and the streamed weight-space scan."""
+    scan both ways (unless ``cfg.swap`` is off; at most ``cfg.swap_budget_mib`` of layer
+    inputs kept at once) and the streamed weight-space scan."""
     progress = progress or _noop
     model_a, tok = load_model(path_a, cfg)
     model_b, _ = load_model(path_b, cfg)
     pb = _batches(tok, cfg)
     opts = cfg.scan_options()
-    sa, rec_a = scan_and_record(
+    sa = run_scan(
         model_a,
         pb,
         model_name=str(path_a),
         options=opts,
-        keep_layer_inputs=cfg.swap,
         progress=progress(f"scan A {Path(path_a).name}", len(pb)),
     )
-    sb, rec_b = scan_and_record(
+    sb = run_scan(
         model_b,
         pb,
         model_name=str(path_b),
         options=opts,
-        keep_layer_inputs=cfg.swap,
         progress=progress(f"scan B {Path(path_b).name}", len(pb)),
     )
     ab = ba = None
     if cfg.swap:
-        L = sa.num_layers
-        ab = swap_scan(
-            model_a, model_b, pb, recorded=rec_a, progress=progress("swap B's layers into A", L)
-        )
-        ba = swap_scan(
-            model_b, model_a, pb, recorded=rec_b, progress=progress("swap A's layers into B", L)
-        )
-    del rec_a, rec_b
+
+        def swap(x: torch.nn.Module, y: torch.nn.Module, label: str) -> SwapResult:
+            steps = len(swap_chunks(x, pb, cfg.swap_budget_bytes)) * sa.num_layers
+            return swap_scan(
+                x,
+                y,
+                pb,
+                loss_tokens=cfg.loss,
+                budget_bytes=cfg.swap_budget_bytes,
+                progress=progress(label, steps),
+            )
+
+        ab = swap(model_a, model_b, "swap B's layers into A")
+        ba = swap(model_b, model_a, "swap A's layers into B")
     del model_a, model_b
     from darwinmerge.checkpoint import CheckpointReader
 

@@ -1,16 +1,20 @@
-"""Probe texts per category, user probe files, and their tokenisation into padded batches.
+"""Probe documents per category, user probe files, and their tokenisation into padded batches.
 
-A :class:`ProbeSet` maps a category (``REASONING``, ``CODE`` ...) to a tuple of texts.
-Built-in sets live in :data:`PROBE_SETS` (a :class:`~darwinmerge.registry.Registry`);
-user files are JSONL (``{"text": ..., "category": ...}`` per line) or plain text (one
-probe per line, the category given by the caller or taken from the file stem).
-:func:`tokenize_probes` turns a set into right-padded batches with real-token masks.
+A :class:`ProbeSet` maps a category (``REASONING``, ``CODE`` ...) to a tuple of texts,
+and each text to where its prompt ends (``prompt_chars``; 0: the whole text is
+completion). Probe sets are named in :data:`PROBE_SETS` (a
+:class:`~darwinmerge.registry.Registry` of ``factory(arg) -> ProbeSet``; a spec is
+``name``, ``name@arg`` or ``name:arg``); optional packages (the zoo) register theirs
+through :func:`darwinmerge.plugins.load_plugins`. User files are JSONL (``{"text",
+"category"}`` or ``{"prompt", "completion", "category"}`` per line) or plain text (one
+probe per line, no prompt part). :func:`tokenize_probes` turns a set into right-padded
+batches with real-token masks and per-sequence prompt lengths in tokens.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +26,12 @@ from darwinmerge.registry import Registry
 
 __all__ = [
     "CATEGORIES",
+    "LOSS_TOKENS",
     "PROBE_SETS",
     "ProbeSet",
     "ProbeBatch",
     "ProbeBatches",
+    "ProbeFactory",
     "as_encoder",
     "builtin_probes",
     "load_probe_file",
@@ -36,21 +42,48 @@ __all__ = [
 #: The skill categories of the zoo, plus generic text.
 CATEGORIES: tuple[str, ...] = ("REASONING", "CODE", "LOGIC", "MULTILINGUAL", "KNOWLEDGE", "GENERIC")
 
+#: Which next-token targets a probe loss counts: ``completion`` (tokens after the prompt;
+#: every token of a probe without a prompt part) or ``all`` (every real token).
+LOSS_TOKENS: tuple[str, ...] = ("completion", "all")
+
 Encoder = Callable[[str], list[int]]
 
 
 @dataclass(frozen=True)
 class ProbeSet:
-    """Category -> probe texts (category order is kept; it is the row order of every map)."""
+    """Category -> probe texts (category order is kept; it is the row order of every map).
 
-    texts: dict[str, tuple[str, ...]]
+    ``prompt_chars[cat][i]`` is the length in characters of the prompt that opens
+    ``texts[cat][i]`` (0 when the text has no prompt part; the default for every text)."""
+
+    texts: Mapping[str, tuple[str, ...]]
+    prompt_chars: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.texts:
             raise ConfigError("probe set is empty; give at least one category with texts")
-        for cat, items in self.texts.items():
+        texts = {c: tuple(v) for c, v in self.texts.items()}
+        given = dict(self.prompt_chars)
+        unknown = sorted(set(given) - set(texts))
+        if unknown:
+            raise ConfigError(f"prompt lengths given for unknown categories {unknown}")
+        prompts: dict[str, tuple[int, ...]] = {}
+        for cat, items in texts.items():
             if not cat or not items:
                 raise ConfigError(f"probe category {cat!r} has no texts")
+            lens = tuple(int(n) for n in given.get(cat, (0,) * len(items)))
+            if len(lens) != len(items):
+                raise ConfigError(
+                    f"probe category {cat!r}: {len(lens)} prompt lengths for {len(items)} texts"
+                )
+            for text, n in zip(items, lens, strict=True):
+                if not 0 <= n < len(text):
+                    raise ConfigError(
+                        f"probe {text[:40]!r} ({cat}): prompt length {n} leaves no completion"
+                    )
+            prompts[cat] = lens
+        object.__setattr__(self, "texts", texts)
+        object.__setattr__(self, "prompt_chars", prompts)
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -60,22 +93,38 @@ class ProbeSet:
         return sum(len(v) for v in self.texts.values())
 
     def items(self) -> Iterator[tuple[str, str]]:
+        """``(category, text)`` for every probe, in category order."""
+        for cat, text, _ in self.documents():
+            yield cat, text
+
+    def documents(self) -> Iterator[tuple[str, str, int]]:
+        """``(category, text, prompt_chars)`` for every probe, in category order."""
         for cat, items in self.texts.items():
-            for text in items:
-                yield cat, text
+            yield from ((cat, t, n) for t, n in zip(items, self.prompt_chars[cat], strict=True))
 
     def union(self, other: ProbeSet) -> ProbeSet:
-        merged: dict[str, list[str]] = {c: list(v) for c, v in self.texts.items()}
+        texts: dict[str, list[str]] = {c: list(v) for c, v in self.texts.items()}
+        prompts: dict[str, list[int]] = {c: list(v) for c, v in self.prompt_chars.items()}
         for cat, items in other.texts.items():
-            merged.setdefault(cat, []).extend(items)
-        return ProbeSet({c: tuple(v) for c, v in merged.items()})
+            texts.setdefault(cat, []).extend(items)
+            prompts.setdefault(cat, []).extend(other.prompt_chars[cat])
+        return ProbeSet(
+            {c: tuple(v) for c, v in texts.items()}, {c: tuple(v) for c, v in prompts.items()}
+        )
 
     def take(self, per_category: int) -> ProbeSet:
         """The first ``per_category`` texts of each category."""
-        return ProbeSet({c: v[:per_category] for c, v in self.texts.items()})
+        return ProbeSet(
+            {c: v[:per_category] for c, v in self.texts.items()},
+            {c: v[:per_category] for c, v in self.prompt_chars.items()},
+        )
 
 
-PROBE_SETS: Registry[Callable[[], ProbeSet]] = Registry("probe set")
+ProbeFactory = Callable[[str], ProbeSet]
+"""A probe-set factory takes the text after ``name@`` / ``name:`` in a spec ("" for a bare
+name) and returns the set."""
+
+PROBE_SETS: Registry[ProbeFactory] = Registry("probe set")
 
 _BUILTIN: dict[str, tuple[str, ...]] = {
     "REASONING": (
@@ -141,27 +190,51 @@ _BUILTIN: dict[str, tuple[str, ...]] = {
 }
 
 
-@PROBE_SETS.register("builtin")
 def builtin_probes() -> ProbeSet:
-    """Hand-written probes: eight short texts for each of :data:`CATEGORIES`."""
+    """Hand-written probes: eight short texts for each of :data:`CATEGORIES` (no prompt
+    part: every token is a completion token)."""
     return ProbeSet(dict(_BUILTIN))
 
 
-@PROBE_SETS.register("zoo")
-def _zoo_probes() -> ProbeSet:
-    """Probes drawn from the zoo's skill generators (seeded), plus the generic texts."""
-    from darwinmerge.mri.zoo_probes import zoo_probe_set
+@PROBE_SETS.register("builtin")
+def _builtin_factory(arg: str) -> ProbeSet:
+    if arg:
+        raise ConfigError(f"probe set 'builtin' takes no argument (got {arg!r})")
+    return builtin_probes()
 
-    return zoo_probe_set()
+
+def _record(obj: Any, where: str, category: str | None) -> tuple[str, str, int]:
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected a JSON object")
+    cat = obj.get("category", category)
+    if not isinstance(cat, str) or not cat:
+        raise ConfigError(f"{where}: no 'category' field and no default category given")
+    if "text" in obj:
+        if "prompt" in obj or "completion" in obj:
+            raise ConfigError(f"{where}: give either 'text' or 'prompt' + 'completion', not both")
+        if not isinstance(obj["text"], str):
+            raise ConfigError(f"{where}: each line needs a string field 'text'")
+        return cat, obj["text"], 0
+    prompt, completion = obj.get("prompt"), obj.get("completion")
+    if not isinstance(prompt, str) or not isinstance(completion, str):
+        raise ConfigError(
+            f"{where}: each line needs a string field 'text', or string fields 'prompt' "
+            "and 'completion'"
+        )
+    if not completion:
+        raise ConfigError(f"{where}: field 'completion' is empty")
+    return cat, prompt + completion, len(prompt)
 
 
 def load_probe_file(path: str | Path, category: str | None = None) -> ProbeSet:
-    """Read a JSONL file of ``{"text", "category"}`` objects or a text file of one probe
-    per line (category: ``category`` or the file stem in upper case)."""
+    """Read a JSONL file of ``{"text", "category"}`` or ``{"prompt", "completion",
+    "category"}`` objects, or a text file of one probe per line (no prompt part; category:
+    ``category`` or the file stem in upper case)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"probe file {p} does not exist; give a .jsonl or .txt file")
     texts: dict[str, list[str]] = {}
+    prompts: dict[str, list[int]] = {}
     raw = p.read_text(encoding="utf-8")
     if p.suffix.lower() in (".jsonl", ".json"):
         for n, line in enumerate(raw.splitlines(), start=1):
@@ -171,43 +244,61 @@ def load_probe_file(path: str | Path, category: str | None = None) -> ProbeSet:
                 obj: Any = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{p}:{n}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise ConfigError(f"{p}:{n}: each line needs a string field 'text'")
-            cat = obj.get("category", category)
-            if not isinstance(cat, str) or not cat:
-                raise ConfigError(f"{p}:{n}: no 'category' field and no default category given")
-            texts.setdefault(cat, []).append(obj["text"])
+            cat, text, chars = _record(obj, f"{p}:{n}", category)
+            texts.setdefault(cat, []).append(text)
+            prompts.setdefault(cat, []).append(chars)
     else:
         cat = category or p.stem.upper()
         lines = [ln for ln in raw.splitlines() if ln.strip()]
         if lines:
             texts[cat] = lines
+            prompts[cat] = [0] * len(lines)
     if not texts:
         raise ConfigError(f"probe file {p} holds no probes")
-    return ProbeSet({c: tuple(v) for c, v in texts.items()})
+    return ProbeSet(
+        {c: tuple(v) for c, v in texts.items()}, {c: tuple(v) for c, v in prompts.items()}
+    )
+
+
+def _registered(spec: str) -> tuple[str, str] | None:
+    """``(name, arg)`` when ``spec`` is ``name``, ``name@arg`` or ``name:arg`` of a
+    registered probe set, else None."""
+    if spec in PROBE_SETS:
+        return spec, ""
+    for sep in ("@", ":"):
+        name, found, arg = spec.partition(sep)
+        if found and name in PROBE_SETS:
+            return name, arg
+    return None
+
+
+def _resolve_one(spec: str) -> ProbeSet:
+    if Path(spec).is_file():
+        return load_probe_file(spec)
+    hit = _registered(spec)
+    if hit is None:
+        from darwinmerge.plugins import load_plugins
+
+        load_plugins()
+        hit = _registered(spec)
+    if hit is not None:
+        return PROBE_SETS.get(hit[0])(hit[1])
+    if ":" in spec and Path(spec.rsplit(":", 1)[0]).is_file():
+        file, cat = spec.rsplit(":", 1)
+        return load_probe_file(file, category=cat)
+    raise ConfigError(
+        f"probe spec {spec!r} is neither a file nor a known probe set "
+        f"({', '.join(PROBE_SETS.names())}; NAME@ARG or NAME:ARG for a parametrised one)"
+    )
 
 
 def resolve_probes(specs: Iterable[str]) -> ProbeSet:
-    """Union of probe sets named by registry name, ``zoo@ZOO_DIR`` (the world of a built
-    zoo), ``path`` or ``path:CATEGORY``."""
+    """Union of the probe sets named by ``specs``: a registered name (``builtin``, and
+    what plug-ins register, e.g. ``zoo``), ``name@arg`` / ``name:arg`` (e.g.
+    ``zoo@ZOO_DIR``), a file ``path`` or ``path:CATEGORY``. No spec: ``builtin``."""
     result: ProbeSet | None = None
     for spec in specs:
-        if spec in PROBE_SETS:
-            part = PROBE_SETS.get(spec)()
-        elif spec.startswith("zoo@"):
-            from darwinmerge.mri.zoo_probes import zoo_probe_set_for
-
-            part = zoo_probe_set_for(spec[4:])
-        elif Path(spec).exists():
-            part = load_probe_file(spec)
-        elif ":" in spec and Path(spec.rsplit(":", 1)[0]).exists():
-            file, cat = spec.rsplit(":", 1)
-            part = load_probe_file(file, category=cat)
-        else:
-            raise ConfigError(
-                f"probe spec {spec!r} is neither a file nor a known probe set "
-                f"({', '.join(PROBE_SETS.names())})"
-            )
+        part = _resolve_one(spec)
         result = part if result is None else result.union(part)
     if result is None:
         return builtin_probes()
@@ -225,13 +316,26 @@ def as_encoder(tokenizer: Any) -> Encoder:
 
 @dataclass(frozen=True)
 class ProbeBatch:
-    """One right-padded batch: ``input_ids``/``mask`` are [B, T]; ``category`` and
-    ``seq_index`` are [B] (index into the categories / into all sequences)."""
+    """One right-padded batch: ``input_ids``/``mask`` are [B, T]; ``category``,
+    ``seq_index`` and ``prompt_len`` are [B] (index into the categories / into all
+    sequences; prompt tokens at the start of each row, 0 when there is no prompt)."""
 
     input_ids: torch.Tensor
     mask: torch.Tensor
     category: torch.Tensor
     seq_index: torch.Tensor
+    prompt_len: torch.Tensor | None = None
+
+    def target_mask(self, loss_tokens: str = "completion") -> torch.Tensor:
+        """[B, T-1] float64: 1 where the next-token target at position t+1 counts in the
+        loss (both tokens real, and with ``completion`` the target past the prompt)."""
+        if loss_tokens not in LOSS_TOKENS:
+            raise ConfigError(f"loss tokens must be one of {', '.join(LOSS_TOKENS)}")
+        valid = (self.mask[:, :-1] * self.mask[:, 1:]).double()
+        if loss_tokens == "completion" and self.prompt_len is not None:
+            pos = torch.arange(1, self.mask.shape[1])[None, :]
+            valid = valid * (pos >= self.prompt_len[:, None]).double()
+        return valid
 
 
 @dataclass(frozen=True)
@@ -242,6 +346,7 @@ class ProbeBatches:
     batches: tuple[ProbeBatch, ...]
     seq_category: torch.Tensor = field(repr=False)  # [N] category id per sequence
     seq_length: torch.Tensor = field(repr=False)  # [N] real tokens per sequence
+    seq_prompt_len: torch.Tensor | None = field(default=None, repr=False)  # [N]
 
     @property
     def num_sequences(self) -> int:
@@ -254,6 +359,21 @@ class ProbeBatches:
         return len(self.batches)
 
 
+def _prompt_tokens(encode: Encoder, text: str, ids: list[int], chars: int) -> int:
+    """Tokens of ``ids`` (the encoded ``text``) that hold only prompt characters: the
+    common prefix of ``ids`` and the encoded prompt. A token that straddles the
+    boundary counts as completion."""
+    if chars == 0:
+        return 0
+    prompt_ids = encode(text[:chars])
+    n = 0
+    for a, b in zip(ids, prompt_ids, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
 def tokenize_probes(
     probes: ProbeSet,
     tokenizer: Any,
@@ -264,7 +384,8 @@ def tokenize_probes(
 ) -> ProbeBatches:
     """Tokenise every probe (truncated to ``max_length``), group by length into batches
     of ``batch_size`` and pad on the right. Probes shorter than two tokens are refused
-    (a next-token loss needs two)."""
+    (a next-token loss needs two). Each sequence's prompt length in tokens is the common
+    prefix of the encoded text and the encoded prompt (capped at the truncated length)."""
     if max_length < 2 or batch_size < 1:
         raise ConfigError("max_length must be >= 2 and batch_size >= 1")
     encode = as_encoder(tokenizer)
@@ -273,12 +394,14 @@ def tokenize_probes(
         if pad_id is None:
             pad_id = 0
     cats = probes.categories
-    seqs: list[tuple[list[int], int]] = []
-    for cat, text in probes.items():
-        ids = encode(text)[:max_length]
+    seqs: list[tuple[list[int], int, int]] = []
+    for cat, text, chars in probes.documents():
+        full = encode(text)
+        ids = full[:max_length]
         if len(ids) < 2:
             raise ConfigError(f"probe {text[:40]!r} ({cat}) has fewer than 2 tokens; drop it")
-        seqs.append((ids, cats.index(cat)))
+        n_prompt = min(_prompt_tokens(encode, text, full, chars), len(ids))
+        seqs.append((ids, cats.index(cat), n_prompt))
     order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i][0]), i))
     batches = []
     for start in range(0, len(order), batch_size):
@@ -296,11 +419,13 @@ def tokenize_probes(
                 mask=mask_t,
                 category=torch.tensor([seqs[i][1] for i in idx], dtype=torch.long),
                 seq_index=torch.tensor(idx, dtype=torch.long),
+                prompt_len=torch.tensor([seqs[i][2] for i in idx], dtype=torch.long),
             )
         )
     return ProbeBatches(
         categories=cats,
         batches=tuple(batches),
-        seq_category=torch.tensor([c for _, c in seqs], dtype=torch.long),
-        seq_length=torch.tensor([len(s) for s, _ in seqs], dtype=torch.long),
+        seq_category=torch.tensor([c for _, c, _ in seqs], dtype=torch.long),
+        seq_length=torch.tensor([len(s) for s, _, _ in seqs], dtype=torch.long),
+        seq_prompt_len=torch.tensor([n for _, _, n in seqs], dtype=torch.long),
     )

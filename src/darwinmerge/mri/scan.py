@@ -1,4 +1,7 @@
-"""One model on one probe set -> :class:`Scan` (layer importance, probe loss, MoE health)."""
+"""One model on one probe set -> :class:`Scan` (layer importance, probe loss, MoE health).
+
+The probe loss counts the next-token targets chosen by ``loss_tokens``: ``completion``
+(default; targets past each probe's prompt) or ``all`` (every real token)."""
 
 from __future__ import annotations
 
@@ -10,19 +13,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from darwinmerge.errors import ConfigError
 from darwinmerge.mri import metrics as M
-from darwinmerge.mri.capture import TIE_TOLERANCE, Capture, CaptureRecord, LayerInputs
+from darwinmerge.mri.capture import TIE_TOLERANCE, Capture, CaptureRecord
 from darwinmerge.mri.layout import ResolvedLayout, resolve_layout
-from darwinmerge.mri.probes import ProbeBatch, ProbeBatches
+from darwinmerge.mri.probes import LOSS_TOKENS, ProbeBatch, ProbeBatches
 from darwinmerge.mri.store import ArrayRecord
 
 __all__ = [
-    "RecordedInputs",
     "Scan",
     "ScanOptions",
     "expert_weight_matrix",
+    "loss_per_category",
     "run_scan",
-    "scan_and_record",
     "sequence_nll",
 ]
 
@@ -34,9 +37,15 @@ class ScanOptions:
     """Knobs of a scan (documented defaults in docs/mri.md)."""
 
     dead_threshold: float = M.DEAD_THRESHOLD
+    dead_abs_threshold: float = M.DEAD_ABS_THRESHOLD
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 0
     bootstrap_level: float = 0.95
+    loss_tokens: str = "completion"
+
+    def __post_init__(self) -> None:
+        if self.loss_tokens not in LOSS_TOKENS:
+            raise ConfigError(f"loss_tokens must be one of {', '.join(LOSS_TOKENS)}")
 
 
 @dataclass(eq=False)
@@ -48,6 +57,7 @@ class Scan(ArrayRecord):
     """
 
     KIND = "scan"
+    FORMAT = 2
 
     model: str
     family: str
@@ -57,12 +67,14 @@ class Scan(ArrayRecord):
     num_experts: int
     top_k: int
     dead_threshold: float
+    dead_abs_threshold: float
+    loss_tokens: str  # which next-token targets ``loss`` / ``nll_*`` count (LOSS_TOKENS)
     bootstrap: dict[str, Any]
     tie_tolerance: float
     bi: np.ndarray  # [C, L] block influence per category
     bi_all: np.ndarray  # [L] over all probe tokens
     angular_last: np.ndarray  # [C, L]
-    loss: np.ndarray  # [C] mean next-token loss
+    loss: np.ndarray  # [C] mean next-token loss over the ``loss_tokens`` targets
     router_entropy: np.ndarray  # [S] mean of H / log E per token
     load_entropy: np.ndarray  # [S] entropy of the aggregate load / log E
     utilisation: np.ndarray  # [S, E] tie-aware counts / fair share
@@ -71,6 +83,9 @@ class Scan(ArrayRecord):
     tie_fraction: np.ndarray  # [S] share of tokens with ties at the k-th place
     dead_fraction: np.ndarray  # [S]
     dead_interval: np.ndarray  # [S, 2]
+    token_share: np.ndarray  # [S, E] share of tokens routed to each expert
+    dead_fraction_abs: np.ndarray  # [S] token share below dead_abs_threshold
+    dead_interval_abs: np.ndarray  # [S, 2]
     expert_similarity: np.ndarray  # [S]
     seq_category: np.ndarray  # [N]
     tokens: np.ndarray  # [N]
@@ -85,13 +100,15 @@ class Scan(ArrayRecord):
         return bool(self.sparse_layers)
 
 
-def sequence_nll(logits: torch.Tensor, batch: ProbeBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sequence sum of next-token NLL over real positions, and the count of them."""
+def sequence_nll(
+    logits: torch.Tensor, batch: ProbeBatch, loss_tokens: str = "completion"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence sum of next-token NLL over the counted targets
+    (:meth:`ProbeBatch.target_mask`), and the count of them."""
     ids = batch.input_ids.to(logits.device)
-    mask = batch.mask.to(logits.device)
     pred = logits[:, :-1].float()
     target = ids[:, 1:]
-    valid = (mask[:, :-1] * mask[:, 1:]).double()
+    valid = batch.target_mask(loss_tokens).to(logits.device)
     nll = torch.nn.functional.cross_entropy(
         pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="none"
     ).reshape(target.shape)
@@ -111,11 +128,15 @@ def expert_weight_matrix(experts: nn.Module, num_experts: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def _loss_per_category(nll: np.ndarray, cnt: np.ndarray, seq_cat: np.ndarray, C: int) -> np.ndarray:
-    out = np.zeros(C)
+def loss_per_category(nll: np.ndarray, cnt: np.ndarray, seq_cat: np.ndarray, C: int) -> np.ndarray:
+    """Token-mean loss per category from per-sequence sums; NaN for a category without
+    counted targets (e.g. every completion cut off by ``max_length``)."""
+    out = np.full(C, np.nan)
     for c in range(C):
         sel = seq_cat == c
-        out[c] = nll[sel].sum() / max(cnt[sel].sum(), 1.0)
+        total = cnt[sel].sum()
+        if total > 0:
+            out[c] = nll[sel].sum() / total
     return out
 
 
@@ -137,6 +158,7 @@ def summarise(
     counts = record.expert_counts.numpy()
     k = record.top_k or 1
     util = M.utilisation(counts, tokens, k)
+    share = M.token_share(counts, tokens)
     E = max(layout.num_experts, 1)
     sim = np.array(
         [
@@ -155,6 +177,8 @@ def summarise(
         num_experts=layout.num_experts,
         top_k=record.top_k,
         dead_threshold=options.dead_threshold,
+        dead_abs_threshold=options.dead_abs_threshold,
+        loss_tokens=options.loss_tokens,
         bootstrap={
             "resamples": options.bootstrap_resamples,
             "seed": options.bootstrap_seed,
@@ -164,7 +188,7 @@ def summarise(
         bi=M.block_influence(cos_sum, tokens, seq_cat, C),
         bi_all=1.0 - cos_sum.sum(1) / max(tokens.sum(), 1.0),
         angular_last=M.angular_distance_last(record.last_cos.numpy(), seq_cat, C),
-        loss=_loss_per_category(nll_sum, nll_count, seq_cat, C),
+        loss=loss_per_category(nll_sum, nll_count, seq_cat, C),
         router_entropy=M.router_entropy(record.entropy_sum.numpy(), tokens),
         load_entropy=M.load_entropy(counts),
         utilisation=util,
@@ -181,6 +205,18 @@ def summarise(
             seed=options.bootstrap_seed,
             level=options.bootstrap_level,
         ),
+        token_share=share,
+        dead_fraction_abs=M.dead_fraction(share, options.dead_abs_threshold),
+        dead_interval_abs=M.bootstrap_dead_fraction(
+            counts,
+            tokens,
+            k,
+            options.dead_abs_threshold,
+            resamples=options.bootstrap_resamples,
+            seed=options.bootstrap_seed,
+            level=options.bootstrap_level,
+            absolute=True,
+        ),
         expert_similarity=sim,
         seq_category=seq_cat.astype(np.int64),
         tokens=tokens,
@@ -192,50 +228,7 @@ def summarise(
     )
 
 
-@dataclass
-class RecordedInputs:
-    """Per batch, every decoder layer's input and kwargs, plus the per-sequence loss sums
-    of the same pass (what the swap scan restarts from)."""
-
-    layers: list[LayerInputs]
-    nll_sum: np.ndarray
-    nll_count: np.ndarray
-
-
 @torch.no_grad()
-def scan_and_record(
-    model: nn.Module,
-    batches: ProbeBatches,
-    *,
-    model_name: str = "model",
-    options: ScanOptions | None = None,
-    progress: Progress | None = None,
-    routers: bool = True,
-    keep_layer_inputs: bool = True,
-) -> tuple[Scan, RecordedInputs]:
-    """One pass over the probes under :class:`Capture`: the :class:`Scan` and (with
-    ``keep_layer_inputs``) the layer inputs for a later swap scan."""
-    options = options or ScanOptions()
-    layout = resolve_layout(model)
-    n = batches.num_sequences
-    nll_sum = np.zeros(n)
-    nll_count = np.zeros(n)
-    with Capture(
-        model, n, layout=layout, routers=routers, keep_layer_inputs=keep_layer_inputs
-    ) as cap:
-        for batch in batches:
-            logits = cap.forward(batch)
-            s, c = sequence_nll(logits, batch)
-            nll_sum[batch.seq_index.numpy()] = s.numpy()
-            nll_count[batch.seq_index.numpy()] = c.numpy()
-            if progress is not None:
-                progress(1)
-    scan = summarise(
-        cap.record, layout, batches, nll_sum, nll_count, model_name=model_name, options=options
-    )
-    return scan, RecordedInputs(cap.layer_inputs, nll_sum, nll_count)
-
-
 def run_scan(
     model: nn.Module,
     batches: ProbeBatches,
@@ -245,12 +238,19 @@ def run_scan(
     progress: Progress | None = None,
 ) -> Scan:
     """Forward every probe batch once under :class:`Capture` and summarise."""
-    scan, _ = scan_and_record(
-        model,
-        batches,
-        model_name=model_name,
-        options=options,
-        progress=progress,
-        keep_layer_inputs=False,
+    options = options or ScanOptions()
+    layout = resolve_layout(model)
+    n = batches.num_sequences
+    nll_sum = np.zeros(n)
+    nll_count = np.zeros(n)
+    with Capture(model, n, layout=layout) as cap:
+        for batch in batches:
+            logits = cap.forward(batch)
+            s, c = sequence_nll(logits, batch, options.loss_tokens)
+            nll_sum[batch.seq_index.numpy()] = s.numpy()
+            nll_count[batch.seq_index.numpy()] = c.numpy()
+            if progress is not None:
+                progress(1)
+    return summarise(
+        cap.record, layout, batches, nll_sum, nll_count, model_name=model_name, options=options
     )
-    return scan

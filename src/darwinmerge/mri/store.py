@@ -16,13 +16,13 @@ __all__ = ["ArrayRecord"]
 
 R = TypeVar("R", bound="ArrayRecord")
 
-FORMAT_VERSION = 1
-
 
 class ArrayRecord:
     """Mixin for dataclasses whose fields are JSON values or ``np.ndarray``."""
 
     KIND = "record"
+    #: Bumped when fields change; a file of another format is refused on load.
+    FORMAT = 1
 
     def _split(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta: dict[str, Any] = {}
@@ -41,7 +41,7 @@ class ArrayRecord:
         out.mkdir(parents=True, exist_ok=True)
         stem = name or self.KIND
         meta, arrays = self._split()
-        doc = {"kind": self.KIND, "format": FORMAT_VERSION, "arrays": sorted(arrays), **meta}
+        doc = {"kind": self.KIND, "format": self.FORMAT, "arrays": sorted(arrays), **meta}
         np.savez_compressed(out / f"{stem}.npz", **arrays)  # type: ignore[arg-type]
         path = out / f"{stem}.json"
         path.write_text(json.dumps(doc, indent=1, sort_keys=True), encoding="utf-8")
@@ -58,6 +58,11 @@ class ArrayRecord:
         doc = json.loads(p.read_text(encoding="utf-8"))
         if doc.get("kind") != cls.KIND:
             raise CheckpointError(f"{p} holds a {doc.get('kind')!r}, not a {cls.KIND!r}")
+        if doc.get("format") != cls.FORMAT:
+            raise CheckpointError(
+                f"{p}: {cls.KIND} format {doc.get('format')!r}, this version reads format "
+                f"{cls.FORMAT}; run `darwin mri` again"
+            )
         npz = p.with_suffix(".npz")
         if not npz.is_file():
             raise CheckpointError(f"{p}: array file {npz.name} is missing next to it")

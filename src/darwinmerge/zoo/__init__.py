@@ -1,8 +1,12 @@
-"""The tiny demo parents: random tiny models of every family (``zoo.tiny``), and the
-trained zoo (tokenizer, synthetic skills, base / father / mother, the ``zoo`` task
-source and the hand-made winning recipe)."""
+"""The tiny demo parents: random tiny models of every family and the tiny evaluation
+tokenizer / LM (``zoo.tiny``), and the trained zoo (tokenizer, synthetic skills, base /
+father / mother, the ``zoo`` task source and probe set, the hand-made winning recipe).
 
-from darwinmerge.zoo import tasks as _tasks  # noqa: F401  (registers the "zoo" task source)
+The zoo is a plug-in: the library never imports it; :func:`darwinmerge.plugins.load_plugins`
+imports ``zoo.tasks`` and ``zoo.probes``, which register the ``zoo`` task source and
+probe set.
+"""
+
 from darwinmerge.zoo.build import (
     PARENTS,
     ZOO_FORMAT,
@@ -23,6 +27,8 @@ from darwinmerge.zoo.tiny import (
     make_parent_pair,
     save_tiny,
     tiny_config,
+    tiny_model,
+    tiny_tokenizer,
 )
 
 __all__ = [
@@ -48,6 +54,8 @@ __all__ = [
     "read_manifest",
     "save_tiny",
     "tiny_config",
+    "tiny_model",
+    "tiny_tokenizer",
     "to_recipe",
     "zoo_items",
 ]

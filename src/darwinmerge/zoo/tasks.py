@@ -1,4 +1,5 @@
-"""The ``zoo`` task source for :mod:`darwinmerge.evaluate` (registered on import).
+"""The ``zoo`` task source for :mod:`darwinmerge.evaluate` (registered on import, through
+:func:`darwinmerge.plugins.load_plugins`).
 
 Specs: ``zoo`` (the default zoo's items, generated in memory, seed 0), ``zoo:SEED`` (the
 items of another seed), ``zoo:PATH`` (the ``tasks/`` files of a built zoo folder, or a

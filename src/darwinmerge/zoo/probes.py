@@ -1,0 +1,76 @@
+"""The ``zoo`` probe set for :mod:`darwinmerge.mri` (registered on import, through
+:func:`darwinmerge.plugins.load_plugins`; the MRI never imports the zoo).
+
+Probe documents are drawn from the zoo's seeded skill generators: the prompt, then the
+worked trace and the ``ANSWER:`` line as completion, one category per zoo skill, plus
+the generic texts. Specs: ``zoo`` (the world of ``darwin zoo build`` defaults),
+``zoo@SEED`` / ``zoo:SEED`` (another world seed), ``zoo@ZOO_DIR`` / ``zoo:ZOO_DIR`` (the
+world a built zoo was trained in, read from ``ZOO_DIR/zoo.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from darwinmerge.errors import ConfigError
+from darwinmerge.mri.probes import PROBE_SETS, ProbeSet, builtin_probes
+from darwinmerge.zoo import skills
+
+__all__ = ["zoo_probe_set", "zoo_probe_set_for", "zoo_probe_source"]
+
+
+def zoo_probe_set(
+    world_seed: int = 0, per_category: int = 16, *, n_facts: int = 300, generic: bool = True
+) -> ProbeSet:
+    """``per_category`` distinct documents of each zoo skill in the world of ``world_seed``
+    with ``n_facts`` facts (categories in upper case: REASONING, CODE, LOGIC, MULTILINGUAL,
+    KNOWLEDGE), each split into prompt and completion. The defaults are those of
+    ``darwin zoo build``."""
+    world = skills.make_world(world_seed, n_facts=n_facts)
+    texts: dict[str, tuple[str, ...]] = {}
+    prompts: dict[str, tuple[int, ...]] = {}
+    for cat in skills.CATEGORIES:
+        rng = random.Random(f"mri-probes-{world_seed}-{cat}")
+        docs: list[str] = []
+        chars: list[int] = []
+        tries = 0
+        while len(docs) < per_category and tries < 100 * per_category:
+            tries += 1
+            doc = skills.GENERATORS[cat](rng, world)
+            if doc.text not in docs:
+                docs.append(doc.text)
+                chars.append(len(doc.prompt))
+        texts[cat.upper()] = tuple(docs)
+        prompts[cat.upper()] = tuple(chars)
+    if generic:
+        texts["GENERIC"] = builtin_probes().texts["GENERIC"]
+        prompts["GENERIC"] = (0,) * len(texts["GENERIC"])
+    return ProbeSet(texts, prompts)
+
+
+def zoo_probe_set_for(zoo_dir: str | Path, per_category: int = 16) -> ProbeSet:
+    """The zoo probe set of the world a built zoo (``zoo_dir/zoo.json``) was trained in."""
+    manifest = Path(zoo_dir) / "zoo.json"
+    try:
+        cfg = json.loads(manifest.read_text(encoding="utf-8"))["config"]
+        seed, n_facts = int(cfg["seed"]), int(cfg["n_facts"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{manifest}: not a readable zoo manifest; build it with `darwin zoo build`"
+        ) from exc
+    return zoo_probe_set(seed, per_category, n_facts=n_facts)
+
+
+def zoo_probe_source(arg: str) -> ProbeSet:
+    """``""``: the default world; an integer: that world seed; else a built zoo folder."""
+    if not arg:
+        return zoo_probe_set()
+    if arg.lstrip("-").isdigit() and not Path(arg).exists():
+        return zoo_probe_set(int(arg))
+    return zoo_probe_set_for(arg)
+
+
+if "zoo" not in PROBE_SETS:
+    PROBE_SETS.add("zoo", zoo_probe_source)
