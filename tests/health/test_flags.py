@@ -189,3 +189,18 @@ def test_verdict_round_trips_through_json(tmp_path):
     assert back.layer_flags == v.layer_flags and back.routing_flags == v.routing_flags
     assert back.prescription == v.prescription and back.summary == v.summary
     assert back.options == HealthOptions().model_dump()
+
+
+def test_signed_strength_matches_the_flags():
+    child = MID.copy()
+    child[0, 2] = 0.40
+    child[1, 3] = 0.05
+    child[0, 0] = 0.28  # below lo 0.30 by 0.02 < margin 0.15: not flagged, strength -0.133
+    v = health_check(*trio(child, A, B))
+    s = np.asarray(v.strength)
+    assert s[0, 2] == pytest.approx(0.18 / 0.055, rel=1e-9)
+    assert s[1, 3] == pytest.approx(-0.28 / 0.165, rel=1e-9)
+    assert s[0, 0] == pytest.approx(-0.02 / 0.15, rel=1e-9)
+    flagged = {(v.categories.index(f.category), f.layer) for f in v.layer_flags}
+    assert flagged == {tuple(ix) for ix in np.argwhere(np.abs(s) > 1)}
+    np.testing.assert_allclose(v.layer_strength(), [0.02 / 0.15, 0, 0.18 / 0.055, 0.28 / 0.165])

@@ -12,7 +12,13 @@ from darwinmerge.health.changes import (
     change_from_dict,
     change_to_dict,
 )
-from darwinmerge.health.check import check_comparable, health_check, layer_flags, prescribe
+from darwinmerge.health.check import (
+    check_comparable,
+    flag_strength,
+    health_check,
+    layer_flags,
+    prescribe,
+)
 from darwinmerge.health.options import HealthOptions
 from darwinmerge.health.repair import RepairAttempt, RepairResult, repair
 from darwinmerge.health.summary import summarise_verdict
@@ -44,6 +50,7 @@ __all__ = [
     "change_from_dict",
     "change_to_dict",
     "check_comparable",
+    "flag_strength",
     "health_check",
     "layer_flags",
     "layer_t",

@@ -23,7 +23,7 @@ from darwinmerge.health.summary import summarise_verdict
 from darwinmerge.health.verdict import CategoryLoss, LayerFlag, RoutingFlag, Verdict
 from darwinmerge.mri.scan import Scan
 
-__all__ = ["check_comparable", "health_check", "layer_flags", "prescribe"]
+__all__ = ["check_comparable", "flag_strength", "health_check", "layer_flags", "prescribe"]
 
 _LABELS = ("child", "parent A", "parent B")
 
@@ -69,6 +69,22 @@ def check_comparable(child: Scan, parent_a: Scan, parent_b: Scan) -> None:
                     f"health: the {label} scan ({s.model}) has {attr}={a!r} but parent A's has "
                     f"{b!r}; rescan with the same settings"
                 )
+
+
+def flag_strength(
+    bi_c: np.ndarray, bi_a: np.ndarray, bi_b: np.ndarray, opt: HealthOptions
+) -> np.ndarray:
+    """[C, L] signed flag strength: ``+excess / margin`` above the parents' band (the
+    interference side), ``-deficit / margin`` below it where a parent's layer is material
+    (the function-loss side), 0 inside the band. ``|strength| > 1`` is exactly a flag."""
+    hi = np.maximum(bi_a, bi_b)
+    lo = np.minimum(bi_a, bi_b)
+    up_thr = np.maximum(opt.interference_rel * hi, opt.interference_abs)
+    down_thr = np.maximum(opt.function_loss_rel * lo, opt.function_loss_abs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = np.where(bi_c > hi, (bi_c - hi) / up_thr, 0.0)
+        down = np.where((bi_c < lo) & (hi >= opt.material), (lo - bi_c) / down_thr, 0.0)
+    return np.where(up > 0, up, -down)
 
 
 def layer_flags(
@@ -223,6 +239,7 @@ def health_check(
         bi_child=child.bi.tolist(),
         bi_a=parent_a.bi.tolist(),
         bi_b=parent_b.bi.tolist(),
+        strength=flag_strength(child.bi, parent_a.bi, parent_b.bi, opt).tolist(),
         layer_flags=flags,
         routing_flags=routing,
         losses=losses,

@@ -84,6 +84,7 @@ class Verdict:
     bi_child: list[list[float]]  # [C][L]
     bi_a: list[list[float]]
     bi_b: list[list[float]]
+    strength: list[list[float]]  # [C][L] signed flag strength (check.flag_strength)
     layer_flags: list[LayerFlag]
     routing_flags: list[RoutingFlag]
     losses: list[CategoryLoss]
@@ -106,6 +107,10 @@ class Verdict:
         for f in self.layer_flags:
             out[f.layer] = max(out[f.layer], f.severity)
         return out
+
+    def layer_strength(self) -> np.ndarray:
+        """[L] the largest |signed strength| over categories (continuous; > 1 = flagged)."""
+        return np.abs(np.asarray(self.strength, dtype=float)).max(axis=0)
 
     def flags_at(self, layer: int) -> list[LayerFlag]:
         return [f for f in self.layer_flags if f.layer == layer]

@@ -1,0 +1,146 @@
+"""The health report section: a :class:`~darwinmerge.health.Verdict` -> SectionInfo.
+
+The chart of the seed's health check (the child's importance per layer against both
+parents'), drawn as the child's bars with the parents' band as the interval, the three
+profiles as lines, a probe x layer map of the signed flag strength, and the tables of
+flags, probe losses, routing changes, prescription and thresholds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from darwinmerge.health.verdict import Verdict
+from darwinmerge.report.html import SECTIONS
+from darwinmerge.report.info import (
+    BarsInfo,
+    Block,
+    HeatmapInfo,
+    LinesInfo,
+    SectionInfo,
+    TableInfo,
+    TextInfo,
+)
+
+__all__ = ["health_section"]
+
+CHART_TITLE = "Child vs parents: importance per layer"
+
+
+def _mean(rows: list[list[float]]) -> np.ndarray:
+    return np.asarray(rows, dtype=float).mean(axis=0)
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def health_section(verdict: Verdict) -> SectionInfo:
+    """Info for the health section (numbers straight from the verdict)."""
+    v = verdict
+    layers = tuple(f"L{i}" for i in range(v.num_layers))
+    child, a, b = _mean(v.bi_child), _mean(v.bi_a), _mean(v.bi_b)
+    flagged = sorted({f.layer for f in v.layer_flags})
+    flagged_txt = ", ".join(f"L{i}" for i in flagged) or "none"
+    blocks: list[Block] = [
+        TextInfo(v.summary),
+        BarsInfo(
+            CHART_TITLE,
+            layers,
+            {"child": child},
+            low={"child": np.minimum(a, b)},
+            high={"child": np.maximum(a, b)},
+            ylabel="BI (mean over probe categories)",
+            caption=f"Bars: the child's block influence; whiskers: the band between parent A "
+            f"({v.parent_a}) and parent B ({v.parent_b}). Flagged layers: {flagged_txt}.",
+        ),
+        LinesInfo(
+            "Importance per layer: child, parent A, parent B",
+            tuple(range(v.num_layers)),
+            {"child": child, "parent A": a, "parent B": b},
+            ylabel="BI (mean over probe categories)",
+        ),
+        HeatmapInfo(
+            "Flag strength (probe x layer)",
+            tuple(v.categories),
+            tuple(str(i) for i in range(v.num_layers)),
+            np.asarray(v.strength, dtype=float),
+            colorbar="+ above / - below the parents' band, in margins",
+            center=0.0,
+            caption="Positive: the child's BI exceeds both parents' (interference side); "
+            "negative: below both where a parent's layer is material (function-loss side); "
+            "in units of the margin, so |value| > 1 is a flag.",
+        ),
+    ]
+    blocks.append(
+        TableInfo(
+            "Flagged layers",
+            ("layer", "category", "flag", "child BI", "A BI", "B BI", "excess", "margin", "x"),
+            tuple(
+                (
+                    f"L{f.layer}",
+                    f.category,
+                    f.kind.replace("_", " "),
+                    _f(f.child),
+                    _f(f.parent_a),
+                    _f(f.parent_b),
+                    _f(f.excess),
+                    _f(f.threshold),
+                    _f(f.severity, 2),
+                )
+                for f in v.layer_flags
+            ),
+            caption="x = excess / margin.",
+        )
+    )
+    blocks.append(
+        TableInfo(
+            "Probe loss per category",
+            ("category", "child", "parent A", "parent B", "child is"),
+            tuple(
+                (c.category, _f(c.child), _f(c.parent_a), _f(c.parent_b), c.status)
+                for c in v.losses
+            ),
+            caption=f"'worse': above both parents by more than "
+            f"{v.options['loss_rel']:.0%} of the higher one.",
+        )
+    )
+    if v.routing_flags:
+        blocks.append(
+            TableInfo(
+                "Routing changes",
+                ("layer", "change", "child", "parent A", "parent B", "experts", "alive in"),
+                tuple(
+                    (
+                        f"L{r.layer}",
+                        r.kind.replace("_", " "),
+                        _f(r.child),
+                        _f(r.parent_a),
+                        _f(r.parent_b),
+                        ", ".join(str(e) for e in r.experts) or "-",
+                        r.source or "-",
+                    )
+                    for r in v.routing_flags
+                ),
+                caption="Entropy rows: router entropy / log E; expert rows: dead fractions.",
+            )
+        )
+    blocks.append(
+        TableInfo(
+            "Prescription",
+            ("change", "reason"),
+            tuple((c.describe(), c.reason) for c in v.prescription),
+            caption="Parent A is the recipe's first parent (t = 0), B its second (t = 1).",
+        )
+    )
+    blocks.append(
+        TableInfo(
+            "Thresholds",
+            ("option", "value"),
+            tuple((k, f"{val:g}") for k, val in v.options.items()),
+        )
+    )
+    return SectionInfo("health", "Child health check", tuple(blocks))
+
+
+SECTIONS.add("health", health_section)
