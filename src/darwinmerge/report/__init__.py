@@ -1,5 +1,6 @@
 """Reports: info objects first (numbers), rendered second into one self-contained HTML page."""
 
+from darwinmerge.report.health_section import health_section
 from darwinmerge.report.html import SECTIONS, render_page, write_report
 from darwinmerge.report.info import (
     BarsInfo,
@@ -22,6 +23,7 @@ __all__ = [
     "SectionInfo",
     "TableInfo",
     "TextInfo",
+    "health_section",
     "mri_section",
     "render_page",
     "render_png",
