@@ -12,6 +12,8 @@ __all__ = [
     "UnknownNameError",
     "CheckpointError",
     "OutputExistsError",
+    "DiskFullError",
+    "MissingTokenizerError",
     "ArchitectureMismatchError",
     "MergeError",
     "EvaluationError",
@@ -37,6 +39,14 @@ class CheckpointError(DarwinError):
 
 class OutputExistsError(CheckpointError):
     """The output path exists and ``force`` was not given."""
+
+
+class DiskFullError(CheckpointError):
+    """The output's file system has (or ran out of) less free space than the child needs."""
+
+
+class MissingTokenizerError(CheckpointError):
+    """A model folder has no tokenizer files, or its tokenizer encodes text to no tokens."""
 
 
 class ArchitectureMismatchError(DarwinError):

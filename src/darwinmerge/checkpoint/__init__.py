@@ -4,6 +4,7 @@ from darwinmerge.checkpoint.header import SAFETENSORS_DTYPES, TensorInfo, read_s
 from darwinmerge.checkpoint.model_card import write_model_card
 from darwinmerge.checkpoint.reader import CheckpointReader
 from darwinmerge.checkpoint.side_files import SIDE_FILES, copy_side_files
+from darwinmerge.checkpoint.tokenizer import TOKENIZER_FILES, has_tokenizer_files, load_tokenizer
 from darwinmerge.checkpoint.writer import DEFAULT_MAX_SHARD_BYTES, CheckpointWriter
 
 __all__ = [
@@ -12,8 +13,11 @@ __all__ = [
     "DEFAULT_MAX_SHARD_BYTES",
     "SAFETENSORS_DTYPES",
     "SIDE_FILES",
+    "TOKENIZER_FILES",
     "TensorInfo",
     "copy_side_files",
+    "has_tokenizer_files",
+    "load_tokenizer",
     "read_safetensors_header",
     "write_model_card",
 ]

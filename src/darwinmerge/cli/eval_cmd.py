@@ -100,6 +100,10 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 16,
     max_new_tokens: Annotated[int, typer.Option(help="Generation length limit.")] = 32,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="Tokenizer folder or hub name (default: each model's own)."),
+    ] = None,
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
     limit: Annotated[int | None, typer.Option(help="Keep the first N items per category.")] = None,
     alpha: Annotated[float, typer.Option(help="Significance level of the paired verdicts.")] = 0.05,
@@ -151,6 +155,7 @@ def eval_command(
         runner = make_backend(
             backend,
             model,
+            tokenizer,
             device=device,
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,

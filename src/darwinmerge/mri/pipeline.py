@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from darwinmerge.errors import CheckpointError, ConfigError
+from darwinmerge.errors import CheckpointError
 from darwinmerge.mri.compare import (
     ComparisonScan,
     SwapResult,
@@ -86,23 +86,18 @@ class MriConfig(BaseModel):
 
 def load_model(path: str | Path, cfg: MriConfig) -> tuple[torch.nn.Module, Any]:
     """A model folder -> (eval-mode model on ``cfg.device``, tokenizer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     p = Path(path)
     if not (p / "config.json").is_file():
         raise CheckpointError(f"{p}: no config.json; give a Hugging Face model folder")
+    from darwinmerge.checkpoint.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(p, cfg.tokenizer)  # before the weights: fail fast
     try:
         model = AutoModelForCausalLM.from_pretrained(p, dtype=_DTYPES[cfg.dtype])
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{p}: cannot load the model ({exc})") from exc
-    tok_path = Path(cfg.tokenizer) if cfg.tokenizer else p
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_path)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"{tok_path}: no usable tokenizer ({' '.join(str(exc).split())[:200]}); "
-            "pass --tokenizer PATH"
-        ) from exc
     module: torch.nn.Module = model
     return module.to(torch.device(cfg.device)).eval(), tokenizer
 

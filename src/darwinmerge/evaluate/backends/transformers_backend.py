@@ -73,21 +73,20 @@ class TransformersBackend:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
+
+        from darwinmerge.checkpoint.tokenizer import load_tokenizer
 
         if isinstance(model, (str, Path)):
             path = Path(model)
             if not (path / "config.json").is_file():
                 raise CheckpointError(f"{path}: not a model folder (no config.json)")
+            if tokenizer is None or isinstance(tokenizer, (str, Path)):  # before the weights
+                tokenizer = load_tokenizer(path, tokenizer)
             try:
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
             except Exception as exc:  # transformers raises many kinds
                 raise CheckpointError(f"{path}: cannot load model ({exc})") from exc
-            if tokenizer is None:
-                try:
-                    tokenizer = AutoTokenizer.from_pretrained(path)
-                except Exception as exc:
-                    raise CheckpointError(f"{path}: cannot load tokenizer ({exc})") from exc
         elif tokenizer is None:
             raise ConfigError("TransformersBackend: pass a tokenizer with an in-memory model")
         else:
