@@ -12,9 +12,22 @@ from darwinmerge.evolve.api import (
 )
 from darwinmerge.evolve.config import EvolveConfig, is_evolve_config, load_evolve_config
 from darwinmerge.evolve.early_stop import EarlyStopRule
+from darwinmerge.evolve.genes import SPACES, Gene, GenomeSpace, SpaceContext
 from darwinmerge.evolve.optimizer import OPTIMIZERS, PriorCmaEsSampler, SearchBox, make_sampler
+from darwinmerge.evolve.prior import (
+    Prior,
+    ScanEvidence,
+    blind_prior,
+    mri_prior,
+    prior_from_scans,
+    scan_evidence,
+)
 from darwinmerge.evolve.runner import Objective, TrialEvent, run_search
 from darwinmerge.evolve.select import Selection, honest_selection
+from darwinmerge.evolve.space import SpaceConfig, build_space, parse_space_config
+from darwinmerge.evolve.space_layerwise import LayerwiseSpace, LayerwiseSpaceConfig
+from darwinmerge.evolve.space_mergekit import MergekitEvolveSpace, MergekitEvolveSpaceConfig
+from darwinmerge.evolve.space_seed import SeedSpace, SeedSpaceConfig
 from darwinmerge.evolve.workers import (
     CandidateRequest,
     CandidateResult,
@@ -25,6 +38,26 @@ from darwinmerge.evolve.workers import (
 )
 
 __all__ = [
+    # genome
+    "SPACES",
+    "Gene",
+    "GenomeSpace",
+    "LayerwiseSpace",
+    "LayerwiseSpaceConfig",
+    "MergekitEvolveSpace",
+    "MergekitEvolveSpaceConfig",
+    "Prior",
+    "ScanEvidence",
+    "SeedSpace",
+    "SeedSpaceConfig",
+    "SpaceConfig",
+    "SpaceContext",
+    "blind_prior",
+    "build_space",
+    "mri_prior",
+    "parse_space_config",
+    "prior_from_scans",
+    "scan_evidence",
     # search
     "EVOLUTION_FILE",
     "OPTIMIZERS",
