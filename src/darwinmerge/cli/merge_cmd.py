@@ -41,6 +41,7 @@ def merge(
     from darwinmerge.merge.mergekit_io import load_any_config
 
     recipe = load_any_config(config, overrides or [])
+    _readers_for(recipe)
     max_bytes = _parse_size(shard_size)
     with Progress(
         TextColumn("[bold]merge"),
@@ -106,6 +107,7 @@ def validate(
             console.print(line)
         return
     recipe = load_any_config(config, overrides or [])
+    _readers_for(recipe)
     if check_parents:
         with ExitStack() as stack:
             plan = plan_merge(recipe, open_sources(recipe, stack))
@@ -129,6 +131,13 @@ def _is_evolve_file(path: Path) -> bool:
         return is_evolve_config(yaml.safe_load(path.read_text()))
     except (OSError, yaml.YAMLError):
         return False  # load_any_config reports it
+
+
+def _readers_for(recipe: object) -> None:
+    """A recipe that revives experts from a saved scan needs the MRI's scan reader."""
+    revive = getattr(recipe, "revive", None)
+    if revive is not None and (isinstance(revive.scan, str) or isinstance(revive.donor_scan, str)):
+        import darwinmerge.mri.revival  # noqa: F401 - registers the "mri" scan reader
 
 
 def _parse_size(text: str) -> int:

@@ -62,6 +62,10 @@ def read_dead_experts(
     key = (str(path.resolve()), stamp, float(threshold))
     if key in _CACHE:
         return _CACHE[key]
+    if not len(SCAN_READERS):  # readers register by import: ask the plug-in list on a miss
+        from darwinmerge.plugins import load_plugins
+
+        load_plugins()
     if not len(SCAN_READERS):
         raise ConfigError(
             f"{field}: no scan reader is registered to read {path}; import "
