@@ -142,3 +142,20 @@ def test_progress_counts_chunk_layer_steps(probe_batches):
     steps = []
     res = swap_scan(a, b, probe_batches, budget_bytes=1, progress=steps.append)
     assert res.chunks == len(probe_batches) and sum(steps) == res.chunks * 4
+
+
+def test_swapped_layer_writes_and_restores_bit_exactly():
+    from darwinmerge.mri import swapped_layer
+
+    a, b = tiny("qwen3_5_moe", seed=0), tiny("qwen3_5_moe", seed=1)
+    la, lb = resolve_layout(a).layers[3], resolve_layout(b).layers[3]
+    before = _state(la)
+    with swapped_layer(la, lb) as layer:
+        assert layer is la
+        assert all(torch.equal(v, lb.state_dict()[k]) for k, v in la.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in la.state_dict().items())
+    with pytest.raises(RuntimeError), swapped_layer(la, lb):  # restored after an error too
+        raise RuntimeError("boom")
+    assert all(torch.equal(before[k], v) for k, v in la.state_dict().items())
+    with pytest.raises(ArchitectureMismatchError, match="differ in tensor names"):
+        swapped_layer(la, resolve_layout(a).layers[0]).__enter__()  # linear vs full attention

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from darwinmerge.errors import ArchitectureMismatchError, ConfigError, EvaluationError
+from darwinmerge.merge.resident import write_into_model
 from darwinmerge.mri.capture import Capture, LayerInputs, _first_tensor
 from darwinmerge.mri.layout import ResolvedLayout, resolve_layout
 from darwinmerge.mri.probes import LOSS_TOKENS, ProbeBatch, ProbeBatches
@@ -73,7 +74,10 @@ class SwapResult:
 
 
 class swapped_layer:  # noqa: N801 - used as a context manager
-    """``with swapped_layer(layer_x, layer_y):`` X's layer holds Y's tensors, restored after."""
+    """``with swapped_layer(layer_x, layer_y):`` X's layer holds Y's tensors, restored after.
+
+    Both writes go through :func:`darwinmerge.merge.resident.write_into_model` (strict:
+    every tensor of the layer), so the restore is bit-exact."""
 
     def __init__(self, target: nn.Module, source: nn.Module) -> None:
         self.target, self.source = target, source
@@ -86,18 +90,13 @@ class swapped_layer:  # noqa: N801 - used as a context manager
             raise ArchitectureMismatchError(
                 "layer swap: the two parents' decoder layers differ in tensor names or shapes"
             )
-        with torch.no_grad():
-            for k, t in dst.items():
-                self._saved[k] = t.clone()
-                t.copy_(src[k])
+        self._saved = {k: t.detach().clone() for k, t in dst.items()}
+        write_into_model(self.target, src, strict=True)
         return self.target
 
     def __exit__(self, *exc: Any) -> None:
-        dst = self.target.state_dict()
-        with torch.no_grad():
-            for k, t in self._saved.items():
-                dst[k].copy_(t)
-        self._saved.clear()
+        write_into_model(self.target, self._saved, strict=True)
+        self._saved = {}
 
 
 def hidden_bytes(model: nn.Module, batch: ProbeBatch, num_layers: int | None = None) -> int:
