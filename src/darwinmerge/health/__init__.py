@@ -20,6 +20,7 @@ from darwinmerge.health.check import (
     prescribe,
 )
 from darwinmerge.health.options import HealthOptions
+from darwinmerge.health.pipeline import HealthRun, order_parents, run_health, saved_parent_scans
 from darwinmerge.health.repair import RepairAttempt, RepairResult, repair
 from darwinmerge.health.summary import summarise_verdict
 from darwinmerge.health.verdict import (
@@ -35,6 +36,7 @@ __all__ = [
     "VERDICT_FILE",
     "CategoryLoss",
     "HealthOptions",
+    "HealthRun",
     "LayerFlag",
     "MoveLayerT",
     "RecipeChange",
@@ -54,7 +56,10 @@ __all__ = [
     "health_check",
     "layer_flags",
     "layer_t",
+    "order_parents",
     "prescribe",
     "repair",
+    "run_health",
+    "saved_parent_scans",
     "summarise_verdict",
 ]

@@ -1,0 +1,171 @@
+"""``darwin health CHILD --parents A B --out DIR``: scan the child against both parents,
+print the verdict, write verdict.json, the scans and report.html; ``--repair`` tries the
+prescription (kept only when the fitness split does not drop)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from darwinmerge.errors import ConfigError, OutputExistsError
+
+__all__ = ["health_command", "register"]
+
+
+def _options_error(exc: Any) -> ConfigError:
+    problems = "; ".join(
+        f"--{'-'.join(str(p) for p in e['loc'])}: {e['msg']}".replace("_", "-")
+        for e in exc.errors()
+    )
+    return ConfigError(f"invalid options: {problems}")
+
+
+def _print_verdict(console: Any, verdict: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="Health: child vs parents per layer (BI, mean over probe categories)")
+    for col in ("layer", "child", "parent A", "parent B", "flags"):
+        table.add_column(col, justify="left" if col in ("layer", "flags") else "right")
+    import numpy as np
+
+    c, a, b = (np.asarray(x).mean(0) for x in (verdict.bi_child, verdict.bi_a, verdict.bi_b))
+    for layer in range(verdict.num_layers):
+        flags = ", ".join(
+            f"{f.kind.replace('_', ' ')} {f.category} (x{f.severity:.1f})"
+            for f in verdict.flags_at(layer)
+        )
+        table.add_row(f"L{layer}", f"{c[layer]:.3f}", f"{a[layer]:.3f}", f"{b[layer]:.3f}", flags)
+    console.print(table)
+    console.print(verdict.summary)
+
+
+def health_command(
+    child: Annotated[Path, typer.Argument(help="The child model folder.")],
+    parents: Annotated[
+        tuple[Path, Path],
+        typer.Option("--parents", help="Parent A and parent B (the recipe's order: A is t=0)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    probes: Annotated[
+        list[str] | None,
+        typer.Option("--probes", "-p", help="Probe sets as for `darwin mri` (default builtin)."),
+    ] = None,
+    mri: Annotated[
+        Path | None,
+        typer.Option(help="Reuse the parents' scans of this `darwin mri compare` folder."),
+    ] = None,
+    recipe: Annotated[
+        Path | None, typer.Option(help="The recipe the child was merged with (YAML).")
+    ] = None,
+    do_repair: Annotated[
+        bool, typer.Option("--repair", help="Apply the prescription, keep it if fitness holds.")
+    ] = False,
+    tasks: Annotated[
+        str | None, typer.Option(help="--repair: task spec scored on its FITNESS split.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="--repair: first N fitness items.")] = None,
+    interference_rel: float = typer.Option(0.25, help="Interference margin x max parent BI."),
+    interference_abs: float = typer.Option(0.02, help="Interference margin floor (BI units)."),
+    function_loss_rel: float = typer.Option(0.5, help="Function-loss margin x min parent BI."),
+    function_loss_abs: float = typer.Option(0.02, help="Function-loss margin floor."),
+    material: float = typer.Option(0.05, help="Function loss only where a parent's BI >= this."),
+    entropy_margin: float = typer.Option(0.1, help="Router entropy collapse margin (/ log E)."),
+    tokenizer: str | None = typer.Option(None, help="Tokenizer folder (default: each model's)."),
+    max_length: int = typer.Option(128, help="Tokens per probe."),
+    batch_size: int = typer.Option(16, help="Probes per forward pass."),
+    loss: str = typer.Option("completion", help="Probe loss over: completion | all."),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
+) -> None:
+    """Child health check: interference, function loss, routing, probe loss; prescription."""
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from darwinmerge.health import HealthOptions, run_health
+    from darwinmerge.merge import load_recipe
+    from darwinmerge.mri import MriConfig
+    from darwinmerge.report import health_section, write_report
+
+    try:
+        options = HealthOptions(
+            interference_rel=interference_rel,
+            interference_abs=interference_abs,
+            function_loss_rel=function_loss_rel,
+            function_loss_abs=function_loss_abs,
+            material=material,
+            entropy_margin=entropy_margin,
+        )
+        cfg = MriConfig.model_validate(
+            {
+                "probes": tuple(probes or ["builtin"]),
+                "max_length": max_length,
+                "batch_size": batch_size,
+                "loss": loss,
+                "device": device,
+                "dtype": dtype,
+                "swap": False,
+                "tokenizer": tokenizer,
+            }
+        )
+    except ValidationError as exc:
+        raise _options_error(exc) from exc
+    if do_repair and (recipe is None or tasks is None):
+        raise ConfigError("--repair needs --recipe RECIPE and --tasks SPEC (fitness split)")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise OutputExistsError(f"{out}: exists and is not empty; pass --force to replace it")
+    rec = load_recipe(recipe) if recipe is not None else None
+    items = None
+    if do_repair:
+        from darwinmerge.evaluate import load_tasks
+
+        assert tasks is not None
+        items = load_tasks(tasks, split="fitness")[: limit or None]
+    console = Console()
+    run = run_health(
+        child, parents[0], parents[1], cfg, options, recipe=rec, mri_dir=mri, fitness_items=items
+    )
+    if run.swapped:
+        console.print("note: --parents swapped to follow the recipe's order (A = t 0)")
+    tmp = out.with_name(out.name + ".tmp-health")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    run.verdict.save(tmp)
+    run.child.save(tmp, "scan_child")
+    run.parent_a.save(tmp, "scan_a")
+    run.parent_b.save(tmp, "scan_b")
+    _print_verdict(console, run.verdict)
+    sections = [health_section(run.verdict)]
+    meta: dict[str, Any] = {"child": child, "A": parents[0], "B": parents[1]}
+    if run.swapped:
+        meta["A"], meta["B"] = parents[1], parents[0]
+    meta["probes"] = ", ".join(cfg.probes)
+    if run.repair is not None:
+        rep = run.repair
+        (tmp / "repaired_recipe.yaml").write_text(rep.recipe.to_yaml(), encoding="utf-8")
+        for a in rep.attempts:
+            mark = "kept" if a.kept else "refused"
+            console.print(
+                f"repair {mark}: fitness {a.score:.4f} vs {a.reference:.4f}: {'; '.join(a.changes)}"
+            )
+        meta["repair (fitness split)"] = (
+            f"{rep.baseline:.4f} -> {rep.score:.4f}, kept {len(rep.kept)} of "
+            f"{len(run.verdict.prescription)} change(s)"
+        )
+        if rep.verdict_after is not None:
+            rep.verdict_after.save(tmp / "after_repair")
+            after = health_section(rep.verdict_after)
+            sections.append(after.__class__("health-after", "After the repair", after.blocks))
+            console.print("after the repair: " + rep.verdict_after.summary)
+    write_report(tmp / "report.html", "darwinmerge - Child health check", sections, meta=meta)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    console.print(f"wrote {out} (verdict.json, report.html)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("health")(health_command)
