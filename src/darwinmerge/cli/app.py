@@ -28,6 +28,7 @@ _COMMAND_MODULES = [
     "darwinmerge.cli.mri_cmd",
     "darwinmerge.cli.demo_cmd",
     "darwinmerge.cli.evolve_cmd",
+    "darwinmerge.cli.health_cmd",
 ]
 
 
