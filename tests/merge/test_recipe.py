@@ -210,3 +210,26 @@ def test_input_count_and_required_values_from_the_declaration():
         )
     assert "parents[b].parameters.weight" in str(info.value)
     assert "parents[a]" not in str(info.value)
+
+
+def test_della_joint_rule_is_checked_at_parse_time_when_values_are_single_numbers():
+    def della(parent_b=None, **params):
+        b = {"name": "b", "path": "/b", **({"parameters": parent_b} if parent_b else {})}
+        return Recipe.parse(
+            {
+                "parents": [{"name": "a", "path": "/a"}, b],
+                "base": "/c",
+                "method": "della",
+                "parameters": {"weight": 1.0, **params},
+            }
+        )
+
+    della(density=0.5, epsilon=0.2)
+    della(density=1.0, epsilon=0.5)  # density 1: nothing pruned, no window needed
+    with pytest.raises(ConfigError) as info:
+        della(density=0.5, epsilon=0.2, parent_b={"density": 0.9})
+    msg = str(info.value)
+    assert "parents[b].parameters: density=0.9 and epsilon=0.2 must keep" in msg
+    assert "parents[a]" not in msg
+    # a per-layer schedule is checked per tensor at merge time instead
+    della(density=[0.5, 0.9], epsilon=0.2)

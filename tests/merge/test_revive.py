@@ -227,3 +227,10 @@ def test_a_scan_of_another_shape_is_refused_in_one_line(tmp_path, capsys):
         plan_merge(_recipe({"source": "mother", "scan": str(folder)}), sources)
     with pytest.raises(ConfigError, match="not found"):
         plan_merge(_recipe({"source": "mother", "scan": str(tmp_path / "nope")}), sources)
+
+
+def test_revival_is_not_exported_to_mergekit():
+    from darwinmerge.merge import recipe_to_mergekit
+
+    with pytest.raises(ConfigError, match="revive"):
+        recipe_to_mergekit(_recipe({"source": "mother", "scan": {1: [0]}}))

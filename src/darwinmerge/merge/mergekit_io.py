@@ -278,6 +278,8 @@ def recipe_to_mergekit(recipe: Recipe) -> dict[str, Any]:
     """The mergekit config for a recipe, where expressible (else ConfigError saying why)."""
     if recipe.transplants:
         raise ConfigError("expert transplants are not expressible in mergekit")
+    if recipe.revive is not None:
+        raise ConfigError("dead-expert revival (revive:) is not expressible in mergekit")
     if recipe.router != MERGED:
         raise ConfigError("a per-layer router source is not expressible in mergekit")
     models: list[dict[str, Any]] = []

@@ -317,12 +317,37 @@ def _method_problems(recipe: Recipe) -> list[str]:
                     f"{key!r} has no value for parent {parent.name} (give it here or in "
                     "parameters)"
                 )
+    if method.joint_check is not None:
+        for parent in recipe.parents:
+            scalars = _scalar_model_params(method, parent, recipe)
+            problem = method.joint_check(scalars) if scalars is not None else None
+            if problem:
+                problems.append(f"parents[{parent.name}].parameters: {problem}")
     if method.needs_base and recipe.base is None:
         problems.append(f"base: method {method.name} needs a base model")
     n = len(recipe.parents)
     if n < method.min_inputs or (method.max_inputs is not None and n > method.max_inputs):
         problems.append(f"parents: {method.name} merges {method.inputs_text()} parents, got {n}")
     return problems
+
+
+def _scalar_model_params(
+    method: Any, parent: ParentSpec, recipe: Recipe
+) -> dict[str, float | bool] | None:
+    """One parent's per-model parameters when every one is a single number everywhere
+    (own value, else the recipe's, else the default); None when any varies per tensor
+    (then the joint rule is checked per tensor, at merge time)."""
+    out: dict[str, float | bool] = {}
+    for key, spec in method.params.items():
+        if not spec.per_model:
+            continue
+        value = parent.parameters.get(key, recipe.parameters.get(key, spec.default))
+        if isinstance(value, list) and len(value) == 1 and not isinstance(value[0], Rule):
+            value = value[0]
+        if isinstance(value, list) or value is None or not spec.check(value):
+            return None
+        out[key] = value
+    return out
 
 
 def _range_problems(where: str, schedule: Schedule, spec: Any, method: str) -> list[str]:

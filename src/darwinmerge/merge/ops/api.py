@@ -111,6 +111,9 @@ class MergeMethod:
     fn: Callable[..., torch.Tensor]
     min_inputs: int = 1
     max_inputs: int | None = None
+    #: a rule joining several per-model parameters (DELLA: density +/- epsilon inside
+    #: (0, 1)): given one model's complete parameters, what is wrong, or None
+    joint_check: Callable[[Mapping[str, float | bool]], str | None] | None = None
 
     @property
     def model_params(self) -> dict[str, float | bool | None]:
@@ -195,6 +198,11 @@ def apply_method(
         _resolve(name, f"model {i}", given, per_model_specs) for i, given in enumerate(per_model)
     ]
     resolved_global = _resolve(name, "global", params, global_specs)
+    if method.joint_check is not None:
+        for i, resolved in enumerate(resolved_models):
+            problem = method.joint_check(resolved)
+            if problem:
+                raise ConfigError(f"{name}: model {i}: {problem}")
     if method.random and generator is None:
         raise ConfigError(
             f"{name}: is random and needs a torch.Generator seeded from (seed, tensor)"

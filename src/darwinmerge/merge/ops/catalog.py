@@ -219,6 +219,17 @@ def _column(model_params: Sequence[Mapping[str, float]], key: str) -> list[float
     return [float(p[key]) for p in model_params]
 
 
+def _della_joint(p: Mapping[str, float | bool]) -> str | None:
+    """DELLA keeps each entry with a probability in ``density +/- epsilon``."""
+    d, e = float(p["density"]), float(p["epsilon"])
+    if d < 1 and (d - e <= 0 or d + e >= 1):
+        return (
+            f"density={d:g} and epsilon={e:g} must keep density +/- epsilon inside (0, 1) "
+            "(or density 1: no pruning)"
+        )
+    return None
+
+
 def _registered_task_method(name: str) -> None:
     sparsifier, _, normalize, rescale, extra = _TASK_METHODS[name]
     params: dict[str, ParamSpec] = {"weight": WEIGHT}
@@ -266,6 +277,7 @@ def _registered_task_method(name: str) -> None:
             params=params,
             fn=fn,
             min_inputs=1,
+            joint_check=_della_joint if sparsifier is Sparsifier.della else None,
         ),
     )
 
