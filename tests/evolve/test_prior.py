@@ -38,9 +38,16 @@ def _scan(name: str, loss: np.ndarray, **given: Any) -> Scan:
         ann = str(f.type)
         values[f.name] = neutral.get(ann, [] if ann.startswith("list") else {})
     values.update(
-        model=name, categories=list(CATS), num_layers=L, bi=np.zeros((2, L)), loss=loss,
-        sparse_layers=list(range(L)), num_experts=4, top_k=2, dead_threshold=0.05,
-    )  # fmt: skip
+        model=name,
+        categories=list(CATS),
+        num_layers=L,
+        bi=np.zeros((2, L)),
+        loss=loss,
+        sparse_layers=list(range(L)),
+        num_experts=4,
+        top_k=2,
+        dead_threshold=0.05,
+    )
     if "loss_tokens" in values:  # scans and swap results must count the same tokens
         values["loss_tokens"] = "completion"
     values.update(given)
@@ -50,20 +57,35 @@ def _scan(name: str, loss: np.ndarray, **given: Any) -> Scan:
 def _scans() -> tuple[Any, Scan, Scan]:
     util_b = np.ones((L, 4))
     util_b[[0, 1, 2, 5], :2] = 0.0  # half of B's experts dead outside L3-L4
-    a = _scan("a", LOSS_A, router_entropy=np.full(L, 0.9), dead_fraction=np.zeros(L),
-              utilisation=np.ones((L, 4)))  # fmt: skip
-    b = _scan("b", LOSS_B, router_entropy=np.full(L, 0.95),
-              dead_fraction=np.array([0.5, 0.5, 0.5, 0.0, 0.0, 0.5]), utilisation=util_b)  # fmt: skip
-    comp = compare_scans(a, b, SwapResult(LOSS_A, LOSS_A[:, None] + AB),
-                         SwapResult(LOSS_B, LOSS_B[:, None] + BA))  # fmt: skip
+    a = _scan(
+        "a",
+        LOSS_A,
+        router_entropy=np.full(L, 0.9),
+        dead_fraction=np.zeros(L),
+        utilisation=np.ones((L, 4)),
+    )
+    b = _scan(
+        "b",
+        LOSS_B,
+        router_entropy=np.full(L, 0.95),
+        dead_fraction=np.array([0.5, 0.5, 0.5, 0.0, 0.0, 0.5]),
+        utilisation=util_b,
+    )
+    comp = compare_scans(
+        a, b, SwapResult(LOSS_A, LOSS_A[:, None] + AB), SwapResult(LOSS_B, LOSS_B[:, None] + BA)
+    )
     return comp, a, b
 
 
 def _ctx() -> SpaceContext:
     return SpaceContext(
-        parent_names=("father", "mother"), parent_paths=("/f", "/m"), num_layers=L,
-        sparse_layers=tuple(range(L)), num_experts=4, scans={"mother": {0: [0, 1]}},
-    )  # fmt: skip
+        parent_names=("father", "mother"),
+        parent_paths=("/f", "/m"),
+        num_layers=L,
+        sparse_layers=tuple(range(L)),
+        num_experts=4,
+        scans={"mother": {0: [0, 1]}},
+    )
 
 
 def _t(z: float) -> float:
@@ -165,8 +187,11 @@ def test_layerwise_and_mergekit_priors() -> None:
     v2 = two.values(mri_prior(two, comp, a, b).mean)
     assert v2["attention_1"] == pytest.approx(_t(ev.layer_z[-1]))
     mk = build_space(
-        parse_space_config({"kind": "mergekit_evolve", "merge_method": "linear",
-                            "layer_granularity": 3}), _ctx())  # fmt: skip
+        parse_space_config(
+            {"kind": "mergekit_evolve", "merge_method": "linear", "layer_granularity": 3}
+        ),
+        _ctx(),
+    )
     mv = mk.values(mri_prior(mk, comp, a, b).mean)
     # group 0 (L0-2) reads the layer curve at its centre, L1; weights A: 1 - t, B: t
     assert mv["mother.weight@0"] == pytest.approx(_t(ev.layer_z[1]))
@@ -178,8 +203,10 @@ def test_blind_prior_and_bad_scans() -> None:
     prior = blind_prior(space)
     assert (prior.mean == 0.5).all() and (prior.sigma == 1 / 6).all()
     assert (prior.lower == 0).all() and (prior.upper == 1).all()
-    mk = build_space(parse_space_config({"kind": "mergekit_evolve", "merge_method": "ties"}),
-                     dataclasses.replace(_ctx(), base_path="/base"))  # fmt: skip
+    mk = build_space(
+        parse_space_config({"kind": "mergekit_evolve", "merge_method": "ties"}),
+        dataclasses.replace(_ctx(), base_path="/base"),
+    )
     vals = mk.values(blind_prior(mk).mean)  # mergekit-evolve's x0: weight 1/n, density 1
     assert vals["father.weight@0"] == pytest.approx(0.5) and vals["mother.density@0"] == 1.0
     comp, a, b = _scans()
@@ -187,5 +214,11 @@ def test_blind_prior_and_bad_scans() -> None:
     with pytest.raises(ConfigError, match="no swap scan"):
         mri_prior(space, no_swap, a, b)
     with pytest.raises(ConfigError, match="layers"):
-        mri_prior(build_space(parse_space_config({"kind": "seed"}),
-                              dataclasses.replace(_ctx(), num_layers=8)), comp, a, b)  # fmt: skip
+        mri_prior(
+            build_space(
+                parse_space_config({"kind": "seed"}), dataclasses.replace(_ctx(), num_layers=8)
+            ),
+            comp,
+            a,
+            b,
+        )
