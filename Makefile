@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: pip takes the CPU build from local disk, never a CUDA download
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,lmeval]'
+	$(BIN)/pip install -q -e '.[dev,lmeval,ray]'
 	touch $(STAMP)
 
 # mergekit in its own venv: the reference our merge maths are checked against (never a

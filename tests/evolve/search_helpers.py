@@ -134,3 +134,47 @@ class SyntheticPool:
 
     def close(self) -> None:
         pass
+
+
+# --- the micro zoo and a multiple-choice task file ---------------------------------------
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def micro_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The micro zoo (seconds to build); built once, reused by every module."""
+    from darwinmerge.zoo.build import build_zoo, micro_config
+
+    out = tmp_path_factory.getbasetemp() / "search-microzoo"
+    build_zoo(out, micro_config())  # reuses a complete zoo with the same config
+    return out
+
+
+def write_mc_tasks(path: Path, n: int = 24) -> Path:
+    """Multiple-choice items (log-likelihood scored: every genome gives other numbers)."""
+    import json
+
+    lines = []
+    for i in range(n):
+        a, b = i % 7, (3 * i) % 5
+        lines.append(
+            {
+                "id": f"sum-{i}",
+                "category": "sums",
+                "prompt": f"{a} + {b} =",
+                "answer": f" {a + b}",
+                "choices": [f" {a + b}", f" {a + b + 1}", f" {a + b + 2}"],
+            }
+        )
+        lines.append(
+            {
+                "id": f"word-{i}",
+                "category": "words",
+                "prompt": f"the {['cat', 'dog', 'sun'][i % 3]} is",
+                "answer": " red",
+                "choices": [" red", " blue"],
+            }
+        )
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path

@@ -45,7 +45,7 @@ def evolve_command(
     if ray_address is not None:
         extra.append(f"workers.ray_address={ray_address}")
     cfg = load_evolve_config(config, extra)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
 
     def on_trial(event: Any) -> None:
         secs = event.merge_seconds + event.eval_seconds

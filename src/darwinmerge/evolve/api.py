@@ -85,26 +85,25 @@ def _gene_names(space: Any) -> list[str]:
 
 
 def _build_space_and_prior(config: EvolveConfig) -> tuple[Any, SearchBox]:
-    """GENOME's space and prior for the config (imported here: the genome modules)."""
-    import importlib
+    """The genome space and prior for the config (the genome modules)."""
+    from darwinmerge.evolve.prior import blind_prior, prior_from_scans
+    from darwinmerge.evolve.space import SPACE_ADAPTER, SpaceContext, build_space
 
-    prior_module: Any = importlib.import_module("darwinmerge.evolve.prior")
-    space_module: Any = importlib.import_module("darwinmerge.evolve.space")
-
-    adapter = getattr(space_module, "SPACE_ADAPTER", None)
-    if adapter is None:
-        from pydantic import TypeAdapter
-
-        adapter = TypeAdapter(space_module.SpaceConfig)
-    space_cfg = adapter.validate_python(config.space)
-    ctx = space_module.SpaceContext.from_parents(dict(config.parents), base=config.base)
-    space = space_module.build_space(space_cfg, ctx)
-    names = _gene_names(space)
+    scans: dict[str, str] = {}
+    if config.prior.kind == "mri" and config.prior.scans:
+        folder = Path(config.prior.scans)
+        for name, stem in zip(config.parents, ("scan_a", "scan_b"), strict=False):
+            if (folder / f"{stem}.json").is_file():
+                scans[name] = str(folder / f"{stem}.json")
+    space_cfg = SPACE_ADAPTER.validate_python(config.space)
+    ctx = SpaceContext.from_parents(dict(config.parents), base=config.base, scans=scans)
+    space = build_space(space_cfg, ctx)
     if config.prior.kind == "blind":
-        prior = prior_module.blind_prior(space)
+        prior = blind_prior(space)
     else:
-        prior = prior_module.prior_from_scans(space, config.prior.scans, target=config.prior.target)
-    return space, SearchBox.from_prior(names, prior)
+        assert config.prior.scans is not None
+        prior = prior_from_scans(space, config.prior.scans, target=config.prior.target)
+    return space, SearchBox.from_prior(_gene_names(space), prior)
 
 
 def check_evolve_config(config: EvolveConfig, *, build: bool = True) -> list[str]:
@@ -232,6 +231,9 @@ def run_evolution(
 ) -> EvolveResult:
     """The search over ``space`` (``.genes``, ``.decode(x) -> Recipe``, ``.describe(x)``)
     started from ``box``; then honest selection and the outputs."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     say = log or (lambda _m: None)
     start = time.perf_counter()
     out = Path(out_dir)

@@ -159,18 +159,11 @@ class EvolveConfig(_Frozen):
     @field_validator("space")
     @classmethod
     def _space(cls, v: dict[str, Any]) -> dict[str, Any]:
-        """The genome space is GENOME's ``SpaceConfig``; checked here, kept as data."""
-        try:
-            from darwinmerge.evolve import space as space_module
-        except ImportError:
-            return v
-        adapter = getattr(space_module, "SPACE_ADAPTER", None)
-        if adapter is None:
-            from pydantic import TypeAdapter
+        """The genome space is a ``SpaceConfig`` (checked here, kept as data)."""
+        from darwinmerge.evolve.space import SPACE_ADAPTER
 
-            adapter = TypeAdapter(space_module.SpaceConfig)
         try:
-            adapter.validate_python(v)
+            SPACE_ADAPTER.validate_python(v)
         except ValidationError as exc:
             from darwinmerge.merge.recipe import format_validation_error
 

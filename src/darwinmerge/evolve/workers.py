@@ -86,6 +86,9 @@ class CandidateResult:
     correct: dict[str, bool] = field(default_factory=dict)
     error: str | None = None
     worker: str = ""
+    digest: str = ""
+    """SHA-256 over every scored item's id, prediction and log-likelihoods (bit-exact
+    reproducibility checks across workers)."""
 
     def scores(self) -> dict[str, float]:
         return {c: (k / n if n else float("nan")) for c, (k, n) in self.categories.items()}
@@ -94,8 +97,14 @@ class CandidateResult:
 def _load_model(path: str, dtype: str) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    finally:
+        hf_logging.enable_progress_bar()
+    return model.eval()
 
 
 class CandidateWorker:
@@ -224,6 +233,7 @@ class CandidateWorker:
         result.categories = {c: [k, n] for c, (k, n) in sorted(counts.items())}
         result.items_used = ev.n
         result.correct = {it.id: bool(it.correct) for it in ev.items}
+        result.digest = _digest(ev.items)
         if spec.audit and result.stop_at is not None:
             result.full_fitness = fitness_of(counts, spec.categories)
         partial = fitness_of(counts, spec.categories)
@@ -232,6 +242,16 @@ class CandidateWorker:
         if not math.isfinite(partial):
             result.state, result.error = "failed", "fitness is not finite"
         return result
+
+
+def _digest(items: Sequence[Any]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for it in items:
+        lls = ",".join(float(v).hex() for v in (it.loglikelihoods or ()))
+        h.update(f"{it.id}\0{it.prediction}\0{lls}\n".encode())
+    return h.hexdigest()
 
 
 class InProcessPool:
