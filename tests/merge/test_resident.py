@@ -254,3 +254,15 @@ def test_match_is_recipe_independent(moe_parents, tmp_path: Path):
     b = match_parents(["father", "mother"], sources, base=True)
     assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
     assert [t.fetches for t in a.tensors] == [t.fetches for t in b.tensors]
+
+
+def test_a_model_in_another_layout_than_the_donor_is_refused_before_any_write(moe_parents):
+    sources, _ = moe_parents
+    recipe = _recipe("slerp", parameters={"t": 0.5}, donor="mother")  # per-expert names
+    child = build_tiny_model(_FAMILY, seed=9)  # fused in memory
+    before = {k: v.clone() for k, v in child.state_dict().items()}
+    with pytest.raises(
+        MergeError, match=r"resident model has no tensor model\.layers\.\d+\.mlp\.experts\.0\."
+    ):
+        ResidentMerge(child, sources, match_parents(recipe, sources)).apply(recipe)
+    _assert_same(child.state_dict(), before)

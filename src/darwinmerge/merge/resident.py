@@ -219,6 +219,13 @@ class ResidentMerge:
         names = self.matching.names
         state = self._writer.state if self._writer is not None else self._dict
         assert state is not None
+        if self._writer is not None:
+            absent = [job.name for job in plan.jobs if job.name not in state]
+            if absent:
+                raise MergeError(
+                    f"the resident model has no tensor {absent[0]} ({len(absent)} missing); "
+                    "match with the donor whose layout and naming the model has"
+                )
         jobs = []
         sigs: dict[str, Any] = {}
         for job in plan.jobs:
