@@ -45,7 +45,7 @@ class DiskFullError(CheckpointError):
     """The output's file system has (or ran out of) less free space than the child needs."""
 
 
-class MissingTokenizerError(CheckpointError):
+class MissingTokenizerError(ConfigError):
     """A model folder has no tokenizer files, or its tokenizer encodes text to no tokens."""
 
 

@@ -115,7 +115,10 @@ class ShardFile:
                 os.close(fd)
         self._fd, self._direct_fd = -1, None
         if self._bounce is not None:
-            self._bounce.close()
+            try:
+                self._bounce.close()
+            except BufferError:  # a failed write's traceback still views it: freed with it
+                pass
             self._bounce = None
 
     @staticmethod

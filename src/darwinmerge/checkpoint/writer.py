@@ -16,14 +16,23 @@ Everything goes to a hidden temporary sibling folder; ``commit`` renames the sha
 with no index, as Hugging Face does), writes ``model.safetensors.index.json`` and moves
 the folder into place with ``os.rename``, so the output path holds either the old
 content or the complete new one.
+
+Faults: ``plan()`` refuses to start when the output's file system has less free space
+than the planned child (:class:`DiskFullError`, naming both sizes), and a write that
+fails for lack of space mid-way says the same; either way the temporary folder is
+removed. The temporary folder holds a ``.darwin-writer`` file with the writing process's
+id; a later writer of the same output removes temporary folders whose process is gone
+(a run killed with SIGKILL) and lists them in :attr:`CheckpointWriter.notes`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +45,7 @@ from safetensors.torch import save_file
 from darwinmerge.checkpoint.header import SAFETENSORS_DTYPES
 from darwinmerge.checkpoint.layout import SAFE_INDEX, SAFE_SINGLE
 from darwinmerge.checkpoint.shard_file import ShardFile
-from darwinmerge.errors import CheckpointError, OutputExistsError
+from darwinmerge.errors import CheckpointError, DiskFullError, OutputExistsError
 
 __all__ = ["CheckpointWriter", "DEFAULT_MAX_SHARD_BYTES"]
 
@@ -77,10 +86,26 @@ class CheckpointWriter:
                 )
         self.force = force
         self.max_shard_bytes = max_shard_bytes
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir = Path(
-            tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent)
-        )
+        #: what the writer did besides writing (stale temporary folders it removed)
+        self.notes: list[str] = []
+        parent = self.out_dir.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self.notes = clear_stale_temps(self.out_dir)
+            self.tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=parent))
+            (self.tmp_dir / OWNER_FILE).write_text(json.dumps(_owner()), "utf-8")
+        except OSError as exc:
+            if getattr(self, "tmp_dir", None) is not None:
+                shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            if exc.errno in _NO_SPACE:
+                raise DiskFullError(
+                    f"{parent}: no free space to start the output ({exc.strerror}); "
+                    "free space or choose another output folder"
+                ) from exc
+            raise CheckpointError(
+                f"{parent}: cannot write the output there ({exc.strerror}); "
+                "choose a writable output folder"
+            ) from exc
         self._buffer: dict[str, torch.Tensor] = {}
         self._buffer_bytes = 0
         self.peak_buffer_bytes = 0  # largest buffer ever held, for tests and logs
@@ -128,6 +153,16 @@ class CheckpointWriter:
                 size = 0
             shards[-1].append((name, dtype, tuple(int(d) for d in shape)))
             size += nbytes
+        # data + headers (about 128 bytes of JSON per tensor, padded to 4 KiB per shard)
+        needed = sum(math.prod(s) * d.itemsize + 128 + len(n) for n, d, s in entries)
+        needed += len(shards) * 4096
+        free = _free_bytes(self.tmp_dir)
+        if free is not None and free < needed:
+            raise DiskFullError(
+                f"{self.out_dir.parent}: the child needs {_size(needed)} free, only "
+                f"{_size(free)} free there; free space or choose another output folder"
+            )
+        self._planned_bytes = needed
         planned = []
         for i, shard in enumerate(shards):
             for name, dtype, shape in shard:
@@ -166,7 +201,10 @@ class CheckpointWriter:
             self._open_planned_shard(shard)
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
         assert self._file is not None
-        self._file.write(memoryview(data.numpy()))  # type: ignore[arg-type]
+        try:
+            self._file.write(memoryview(data.numpy()))  # type: ignore[arg-type]
+        except CheckpointError as exc:
+            raise self._space_error(exc) from exc
         self._next += 1
         self._names.add(name)
         self._total_bytes += data.numel()
@@ -174,8 +212,24 @@ class CheckpointWriter:
 
     def _close_planned_shard(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except CheckpointError as exc:
+                raise self._space_error(exc) from exc
+
+    def _space_error(self, exc: CheckpointError) -> CheckpointError:
+        """A one-line DiskFullError when ``exc`` was a full disk, else ``exc`` itself."""
+        cause = exc.__cause__
+        if not (isinstance(cause, OSError) and cause.errno in _NO_SPACE):
+            return exc
+        total = getattr(self, "_planned_bytes", self._total_bytes)
+        free = _free_bytes(self.tmp_dir)
+        now = f"{_size(free)} free now" if free is not None else "the disk is full"
+        return DiskFullError(
+            f"{self.out_dir.parent}: the disk filled up while writing the child ({now}); "
+            f"the child needs {_size(total)} free; nothing was kept, free space and run again"
+        )
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         """Queue ``tensor`` under ``name``; its value is snapshotted, the caller may reuse it."""
@@ -219,9 +273,9 @@ class CheckpointWriter:
             save_file(self._buffer, str(path), metadata=self._metadata)
             _fsync(path)
         except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(
-                f"{path}: cannot write shard ({exc}); check free disk space"
-            ) from exc
+            err = CheckpointError(f"{path}: cannot write shard ({exc}); check free disk space")
+            err.__cause__ = exc
+            raise self._space_error(err) from exc
         self._shards.append((path, list(self._buffer)))
         self._buffer = {}
         self._buffer_bytes = 0
@@ -261,8 +315,14 @@ class CheckpointWriter:
                 "weight_map": weight_map,
             }
             index_path = self.tmp_dir / SAFE_INDEX
-            index_path.write_text(json.dumps(index, indent=2) + "\n", "utf-8")
-            _fsync(index_path)
+            try:
+                index_path.write_text(json.dumps(index, indent=2) + "\n", "utf-8")
+                _fsync(index_path)
+            except OSError as exc:
+                err = CheckpointError(f"{index_path}: cannot write ({exc})")
+                err.__cause__ = exc
+                raise self._space_error(err) from exc
+        (self.tmp_dir / OWNER_FILE).unlink(missing_ok=True)
         self._move_into_place()
         self._state = "committed"
         return self.out_dir
@@ -342,3 +402,69 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+OWNER_FILE = ".darwin-writer"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _owner() -> dict[str, object]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _start_time(os.getpid())}
+
+
+def _alive(owner: dict[str, object]) -> bool:
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or owner.get("host") != socket.gethostname():
+        return True  # another machine's (or unreadable) writer: never touch it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = owner.get("start")
+    return start is None or _start_time(pid) in (None, start)  # a reused pid is not alive
+
+
+def clear_stale_temps(out_dir: Path) -> list[str]:
+    """Remove the temporary folders of ``out_dir`` left by writers that died (SIGKILL,
+    power loss); returns one note per folder removed. Folders whose writer still runs,
+    runs on another host, or cannot be identified are left alone."""
+    notes: list[str] = []
+    parent = out_dir.parent
+    if not parent.is_dir():
+        return notes
+    for tmp in sorted(parent.glob(f".{out_dir.name}.tmp-*")):
+        try:
+            owner = json.loads((tmp / OWNER_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(owner, dict) or _alive(owner):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        notes.append(
+            f"removed {tmp}: a temporary folder left by an interrupted run "
+            f"(process {owner.get('pid')} is gone)"
+        )
+    return notes

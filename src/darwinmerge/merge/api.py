@@ -74,6 +74,7 @@ def merge_to_disk(
         written = 0
         out_dtype = DTYPES[recipe.dtype] if recipe.dtype else None
         with CheckpointWriter(out_dir, force=force, max_shard_bytes=max_shard_bytes) as writer:
+            writer_notes = writer.notes  # stale temporary folders of killed runs, removed
             # every output tensor is known: shards are laid out now and written in place
             writer.plan([(job.name, out_dtype or job.dtype, job.shape) for job in plan.jobs])
 
@@ -110,5 +111,5 @@ def merge_to_disk(
         tensors=len(plan.jobs),
         bytes_written=written,
         seconds=time.perf_counter() - start,
-        notes=plan.notes,
+        notes=[*writer_notes, *plan.notes],
     )
