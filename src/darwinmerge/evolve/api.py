@@ -53,7 +53,9 @@ __all__ = [
     "blind_box",
     "check_evolve_config",
     "evolve",
+    "fitness_subset",
     "run_evolution",
+    "space_and_prior",
     "worker_spec",
 ]
 
@@ -84,8 +86,9 @@ def _gene_names(space: Any) -> list[str]:
     return [g.name if hasattr(g, "name") else str(g) for g in space.genes]
 
 
-def _build_space_and_prior(config: EvolveConfig) -> tuple[Any, SearchBox]:
-    """The genome space and prior for the config (the genome modules)."""
+def space_and_prior(config: EvolveConfig) -> tuple[Any, Any]:
+    """The genome space of ``config`` and its :class:`~darwinmerge.evolve.prior.Prior`
+    (blind, or from the ``darwin mri compare`` folder ``prior.scans``), reasons included."""
     from darwinmerge.evolve.prior import blind_prior, prior_from_scans
     from darwinmerge.evolve.space import SPACE_ADAPTER, SpaceContext, build_space
 
@@ -99,11 +102,20 @@ def _build_space_and_prior(config: EvolveConfig) -> tuple[Any, SearchBox]:
     ctx = SpaceContext.from_parents(dict(config.parents), base=config.base, scans=scans)
     space = build_space(space_cfg, ctx)
     if config.prior.kind == "blind":
-        prior = blind_prior(space)
-    else:
-        assert config.prior.scans is not None
-        prior = prior_from_scans(space, config.prior.scans, target=config.prior.target)
+        return space, blind_prior(space)
+    assert config.prior.scans is not None
+    return space, prior_from_scans(space, config.prior.scans, target=config.prior.target)
+
+
+def _build_space_and_prior(config: EvolveConfig) -> tuple[Any, SearchBox]:
+    """The genome space and the search box of its prior."""
+    space, prior = space_and_prior(config)
     return space, SearchBox.from_prior(_gene_names(space), prior)
+
+
+def fitness_subset(config: EvolveConfig) -> list[Any]:
+    """The fitness-split items one candidate is scored on (the seeded stratified subset)."""
+    return _items(config)[2]
 
 
 def check_evolve_config(config: EvolveConfig, *, build: bool = True) -> list[str]:
