@@ -266,3 +266,17 @@ def test_a_model_in_another_layout_than_the_donor_is_refused_before_any_write(mo
     ):
         ResidentMerge(child, sources, match_parents(recipe, sources)).apply(recipe)
     _assert_same(child.state_dict(), before)
+
+
+def test_a_model_moved_after_construction_is_followed(moe_parents):
+    sources, _ = moe_parents
+    r1 = _recipe("slerp", parameters={"t": 0.5})
+    child = build_tiny_model(_FAMILY, seed=9)
+    resident = ResidentMerge(child, sources, match_parents(r1, sources))
+    resident.apply(r1)
+    child.to(torch.float64)  # new storage for every parameter
+    stats = resident.apply(r1)
+    assert stats.skipped == 0  # everything merged again, into the new storage
+    fresh = build_tiny_model(_FAMILY, seed=5).to(torch.float64)
+    merge_into(plan_merge(r1, sources), sources, fresh)
+    _assert_same(child.state_dict(), fresh.state_dict())

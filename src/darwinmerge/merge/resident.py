@@ -51,6 +51,14 @@ class ModelWriter:
                 for n in names:
                     self.tied[n] = tuple(names)
 
+    def stale(self) -> bool:
+        """True when the model's parameters were replaced since this view was taken
+        (``model.to(...)`` to another device or dtype allocates new storage)."""
+        for name, param in self.model.named_parameters():
+            held = self.state.get(name)
+            return held is None or held.data_ptr() != param.data_ptr()
+        return False
+
     def write(self, tensors: Mapping[str, torch.Tensor], *, strict: bool = False) -> None:
         """Copy ``tensors`` into the model (see :func:`write_into_model`)."""
         own = self.state
@@ -214,6 +222,9 @@ class ResidentMerge:
         from darwinmerge.merge.planner import assign
 
         start = time.perf_counter()
+        if self._writer is not None and self._writer.stale():  # moved: new storage
+            self._writer = ModelWriter(self._writer.model)
+            self.forget()
         plan = assign(recipe, self.matching)
         recipe_dtype = DTYPES[recipe.dtype] if recipe.dtype else None
         names = self.matching.names
