@@ -99,3 +99,22 @@ def test_mri_bad_usage(zoo, tmp_path):
     assert isinstance(missing.exception, CheckpointError) and "config.json" in str(
         missing.exception
     )
+
+
+def test_mri_loss_flag(zoo, tmp_path):
+    out = tmp_path / "all"
+    res = _run(
+        zoo / "father", "--probes", f"zoo@{zoo}", "--loss", "all", "--bootstrap", "20", "--out", out
+    )
+    assert res.exit_code == 0, res.output
+    every = Scan.load(out)
+    assert every.loss_tokens == "all" and "loss (all tokens)" in res.output
+    default = _run(
+        zoo / "father", "--probes", f"zoo@{zoo}", "--bootstrap", "20", "--out", tmp_path / "c"
+    )
+    assert default.exit_code == 0, default.output
+    done = Scan.load(tmp_path / "c")
+    assert done.loss_tokens == "completion"
+    assert done.nll_count.sum() < every.nll_count.sum()  # prompt targets left out
+    bad = _run(zoo / "father", "--loss", "answer", "--out", tmp_path / "x")
+    assert isinstance(bad.exception, ConfigError) and "--loss" in str(bad.exception)

@@ -19,6 +19,12 @@ def test_zoo_pair_mri(trained_zoo):
     assert (c.advantage[reasoning] < 0).any()
     # both directions of the swap scan ran for every layer and category
     assert np.isfinite(c.swap_ab).all() and np.isfinite(c.swap_ba).all()
+    # completion-only loss (the default): the reasoning-tuned mother predicts reasoning
+    # traces and answers better, and her layers win REASONING in the swap scan somewhere
+    # (with the all-token loss the father's last layer looked better for every category)
+    assert c.loss_tokens == "completion"
+    assert r.scan_b.loss[reasoning] < r.scan_a.loss[reasoning]
+    assert (c.swap_advantage[reasoning] < 0).any()
     # MoE health numbers are in range
     for s in (r.scan_a, r.scan_b):
         assert ((s.router_entropy > 0) & (s.router_entropy <= 1)).all()
