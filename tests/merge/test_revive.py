@@ -234,3 +234,11 @@ def test_revival_is_not_exported_to_mergekit():
 
     with pytest.raises(ConfigError, match="revive"):
         recipe_to_mergekit(_recipe({"source": "mother", "scan": {1: [0]}}))
+
+
+def test_revive_round_trips_through_yaml_and_resolves_paths_against_the_recipe(tmp_path):
+    r = _recipe({"source": "mother", "scan": {1: [0, 2]}, "donor_scan": "scans/father"})
+    assert Recipe.from_yaml(r.to_yaml()) == r
+    fixed = r.resolved_paths(tmp_path)
+    assert fixed.revive.donor_scan == str((tmp_path / "scans/father").resolve())
+    assert fixed.revive.scan == {1: [0, 2]}
