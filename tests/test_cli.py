@@ -29,3 +29,68 @@ def test_usage_and_library_errors_are_one_line(tmp_path: Path):
     assert "Traceback" not in missing.stderr
     debug = _run("--debug", "merge", str(tmp_path / "nope.yaml"), str(tmp_path / "out"))
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+_IMPORT_PROBE = r"""
+import json, sys, traceback
+
+HEAVY = ("torch", "transformers", "numpy")
+seen = {}
+
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        if top in HEAVY and top not in seen:
+            frames = [f for f in traceback.extract_stack() if "darwinmerge" in f.filename]
+            seen[top] = (
+                f"{frames[-1].filename.split('src/')[-1]}:{frames[-1].lineno}" if frames else "?"
+            )
+        return None
+
+sys.meta_path.insert(0, Spy())
+from darwinmerge.cli.app import app, main
+for args in json.loads(sys.argv[1]):
+    sys.argv = ["darwin", *args]
+    try:
+        main()
+    except SystemExit:
+        pass
+print(json.dumps(seen))
+"""
+
+
+def _heavy_imports(*commands: list[str]) -> dict[str, str]:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, json.dumps(list(commands))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_help_and_usage_errors_import_no_torch():
+    """``darwin --help``, every subcommand's --help and usage errors answer without
+    importing torch / transformers / numpy (the message names the module to fix)."""
+    from darwinmerge.cli.app import _COMMAND_MODULES
+
+    subcommands = [m.rsplit(".", 1)[1].removesuffix("_cmd") for m in _COMMAND_MODULES]
+    commands = [["--help"], ["merge"], ["merge", "--threads", "many", "a", "b"]]
+    commands += [[name, "--help"] for name in subcommands]
+    heavy = _heavy_imports(*commands)
+    assert not heavy, "imported at --help / usage time: " + ", ".join(
+        f"{mod} (first imported from {where})" for mod, where in heavy.items()
+    )
+
+
+def test_validate_does_not_import_transformers(tmp_path: Path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "parents:\n  - {name: a, path: /nowhere/a}\n  - {name: b, path: /nowhere/b}\n"
+        "method: slerp\nparameters: {t: 0.5}\n"
+    )
+    heavy = _heavy_imports(["validate", str(recipe), "--no-check-parents"])
+    assert "transformers" not in heavy, heavy
