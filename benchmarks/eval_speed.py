@@ -13,7 +13,6 @@ so every item generates ``--max-new-tokens`` tokens: a worst case per item.
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,9 @@ from darwinmerge.zoo.tiny import tiny_model, tiny_tokenizer
 
 
 def _zoo_items(spec: str) -> list[TaskItem] | None:
-    for module in ("darwinmerge.zoo", "darwinmerge.zoo.tasks"):
-        if "zoo" in TASK_SOURCES:
-            break
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            return None
+    from darwinmerge.plugins import load_plugins
+
+    load_plugins()
     if "zoo" not in TASK_SOURCES:
         return None
     return load_tasks(spec, split="test")
