@@ -249,8 +249,10 @@ def run_evolution(
     say = log or (lambda _m: None)
     start = time.perf_counter()
     out = Path(out_dir)
-    _prepare_run_dir(out, config, resume=resume, force=force)
+    # every check that can fail runs before the run folder is touched
     every, _fitness, subset, categories = _items(config)
+    narrowed = box.narrowed(dict(config.bounds))
+    _prepare_run_dir(out, config, resume=resume, force=force)
     objective = Objective(tuple(categories), config.fitness.keep)
     storage = open_storage(out, config.storage)
     opt = config.optimizer
@@ -261,7 +263,7 @@ def run_evolution(
         stale = fail_stale_trials(study)
         say(f"resuming: {finished_count(study)} trials done, {len(stale)} lost in flight")
     else:
-        box = box.narrowed(dict(config.bounds))
+        box = narrowed
         sampler = make_sampler(opt.name, box, seed=opt.seed, options=options)
         attrs = {
             "space": getattr(space, "name", "genome"),
@@ -336,6 +338,8 @@ def _finish(
         study, keep=config.fitness.keep, father_keep=father_keep, tolerance=config.fitness.tolerance
     )
     if winner is None:
+        failed = {"format": "darwinmerge-evolution/1", "winner": None, "trials": records}
+        write_json_atomic(out / EVOLUTION_FILE, failed, force=True)
         raise EvaluationError(
             f"{out}: no candidate finished (all {len(records)} trials failed or stopped); "
             f"see the errors in {EVOLUTION_FILE}"
