@@ -199,17 +199,25 @@ class ResidentMerge:
         self.check_finite = check_finite
         self._writer: ModelWriter | None = None
         self._dict: MutableMapping[str, torch.Tensor] | None = None
+        self._device = str(device) if device is not None else None
         if isinstance(target, torch.nn.Module):
             self._writer = ModelWriter(target)
-            first = next(iter(self._writer.state.values()), None)
-            default = str(first.device) if first is not None else "cpu"
         else:
             self._dict = target
-            default = "cpu"
-        self.device = str(device) if device is not None else default
         self._signatures: dict[str, Any] = {}
         #: the plan of the last successful apply
         self.plan: Any = None
+
+    @property
+    def device(self) -> str:
+        """Where jobs run: the one given, else the model's device (``cpu`` for a dict)."""
+        if self._device is not None:
+            return self._device
+        if self._writer is not None:
+            first = next(iter(self._writer.state.values()), None)
+            if first is not None:
+                return str(first.device)
+        return "cpu"
 
     def forget(self) -> None:
         """Drop every remembered signature: the next apply merges every tensor."""
