@@ -56,8 +56,8 @@ def test_batched_equals_unbatched(backend: TransformersBackend) -> None:
         backend.batch_size = 8
     ll_batched = backend.loglikelihood(REQUESTS)
     ll_single = [backend.loglikelihood([r])[0] for r in REQUESTS]
-    assert ll_batched == pytest.approx(ll_single, abs=1e-5)
-    assert ll_small == pytest.approx(ll_single, abs=1e-5)
+    assert ll_batched == pytest.approx(ll_single, rel=1e-5, abs=1e-5)
+    assert ll_small == pytest.approx(ll_single, rel=1e-5, abs=1e-5)
 
 
 def test_generation_is_greedy_continuation(backend: TransformersBackend) -> None:
@@ -86,7 +86,9 @@ def test_loglikelihood_matches_direct_computation(backend: TransformersBackend) 
         with torch.no_grad():
             logp = model(input_ids=full).logits[0].log_softmax(-1)
         want = sum(float(logp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont_ids))
-        assert backend.loglikelihood([(context, cont)])[0] == pytest.approx(want, abs=1e-5)
+        assert backend.loglikelihood([(context, cont)])[0] == pytest.approx(
+            want, rel=1e-5, abs=1e-5
+        )
 
 
 def test_load_state_equals_loading_checkpoint(
@@ -99,7 +101,9 @@ def test_load_state_equals_loading_checkpoint(
     assert before != beta.generate(PROMPTS)
     resident.load_state(beta.model.state_dict())
     assert resident.generate(PROMPTS) == beta.generate(PROMPTS)
-    assert resident.loglikelihood(REQUESTS) == pytest.approx(beta.loglikelihood(REQUESTS), abs=1e-6)
+    assert resident.loglikelihood(REQUESTS) == pytest.approx(
+        beta.loglikelihood(REQUESTS), rel=1e-6, abs=1e-6
+    )
     # a subset: only one tensor changes, and only it
     name = "model.layers.1.mlp.down_proj.weight"
     alpha_state = backend.model.state_dict()
@@ -172,7 +176,7 @@ def test_batched_equals_unbatched_hybrid_moe(tok: Any, family: str) -> None:
     assert batched == [runner.generate([p])[0] for p in PROMPTS]
     assert len(set(batched)) > 1
     ll = runner.loglikelihood(REQUESTS)
-    assert ll == pytest.approx([runner.loglikelihood([r])[0] for r in REQUESTS], abs=1e-5)
+    assert ll == pytest.approx([runner.loglikelihood([r])[0] for r in REQUESTS], rel=1e-5, abs=1e-5)
 
 
 def test_generate_stops_after_answer_line(tok: Any, trainer: Any) -> None:
