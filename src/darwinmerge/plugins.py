@@ -17,6 +17,7 @@ PLUGIN_MODULES: dict[str, str] = {
     "darwinmerge.evaluate.lmeval_source": "task source 'lmeval' (lm-eval harness, optional)",
     "darwinmerge.zoo.tasks": "task source 'zoo'",
     "darwinmerge.zoo.probes": "probe set 'zoo' (MRI)",
+    "darwinmerge.mri.revival": "scan reader 'mri' (dead experts for revive:)",
 }
 
 _loaded: dict[str, bool] = {}

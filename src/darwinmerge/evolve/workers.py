@@ -150,9 +150,9 @@ class CandidateWorker:
             got = [p.name for p in recipe.parents]
             if got != names:
                 raise EvaluationError(f"candidate parents {got} differ from the worker's {names}")
-            self._merger = ResidentMerge(
-                self.child, self.sources, match_parents(recipe, self.sources)
-            )
+            # the base is a source only for spaces whose recipes use it
+            sources = self.sources[: len(names) + (1 if recipe.base else 0)]
+            self._merger = ResidentMerge(self.child, sources, match_parents(recipe, sources))
         self._merger.apply(recipe)
 
     def _check_logits(self) -> None:
