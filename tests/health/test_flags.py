@@ -24,6 +24,7 @@ def test_defaults_are_the_documented_ones():
     assert (o.interference_rel, o.interference_abs) == (0.25, 0.02)
     assert (o.function_loss_rel, o.function_loss_abs, o.material) == (0.5, 0.02, 0.05)
     assert (o.entropy_margin, o.loss_rel, o.move_step, o.density_factor) == (0.1, 0.05, 0.5, 0.7)
+    assert o.upstream_first is True
     with pytest.raises(ValueError, match="extra"):
         HealthOptions(margin=1)  # type: ignore[call-arg]
 
@@ -57,10 +58,15 @@ def test_known_interference_and_function_loss_are_flagged_with_their_numbers():
     np.testing.assert_allclose(v.layer_severity(), [0, 0, 0.18 / 0.055, 0.28 / 0.165])
     # prescription: layer 3 toward A (A's BI 0.35 > B's 0.33); layer 2 density down,
     # fallback toward B (child 0.40 is closer to B's 0.22 than A's 0.20)
-    assert v.prescription == [
-        ScaleDensity(2, 0.7, "B", 0.5, v.prescription[0].reason),
-        MoveLayerT(3, "A", 0.5, v.prescription[1].reason),
+    # upstream first (default): only the earliest flagged layer gets a change
+    assert v.prescription == [ScaleDensity(2, 0.7, "B", 0.5, v.prescription[0].reason)]
+    assert "Layers after L2 (L3)" in v.summary
+    every = health_check(*trio(child, A, B), HealthOptions(upstream_first=False))
+    assert every.prescription == [
+        ScaleDensity(2, 0.7, "B", 0.5, every.prescription[0].reason),
+        MoveLayerT(3, "A", 0.5, every.prescription[1].reason),
     ]
+    assert "Layers after" not in every.summary
     assert "Interference" in v.summary and "L2 (REASONING)" in v.summary
     assert "Function loss" in v.summary and "L3 (CODE)" in v.summary
 

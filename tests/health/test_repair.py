@@ -81,3 +81,27 @@ def test_nothing_prescribed_scores_once():
     calls = []
     res = repair(zoo_like(), _verdict([]), merge_and_score=_scorer(calls))
     assert len(calls) == 1 and not res.repaired and res.attempts == []
+
+
+def test_rounds_follow_the_recheck_and_never_drop_the_score():
+    recipe = zoo_like()
+    first, second = MoveLayerT(3, "A", 0.5, "L3"), MoveLayerT(3, "A", 0.5, "L3 again")
+    verdicts = iter([_verdict([second]), _verdict([])])
+    scores = []
+
+    def score(r):
+        t = layer_t(r, 3, "experts", L)  # 0.7 -> 0.35 -> 0.175: 0.8, 0.9, 0.95
+        s = {0.7: 0.8, 0.35: 0.9, 0.175: 0.95}[round(t, 6)]
+        scores.append(s)
+        return s
+
+    res = repair(recipe, _verdict([first]), merge_and_score=score,
+                 recheck=lambda r: next(verdicts), rounds=3)  # fmt: skip
+    assert res.kept == [first, second] and res.score == pytest.approx(0.95)
+    assert layer_t(res.recipe, 3, "experts", L) == pytest.approx(0.175)
+    assert [a.reference for a in res.attempts] == [0.8, 0.9]
+    assert res.verdict_after is not None and res.verdict_after.prescription == []
+    # one round only (the default): the second prescription is not tried
+    verdicts = iter([_verdict([second])])
+    one = repair(recipe, _verdict([first]), merge_and_score=score, recheck=lambda r: next(verdicts))
+    assert one.kept == [first] and one.score == pytest.approx(0.9)

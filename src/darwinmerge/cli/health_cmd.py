@@ -67,6 +67,9 @@ def health_command(
         str | None, typer.Option(help="--repair: task spec scored on its FITNESS split.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="--repair: first N fitness items.")] = None,
+    rounds: Annotated[
+        int, typer.Option(help="--repair: most rounds of repair + rescan + re-check.")
+    ] = 3,
     interference_rel: float = typer.Option(0.25, help="Interference margin x max parent BI."),
     interference_abs: float = typer.Option(0.02, help="Interference margin floor (BI units)."),
     function_loss_rel: float = typer.Option(0.5, help="Function-loss margin x min parent BI."),
@@ -126,7 +129,15 @@ def health_command(
         items = load_tasks(tasks, split="fitness")[: limit or None]
     console = Console()
     run = run_health(
-        child, parents[0], parents[1], cfg, options, recipe=rec, mri_dir=mri, fitness_items=items
+        child,
+        parents[0],
+        parents[1],
+        cfg,
+        options,
+        recipe=rec,
+        mri_dir=mri,
+        fitness_items=items,
+        rounds=rounds,
     )
     if run.swapped:
         console.print("note: --parents swapped to follow the recipe's order (A = t 0)")

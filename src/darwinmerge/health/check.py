@@ -162,6 +162,8 @@ def prescribe(
     """The recipe changes for the flags (rules in ``docs/health.md``)."""
     changes: list[RecipeChange] = []
     layers = sorted({f.layer for f in flags})
+    if opt.upstream_first:
+        layers = layers[:1]
     for layer in layers:
         here = [f for f in flags if f.layer == layer]
         lost = [f for f in here if f.kind == "function_loss"]

@@ -38,3 +38,7 @@ class HealthOptions(BaseModel):
     move_step: float = Field(default=0.5, gt=0.0, le=1.0)
     #: ScaleDensity: densities are multiplied by this where interference shows.
     density_factor: float = Field(default=0.7, gt=0.0, lt=1.0)
+    #: Prescribe layer changes for the earliest flagged layer only: a layer downstream of
+    #: a damaged one sees other inputs and may be flagged for that alone; it is judged
+    #: again after the repair (re-check). False: one change per flagged layer.
+    upstream_first: bool = True

@@ -75,10 +75,12 @@ def run_health(
     recipe: Recipe | None = None,
     mri_dir: str | Path | None = None,
     fitness_items: Sequence[TaskItem] | None = None,
+    rounds: int = 3,
     progress: ProgressFactory | None = None,
 ) -> HealthRun:
-    """Scan, check and (with ``fitness_items`` and a ``recipe``) repair. Parents follow
-    the recipe's order when one is given (swapped if needed)."""
+    """Scan, check and (with ``fitness_items`` and a ``recipe``) repair in up to
+    ``rounds`` rounds (rescan + re-check after each kept one). Parents follow the
+    recipe's order when one is given (swapped if needed)."""
     swapped = order_parents(recipe, parent_a, parent_b) if recipe is not None else False
     if swapped:
         parent_a, parent_b = parent_b, parent_a
@@ -108,5 +110,5 @@ def run_health(
         scan = fitness.scan(r, batches, name=f"{child} (repaired)", options=cfg.scan_options())
         return health_check(scan, sa, sb, options)
 
-    run.repair = repair(recipe, verdict, merge_and_score=fitness, recheck=recheck)
+    run.repair = repair(recipe, verdict, merge_and_score=fitness, recheck=recheck, rounds=rounds)
     return run

@@ -43,6 +43,35 @@ class RepairResult:
         return bool(self.kept)
 
 
+def _one_round(
+    recipe: Recipe,
+    changes: list[RecipeChange],
+    base: float,
+    n: int,
+    merge_and_score: Callable[[Recipe], float],
+    one_by_one: bool,
+    attempts: list[RepairAttempt],
+) -> tuple[Recipe, float, list[RecipeChange]]:
+    whole = apply_changes(recipe, changes, n)
+    score = merge_and_score(whole)
+    ok = score >= base
+    attempts.append(RepairAttempt(tuple(c.describe() for c in changes), score, base, ok))
+    if ok:
+        return whole, score, list(changes)
+    kept: list[RecipeChange] = []
+    current, current_score = recipe, base
+    if one_by_one and len(changes) > 1:
+        for change in changes:
+            candidate = apply_changes(current, [change], n)
+            s = merge_and_score(candidate)
+            keep = s >= current_score
+            attempts.append(RepairAttempt((change.describe(),), s, current_score, keep))
+            if keep:
+                current, current_score = candidate, s
+                kept.append(change)
+    return current, current_score, kept
+
+
 def repair(
     recipe: Recipe,
     verdict: Verdict,
@@ -50,36 +79,37 @@ def repair(
     merge_and_score: Callable[[Recipe], float],
     recheck: Callable[[Recipe], Verdict] | None = None,
     one_by_one: bool = True,
+    rounds: int = 1,
     baseline: float | None = None,
 ) -> RepairResult:
     """Try the whole prescription; keep it when ``score >= baseline``. If it is refused
     and ``one_by_one``, try each change alone on top of the changes kept so far (in
-    prescription order) and keep each that does not lower the score. ``recheck`` (e.g.
-    a rescan of the repaired child) runs once on the final recipe when anything was kept.
+    prescription order) and keep each that does not lower the score.
+
+    ``recheck`` (e.g. a rescan of the repaired child) runs on the recipe kept so far after
+    every round that kept something; with ``rounds > 1`` its verdict's prescription is
+    the next round's (until nothing is kept or nothing is prescribed). The score never
+    drops below the baseline: every kept step is compared with the one before.
     """
     base = merge_and_score(recipe) if baseline is None else baseline
     result = RepairResult(recipe, base, base, [])
-    changes = list(verdict.prescription)
-    if not changes:
-        return result
-    n = verdict.num_layers
-    whole = apply_changes(recipe, changes, n)
-    score = merge_and_score(whole)
-    ok = score >= base
-    result.attempts.append(RepairAttempt(tuple(c.describe() for c in changes), score, base, ok))
-    if ok:
-        result.recipe, result.score, result.kept = whole, score, changes
-    elif one_by_one and len(changes) > 1:
-        current, current_score = recipe, base
-        for change in changes:
-            candidate = apply_changes(current, [change], n)
-            s = merge_and_score(candidate)
-            keep = s >= current_score
-            result.attempts.append(RepairAttempt((change.describe(),), s, current_score, keep))
-            if keep:
-                current, current_score = candidate, s
-                result.kept.append(change)
-        result.recipe, result.score = current, current_score
-    if result.kept and recheck is not None:
-        result.verdict_after = recheck(result.recipe)
+    current = verdict
+    for _ in range(max(rounds, 1)):
+        changes = list(current.prescription)
+        if not changes:
+            break
+        result.recipe, result.score, kept = _one_round(
+            result.recipe,
+            changes,
+            result.score,
+            verdict.num_layers,
+            merge_and_score,
+            one_by_one,
+            result.attempts,
+        )
+        result.kept.extend(kept)
+        if not kept or recheck is None:
+            break
+        current = recheck(result.recipe)
+        result.verdict_after = current
     return result

@@ -83,4 +83,11 @@ def summarise_verdict(v: Verdict) -> str:
         )
     if v.prescription:
         parts.append("Prescription: " + "; ".join(c.describe() for c in v.prescription) + ".")
+    flagged = sorted({f.layer for f in v.layer_flags})
+    if opt.get("upstream_first", False) and len(flagged) > 1:
+        rest = ", ".join(f"L{i}" for i in flagged[1:])
+        parts.append(
+            f"Layers after L{flagged[0]} ({rest}) see the changed output of L{flagged[0]} and "
+            "may be flagged for that alone: re-check after the repair."
+        )
     return " ".join(parts)
