@@ -216,7 +216,8 @@ def main() -> None:
     print(f"  Spearman per child (4 layers each): mean {np.mean(finite):+.3f} over "
           f"{len(finite)} children with a defined value (of {len(per_child_rho)})")  # fmt: skip
     print(f"  damaged children: {n_damaged}; damaged layer flagged: {hit_flag}; layer whose "
-          f"revert helps most is flagged: {top_flagged}; is the damaged layer: {hit_top}")  # fmt: skip
+          f"revert helps most is flagged: {top_flagged}; "
+          f"is the damaged layer: {hit_top}")  # fmt: skip
     print(f"  earliest flagged layer (upstream first) = damaged layer: {first_is_damaged}; "
           f"= layer whose revert helps most: {first_is_top}")  # fmt: skip
     print()
