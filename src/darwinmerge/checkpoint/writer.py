@@ -93,6 +93,7 @@ class CheckpointWriter:
             parent.mkdir(parents=True, exist_ok=True)
             self.notes = clear_stale_temps(self.out_dir)
             self.tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=parent))
+            os.chmod(self.tmp_dir, 0o777 & ~_umask())  # mkdtemp's 0700 would stick to the child
             (self.tmp_dir / OWNER_FILE).write_text(json.dumps(_owner()), "utf-8")
         except OSError as exc:
             if getattr(self, "tmp_dir", None) is not None:
@@ -406,6 +407,12 @@ def _fsync(path: Path) -> None:
 
 OWNER_FILE = ".darwin-writer"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _size(n: float) -> str:
