@@ -195,3 +195,12 @@ def test_mergekit_config_errors(ctx: SpaceContext) -> None:
         parse_space_config({"kind": "seed", "blocks": 3})
     with pytest.raises(ValueError, match="tag"):
         parse_space_config({"kind": "nope"})
+
+
+def test_density_genes_change_the_child(ctx: SpaceContext, tmp_path: Path) -> None:
+    space = build_space(parse_space_config({"kind": "seed", "revive": "off"}), ctx)
+    vals = space.values(np.full(space.dim, 0.5))
+    dense = _merged(space.decode(space.encode({**vals, "density_b": 1.0})), tmp_path / "d1")
+    sparse = _merged(space.decode(space.encode({**vals, "density_b": 0.6})), tmp_path / "d06")
+    changed = [k for k in dense if not torch.equal(dense[k], sparse[k])]
+    assert any("experts" in k for k in changed) and any("self_attn" in k for k in changed)
