@@ -78,6 +78,13 @@ def test_healthy_verdict_has_no_routing_table_and_empty_flags():
     with pytest.raises(KeyError):
         sec.find("Routing changes")
     assert "Flagged layers: none." in sec.find("Child vs parents: importance per layer").caption
+    # near-zero strengths: no map (its colour scale would follow the noise), a sentence
+    with pytest.raises(KeyError):
+        sec.find("Flag strength (probe x layer)")
+    peak = np.abs(np.asarray(health_check(*trio(MID, A, B)).strength)).max()
+    assert any(
+        isinstance(b, TextInfo) and f"within {peak:.2f} margins" in b.text for b in sec.blocks
+    )
 
 
 def test_page_holds_the_chart_as_real_pngs(verdict):

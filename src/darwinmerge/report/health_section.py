@@ -25,6 +25,9 @@ from darwinmerge.report.info import (
 __all__ = ["health_section"]
 
 CHART_TITLE = "Child vs parents: importance per layer"
+#: The flag-strength map is drawn when some cell reaches this many margins (its colour
+#: scale follows the data, so a map of near-zero values would look alarming).
+STRENGTH_MAP_FROM = 0.5
 
 
 def _mean(rows: list[list[float]]) -> np.ndarray:
@@ -60,18 +63,30 @@ def health_section(verdict: Verdict) -> SectionInfo:
             {"child": child, "parent A": a, "parent B": b},
             ylabel="BI (mean over probe categories)",
         ),
-        HeatmapInfo(
-            "Flag strength (probe x layer)",
-            tuple(v.categories),
-            tuple(str(i) for i in range(v.num_layers)),
-            np.asarray(v.strength, dtype=float),
-            colorbar="+ above / - below the parents' band, in margins",
-            center=0.0,
-            caption="Positive: the child's BI exceeds both parents' (interference side); "
-            "negative: below both where a parent's layer is material (function-loss side); "
-            "in units of the margin, so |value| > 1 is a flag.",
-        ),
     ]
+    strength = np.asarray(v.strength, dtype=float)
+    peak = float(np.abs(strength).max()) if strength.size else 0.0
+    if peak >= STRENGTH_MAP_FROM:
+        blocks.append(
+            HeatmapInfo(
+                "Flag strength (probe x layer)",
+                tuple(v.categories),
+                tuple(str(i) for i in range(v.num_layers)),
+                np.asarray(v.strength, dtype=float),
+                colorbar="+ above / - below the parents' band, in margins",
+                center=0.0,
+                caption="Positive: the child's BI exceeds both parents' (interference side); "
+                "negative: below both where a parent's layer is material (function-loss side); "
+                "in units of the margin, so |value| > 1 is a flag.",
+            )
+        )
+    else:
+        blocks.append(
+            TextInfo(
+                f"Flag strength: every (probe, layer) cell is within {peak:.2f} margins of the "
+                f"parents' band (a flag needs more than 1); no map drawn."
+            )
+        )
     blocks.append(
         TableInfo(
             "Flagged layers",
