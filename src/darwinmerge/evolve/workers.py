@@ -120,10 +120,18 @@ class CandidateWorker:
         torch.set_num_threads(spec.threads)
         self.spec = spec
         self.name = name
+        self._merger: Any = None
+        self._planned: dict[str, int] = {}
+        for it in spec.items:
+            self._planned[it.category] = self._planned.get(it.category, 0) + 1
         paths = [p for _, p in spec.parents] + ([spec.base] if spec.base else [])
+        tokenizer = AutoTokenizer.from_pretrained(spec.parents[0][1])
+        self.tokenizer = tokenizer
+        if spec.backend == "vllm":
+            self._init_vllm(paths)
+            return
         self.sources = [StateDictSource.from_model(_load_model(p, spec.dtype)) for p in paths]
         child = _load_model(spec.parents[0][1], spec.dtype)
-        tokenizer = AutoTokenizer.from_pretrained(spec.parents[0][1])
         self.backend = make_backend(
             spec.backend,
             child,
@@ -133,12 +141,30 @@ class CandidateWorker:
             max_new_tokens=spec.max_new_tokens,
             dtype=getattr(torch, spec.dtype),
         )
-        self.child = getattr(self.backend, "model", child)
-        self.tokenizer = tokenizer
-        self._merger: Any = None
-        self._planned: dict[str, int] = {}
-        for it in spec.items:
-            self._planned[it.category] = self._planned.get(it.category, 0) + 1
+        self.child: Any = getattr(self.backend, "model", child)
+
+    def _init_vllm(self, paths: list[str]) -> None:
+        """vLLM: parents resident as checkpoint-named dicts, the child a dict of the same
+        names, each candidate swapped into the engine with ``backend.load_state`` (vLLM's
+        own ``load_weights``, see ``evaluate/backends/vllm_backend.py``)."""
+        from darwinmerge.checkpoint import CheckpointReader
+        from darwinmerge.evaluate.backends import make_backend
+        from darwinmerge.merge.executor import StateDictSource
+
+        self.sources = []
+        for p in paths:
+            with CheckpointReader(p) as reader:
+                tensors = {n: reader.get(n) for n in reader.keys()}
+                self.sources.append(StateDictSource(tensors, reader.config))
+        self.child = {}
+        spec = self.spec
+        self.backend = make_backend(
+            "vllm",
+            spec.parents[0][1],
+            batch_size=spec.batch_size,
+            max_new_tokens=spec.max_new_tokens,
+            dtype=spec.dtype,
+        )
 
     # ------------------------------------------------------------------ merge
     def _apply(self, recipe: Any) -> None:
@@ -154,10 +180,18 @@ class CandidateWorker:
             sources = self.sources[: len(names) + (1 if recipe.base else 0)]
             self._merger = ResidentMerge(self.child, sources, match_parents(recipe, sources))
         self._merger.apply(recipe)
+        if isinstance(self.child, dict):  # vLLM: the engine holds the weights
+            self.backend.load_state(self.child)
 
     def _check_logits(self) -> None:
         """One forward pass on a short prompt: NaN/Inf logits fail the candidate."""
         import torch
+
+        if isinstance(self.child, dict):  # vLLM: through the engine's log-probabilities
+            value = self.backend.loglikelihood([(self.spec.items[0].prompt, " a")])[0]
+            if not math.isfinite(value):
+                raise EvaluationError("the merged child gives NaN/Inf logits")
+            return
 
         ids = self.tokenizer(self.spec.items[0].prompt, return_tensors="pt")["input_ids"]
         device = next(self.child.parameters()).device

@@ -1,8 +1,15 @@
 """vLLM backend (optional extra ``darwinmerge[vllm]``, imported lazily, GPU only).
 
 Greedy generation through ``vllm.LLM``; continuation log-likelihoods from prompt
-log-probabilities. Weights cannot be swapped in memory here: use the transformers
-backend for in-process evolution, or write the merged child and start a new backend.
+log-probabilities. Candidate weights are swapped in place in the running engine through
+vLLM's worker extensions: the engine is started with
+``worker_extension_cls=WEIGHT_SWAP_EXTENSION`` and :meth:`VLLMBackend.load_state` calls
+:meth:`WeightSwapExtension.darwin_load_weights` on every worker
+(``LLM.collective_rpc``), which hands the tensors (checkpoint names) to the model's own
+``load_weights`` (vLLM's loader: it fuses q/k/v, gate/up and experts as it does for a
+checkpoint), then the prefix cache is reset so no KV computed with the old weights is
+reused. Nothing is written to disk per candidate. Guarded: without vLLM the import fails
+with the install hint; this path is checked only on a GPU machine.
 """
 
 from __future__ import annotations
@@ -17,9 +24,26 @@ from darwinmerge.errors import ConfigError, EvaluationError, MissingDependencyEr
 from darwinmerge.evaluate.backends.base import BACKENDS
 from darwinmerge.evaluate.backends.stopping import answer_line_end
 
-__all__ = ["VLLMBackend", "import_vllm"]
+__all__ = ["VLLMBackend", "WeightSwapExtension", "WEIGHT_SWAP_EXTENSION", "import_vllm"]
 
 INSTALL_HINT = "pip install 'darwinmerge[vllm]' (needs a CUDA machine)"
+WEIGHT_SWAP_EXTENSION = "darwinmerge.evaluate.backends.vllm_backend.WeightSwapExtension"
+
+
+class WeightSwapExtension:
+    """Mixed into every vLLM GPU worker (``worker_extension_cls``): in-place weights."""
+
+    model_runner: Any
+
+    def darwin_load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> int:
+        """Load ``(checkpoint name, tensor)`` pairs into the resident model with the
+        model's own ``load_weights``; returns how many names it reported loaded."""
+        model = self.model_runner.model
+        device = next(model.parameters()).device
+        loaded = model.load_weights(weights=((n, t.to(device)) for n, t in weights))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return len(loaded) if loaded is not None else len(weights)
 
 
 def import_vllm() -> Any:
@@ -51,6 +75,7 @@ class VLLMBackend:
         if not isinstance(model, (str, Path)):
             raise ConfigError("the vllm backend needs a model folder path, not a model object")
         dtype_name = str(dtype).replace("torch.", "")
+        engine_options.setdefault("worker_extension_cls", WEIGHT_SWAP_EXTENSION)
         self.llm = vllm.LLM(model=str(model), dtype=dtype_name, **engine_options)
         self._vllm = vllm
         self.batch_size = batch_size
@@ -58,9 +83,16 @@ class VLLMBackend:
         self.stop_at_answer_line = stop_at_answer_line
 
     def load_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        raise EvaluationError(
-            "the vllm backend cannot load weights in memory; use --backend transformers"
-        )
+        """Swap ``tensors`` (checkpoint names) into the running engine, in place."""
+        weights = [(name, t.detach().cpu()) for name, t in tensors.items()]
+        try:
+            self.llm.collective_rpc("darwin_load_weights", args=(weights,))
+        except AttributeError as exc:
+            raise EvaluationError(
+                f"this vLLM has no worker extensions / collective_rpc ({exc}); "
+                f"upgrade vLLM or use --backend transformers"
+            ) from exc
+        self.llm.reset_prefix_cache()
 
     def generate(self, prompts: Sequence[str]) -> list[str]:
         params = self._vllm.SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens)
