@@ -29,6 +29,7 @@ _COMMAND_MODULES = [
     "darwinmerge.cli.demo_cmd",
     "darwinmerge.cli.evolve_cmd",
     "darwinmerge.cli.health_cmd",
+    "darwinmerge.cli.run_cmd",
 ]
 
 

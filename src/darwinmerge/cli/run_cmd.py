@@ -1,0 +1,75 @@
+"""``darwin run CONFIG.yaml --out RUN``: the whole pipeline, resumable phase by phase."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["register", "run_command", "print_final_table"]
+
+
+def print_final_table(console: Any, scores: Mapping[str, Any], title: str) -> None:
+    """The final test-split table (father, mother, child, paired tests) as a rich table."""
+    from rich.table import Table
+
+    from darwinmerge.run.final import final_table
+
+    header, rows = final_table(scores)
+    table = Table(title=title, title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def run_command(
+    config: Annotated[Path, typer.Argument(help="A run YAML (see examples/zoo-run.yaml).")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="key=value overrides, e.g. evolve.trials=20 prior.target=reasoning"),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/run"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Start afresh in a folder that holds another run.")
+    ] = False,
+    stop_after: Annotated[
+        str | None,
+        typer.Option(help="End after this phase (mri, prior, evolve, health, final, report)."),
+    ] = None,
+) -> None:
+    """MRI of both parents, the MRI prior, the evolution, the health check, the final
+    test-split table and the report. A re-run skips finished phases; a killed run
+    resumes where it stopped."""
+    from rich.console import Console
+
+    from darwinmerge.run.config import load_run_config
+    from darwinmerge.run.pipeline import run
+
+    cfg = load_run_config(config, list(overrides or []))
+    console = Console(stderr=True, soft_wrap=True)
+
+    def on_trial(event: Any) -> None:
+        fit = "-" if event.fitness is None else f"{event.fitness:.4f}"
+        best = "-" if event.best is None else f"{event.best:.4f}"
+        console.print(
+            f"  trial {event.number:>4}  {event.finished}/{event.budget}  {event.state:<8} "
+            f"fitness {fit}  best {best}  "
+            f"{event.merge_seconds + event.eval_seconds:5.2f} s"
+        )
+
+    result = run(cfg, out, force=force, log=console.print, on_trial=on_trial, stop_after=stop_after)
+    if result.final:
+        print_final_table(Console(), result.final, f"test split: {out}")
+    console.print(f"child:  {result.child}")
+    console.print(f"recipe: {result.recipe}")
+    if result.report is not None:
+        console.print(f"report: {result.report}")
+    typer.echo(str(result.run_dir))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)

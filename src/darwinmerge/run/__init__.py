@@ -1,0 +1,40 @@
+"""The whole pipeline as one resumable run (``darwin run``): MRI, prior, evolution,
+health, the final test-split table and the run report."""
+
+from darwinmerge.run.config import (
+    FinalConfig,
+    HealthSection,
+    PriorSection,
+    RunConfig,
+    is_run_config,
+    load_run_config,
+)
+from darwinmerge.run.final import (
+    FINAL_SCORES_FILE,
+    FinalScores,
+    evaluate_final,
+    final_table,
+    scores_from_items,
+)
+from darwinmerge.run.pipeline import PHASES, RunResult, final_child, run
+from darwinmerge.run.state import LEDGER_FILE, RunLedger
+
+__all__ = [
+    "FINAL_SCORES_FILE",
+    "FinalConfig",
+    "FinalScores",
+    "HealthSection",
+    "LEDGER_FILE",
+    "PHASES",
+    "PriorSection",
+    "RunConfig",
+    "RunLedger",
+    "RunResult",
+    "evaluate_final",
+    "final_child",
+    "final_table",
+    "is_run_config",
+    "load_run_config",
+    "run",
+    "scores_from_items",
+]

@@ -1,0 +1,235 @@
+"""``RunConfig``: one YAML file for the whole pipeline (``darwin run``).
+
+A run config names two parents (the first is the father: the paired tests' reference),
+an optional base, the task spec(s) and the probe sets, and then one section per phase:
+``mri`` (the options of :class:`~darwinmerge.mri.MriConfig`), ``prior`` (its target
+category), ``evolve`` (the search part of :class:`~darwinmerge.evolve.EvolveConfig`:
+space, optimizer, trials, fitness, early stop, workers, backend, select, bounds,
+storage), ``health`` (the margins of :class:`~darwinmerge.health.HealthOptions` and
+``repair``) and ``final`` (the test-split scoring). Every section is checked when the
+file is parsed, all problems in one line; nothing is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from darwinmerge.errors import ConfigError
+
+__all__ = [
+    "FinalConfig",
+    "HealthSection",
+    "PriorSection",
+    "RunConfig",
+    "is_run_config",
+    "load_run_config",
+]
+
+#: The keys of EvolveConfig a run config sets itself (from the run's own fields).
+_RUN_OWNED = ("parents", "base", "tasks", "test_fraction", "prior")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PriorSection(_Frozen):
+    """``mri``: the search starts from the MRI prior of Phase 0's scans (toward
+    ``target``, a probe category); ``blind``: mean 0.5, sigma 1/6 (the peers' start)."""
+
+    kind: Literal["mri", "blind"] = "mri"
+    target: str | None = None
+
+
+class HealthSection(_Frozen):
+    """Phase 3. ``options``: :class:`~darwinmerge.health.HealthOptions` fields (margins,
+    prescription steps). ``repair``: apply the prescription, re-merge in memory and keep
+    it only when the fitness split does not drop."""
+
+    enabled: bool = True
+    repair: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from darwinmerge.health.options import HealthOptions
+        from darwinmerge.merge.recipe import format_validation_error
+
+        try:
+            HealthOptions.model_validate(v)
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc)) from None
+        return v
+
+
+class FinalConfig(_Frozen):
+    """The final table: father, mother and child on the test split (the search never
+    read it), 95% intervals and exact paired tests at ``alpha``."""
+
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    batch_size: int = Field(default=32, ge=1)
+
+
+class RunConfig(_Frozen):
+    parents: dict[str, str] = Field(min_length=2, max_length=2)
+    """name -> model folder; the first is the father."""
+    base: str | None = None
+    tasks: str
+    test_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+    probes: list[str] = Field(default_factory=lambda: ["builtin"], min_length=1)
+    mri: dict[str, Any] = Field(default_factory=dict)
+    prior: PriorSection = PriorSection()
+    evolve: dict[str, Any]
+    health: HealthSection = HealthSection()
+    final: FinalConfig = FinalConfig()
+    report: bool = True
+
+    @field_validator("mri")
+    @classmethod
+    def _mri(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from darwinmerge.merge.recipe import format_validation_error
+        from darwinmerge.mri.pipeline import MriConfig
+
+        if "probes" in v:
+            raise ValueError("probes: give them at the top level (`probes:`), not under mri")
+        try:
+            MriConfig.model_validate(v)
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc)) from None
+        return v
+
+    @field_validator("evolve")
+    @classmethod
+    def _evolve(cls, v: dict[str, Any]) -> dict[str, Any]:
+        owned = sorted(k for k in v if k in _RUN_OWNED)
+        if owned:
+            raise ValueError(
+                f"{', '.join(owned)}: set by the run itself; give them at the top level "
+                "(prior: under `prior:`)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _whole(self) -> RunConfig:
+        """The evolve section must make a valid EvolveConfig with the run's fields."""
+        from darwinmerge.evolve.config import EvolveConfig
+        from darwinmerge.merge.recipe import format_validation_error
+
+        try:
+            EvolveConfig.model_validate(self.evolve_data("<run>/mri"))
+        except ValidationError as exc:
+            msg = format_validation_error(exc)
+            raise ValueError(f"evolve: {msg}") from None
+        return self
+
+    # --- derived configs -------------------------------------------------------------
+    @property
+    def father(self) -> str:
+        return next(iter(self.parents))
+
+    @property
+    def mother(self) -> str:
+        return list(self.parents)[1]
+
+    def evolve_data(self, scans: str) -> dict[str, Any]:
+        prior: dict[str, Any] = {"kind": self.prior.kind}
+        if self.prior.kind == "mri":
+            prior.update(scans=scans, target=self.prior.target)
+        select = {**self.evolve.get("select", {}), "write_child": True}  # Phase 3 reads it
+        return {
+            **self.evolve,
+            "select": select,
+            "parents": dict(self.parents),
+            "base": self.base,
+            "tasks": self.tasks,
+            "test_fraction": self.test_fraction,
+            "prior": prior,
+        }
+
+    def evolve_config(self, scans: str | Path) -> Any:
+        """The :class:`~darwinmerge.evolve.EvolveConfig` of Phase 2 (paths already
+        resolved by :func:`load_run_config`)."""
+        from darwinmerge.evolve.config import EvolveConfig
+
+        return EvolveConfig.model_validate(self.evolve_data(str(scans)))
+
+    def mri_config(self) -> Any:
+        from darwinmerge.mri.pipeline import MriConfig
+
+        return MriConfig.model_validate({**self.mri, "probes": tuple(self.probes)})
+
+    def health_options(self) -> Any:
+        from darwinmerge.health.options import HealthOptions
+
+        return HealthOptions.model_validate(self.health.options)
+
+    def resolved(self, root: Path) -> RunConfig:
+        """Parent / base / task / probe paths made absolute against ``root`` (the YAML's
+        folder), the same way ``darwin evolve`` resolves its config."""
+        from darwinmerge.evolve.config import EvolveConfig
+
+        ev = EvolveConfig.model_validate(self.evolve_data("<run>/mri")).resolved(root)
+
+        def fix_probe(spec: str) -> str:
+            name, sep, arg = spec.partition("@")
+            if sep and arg:
+                path = Path(arg).expanduser()
+                return f"{name}@{path if path.is_absolute() else (root / path).resolve()}"
+            path = Path(spec).expanduser()
+            if not path.is_absolute() and (root / path).exists():
+                return str((root / path).resolve())
+            return spec
+
+        return self.model_copy(
+            update={
+                "parents": dict(ev.parents),
+                "base": ev.base,
+                "tasks": ev.tasks,
+                "probes": [fix_probe(p) for p in self.probes],
+            }
+        )
+
+    def check_paths(self) -> None:
+        """Every parent (and the base) must be a model folder: one line naming the first
+        that is not."""
+        self.evolve_config("<run>/mri").check_paths()
+
+
+def is_run_config(data: Any) -> bool:
+    """A run config has ``parents`` as a mapping and an ``evolve`` section."""
+    return (
+        isinstance(data, Mapping) and "evolve" in data and isinstance(data.get("parents"), Mapping)
+    )
+
+
+def load_run_config(
+    path: str | Path, overrides: Sequence[str] = (), *, check_paths: bool = True
+) -> RunConfig:
+    """Parse, override (``key.sub=value``), validate and resolve a run YAML."""
+    from darwinmerge.merge.mergekit_io import apply_overrides
+    from darwinmerge.merge.recipe import format_validation_error
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = apply_overrides(data, overrides, source=str(path))
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc)}") from None
+    config = config.resolved(path.parent)
+    if check_paths:
+        config.check_paths()
+    return config

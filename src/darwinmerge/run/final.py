@@ -1,0 +1,151 @@
+"""The final table: father, mother and child on the test split.
+
+Each model is loaded from its folder (the child as written, so the table scores what a
+user gets), scored on the test split (which the search never read) with 95% intervals
+per category and the macro ``overall``, and the child is compared with each parent by
+the exact paired tests of :func:`darwinmerge.evaluate.compare`.
+
+``final_scores.json``::
+
+    {"father" | "mother" | "child": {CATEGORY | "overall": {"score", "ci_low", "ci_high", "n"}},
+     "paired": {"child_vs_father" | "child_vs_mother":
+                {CATEGORY | "overall": {"score_a", "score_b", "diff", "a_only", "b_only",
+                                         "n", "p_value", "verdict"}}}}
+
+:func:`scores_from_items` recomputes the same dictionary from the per-item results saved
+beside it (``final/results.json``), so the table can be checked against its items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from darwinmerge.evaluate.compare import Comparison, compare
+from darwinmerge.evaluate.results import EvalResult
+from darwinmerge.evaluate.scorers import ItemResult
+from darwinmerge.evaluate.tasks import TaskItem
+
+__all__ = [
+    "FINAL_SCORES_FILE",
+    "MODELS",
+    "FinalScores",
+    "evaluate_final",
+    "final_table",
+    "scores_from_items",
+]
+
+FINAL_SCORES_FILE = "final_scores.json"
+MODELS = ("father", "mother", "child")
+
+
+@dataclass(frozen=True)
+class FinalScores:
+    results: dict[str, EvalResult]  # father, mother, child
+    paired: dict[str, Comparison]  # child_vs_father, child_vs_mother
+    alpha: float
+
+    def to_dict(self) -> dict[str, Any]:
+        from darwinmerge.evaluate.results_io import _clean
+
+        out: dict[str, Any] = {name: r.to_dict() for name, r in self.results.items()}
+        out["paired"] = {
+            key: {cat: row.to_dict() for cat, row in c.rows.items()}
+            for key, c in self.paired.items()
+        }
+        cleaned: dict[str, Any] = _clean(out)
+        return cleaned
+
+
+def _paired(results: Mapping[str, EvalResult], alpha: float) -> dict[str, Comparison]:
+    return {
+        f"child_vs_{p}": compare(
+            results["child"], results[p], name_a="child", name_b=p, alpha=alpha
+        )
+        for p in ("father", "mother")
+    }
+
+
+def evaluate_final(
+    models: Mapping[str, str | Path],
+    items: Sequence[TaskItem],
+    *,
+    alpha: float = 0.05,
+    device: str = "cpu",
+    dtype: str = "float32",
+    batch_size: int = 32,
+    max_new_tokens: int = 32,
+) -> FinalScores:
+    """Score ``models`` (keys: father, mother, child) on ``items`` (the test split)."""
+    import torch
+
+    from darwinmerge.evaluate.backends.transformers_backend import TransformersBackend
+    from darwinmerge.evaluate.results import evaluate
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    results: dict[str, EvalResult] = {}
+    for name in MODELS:
+        backend = TransformersBackend(
+            models[name],
+            device=device,
+            dtype=dtypes[dtype],
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+        )
+        results[name] = evaluate(backend, items, scorer="auto")
+        del backend
+    return FinalScores(results, _paired(results, alpha), alpha)
+
+
+def scores_from_items(payload: Mapping[str, Any], alpha: float = 0.05) -> dict[str, Any]:
+    """``final_scores.json`` recomputed from a ``results.json`` payload's per-item results
+    (``payload["items"][model]``, as :func:`~darwinmerge.evaluate.results_payload` writes)."""
+    results = {}
+    for name in MODELS:
+        rows = payload["items"][name]
+        items = []
+        for row in rows:
+            kw = {k: v for k, v in row.items() if k in ItemResult.__dataclass_fields__}
+            if kw.get("loglikelihoods") is not None:
+                kw["loglikelihoods"] = tuple(kw["loglikelihoods"])
+            items.append(ItemResult(**kw))
+        results[name] = EvalResult.from_items(payload.get("scorer", "auto"), items)
+    return FinalScores(results, _paired(results, alpha), alpha).to_dict()
+
+
+def _cell(s: Mapping[str, Any]) -> str:
+    return f"{s['score']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+
+
+def _paired_cell(row: Mapping[str, Any]) -> str:
+    p = row["p_value"]
+    return f"{row['diff']:+.3f} ({row['a_only']}/{row['b_only']}, p={p:.2g})"
+
+
+def final_table(scores: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the final table from a ``final_scores.json`` dictionary: one row
+    per category then ``overall``; each model's score with its 95% interval, and the
+    child's paired difference against each parent (discordant items, exact p)."""
+    from darwinmerge.evaluate.results import OVERALL
+
+    cats = [c for c in scores["child"] if c != OVERALL] + [OVERALL]
+    header = [
+        "category (n)",
+        *MODELS,
+        "child - father (child/father only, p)",
+        "child - mother (p)",
+    ]
+    rows = []
+    for cat in cats:
+        n = scores["child"][cat]["n"]
+        rows.append(
+            [
+                f"{cat} ({n})",
+                *(_cell(scores[m][cat]) for m in MODELS),
+                _paired_cell(scores["paired"]["child_vs_father"][cat]),
+                _paired_cell(scores["paired"]["child_vs_mother"][cat]),
+            ]
+        )
+    return header, rows
