@@ -16,6 +16,7 @@ from darwinmerge.report.info import (
     Block,
     HeatmapInfo,
     LinesInfo,
+    RowInfo,
     SectionInfo,
     TableInfo,
     TextInfo,
@@ -37,6 +38,8 @@ table{border-collapse:collapse;margin:1em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
 nav a{margin-right:1em}
+.row{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1em;
+align-items:start}
 """
 
 
@@ -67,6 +70,8 @@ def _block(block: Block) -> str:
         return f"<p>{_esc(block.text)}</p>"
     if isinstance(block, TableInfo):
         return _table(block)
+    if isinstance(block, RowInfo):
+        return "<div class='row'>" + "".join(_block(b) for b in block.blocks) + "</div>"
     return _figure(block)
 
 

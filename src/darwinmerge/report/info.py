@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Block", "BarsInfo", "HeatmapInfo", "LinesInfo", "SectionInfo", "TableInfo", "TextInfo"]
+__all__ = [
+    "Block",
+    "BarsInfo",
+    "HeatmapInfo",
+    "LinesInfo",
+    "RowInfo",
+    "SectionInfo",
+    "TableInfo",
+    "TextInfo",
+]
 
 
 @dataclass(frozen=True)
@@ -26,11 +35,13 @@ class HeatmapInfo:
     center: float | None = None
     xlabel: str = "layer"
     caption: str = ""
+    vrange: tuple[float, float] | None = None  # fixed colour range (else from the data)
 
 
 @dataclass(frozen=True)
 class LinesInfo:
-    """One line per series over a shared x axis."""
+    """One line per series over a shared x axis; series named in ``points`` are drawn
+    as markers only (no connecting line)."""
 
     title: str
     x: tuple[int, ...]
@@ -38,6 +49,7 @@ class LinesInfo:
     ylabel: str = ""
     xlabel: str = "layer"
     caption: str = ""
+    points: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,7 +80,15 @@ class TextInfo:
     text: str
 
 
-Block = HeatmapInfo | LinesInfo | BarsInfo | TableInfo | TextInfo
+@dataclass(frozen=True)
+class RowInfo:
+    """Blocks shown next to each other (e.g. the two parents' maps side by side)."""
+
+    title: str
+    blocks: tuple[HeatmapInfo | LinesInfo | BarsInfo | TableInfo | TextInfo, ...]
+
+
+Block = HeatmapInfo | LinesInfo | BarsInfo | TableInfo | TextInfo | RowInfo
 
 
 @dataclass(frozen=True)
@@ -83,4 +103,7 @@ class SectionInfo:
         for block in self.blocks:
             if getattr(block, "title", None) == title:
                 return block
+            for inner in block.blocks if isinstance(block, RowInfo) else ():
+                if getattr(inner, "title", None) == title:
+                    return inner
         raise KeyError(f"no block titled {title!r} in section {self.title!r}")

@@ -36,11 +36,17 @@ def _heatmap(info: HeatmapInfo) -> Figure:
     vals = np.ma.masked_invalid(np.asarray(info.values, dtype=float))
     if info.center is not None:
         finite = np.abs(vals.compressed() - info.center) if vals.count() else np.array([1.0])
-        span = float(finite.max()) or 1e-12
-        norm = TwoSlopeNorm(info.center, info.center - span, info.center + span)
+        span = float(finite.max())
+        if span <= 1e-9 * max(1.0, abs(info.center)):  # every cell at the centre
+            span = max(1.0, abs(info.center)) / 2
+        low, high = info.vrange or (info.center - span, info.center + span)
+        norm = TwoSlopeNorm(info.center, low, high)
         im = ax.imshow(vals, aspect="auto", cmap="RdBu_r", norm=norm, interpolation="nearest")
     else:
-        im = ax.imshow(vals, aspect="auto", cmap="magma", interpolation="nearest")
+        vmin, vmax = info.vrange if info.vrange is not None else (None, None)
+        im = ax.imshow(
+            vals, aspect="auto", cmap="magma", interpolation="nearest", vmin=vmin, vmax=vmax
+        )
     ax.set_yticks(range(rows), info.row_labels)
     ticks = _ticks(cols)
     ax.set_xticks(ticks, [info.col_labels[i] for i in ticks])
@@ -54,7 +60,15 @@ def _lines(info: LinesInfo) -> Figure:
     fig = Figure(figsize=(8, 3.2))
     ax = fig.add_subplot()
     for name, ys in info.series.items():
-        ax.plot(info.x, ys, marker="o", markersize=3, label=name)
+        style = "none" if name in info.points else "-"
+        ax.plot(
+            info.x,
+            ys,
+            marker="o",
+            markersize=4 if style == "none" else 3,
+            linestyle=style,
+            label=name,
+        )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(info.xlabel)
     ax.set_ylabel(info.ylabel)
