@@ -222,3 +222,13 @@ def test_blind_prior_and_bad_scans() -> None:
             a,
             b,
         )
+
+
+def test_scans_in_the_other_parent_order_are_refused() -> None:
+    comp, a, b = _scans()
+    swapped = dataclasses.replace(comp, model_a="/data/m", model_b="/data/f")
+    space = build_space(parse_space_config({"kind": "seed"}), _ctx())  # A = /f, B = /m
+    with pytest.raises(ConfigError, match="parent order"):
+        mri_prior(space, swapped, a, b)
+    same = dataclasses.replace(comp, model_a="/data/f", model_b="/data/m")
+    assert mri_prior(space, same, a, b).mean.shape == (space.dim,)

@@ -251,10 +251,26 @@ def mri_prior(
             f"prior: the scans have {comparison.num_layers} layers, the parents "
             f"{space.ctx.num_layers}; scan these parents"
         )
+    paths = space.ctx.parent_paths
+    if (
+        len(paths) >= 2
+        and _same(comparison.model_a, paths[1])
+        and _same(comparison.model_b, paths[0])
+    ):
+        raise ConfigError(
+            f"prior: the scans compare {comparison.model_a} (A) with {comparison.model_b} (B) "
+            f"but the space's parent A is {paths[0]}; scan in the recipe's parent order"
+        )
     ev = scan_evidence(comparison, scan_a, scan_b, target=target, base_scan=base_scan)
     builder = _Builder(space)
     PRIOR_RULES.get(space.name)(space, ev, builder)
     return builder.build()
+
+
+def _same(a: str, b: str) -> bool:
+    """Two model paths name the same folder (resolved, else by folder name)."""
+    pa, pb = Path(str(a)), Path(str(b))
+    return pa.resolve() == pb.resolve() or (pa.name != "" and pa.name == pb.name)
 
 
 def prior_from_scans(space: GenomeSpace, scans: str | Path, *, target: str | None = None) -> Prior:
