@@ -95,3 +95,15 @@ def test_validate_recognises_an_evolve_config(micro_zoo, tmp_path):  # noqa: F81
     assert "ok: evolve config, space seed with" in out.stdout + out.stderr
     text = out.stdout + out.stderr
     assert "ratio: mean 0.500 sigma 0.167 box [0.200, 0.600]" in text
+
+
+def test_without_ray_one_line_says_how_to_install_it(monkeypatch):
+    from darwinmerge.errors import MissingDependencyError
+    from darwinmerge.evolve.workers import import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # "not installed"
+    with pytest.raises(MissingDependencyError) as err:
+        import_ray()
+    assert str(err.value) == (
+        "--workers > 1 runs Ray actors; install Ray with: pip install 'darwinmerge[ray]'"
+    )
