@@ -60,6 +60,7 @@ def test_health_writes_verdict_scans_and_report(zoo, tmp_path):
     assert not (tmp_path / "h.tmp-health").exists()
 
 
+@pytest.mark.slow
 def test_saved_parent_scans_are_reused_and_other_probes_refused(zoo, tmp_path):
     mri = tmp_path / "mri"
     res = runner.invoke(
@@ -110,13 +111,22 @@ def test_parents_follow_the_recipe_order(zoo, tmp_path):
     )
 
 
-def test_repair_on_a_damaged_child(zoo, tmp_path):
+@pytest.mark.slow
+def test_repair_on_a_damaged_child(zoo, tmp_path, monkeypatch):
+    import darwinmerge.evaluate as ev
+
+    splits = []
+    real = ev.load_tasks
+    monkeypatch.setattr(
+        ev, "load_tasks", lambda spec, **kw: splits.append(kw.get("split")) or real(spec, **kw)
+    )
     out = tmp_path / "rep"
     res = _health(
         zoo, "damaged", out, "--recipe", str(zoo / "damaged.yaml"), "--repair",
-        "--tasks", f"zoo:{zoo}", "--rounds", "2",
+        "--tasks", f"zoo:{zoo}", "--per-category", "4", "--rounds", "2",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
+    assert splits == ["fitness"]  # the repair never reads the test split
     v = Verdict.load(out)
     assert 3 in {f.layer for f in v.layer_flags}  # the shrunk layer is flagged
     assert v.prescription and v.prescription[0].layer == 3

@@ -66,7 +66,10 @@ def health_command(
     tasks: Annotated[
         str | None, typer.Option(help="--repair: task spec scored on its FITNESS split.")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="--repair: first N fitness items.")] = None,
+    per_category: Annotated[
+        int | None,
+        typer.Option(help="--repair: N fitness items per category (stratified, seed 0)."),
+    ] = None,
     rounds: Annotated[
         int, typer.Option(help="--repair: most rounds of repair + rescan + re-check.")
     ] = 3,
@@ -124,9 +127,12 @@ def health_command(
     items = None
     if do_repair:
         from darwinmerge.evaluate import load_tasks
+        from darwinmerge.evaluate.tasks import stratified_subset
 
         assert tasks is not None
-        items = load_tasks(tasks, split="fitness")[: limit or None]
+        items = load_tasks(tasks, split="fitness")
+        if per_category is not None:
+            items = stratified_subset(items, per_category, seed=0)
     console = Console()
     run = run_health(
         child,

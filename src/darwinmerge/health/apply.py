@@ -55,10 +55,15 @@ def _check_two_parents(recipe: Recipe) -> None:
 
 
 def _method_params(recipe: Recipe) -> set[str]:
+    """Names of the method's per-model parameters."""
     from darwinmerge.merge.ops import METHODS
 
     method = METHODS.get(recipe.method)
-    return set(getattr(method, "model_params", {}) or {})
+    names = set(getattr(method, "model_params", None) or {})
+    params = getattr(method, "params", None)
+    if isinstance(params, dict):
+        names |= {k for k, spec in params.items() if getattr(spec, "per_model", False)}
+    return names
 
 
 def _lookup(schedules: Sequence[dict[str, Schedule]], key: str, where: dict[str, Any]) -> Any:
