@@ -128,6 +128,18 @@ def test_load_tasks_specs_and_split_filter(tmp_path: Path) -> None:
     assert all(split_of(it.id) == "test" for it in test_all)
 
 
+def test_a_list_of_specs_pools_their_items(tmp_path: Path) -> None:
+    a = _write(tmp_path / "gpqa.jsonl", _records(30, "GPQA", "g"))
+    b = _write(tmp_path / "mmmlu.jsonl", _records(20, "MMMLU", "m"))
+    pooled = load_tasks([f"jsonl:{a}", str(b)], split=None)
+    assert [it.id for it in pooled] == [f"g{i}" for i in range(30)] + [f"m{i}" for i in range(20)]
+    test = load_tasks([f"jsonl:{a}", str(b)], split="test")
+    assert [it.id for it in test] == [it.id for it in pooled if split_of(it.id) == "test"]
+    dup = _write(tmp_path / "dup.jsonl", _records(3, "OTHER", "g"))
+    with pytest.raises(EvaluationError, match="duplicate item id 'g0'"):
+        load_tasks([str(a), str(dup)], split=None)
+
+
 def test_load_tasks_errors(tmp_path: Path) -> None:
     folder = tmp_path / "t"
     folder.mkdir()

@@ -91,14 +91,23 @@ def validate(
         ),
     ] = True,
 ) -> None:
-    """Check a recipe (and that its parents can be merged) without merging."""
+    """Check a recipe, an evolve config or a run config without running it (with the
+    parents: plan the merge / build the genome space and the fitness items)."""
     from contextlib import ExitStack
 
     from darwinmerge.merge.api import open_sources
     from darwinmerge.merge.mergekit_io import load_any_config
     from darwinmerge.merge.planner import plan_merge
 
-    if _is_evolve_file(config):  # an evolve config: the search's own checks
+    kind = _config_kind(config)
+    if kind == "run":  # a whole-pipeline config: its phases and the search's checks
+        from darwinmerge.run.config import check_run_config, load_run_config
+
+        run_cfg = load_run_config(config, overrides or [], check_paths=check_parents)
+        for line in check_run_config(run_cfg, build=check_parents):
+            console.print(line)
+        return
+    if kind == "evolve":  # an evolve config: the search's own checks
         from darwinmerge.evolve.api import check_evolve_config
         from darwinmerge.evolve.config import load_evolve_config
 
@@ -122,15 +131,20 @@ def validate(
     typer.echo(recipe.to_yaml())
 
 
-def _is_evolve_file(path: Path) -> bool:
+def _config_kind(path: Path) -> str:
+    """``run``, ``evolve`` or ``recipe`` (a darwin recipe or a mergekit YAML)."""
     import yaml
 
     from darwinmerge.evolve.config import is_evolve_config
+    from darwinmerge.run.config import is_run_config
 
     try:
-        return is_evolve_config(yaml.safe_load(path.read_text()))
+        data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
-        return False  # load_any_config reports it
+        return "recipe"  # load_any_config reports it
+    if is_run_config(data):
+        return "run"
+    return "evolve" if is_evolve_config(data) else "recipe"
 
 
 def _readers_for(recipe: object) -> None:

@@ -237,18 +237,27 @@ def _jsonl_source(arg: str) -> list[TaskItem]:
 
 
 def load_tasks(
-    spec: str,
+    spec: str | Sequence[str],
     *,
     split: str | None,
     test_fraction: float = 0.5,
     salt: str = DEFAULT_SALT,
 ) -> list[TaskItem]:
-    """Load items from a spec and keep one split.
+    """Load items from a spec (or a list of specs, whose items are pooled; ids must stay
+    unique across them) and keep one split.
 
     Specs: ``"zoo"`` / ``"zoo:ARG"`` (registered by the zoo plug-in, loaded through
     :func:`darwinmerge.plugins.load_plugins` on a miss; this module never imports it),
     ``"jsonl:PATH"``, a bare path to a file or directory, ``"lmeval:TASK[@INCLUDE_PATH]"``.
     """
+    if not isinstance(spec, str):
+        pooled = [
+            it
+            for one in spec
+            for it in load_tasks(one, split=split, test_fraction=test_fraction, salt=salt)
+        ]
+        check_unique_ids(pooled, " + ".join(spec))
+        return pooled
     name, sep, arg = spec.partition(":")
     if name not in TASK_SOURCES:
         from darwinmerge.plugins import load_plugins

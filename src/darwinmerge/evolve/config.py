@@ -121,7 +121,9 @@ class EvolveConfig(_Frozen):
     parents: dict[str, str] = Field(min_length=2)
     """name -> model folder; the first is the father (the paired tests' reference)."""
     base: str | None = None
-    tasks: str = "zoo"
+    tasks: str | list[str] = "zoo"
+    """A task spec, or a list of specs whose items are pooled (e.g. a GPQA-style JSONL and
+    an lm-eval task)."""
     test_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
     space: dict[str, Any]
     prior: PriorConfig = PriorConfig()
@@ -197,12 +199,22 @@ class EvolveConfig(_Frozen):
             path = Path(p).expanduser()
             return str(path if path.is_absolute() else (root / path).resolve())
 
-        tasks = self.tasks
-        name, sep, arg = tasks.partition(":")
-        if sep and arg and name in ("zoo", "jsonl") and not arg.lstrip("-").isdigit():
-            tasks = f"{name}:{fix(arg)}"
-        elif not sep and name not in ("zoo",) and (root / tasks).exists():
-            tasks = fix(tasks)
+        def fix_task(spec: str) -> str:
+            name, sep, arg = spec.partition(":")
+            if sep and arg and name in ("zoo", "jsonl") and not arg.lstrip("-").isdigit():
+                return f"{name}:{fix(arg)}"
+            if sep and name == "lmeval" and "@" in arg:  # lmeval:TASK@INCLUDE_PATH
+                task, _, include = arg.partition("@")
+                return f"lmeval:{task}@{fix(include)}"
+            if not sep and name not in ("zoo",) and (root / spec).exists():
+                return fix(spec)
+            return spec
+
+        tasks: str | list[str] = (
+            fix_task(self.tasks)
+            if isinstance(self.tasks, str)
+            else [fix_task(t) for t in self.tasks]
+        )
         prior = self.prior
         if prior.scans:
             prior = prior.model_copy(update={"scans": fix(prior.scans)})

@@ -6,6 +6,7 @@ from darwinmerge.run.config import (
     HealthSection,
     PriorSection,
     RunConfig,
+    check_run_config,
     is_run_config,
     load_run_config,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "RunConfig",
     "RunLedger",
     "RunResult",
+    "check_run_config",
     "evaluate_final",
     "final_child",
     "final_table",

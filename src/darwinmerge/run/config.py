@@ -23,6 +23,7 @@ from darwinmerge.errors import ConfigError
 
 __all__ = [
     "FinalConfig",
+    "check_run_config",
     "HealthSection",
     "PriorSection",
     "RunConfig",
@@ -80,7 +81,8 @@ class RunConfig(_Frozen):
     parents: dict[str, str] = Field(min_length=2, max_length=2)
     """name -> model folder; the first is the father."""
     base: str | None = None
-    tasks: str
+    tasks: str | list[str]
+    """A task spec, or a list of specs whose items are pooled."""
     test_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
     probes: list[str] = Field(default_factory=lambda: ["builtin"], min_length=1)
     mri: dict[str, Any] = Field(default_factory=dict)
@@ -233,3 +235,31 @@ def load_run_config(
     if check_paths:
         config.check_paths()
     return config
+
+
+def check_run_config(config: RunConfig, *, build: bool = True) -> list[str]:
+    """What ``darwin validate`` prints for a run config: the phases it will run and, with
+    ``build``, the genome space and fitness items of Phase 2 (built from the parents'
+    configs and the tasks; no model is loaded; the MRI prior needs Phase 0's scans, so
+    the space is shown with its blind start here)."""
+    from darwinmerge.evolve.api import check_evolve_config
+
+    ev = config.evolve_config("<run>/mri")
+    health = "off"
+    if config.health.enabled:
+        health = "on, repair on the fitness split" if config.health.repair else "on"
+    lines = [
+        f"ok: run config: father {config.father}, mother {config.mother}"
+        + (", with a base" if config.base else ""),
+        f"  Phase 0 MRI: probes {', '.join(config.probes)}",
+        f"  Phase 1 prior: {config.prior.kind}"
+        + (f" toward {config.prior.target}" if config.prior.target else ""),
+        f"  Phase 2 evolve: {ev.optimizer.name}, {ev.trials} candidates, "
+        f"{ev.workers.n} worker(s), backend {ev.backend.name} on {ev.backend.device}",
+        f"  Phase 3 health: {health}",
+        f"  final: father, mother, child on the test split of {config.tasks}",
+    ]
+    if build:
+        blind = ev.model_copy(update={"prior": ev.prior.model_copy(update={"kind": "blind"})})
+        lines += ["  " + line for line in check_evolve_config(blind, build=True)]
+    return lines

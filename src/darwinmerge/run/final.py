@@ -73,29 +73,29 @@ def evaluate_final(
     items: Sequence[TaskItem],
     *,
     alpha: float = 0.05,
+    backend: str = "transformers",
     device: str = "cpu",
     dtype: str = "float32",
     batch_size: int = 32,
     max_new_tokens: int = 32,
 ) -> FinalScores:
-    """Score ``models`` (keys: father, mother, child) on ``items`` (the test split)."""
+    """Score ``models`` (keys: father, mother, child) on ``items`` (the test split) with
+    the registered ``backend`` (the search's), one model resident at a time."""
     import torch
 
-    from darwinmerge.evaluate.backends.transformers_backend import TransformersBackend
+    from darwinmerge.evaluate.backends import make_backend
     from darwinmerge.evaluate.results import evaluate
 
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    options: dict[str, Any] = {"dtype": dtypes[dtype], "batch_size": batch_size}
+    options["max_new_tokens"] = max_new_tokens
+    if backend == "transformers":
+        options["device"] = device
     results: dict[str, EvalResult] = {}
     for name in MODELS:
-        backend = TransformersBackend(
-            models[name],
-            device=device,
-            dtype=dtypes[dtype],
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-        )
-        results[name] = evaluate(backend, items, scorer="auto")
-        del backend
+        runner = make_backend(backend, str(models[name]), None, **options)
+        results[name] = evaluate(runner, items, scorer="auto")
+        del runner
     return FinalScores(results, _paired(results, alpha), alpha)
 
 

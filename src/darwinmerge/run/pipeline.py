@@ -210,6 +210,7 @@ def _phase_final(cfg: RunConfig, out: Path, log: Log) -> dict[str, Any]:
         {"father": cfg.parents[cfg.father], "mother": cfg.parents[cfg.mother], "child": child},
         items,
         alpha=cfg.final.alpha,
+        backend=ec.backend.name,
         device=ec.backend.device,
         dtype=ec.backend.dtype,
         batch_size=cfg.final.batch_size,
