@@ -30,6 +30,7 @@ _COMMAND_MODULES = [
     "darwinmerge.cli.evolve_cmd",
     "darwinmerge.cli.health_cmd",
     "darwinmerge.cli.run_cmd",
+    "darwinmerge.cli.report_cmd",
 ]
 
 

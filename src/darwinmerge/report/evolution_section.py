@@ -91,7 +91,7 @@ def evolution_section(payload: Mapping[str, Any]) -> SectionInfo:
     ]
     complete = np.where(curve.where("complete"), curve.fitness, np.nan)
     stopped = np.where(curve.where("pruned"), curve.fitness, np.nan)
-    series = {"complete candidate": complete, "best so far": curve.best}
+    series = {"best so far": curve.best, "complete candidate": complete}
     if pruned:
         series["stopped early (partial fitness)"] = stopped
     blocks.append(
