@@ -1,4 +1,5 @@
-"""``darwin zoo build OUT``: train (or reuse) the tiny demo parents base / father / mother."""
+"""``darwin zoo build OUT``: train (or reuse) the tiny demo parents base / father / mother
+and the second mother ``mother_collapsed``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ zoo_app = typer.Typer(help="The tiny demo parents the project trains itself.", n
 @zoo_app.command("build")
 def zoo_build(
     out: Annotated[
-        Path, typer.Argument(help="Folder to write base/, father/, mother/, tasks/, zoo.json.")
+        Path,
+        typer.Argument(
+            help="Folder to write base/, father/, mother/, mother_collapsed/, tasks/, zoo.json."
+        ),
     ],
     seed: Annotated[int, typer.Option("--seed", help="Seed of the world, data and init.")] = 0,
     force: Annotated[
@@ -25,13 +29,16 @@ def zoo_build(
     """Build the zoo deterministically on one CPU thread (a few minutes), or reuse it."""
     from rich.console import Console
 
-    from darwinmerge.zoo.build import ZooConfig, build_zoo
+    from darwinmerge.zoo.build import MOTHER_COLLAPSED, ZooConfig, build_zoo
 
     console = Console(stderr=True)
     manifest = build_zoo(out, ZooConfig(seed=seed), force=force, log=console.print)
-    for name, digest in manifest["weights_sha256"].items():
-        typer.echo(f"{name:7s} {out / name}  sha256 {digest[:16]}")
-    typer.echo(f"tasks   {out / 'tasks'}  ({sum(manifest['tasks'].values())} items)")
+    hashes = dict(manifest["weights_sha256"])
+    if MOTHER_COLLAPSED in manifest:
+        hashes[MOTHER_COLLAPSED] = manifest[MOTHER_COLLAPSED]["weights_sha256"]
+    for name, digest in hashes.items():
+        typer.echo(f"{name:16s} {out / name}  sha256 {digest[:16]}")
+    typer.echo(f"{'tasks':16s} {out / 'tasks'}  ({sum(manifest['tasks'].values())} items)")
 
 
 def register(app: typer.Typer) -> None:

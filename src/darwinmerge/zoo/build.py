@@ -1,4 +1,4 @@
-"""``darwin zoo build``: train the tiny parents (base, father, mother) and write them.
+"""``darwin zoo build``: train the tiny parents (base, father, mother, mother_collapsed).
 
 Pipeline (all seeded, one torch thread):
 
@@ -9,11 +9,20 @@ Pipeline (all seeded, one torch thread):
 4. fine-tune the father on REASONING only, phase after phase (default: the routed
    experts only, then the output head only) -> ``mother`` (docs/zoo.md says why);
 5. write ``OUT/{base,father,mother}`` (config, safetensors, tokenizer, generation
-   config), ``OUT/tasks/<category>.jsonl`` and ``OUT/zoo.json``.
+   config), ``OUT/tasks/<category>.jsonl`` and ``OUT/zoo.json``;
+6. the second mother, ``mother_collapsed``: the *saved* father (read back from
+   ``father/``) fine-tuned on REASONING with the router trainable and a
+   concentration-rewarding routing term (``ZooConfig.collapsed``, docs/zoo.md says what
+   and why), written to ``OUT/mother_collapsed`` and recorded in ``zoo.json`` under
+   ``"mother_collapsed"``.
 
 The build goes to a temporary sibling folder that is renamed to ``OUT`` at the end, so
 ``OUT`` is either complete or absent. An existing ``OUT`` whose manifest has the same
 config is reused (cache); any other existing ``OUT`` is refused unless ``force``.
+The cache key of base / father / mother is the config *without* ``collapsed``, so a zoo
+built before the second mother existed is reused as it is and only she is trained
+from its saved father (into a temporary folder inside ``OUT``, renamed, then the
+manifest is replaced atomically); the other parents' files are not touched.
 """
 
 from __future__ import annotations
@@ -47,6 +56,9 @@ from darwinmerge.zoo.train import (
 __all__ = [
     "ZOO_FORMAT",
     "PARENTS",
+    "MOTHER_COLLAPSED",
+    "CollapsePhase",
+    "CollapseConfig",
     "ZooConfig",
     "micro_config",
     "build_zoo",
@@ -56,6 +68,7 @@ __all__ = [
 
 ZOO_FORMAT = "darwinmerge-zoo/1"
 PARENTS: tuple[str, ...] = ("base", "father", "mother")
+MOTHER_COLLAPSED = "mother_collapsed"
 
 DEFAULT_MIX: dict[str, float] = {
     "reasoning": 0.15,
@@ -66,8 +79,50 @@ DEFAULT_MIX: dict[str, float] = {
 }
 
 
+class CollapsePhase(BaseModel):
+    """One phase of the collapsed mother's fine-tune."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    train: TrainConfig
+    router_balance: float = Field(default=0.0, ge=-10.0, le=10.0)
+    """Coefficient of :func:`darwinmerge.zoo.train.routing_balance` (the Switch
+    load-balancing loss) added to the LM loss; negative rewards concentrated routing."""
+
+
+class CollapseConfig(BaseModel):
+    """The second mother, ``mother_collapsed``: the saved father fine-tuned on REASONING
+    only, phase after phase on one data stream (``stream_seed``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stream_seed: int = 3
+    phases: tuple[CollapsePhase, ...] = (
+        # the routers and their input norms on REASONING, rewarding concentrated routing;
+        # AdamW's weight decay (1.0) shrinks the router rows that get no gradient
+        CollapsePhase(
+            train=TrainConfig(
+                steps=300,
+                lr=0.05,
+                warmup=10,
+                batch_size=8,
+                weight_decay=1.0,
+                train_only=("mlp.gate.", "post_attention_layernorm"),
+            ),
+            router_balance=-0.5,
+        ),
+        # then the routed experts on REASONING under the new routing (the skill gain)
+        CollapsePhase(
+            train=TrainConfig(steps=150, lr=2e-3, warmup=10, train_only=("mlp.experts",)),
+        ),
+    )
+
+
 class ZooConfig(BaseModel):
-    """Everything that determines the zoo's weights (the cache key)."""
+    """Everything that determines the zoo's weights (the cache key).
+
+    ``collapsed`` (None: no second mother) is kept apart from the key of base / father /
+    mother (see the module docstring)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -85,6 +140,11 @@ class ZooConfig(BaseModel):
         TrainConfig(steps=80, lr=1e-2, warmup=5, train_only=("lm_head", "model.norm.")),
     )
     """The mother's fine-tune on REASONING only, phase after phase on one data stream."""
+    collapsed: CollapseConfig | None = CollapseConfig()
+
+    def core_dump(self) -> dict[str, Any]:
+        """The cache key of base / father / mother (JSON form, without ``collapsed``)."""
+        return self.model_dump(mode="json", exclude={"collapsed"})
 
 
 def micro_config(seed: int = 0) -> ZooConfig:
@@ -111,6 +171,22 @@ def micro_config(seed: int = 0) -> ZooConfig:
             TrainConfig(
                 steps=1, lr=1e-2, warmup=0, batch_size=2, seq_len=64, train_only=("lm_head",)
             ),
+        ),
+        collapsed=CollapseConfig(
+            phases=(
+                CollapsePhase(
+                    train=TrainConfig(
+                        steps=2,
+                        lr=0.05,
+                        warmup=0,
+                        batch_size=2,
+                        seq_len=64,
+                        weight_decay=1.0,
+                        train_only=("mlp.gate.",),
+                    ),
+                    router_balance=-0.5,
+                ),
+            )
         ),
     )
 
@@ -158,6 +234,24 @@ def _save_parent(model: Any, state: dict[str, torch.Tensor], tok: Any, out: Path
     ).save_pretrained(str(out))
 
 
+def _collapsed_current(out: Path, manifest: dict[str, Any], cfg: ZooConfig) -> bool:
+    if cfg.collapsed is None:
+        return True
+    entry = manifest.get(MOTHER_COLLAPSED)
+    return (
+        isinstance(entry, dict)
+        and entry.get("config") == cfg.collapsed.model_dump(mode="json")
+        and (out / MOTHER_COLLAPSED / "config.json").exists()
+    )
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write ``folder/zoo.json`` atomically (temporary file, then rename)."""
+    tmp = folder / f".zoo.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / "zoo.json")
+
+
 def build_zoo(
     out: str | Path,
     config: ZooConfig | None = None,
@@ -165,11 +259,12 @@ def build_zoo(
     force: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Build (or reuse) the zoo at ``out`` and return its manifest."""
+    """Build (or reuse, or complete with ``mother_collapsed``) the zoo at ``out`` and
+    return its manifest."""
     cfg = config or ZooConfig()
     out = Path(out)
     say = log or (lambda _msg: None)
-    wanted = {"format": ZOO_FORMAT, "config": cfg.model_dump(mode="json")}
+    wanted = {"format": ZOO_FORMAT, "config": cfg.core_dump()}
     if out.exists():
         manifest = read_manifest(out)
         if (
@@ -177,8 +272,15 @@ def build_zoo(
             and {k: manifest.get(k) for k in wanted} == wanted
             and _complete(out)
         ):
-            say(f"zoo at {out} is up to date (seed {cfg.seed}); reusing it")
-            return manifest
+            if _collapsed_current(out, manifest, cfg):
+                say(f"zoo at {out} is up to date (seed {cfg.seed}); reusing it")
+                return manifest
+            if MOTHER_COLLAPSED in manifest and not force:
+                raise OutputExistsError(
+                    f"{out}/{MOTHER_COLLAPSED} was built with another config; "
+                    f"pass --force to rebuild her or choose another folder"
+                )
+            return _add_collapsed(out, manifest, cfg, say)
         if not force:
             raise OutputExistsError(
                 f"{out} exists and is not a zoo built with this config; "
@@ -193,8 +295,12 @@ def build_zoo(
     tmp.mkdir(parents=True)
     try:
         manifest = _build_into(tmp, cfg, say)
+        if cfg.collapsed is not None:
+            manifest[MOTHER_COLLAPSED] = _build_collapsed(
+                tmp, tmp / MOTHER_COLLAPSED, cfg, cfg.collapsed, say
+            )
         manifest["seconds"] = round(time.perf_counter() - t_start, 1)
-        (tmp / "zoo.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _write_manifest(tmp, manifest)
         if out.is_dir():
             shutil.rmtree(out)
         elif out.exists():
@@ -207,6 +313,109 @@ def build_zoo(
         torch.set_num_threads(threads)
     say(f"zoo written to {out} in {manifest['seconds']} s")
     return manifest
+
+
+def _add_collapsed(
+    out: Path, manifest: dict[str, Any], cfg: ZooConfig, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Train only ``mother_collapsed`` from the saved father of an up-to-date zoo."""
+    assert cfg.collapsed is not None
+    say(f"zoo at {out} is up to date except {MOTHER_COLLAPSED}; training only her")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tmp = out / f".{MOTHER_COLLAPSED}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        entry = _build_collapsed(out, tmp, cfg, cfg.collapsed, say)
+        final = out / MOTHER_COLLAPSED
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    manifest = {**manifest, MOTHER_COLLAPSED: entry}
+    _write_manifest(out, manifest)
+    say(f"{MOTHER_COLLAPSED} written to {out / MOTHER_COLLAPSED} in {entry['seconds']} s")
+    return manifest
+
+
+def _held_out(cfg: ZooConfig) -> tuple[Any, set[str]]:
+    """The world of ``cfg`` and the prompts of its evaluation items (never trained on)."""
+    world = make_world(cfg.seed, n_facts=cfg.n_facts)
+    n_know = min(cfg.eval_items, cfg.n_facts)
+    held = {
+        it["prompt"]
+        for c in CATEGORIES
+        for it in eval_items(world, c, n_know if c == "knowledge" else cfg.eval_items)
+    }
+    return world, held
+
+
+def _build_collapsed(
+    zoo: Path,
+    dest: Path,
+    cfg: ZooConfig,
+    col: CollapseConfig,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Fine-tune the father saved in ``zoo/father`` into ``dest`` (the same code path for a
+    cold build and for adding her to an existing zoo, so both give the same weights)."""
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    t0 = time.perf_counter()
+    father_dir = zoo / "father"
+    tok = Tokenizer.from_file(str(father_dir / "tokenizer.json"))
+    eos_id = tok.token_to_id(EOS_TOKEN)
+    if eos_id is None:
+        raise CheckpointError(f"{father_dir}/tokenizer.json lacks {EOS_TOKEN!r}")
+    model = build_model(cfg.model, tok.get_vocab_size(), cfg.seed, eos_id)
+    saved = AutoModelForCausalLM.from_pretrained(str(father_dir)).state_dict()
+    model.load_state_dict(saved)
+    father_hash = state_dict_hash(model.state_dict())
+    recorded = (read_manifest(zoo) or {}).get("weights_sha256", {}).get("father")
+    if recorded is not None and recorded != father_hash:
+        raise CheckpointError(
+            f"{father_dir}: weights do not hash to zoo.json's father; rebuild with --force"
+        )
+    world, held = _held_out(cfg)
+    narrow = training_docs(world, {"reasoning": 1.0}, stream_seed=col.stream_seed, held_out=held)
+
+    def encode(s: str) -> list[int]:
+        return list(tok.encode(s).ids)
+
+    stats: list[TrainStats] = []
+    for i, phase in enumerate(col.phases):
+        tc = phase.train
+        batches = packed_batches(
+            narrow, encode, eos_id=eos_id, batch_size=tc.batch_size, seq_len=tc.seq_len
+        )
+        step_say = _progress(say, f"{MOTHER_COLLAPSED} phase {i + 1}", tc.steps)
+        stats.append(
+            train_steps(model, batches, tc, on_step=step_say, router_balance=phase.router_balance)
+        )
+    state = copy.deepcopy(model.state_dict())
+    _save_parent(model, state, tok, dest)
+    return {
+        "config": col.model_dump(mode="json"),
+        "from": "father",
+        "father_sha256": father_hash,
+        "weights_sha256": state_dict_hash(state),
+        "train": [st.to_dict() for st in stats],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _progress(say: Callable[[str], None], name: str, total: int) -> Callable[[int, float], None]:
+    def cb(step: int, loss: float) -> None:
+        if (step + 1) % max(1, total // 8) == 0 or step + 1 == total:
+            say(f"{name}: step {step + 1}/{total} loss {loss:.3f}")
+
+    return cb
 
 
 def _build_into(tmp: Path, cfg: ZooConfig, say: Callable[[str], None]) -> dict[str, Any]:
@@ -246,11 +455,7 @@ def _build_into(tmp: Path, cfg: ZooConfig, say: Callable[[str], None]) -> dict[s
         snapshots["base"] = copy.deepcopy(model.state_dict())
 
     def progress(name: str, total: int) -> Callable[[int, float], None]:
-        def cb(step: int, loss: float) -> None:
-            if (step + 1) % max(1, total // 8) == 0 or step + 1 == total:
-                say(f"{name}: step {step + 1}/{total} loss {loss:.3f}")
-
-        return cb
+        return _progress(say, name, total)
 
     pre = cfg.pretrain
     broad = training_docs(world, cfg.mix, stream_seed=1, held_out=held)
@@ -288,7 +493,7 @@ def _build_into(tmp: Path, cfg: ZooConfig, say: Callable[[str], None]) -> dict[s
         hashes[name] = state_dict_hash(snapshots[name])
     return {
         "format": ZOO_FORMAT,
-        "config": cfg.model_dump(mode="json"),
+        "config": cfg.core_dump(),
         "seed": cfg.seed,
         "architecture": "Qwen3_5MoeForCausalLM",
         "model_type": "qwen3_5_moe_text",

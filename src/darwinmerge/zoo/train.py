@@ -33,6 +33,7 @@ __all__ = [
     "build_model",
     "encode_doc",
     "packed_batches",
+    "routing_balance",
     "train_steps",
 ]
 
@@ -185,6 +186,48 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
 
 
+def routing_balance(router_logits: Sequence[torch.Tensor], top_k: int) -> torch.Tensor:
+    """The Switch Transformer load-balancing loss, per MoE layer, averaged over layers.
+
+    Per layer with router logits ``z`` [T, E]: ``p = softmax(z)``, ``f_e`` = share of the
+    ``T * top_k`` routing slots that go to expert ``e`` (not differentiable), ``P_e`` =
+    mean of ``p_e`` over the tokens; the layer's value is ``E * sum_e f_e P_e``: 1 when
+    the load is spread evenly, up to ``E`` when every token goes to one expert. Added to
+    the loss with a positive coefficient it balances the load (Switch); with a negative
+    one it rewards concentration (experts that get few slots lose probability on every
+    token)."""
+    values = []
+    for z in router_logits:
+        p = torch.softmax(z.float(), dim=-1)
+        E = p.shape[-1]
+        chosen = p.topk(top_k, dim=-1).indices.reshape(-1)
+        f = torch.bincount(chosen, minlength=E).to(p.dtype) / chosen.numel()
+        values.append(E * (f * p.mean(0)).sum())
+    return torch.stack(values).mean()
+
+
+class _RouterTap:
+    """Forward hooks that keep the router logits of every MoE layer of one forward."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.logits: list[torch.Tensor] = []
+        self.top_k = 0
+        self._handles = []
+        for name, module in model.named_modules():
+            if name.endswith("mlp.gate") and hasattr(module, "top_k"):
+                self.top_k = int(module.top_k)
+                self._handles.append(module.register_forward_hook(self._keep))
+        if not self._handles:
+            raise ValueError("router_balance needs a MoE model (no `mlp.gate` router found)")
+
+    def _keep(self, module: torch.nn.Module, args: object, output: object) -> None:
+        self.logits.append(output[0] if isinstance(output, tuple) else output)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
 def train_steps(
     model: torch.nn.Module,
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
@@ -193,9 +236,13 @@ def train_steps(
     on_step: Callable[[int, float], None] | None = None,
     snapshot_at: Sequence[int] = (),
     on_snapshot: Callable[[int], None] | None = None,
+    router_balance: float = 0.0,
 ) -> TrainStats:
     """Run ``cfg.steps`` optimiser steps; ``on_snapshot(step)`` is called after the
-    steps listed in ``snapshot_at`` (used to keep the base as an early checkpoint)."""
+    steps listed in ``snapshot_at`` (used to keep the base as an early checkpoint).
+
+    ``router_balance`` != 0 adds ``router_balance * routing_balance(...)`` over the MoE
+    layers to the language-model loss (the reported losses stay the LM loss alone)."""
     names = [n for n, _ in model.named_parameters()]
     trainable = [
         (n, p)
@@ -223,12 +270,17 @@ def train_steps(
     tokens = loss_tokens = 0
     t0 = time.perf_counter()
     snaps = set(snapshot_at)
+    tap = _RouterTap(model) if router_balance else None
     for step in range(cfg.steps):
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         input_ids, labels = next(batches)
         out = model(input_ids=input_ids, labels=labels)
-        out.loss.backward()
+        objective = out.loss
+        if tap is not None:
+            objective = objective + router_balance * routing_balance(tap.logits, tap.top_k)
+            tap.logits.clear()
+        objective.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -241,6 +293,8 @@ def train_steps(
             on_step(step, loss)
         if on_snapshot is not None and step + 1 in snaps:
             on_snapshot(step + 1)
+    if tap is not None:
+        tap.close()
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()

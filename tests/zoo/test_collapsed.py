@@ -1,0 +1,148 @@
+"""The second mother (``mother_collapsed``): built from the saved father, cached apart from
+base / father / mother, added to an older zoo without touching the other parents."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from darwinmerge.errors import OutputExistsError
+from darwinmerge.zoo.build import (
+    MOTHER_COLLAPSED,
+    PARENTS,
+    CollapseConfig,
+    CollapsePhase,
+    build_zoo,
+    micro_config,
+    read_manifest,
+    state_dict_hash,
+)
+from darwinmerge.zoo.train import TrainConfig, routing_balance
+
+
+def _file_digests(out: Path) -> dict[str, str]:
+    """SHA-256 of every file of the three parents and the tasks (bytes on disk)."""
+    files = [p for name in (*PARENTS, "tasks") for p in sorted((out / name).rglob("*"))]
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in files
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("cold") / "z"
+    return out, build_zoo(out, micro_config(seed=1))
+
+
+def test_cold_build_writes_her_beside_the_others(cold: tuple[Path, dict]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    out, manifest = cold
+    entry = manifest[MOTHER_COLLAPSED]
+    assert read_manifest(out) == manifest
+    assert entry["config"] == micro_config(seed=1).collapsed.model_dump(mode="json")
+    assert entry["father_sha256"] == manifest["weights_sha256"]["father"]
+    assert [t["steps"] for t in entry["train"]] == [2]
+    assert "collapsed" not in manifest["config"]  # the pair's cache key is unchanged
+    model = AutoModelForCausalLM.from_pretrained(out / MOTHER_COLLAPSED)
+    assert state_dict_hash(model.state_dict()) == entry["weights_sha256"]
+    assert entry["weights_sha256"] not in manifest["weights_sha256"].values()
+    assert not any(p.name.startswith(".") for p in out.iterdir())
+
+
+def test_she_differs_from_the_father_only_in_the_routers(cold: tuple[Path, dict]) -> None:
+    from safetensors.torch import load_file
+
+    out, _ = cold
+    father = load_file(out / "father" / "model.safetensors")
+    her = load_file(out / MOTHER_COLLAPSED / "model.safetensors")
+    assert father.keys() == her.keys()
+    changed = {k for k in father if not torch.equal(father[k], her[k])}
+    # micro: one router-only phase (train_only "mlp.gate."), 4 MoE layers
+    assert changed == {f"model.layers.{i}.mlp.gate.weight" for i in range(4)}
+
+
+def test_old_zoo_gets_only_her_and_keeps_the_others_bit_identical(
+    cold: tuple[Path, dict], tmp_path: Path
+) -> None:
+    _, cold_manifest = cold
+    out = tmp_path / "z"
+    old = build_zoo(out, micro_config(seed=1).model_copy(update={"collapsed": None}))
+    assert MOTHER_COLLAPSED not in old and not (out / MOTHER_COLLAPSED).exists()
+    before = _file_digests(out)
+    stamps = {p: (out / p).stat().st_mtime_ns for p in before}
+    added = build_zoo(out, micro_config(seed=1))
+    assert _file_digests(out) == before
+    assert {p: (out / p).stat().st_mtime_ns for p in before} == stamps
+    assert added["weights_sha256"] == old["weights_sha256"] == cold_manifest["weights_sha256"]
+    assert added["config"] == old["config"] and added["seconds"] == old["seconds"]
+    # the same weights as the cold build, which trained her in the same way from its father
+    assert (
+        added[MOTHER_COLLAPSED]["weights_sha256"]
+        == (cold_manifest[MOTHER_COLLAPSED]["weights_sha256"])
+    )
+    assert json.loads((out / "zoo.json").read_text()) == added
+    assert not any(p.name.startswith(".") for p in out.iterdir())
+    # and now she is cached too
+    stamp = (out / MOTHER_COLLAPSED / "model.safetensors").stat().st_mtime_ns
+    assert build_zoo(out, micro_config(seed=1)) == added
+    assert (out / MOTHER_COLLAPSED / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_her_other_config_is_refused_then_rebuilt_alone_with_force(
+    cold: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import shutil
+
+    src, manifest = cold
+    out = tmp_path / "z"
+    shutil.copytree(src, out)
+    before = _file_digests(out)
+    phase = CollapsePhase(
+        train=TrainConfig(
+            steps=3, lr=0.01, warmup=0, batch_size=2, seq_len=64, train_only=("mlp.gate.",)
+        ),
+        router_balance=0.0,
+    )
+    other = micro_config(seed=1).model_copy(update={"collapsed": CollapseConfig(phases=(phase,))})
+    with pytest.raises(OutputExistsError, match="mother_collapsed.*--force"):
+        build_zoo(out, other)
+    rebuilt = build_zoo(out, other, force=True)
+    assert _file_digests(out) == before
+    assert rebuilt[MOTHER_COLLAPSED]["train"][0]["steps"] == 3
+    assert (
+        rebuilt[MOTHER_COLLAPSED]["weights_sha256"]
+        != (manifest[MOTHER_COLLAPSED]["weights_sha256"])
+    )
+
+
+def test_routing_balance_values() -> None:
+    E = 8
+    uniform = torch.zeros(10, E)  # P_e = 1/E whatever f is -> E * sum f / E = 1
+    assert float(routing_balance([uniform], top_k=2)) == pytest.approx(1.0, rel=1e-6)
+    # every token: experts 0 and 1 with probability ~1/2 each -> E * (0.5*0.5 + 0.5*0.5)
+    two = torch.full((10, E), -30.0)
+    two[:, :2] = 0.0
+    assert float(routing_balance([two], top_k=2)) == pytest.approx(E / 2, rel=1e-6)
+    # averaged over layers
+    both = float(routing_balance([uniform, two], top_k=2))
+    assert both == pytest.approx((1.0 + E / 2) / 2, rel=1e-6)
+
+
+def test_negative_balance_moves_probability_to_the_loaded_experts() -> None:
+    torch.manual_seed(0)
+    z = (torch.randn(64, 4) * 0.1).requires_grad_(True)
+    z.data[:, 0] += 0.5  # expert 0 is chosen most often
+    p0 = torch.softmax(z.detach(), -1).mean(0)
+    (-routing_balance([z], top_k=1)).backward()
+    assert z.grad is not None
+    p1 = torch.softmax(z.detach() - 0.5 * z.grad, -1).mean(0)
+    assert p1[0] > p0[0]
+    low = int(p0[1:].argmin()) + 1
+    assert p1[low] < p0[low]
