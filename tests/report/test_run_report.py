@@ -423,3 +423,13 @@ def test_write_refuses_overwrite_without_force(run_dir):
     assert html.index("Findings</h2>") < html.index("<img")  # words before any plot
     with pytest.raises(OutputExistsError):
         write_run_report(run_dir, force=False)
+
+
+def test_a_winner_below_the_best_fitness_names_the_keep_rule(run_dir):
+    from darwinmerge.report.findings_section import search_finding
+
+    evo = json.loads((run_dir / "evolve" / "evolution.json").read_text())
+    evo["winner"] = {"trial": 7, "values": [0.58, 0.56]}
+    text = search_finding(evo, None, L, components=COMPONENTS, keep="CODE")
+    assert "chose trial 7, fitness 0.5800 on the fitness split (the best complete fitness" in text
+    assert "was 0.6200; the winner rule keeps the father's CODE score" in text

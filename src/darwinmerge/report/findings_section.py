@@ -164,6 +164,7 @@ def search_finding(
     revived: Sequence[RevivedExpert] = (),
     comparison: ComparisonScan | None = None,
     repaired: bool = False,
+    keep: str | None = None,
 ) -> str:
     """What the search chose and why (the fitness; and how the choice lines up with the
     MRI's layer preference, as a check)."""
@@ -184,10 +185,12 @@ def search_finding(
     if wfit is not None and np.isfinite(best) and abs(float(wfit) - best) <= 1e-12 * max(1, best):
         parts[-1] += ": the highest fitness of all complete candidates."
     else:
-        parts[-1] += (
-            f" (the best fitness was {_f(best, 4)}; the winner rule kept a category score "
-            "of the father's)."
+        rule = (
+            f"the winner rule keeps the father's {keep} score within its tolerance"
+            if keep
+            else "the winner rule chose another candidate"
         )
+        parts[-1] += f" (the best complete fitness was {_f(best, 4)}; {rule})."
     first = next((trial_fitness(r) for r in records if r["state"] == "complete"), None)
     if first is not None and np.isfinite(first) and wfit is not None:
         parts.append(f"The first complete candidate scored {_f(first, 4)}.")

@@ -235,6 +235,7 @@ def _sections(f: RunFiles) -> list[Any]:
             revived=revived,
             comparison=f.comparison,
             repaired=f.repaired,
+            keep=((f.config.get("evolve") or {}).get("fitness") or {}).get("keep"),
         )
     if f.verdict is not None:
         text["health"] = health_finding(f.verdict, f.repair)
