@@ -75,10 +75,10 @@ def test_bad_configs_are_one_line_and_exit_1(micro_zoo, tmp_path):  # noqa: F811
         data = config_data(micro_zoo)
         data.update(change)
         path = _write(tmp_path, data)
-        for args in (
-            ["evolve", str(path), "--out", str(tmp_path / "run")],
-            ["validate", str(path)],
-        ):
+        commands = [["evolve", str(path), "--out", str(tmp_path / "run")]]
+        if name == "unknown gene":  # validate shares the checks; once is enough
+            commands.append(["validate", str(path)])
+        for args in commands:
             out = _darwin(*args)
             lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
             assert out.returncode == 1, (name, args[0], out.stderr[-500:])

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 
 from darwinmerge.evolve.study import STUDY_NAME, open_storage
@@ -32,6 +33,7 @@ def _finished(run: Path) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(states=states)
 
 
+@pytest.mark.slow  # ~30 s: three darwin processes
 def test_sigkill_then_resume_continues_the_same_study(micro_zoo, tmp_path):  # noqa: F811
     cfg = config_data(micro_zoo, trials=10, space={"kind": "seed"})
     cfg["select"] = {"top_k": 1, "write_child": False}
