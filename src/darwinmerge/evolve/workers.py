@@ -239,8 +239,8 @@ class CandidateWorker:
             rule = spec.rule
 
             def on_chunk(report: ChunkReport) -> bool:
-                if rule is None or result.stop_at is not None:
-                    return True
+                if rule is None or result.stop_at is not None or report.done >= report.total:
+                    return True  # nothing left to save after the last chunk
                 counts = category_counts(report.results)
                 if rule.should_stop(counts, report.planned, spec.categories, request.best):
                     result.stop_at = report.done
