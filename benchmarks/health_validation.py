@@ -61,8 +61,8 @@ def main() -> None:
     )
     ap.add_argument("--zoo", type=Path, default=Path("runs/zoo"))
     ap.add_argument("--kinds", default="scale,overshoot,wrong")
-    ap.add_argument("--scale", type=float, default=0.3)
-    ap.add_argument("--overshoot", type=float, default=2.0)
+    ap.add_argument("--scale", default="0.3", help="comma-separated scale factors")
+    ap.add_argument("--overshoot", default="2.0", help="comma-separated overshoot t values")
     ap.add_argument("--n-test", type=int, default=30, help="test items per category")
     ap.add_argument("--n-fit", type=int, default=20, help="fitness items per category")
     ap.add_argument("--draws", type=int, default=3, help="random changes per damaged child")
@@ -111,7 +111,7 @@ def main() -> None:
         evals["fitness"] += 1
         return fitness(recipe)
 
-    def damaged(kind: str, layer: int) -> Recipe:
+    def damaged(kind: str, layer: int, amount: float) -> Recipe:
         parents = []
         for i, p in enumerate(child.parents):
             rules: list[dict[str, Any]] = []
@@ -120,9 +120,9 @@ def main() -> None:
                 t = layer_t(child, layer, comp, L)
                 assert t is not None
                 if kind == "scale":
-                    w = [(1 - t) * args.scale, t * args.scale][i]
+                    w = [(1 - t) * amount, t * amount][i]
                 elif kind == "overshoot":
-                    w = [1 - args.overshoot, args.overshoot][i]
+                    w = [1 - amount, amount][i]
                 else:
                     w = [t, 1 - t][i]
                 rules.append({"component": comp, "layers": [layer, layer], "value": w})
@@ -131,9 +131,16 @@ def main() -> None:
         return Recipe.parse({**child.model_dump(mode="python"), "parents": parents})
 
     children: list[tuple[str, int | None, Recipe]] = [("healthy", None, child)]
+    amounts = {
+        "scale": [float(x) for x in args.scale.split(",")],
+        "overshoot": [float(x) for x in args.overshoot.split(",")],
+        "wrong": [0.0],
+    }
     for kind in args.kinds.split(","):
-        for layer in range(L):
-            children.append((kind, layer, damaged(kind, layer)))
+        for amount in amounts[kind]:
+            label = kind if len(amounts[kind]) == 1 else f"{kind}{amount:g}"
+            for layer in range(L):
+                children.append((label, layer, damaged(kind, layer, amount)))
 
     print(f"zoo {zoo}; probes zoo@zoo ({batches.num_sequences} sequences); test items "
           f"{len(test)}, fitness items {len(fit_items)}; {len(children)} children")  # fmt: skip

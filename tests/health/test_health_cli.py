@@ -141,3 +141,15 @@ def test_repair_on_a_damaged_child(zoo, tmp_path, monkeypatch):
     if "repair kept" in res.output:
         assert repaired != Recipe.from_yaml((zoo / "damaged.yaml").read_text())
         assert (out / "after_repair" / "verdict.json").is_file()
+
+
+def test_bad_options_fail_in_one_line_before_any_scan(tmp_path):
+    res = runner.invoke(
+        app,
+        ["health", str(tmp_path / "c"), "--parents", str(tmp_path / "a"), str(tmp_path / "b"),
+         "--out", str(tmp_path / "o"), "--move-step", "0", "--function-loss-rel", "2"],
+    )  # fmt: skip
+    assert isinstance(res.exception, ConfigError)
+    msg = str(res.exception)
+    assert "--move-step" in msg and "--function-loss-rel" in msg and "\n" not in msg
+    assert not (tmp_path / "o").exists()

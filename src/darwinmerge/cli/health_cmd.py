@@ -79,6 +79,12 @@ def health_command(
     function_loss_abs: float = typer.Option(0.02, help="Function-loss margin floor."),
     material: float = typer.Option(0.05, help="Function loss only where a parent's BI >= this."),
     entropy_margin: float = typer.Option(0.1, help="Router entropy collapse margin (/ log E)."),
+    loss_rel: float = typer.Option(0.05, help="Probe loss 'worse': above both parents by this."),
+    move_step: float = typer.Option(0.5, help="Prescribed share of the way toward a parent."),
+    density_factor: float = typer.Option(0.7, help="Prescribed density factor (interference)."),
+    upstream_first: bool = typer.Option(
+        True, "--upstream-first/--every-layer", help="Prescribe for the earliest flagged layer."
+    ),
     tokenizer: str | None = typer.Option(None, help="Tokenizer folder (default: each model's)."),
     max_length: int = typer.Option(128, help="Tokens per probe."),
     batch_size: int = typer.Option(16, help="Probes per forward pass."),
@@ -104,6 +110,10 @@ def health_command(
             function_loss_abs=function_loss_abs,
             material=material,
             entropy_margin=entropy_margin,
+            loss_rel=loss_rel,
+            move_step=move_step,
+            density_factor=density_factor,
+            upstream_first=upstream_first,
         )
         cfg = MriConfig.model_validate(
             {
