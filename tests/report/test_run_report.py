@@ -256,8 +256,7 @@ def test_findings_come_first_and_say_what_happened(run_dir):
     assert SECTIONS.get("findings") is not None
     text = " ".join(b.text for b in sections[0].blocks if isinstance(b, TextInfo))
     # MRI: the strongest swap cell per category, and who wins it
-    assert "the father's layer 2 is the better one for REASONING (swap advantage 0.150" in text
-    assert "the mother's layer 0 is the better one for CODE (swap advantage 0.200" in text
+    assert "REASONING: the father's layer 2 (0.150); CODE: the mother's layer 0 (0.200)." in text
     # mean over categories: -0.095, 0.015, 0.075, 0.005 -> the father's at L1-L3
     assert "the father's layer is the better one at 3 of 4 layers and the mother's at 1" in text
     assert "The mother has 12% dead experts on average over her 4 MoE layers" in text
@@ -274,7 +273,7 @@ def test_findings_come_first_and_say_what_happened(run_dir):
     assert "The health check raised flags: L2 interference in REASONING" in text
     assert "the child scores 0.565 [0.485, 0.635] vs father (zf) 0.450" in text
     assert "child - father +0.115 (paired p=0.012: child better)" in text
-    assert "child - mother +0.115 (paired p=0.210: inside the noise)" in text
+    assert "child - mother +0.115 (paired p=0.21: inside the noise)" in text
     assert "Not in this report" not in text
 
 
@@ -433,3 +432,13 @@ def test_a_winner_below_the_best_fitness_names_the_keep_rule(run_dir):
     text = search_finding(evo, None, L, components=COMPONENTS, keep="CODE")
     assert "chose trial 7, fitness 0.5800 on the fitness split (the best complete fitness" in text
     assert "was 0.6200; the winner rule keeps the father's CODE score" in text
+
+
+def test_parents_named_father_and_mother_are_not_labelled_twice():
+    from darwinmerge.report import results_section
+    from darwinmerge.report.findings_section import final_finding
+
+    names = {"father": "father", "mother": "mother"}
+    sec = results_section(final_scores(), names=names)
+    assert sec.find("Final table (test split)").header[1] == "father [95% CI]"
+    assert "vs father 0.450 [0.370, 0.520] and mother 0.450" in final_finding(final_scores(), names)

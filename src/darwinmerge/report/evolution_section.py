@@ -196,9 +196,9 @@ def _genes(genes: Mapping[str, Any] | None) -> str:
         return "-"
     parts = []
     for k, v in genes.items():
-        parts.append(f"{k}={v:.3g}" if isinstance(v, int | float) else f"{k}={v}")
+        parts.append(f"{k}={v:.2g}" if isinstance(v, int | float) else f"{k}={v}")
     text = ", ".join(parts)
-    return text if len(text) <= 160 else text[:157] + "..."
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 SECTIONS.add("evolution", evolution_section)

@@ -38,6 +38,11 @@ def _f(x: Any, digits: int = 3) -> str:
     return "n/a" if not np.isfinite(v) else f"{v:.{digits}f}"
 
 
+def _p(x: Any) -> str:
+    v = float("nan") if x is None else float(x)
+    return "n/a" if not np.isfinite(v) else f"{v:.2g}"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
@@ -78,13 +83,14 @@ def mri_finding(
                 continue
             layer = int(np.nanargmax(np.abs(row)))
             v = float(row[layer])
-            who = a if v > 0 else b
-            per_cat.append(
-                f"{_poss(who)} layer {layer} is the better one for {cat} (swap advantage "
-                f"{abs(v):.3f} nats of probe loss in the {who}'s favour)"
-            )
+            per_cat.append(f"{cat}: {_poss(a if v > 0 else b)} layer {layer} ({abs(v):.3f})")
         if per_cat:
-            parts.append("The MRI found " + "; ".join(per_cat) + ".")
+            parts.append(
+                "The MRI's swap scan found, per probe category, the layer where one parent's "
+                "is most clearly the better one (swap advantage in nats of probe loss): "
+                + "; ".join(per_cat)
+                + "."
+            )
     pref, kind = _layer_preference(c)
     n_a = int((pref > 0).sum())
     basis = (
@@ -289,7 +295,7 @@ def final_finding(scores: Mapping[str, Any], names: Mapping[str, str] | None = N
         return f"{_f(s.get('score'))} [{_f(s.get('ci_low'))}, {_f(s.get('ci_high'))}]"
 
     def who(m: str) -> str:
-        return f"{m} ({names[m]})" if m in names else m
+        return f"{m} ({names[m]})" if names.get(m, m) != m else m
 
     text = (
         f"On the test split ({child.get('n', '?')} items) the child scores {cell(child)} vs "
@@ -301,7 +307,7 @@ def final_finding(scores: Mapping[str, Any], names: Mapping[str, str] | None = N
         row = (paired.get(f"child_vs_{p}") or {}).get(OVERALL)
         if row:
             bits.append(
-                f"child - {p} {float(row['diff']):+.3f} (paired p={_f(row.get('p_value'), 3)}: "
+                f"child - {p} {float(row['diff']):+.3f} (paired p={_p(row.get('p_value'))}: "
                 f"{paired_verdict(row, p)})"
             )
     if bits:

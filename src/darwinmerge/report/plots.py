@@ -81,7 +81,8 @@ def _lines(info: LinesInfo) -> Figure:
 def _bars(info: BarsInfo) -> Figure:
     n = len(info.labels)
     k = max(len(info.series), 1)
-    fig = Figure(figsize=(min(3 + 0.3 * n * k, 14), 3.2))
+    fig_w = min(3 + 0.3 * n * k, 14)
+    fig = Figure(figsize=(fig_w, 3.2))
     ax = fig.add_subplot()
     width = 0.8 / k
     x = np.arange(n)
@@ -92,7 +93,15 @@ def _bars(info: BarsInfo) -> Figure:
             err = np.stack([ys - info.low[name], info.high[name] - ys]).clip(min=0)
         ax.bar(pos, ys, width, yerr=err, capsize=2, label=name)
     ticks = _ticks(n)
-    ax.set_xticks(ticks, [info.labels[i] for i in ticks])
+    # rotate when the longest label (about 0.09 in a character) is wider than its slot
+    longest = max((len(info.labels[i]) for i in ticks), default=0)
+    crowded = longest * 0.09 > 0.9 * (fig_w - 1) / max(len(ticks), 1)
+    ax.set_xticks(
+        ticks,
+        [info.labels[i] for i in ticks],
+        rotation=45 if crowded else 0,
+        ha="right" if crowded else "center",
+    )
     ax.set_xlabel(info.xlabel)
     ax.set_ylabel(info.ylabel)
     ax.set_title(info.title)

@@ -68,7 +68,7 @@ def results_section(
     """Info for the results section from a ``final_scores.json`` dictionary; ``names``
     maps father / mother to the parents' names for the labels."""
     names = dict(names or {})
-    label = {m: (f"{m} ({names[m]})" if m in names else m) for m in MODELS}
+    label = {m: (f"{m} ({names[m]})" if names.get(m, m) != m else m) for m in MODELS}
     cats = results_categories(scores)
     models = [m for m in MODELS if m in scores]
     series = {label[m]: np.array([_num(scores[m][c]["score"]) for c in cats]) for m in models}

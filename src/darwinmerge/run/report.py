@@ -259,7 +259,8 @@ def _meta(f: RunFiles) -> dict[str, Any]:
     for role in ("father", "mother"):
         name = f.names.get(role)
         if name:
-            meta[role] = f"{name}: {parents.get(name, '?')}"
+            path = parents.get(name, "?")
+            meta[role] = path if name == role else f"{name}: {path}"
     if f.config.get("base"):
         meta["base"] = f.config["base"]
     if f.phases:
