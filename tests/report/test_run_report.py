@@ -442,3 +442,18 @@ def test_parents_named_father_and_mother_are_not_labelled_twice():
     sec = results_section(final_scores(), names=names)
     assert sec.find("Final table (test split)").header[1] == "father [95% CI]"
     assert "vs father 0.450 [0.370, 0.520] and mother 0.450" in final_finding(final_scores(), names)
+
+
+def test_a_run_stopped_after_the_mri_reports_the_mri_only(tmp_path):
+    import shutil
+
+    run = make_run(tmp_path / "run", health=False, final=False)
+    (run / "prior.json").unlink()
+    shutil.rmtree(run / "evolve")
+    sections = run_report_sections(run)
+    assert [s.phase for s in sections] == ["findings", "mri"]
+    text = [b.text for b in sections[0].blocks if isinstance(b, TextInfo)]
+    assert text[0].startswith("MRI: The MRI's swap scan found")
+    assert "Not in this report: prior (no prior.json)" in text
+    assert "Not in this report: evolution (no evolve/evolution.json)" in text
+    assert "Not in this report: final recipe (no evolve/winner_recipe.yaml)" in text

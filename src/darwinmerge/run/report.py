@@ -59,7 +59,9 @@ class RunFiles:
         child = self.run_dir / "evolve" / "child" / "config.json"
         if child.is_file():
             cfg = json.loads(child.read_text(encoding="utf-8"))
-            n = cfg.get("num_hidden_layers") or cfg.get("text_config", {}).get("num_hidden_layers")
+            n = cfg.get("num_hidden_layers") or (cfg.get("text_config") or {}).get(
+                "num_hidden_layers"
+            )
             return int(n) if n else None
         return None
 
