@@ -453,7 +453,7 @@ def test_a_run_stopped_after_the_mri_reports_the_mri_only(tmp_path):
     sections = run_report_sections(run)
     assert [s.phase for s in sections] == ["findings", "mri"]
     text = [b.text for b in sections[0].blocks if isinstance(b, TextInfo)]
-    assert text[0].startswith("MRI: The MRI's swap scan found")
+    assert text[0].startswith("MRI: The swap scan's most decisive layer per probe category")
     assert "Not in this report: prior (no prior.json)" in text
     assert "Not in this report: evolution (no evolve/evolution.json)" in text
     assert "Not in this report: final recipe (no evolve/winner_recipe.yaml)" in text

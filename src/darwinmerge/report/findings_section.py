@@ -86,10 +86,8 @@ def mri_finding(
             per_cat.append(f"{cat}: {_poss(a if v > 0 else b)} layer {layer} ({abs(v):.3f})")
         if per_cat:
             parts.append(
-                "The MRI's swap scan found, per probe category, the layer where one parent's "
-                "is most clearly the better one (swap advantage in nats of probe loss): "
-                + "; ".join(per_cat)
-                + "."
+                "The swap scan's most decisive layer per probe category (whose layer is the "
+                "better one; swap advantage in nats of probe loss): " + "; ".join(per_cat) + "."
             )
     pref, kind = _layer_preference(c)
     n_a = int((pref > 0).sum())
