@@ -457,3 +457,12 @@ def test_a_run_stopped_after_the_mri_reports_the_mri_only(tmp_path):
     assert "Not in this report: prior (no prior.json)" in text
     assert "Not in this report: evolution (no evolve/evolution.json)" in text
     assert "Not in this report: final recipe (no evolve/winner_recipe.yaml)" in text
+
+
+def test_titles_name_the_parents_not_their_paths(tmp_path):
+    run = make_run(tmp_path / "run")
+    sections = {s.phase: s for s in run_report_sections(run)}
+    titles = [getattr(b, "title", "") for b in sections["mri"].blocks]
+    assert "Advantage map BI(A) - BI(B)   A=father (zf)  B=mother (zm)" in titles
+    chart = sections["health"].find("Child vs parents: importance per layer")
+    assert "parent A (father (zf)) and parent B (mother (zm))" in chart.caption

@@ -195,7 +195,12 @@ def _sections(f: RunFiles) -> list[Any]:
     scans = {role: s for role, s in (("father", f.scan_a), ("mother", f.scan_b)) if s is not None}
     if scans:
         labelled = {f.label(role): s for role, s in scans.items()}
-        sec = R.mri_section(labelled, f.comparison, f.weights)
+        named = (
+            dataclasses.replace(f.comparison, model_a=f.label("father"), model_b=f.label("mother"))
+            if f.comparison is not None
+            else None
+        )  # the parents' names in the titles, not their paths
+        sec = R.mri_section(labelled, named, f.weights)
         sections.append(_pair_parents(sec, list(labelled)))
     if f.comparison is not None:
         text["mri"] = mri_finding(f.names, f.comparison, scans)
@@ -241,7 +246,13 @@ def _sections(f: RunFiles) -> list[Any]:
         )
     if f.verdict is not None:
         text["health"] = health_finding(f.verdict, f.repair)
-        sections.append(R.health_section(f.verdict))
+        sections.append(
+            R.health_section(
+                dataclasses.replace(
+                    f.verdict, parent_a=f.label("father"), parent_b=f.label("mother")
+                )
+            )
+        )
     if f.scores is not None:
         text["final"] = final_finding(f.scores, f.names)
         sections.append(R.results_section(f.scores, names=f.names))
