@@ -182,9 +182,19 @@ def micro_config(seed: int = 0) -> ZooConfig:
                         batch_size=2,
                         seq_len=64,
                         weight_decay=1.0,
-                        train_only=("mlp.gate.",),
+                        train_only=("mlp.gate.", "post_attention_layernorm"),
                     ),
                     router_balance=-0.5,
+                ),
+                CollapsePhase(
+                    train=TrainConfig(
+                        steps=1,
+                        lr=2e-3,
+                        warmup=0,
+                        batch_size=2,
+                        seq_len=64,
+                        train_only=("mlp.experts",),
+                    ),
                 ),
             )
         ),
