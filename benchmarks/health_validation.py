@@ -14,6 +14,9 @@ damaged children made from it by changing ONE layer in the recipe:
   (``t -> 1 - t``; with this recipe the attention then comes from the mother and the
   MoE block 30 % mother).
 
+``--scale`` and ``--overshoot`` take comma-separated lists; each value makes its own
+damaged children (one per layer).
+
 (a) For every child: the health verdict (probes ``zoo@ZOO``) and, per layer, the
 single-layer revert effect on the held-out TEST split: the child's layer replaced by
 the better parent's (the parent with the higher test score, the father here:
