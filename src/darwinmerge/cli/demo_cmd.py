@@ -21,8 +21,9 @@ def demo(
     ),
     trials: Annotated[int, typer.Option(min=1, help="Candidates per evolution.")] = 12,
 ) -> None:
-    """Breed a child of the tiny parents twice (the first run trains them) and print
-    the test-split tables: father, mother, child, intervals, exact paired tests."""
+    """Breed a child of the tiny parents, twice (the first run trains them).
+
+    Prints the test-split tables: father, mother, child, intervals, exact paired tests."""
     import torch
     from rich.console import Console
     from transformers.utils import logging as hf_logging

@@ -32,8 +32,9 @@ def evolve_command(
         str | None, typer.Option(help="Ray cluster address (default: start local Ray).")
     ] = None,
 ) -> None:
-    """Evolve a child of two parents: ask/tell search on the fitness split, then the best
-    candidates and both parents once on the test split."""
+    """Evolve a child of two parents by searching merge genomes on the fitness split.
+
+    Then the best candidates and both parents are scored once on the test split."""
     from rich.console import Console
 
     from darwinmerge.evolve.api import evolve

@@ -91,8 +91,9 @@ def validate(
         ),
     ] = True,
 ) -> None:
-    """Check a recipe, an evolve config or a run config without running it (with the
-    parents: plan the merge / build the genome space and the fitness items)."""
+    """Check a recipe, an evolve config or a run config without running it.
+
+    With the parents: plan the merge, or build the genome space and the fitness items."""
     from contextlib import ExitStack
 
     from darwinmerge.merge.api import open_sources

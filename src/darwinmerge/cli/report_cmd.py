@@ -33,8 +33,9 @@ def report_command(
         bool, typer.Option("--force", help="Overwrite an existing --out / --screenshot file.")
     ] = False,
 ) -> None:
-    """Write the run report: findings first, then the MRI, prior, evolution, recipe,
-    health and final scores of the run."""
+    """Write a run's HTML report (and optionally a full-page screenshot).
+
+    Findings first, then the MRI, prior, evolution, recipe, health and final scores."""
     from rich.console import Console
 
     from darwinmerge.report.browser import find_chromium

@@ -41,9 +41,9 @@ def run_command(
         typer.Option(help="End after this phase (mri, prior, evolve, health, final, report)."),
     ] = None,
 ) -> None:
-    """MRI of both parents, the MRI prior, the evolution, the health check, the final
-    test-split table and the report. A re-run skips finished phases; a killed run
-    resumes where it stopped."""
+    """The whole pipeline: MRI, prior, evolution, health check, final table, report.
+
+    A re-run skips finished phases; a killed run resumes where it stopped."""
     from rich.console import Console
 
     from darwinmerge.run.config import load_run_config
