@@ -92,7 +92,9 @@ def _run(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
     merge = statistics.fmean(r["merge_seconds"] for r in done)
     evaluate = statistics.fmean(r["eval_seconds"] for r in done)
     es = record["early_stop"]
+    sweep = rule_sweep(rows, _item_categories(args), args.chunk, [1.96, 2.576, 3.29])
     return {
+        "rule_sweep": sweep,
         "arm": arm,
         "seed": seed,
         "curve": curve,
@@ -107,12 +109,68 @@ def _run(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
         "selection_gap": sel["selection_gap"],
         "items_used": es["items_used"],
         "items_saved": es["items_saved"],
+        "items_saved_check": sum(
+            r["items_planned"] - r["ucb_stop_at"] for r in rows if r.get("ucb_stop_at")
+        ),
         "stops": es["stopped"],
         "false_stops": es["false_stops"],
         "merge_s": merge,
         "eval_s": evaluate,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _item_categories(args: argparse.Namespace) -> list[str]:
+    """Categories of the fitness items in the order every candidate scores them."""
+    from darwinmerge.evaluate.tasks import filter_split, load_tasks, stratified_subset
+
+    every = load_tasks(f"zoo:{args.zoo.resolve()}", split=None)
+    fitness = filter_split(every, "fitness", test_fraction=0.5)
+    return [it.category for it in stratified_subset(fitness, args.subset, seed=0)]
+
+
+def rule_sweep(
+    rows: list[dict[str, Any]], cats: list[str], chunk: int, zs: list[float]
+) -> dict[str, dict[str, Any]]:
+    """Replay the early-stop rule at several ``z`` on an audited run's per-item results:
+    items it would save, false stops (full fitness above the best known then), and
+    whether the run's winner would have been stopped."""
+    from darwinmerge.evolve.early_stop import EarlyStopRule
+
+    categories = sorted(set(cats))
+    planned = {c: cats.count(c) for c in categories}
+    out = {}
+    values = [r["values"][0] if r["state"] == "complete" and r["values"] else None for r in rows]
+    winner = max((i for i, v in enumerate(values) if v is not None), key=lambda i: (values[i], -i))
+    for z in zs:
+        rule = EarlyStopRule(z=z, min_items=4)
+        best: float | None = None
+        saved = used = false = 0
+        winner_stopped = False
+        for i, r in enumerate(rows):
+            bits = r.get("item_correct") or ""
+            if len(bits) != len(cats) or values[i] is None:
+                continue
+            used += len(bits)
+            counts: dict[str, list[int]] = {c: [0, 0] for c in categories}
+            for done, (bit, c) in enumerate(zip(bits, cats, strict=True), start=1):
+                counts[c][0] += bit == "1"
+                counts[c][1] += 1
+                if done % chunk or done == len(bits):
+                    continue
+                now = {c: (k, n) for c, (k, n) in counts.items()}
+                if rule.should_stop(now, planned, categories, best):
+                    saved += len(bits) - done
+                    false += values[i] > best  # type: ignore[operator]
+                    winner_stopped = winner_stopped or i == winner
+                    break
+            best = values[i] if best is None else max(best, values[i])  # type: ignore[type-var]
+        out[f"{z:g}"] = {
+            "saved_share": saved / used if used else 0.0,
+            "false_stops": false,
+            "winner_stopped": winner_stopped,
+        }
+    return out
 
 
 def _first_reach(curve: list[float], level: float) -> int | None:
@@ -214,6 +272,17 @@ def print_tables(summary: dict[str, Any], runs: list[dict[str, Any]]) -> None:
         f"parents on test: father {_fmt_interval(parents['father_test'])}, "
         f"mother {_fmt_interval(parents['mother_test'])}"
     )
+    print(
+        "\nEarly-stop rule replayed on the audited runs (saved share / false stops / "
+        "winner stopped), per run:"
+    )
+    for r in runs:
+        cells = "  ".join(
+            f"z={z}: {v['saved_share']:.0%}/{v['false_stops']}/"
+            f"{'yes' if v['winner_stopped'] else 'no'}"
+            for z, v in r["rule_sweep"].items()
+        )
+        print(f"  {r['arm']:<6} seed {r['seed']}: {cells}")
     print("\nTable 2: targets")
     for name, ok in summary["targets"].items():
         print(f"  [{'met' if ok else 'NOT met'}] {name}")

@@ -106,6 +106,10 @@ def _record(trial: optuna.Trial, result: CandidateResult) -> None:
     trial.set_user_attr("eval_seconds", round(result.eval_seconds, 4))
     trial.set_user_attr("stopped", result.state == "pruned")
     trial.set_user_attr("worker", result.worker)
+    if result.correct:  # per item, in the worker's item order: "1" right, "0" wrong
+        trial.set_user_attr(
+            "item_correct", "".join("1" if c else "0" for c in result.correct.values())
+        )
     if result.stop_at is not None:
         trial.set_user_attr("ucb_stop_at", result.stop_at)
     if result.full_fitness is not None:

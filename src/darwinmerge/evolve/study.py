@@ -11,7 +11,8 @@ fitness categories, the config. Trial user attributes: ``genome`` (unit space),
 ``genes`` (decoded, human readable), ``recipe`` (YAML), ``fitness`` (per category),
 ``items_used`` / ``items_planned``, ``merge_seconds`` / ``eval_seconds``, ``stopped``,
 ``ucb_stop_at`` (audit), ``full_fitness`` (audit), ``cached_from`` (a genome seen
-before), ``error`` (a failed candidate).
+before), ``error`` (a failed candidate), ``item_correct`` (one character per scored
+item, in the candidate's item order).
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
                 "ucb_stop_at": u.get("ucb_stop_at"),
                 "full_fitness": u.get("full_fitness"),
                 "error": u.get("error"),
+                "item_correct": u.get("item_correct"),
                 "worker": u.get("worker"),
             }
         )
