@@ -53,6 +53,8 @@ DEFAULT_GRID: tuple[tuple[float, float, float], ...] = (
     (0.5, 0.5, 0.0),
     (0.7, 0.7, 0.0),
     (1.0, 1.0, 0.0),
+    (0.1, 0.1, 0.1),
+    (0.2, 0.2, 0.2),
     (0.3, 0.3, 0.3),
     (0.5, 0.5, 0.5),
 )
@@ -72,14 +74,25 @@ def pair_recipe(
     t_rest: float,
     revive: dict[str, Any] | None = None,
     router_from_father: Sequence[int] = (),
+    norm_from_father: Sequence[int] = (),
 ) -> Any:
     """Linear father x mother merge (weights ``1 - t`` / ``t``, no normalisation) with the
     mother's share ``t_router`` for the routers, ``t_moe`` for the experts and shared
     expert, ``t_rest`` elsewhere; ``revive`` is the recipe's ``revive:`` field;
-    ``router_from_father`` takes the father's whole router in those layers."""
+    ``router_from_father`` takes the father's whole router in those layers and
+    ``norm_from_father`` the father's router input norm (``post_attention_layernorm``)."""
     from darwinmerge.merge import Recipe
 
-    rules = [
+    rules: list[dict[str, Any]] = [
+        {
+            "component": "norm",
+            "filter": "post_attention_layernorm",
+            "layers": [la, la],
+            "value": 0.0,
+        }
+        for la in norm_from_father
+    ]
+    rules += [
         {"component": "router", "value": t_router},
         {"component": "mlp", "value": t_moe},
         {"value": t_rest},
@@ -377,6 +390,48 @@ class Bench:
         return self.cache[key]
 
 
+def localisation_candidates(
+    father: Path, mother: Path, mother_name: str, revived_layers: Sequence[int]
+) -> list[Candidate]:
+    """Where does the mother's breadth loss live? The mother with one part taken back
+    from the father (scored on the FITNESS split only: a diagnosis, not a selection)."""
+    from darwinmerge.merge import Recipe
+
+    def linear(mother_rules: list[dict[str, Any]], name: str) -> Candidate:
+        rules = [*mother_rules, {"value": 1.0}]
+        data = {
+            "method": "linear",
+            "parents": [
+                {
+                    "name": FATHER,
+                    "path": str(father),
+                    "parameters": {"weight": [{**r, "value": 1.0 - r["value"]} for r in rules]},
+                },
+                {"name": mother_name, "path": str(mother), "parameters": {"weight": rules}},
+            ],
+            "parameters": {"normalize": False},
+            "donor": FATHER,
+        }
+        return Candidate(name, Recipe.parse(data, source="benchmarks/revival.py"))
+
+    span = [[la, la] for la in revived_layers]
+    norm = {"component": "norm", "filter": "post_attention_layernorm", "value": 0.0}
+    out = [
+        linear(
+            [{"layers": sp, "value": 0.0} for sp in span], "mother, father's revived layers whole"
+        ),
+        linear([{"component": "experts", "value": 0.0}], "mother, father's routed experts (all)"),
+        linear(
+            [{"component": "router", "value": 0.0}, norm], "mother, father's routers + input norms"
+        ),
+        linear(
+            [{"component": "moe", "value": 0.0}, norm],
+            "mother, father's MoE blocks + input norms (all)",
+        ),
+    ]
+    return out
+
+
 def measure(
     zoo: Path,
     *,
@@ -459,6 +514,17 @@ def measure(
                     rec(*base, revive=rv, router_from_father=dead_layers),
                 )
             )
+            vs.append(
+                Candidate(
+                    f"{tag} +revive, router + its input norm of those layers from father",
+                    rec(
+                        *base,
+                        revive=rv,
+                        router_from_father=dead_layers,
+                        norm_from_father=dead_layers,
+                    ),
+                )
+            )
         vs += [
             Candidate(f"{tag} +revive at {th:g}", rec(*base, revive=bench.revive_field(th)))
             for th in thresholds
@@ -473,6 +539,12 @@ def measure(
         log(f"fitness {cand.name:28s} {res.overall.score:.3f}")
     keep_m = max(var_m, key=lambda c: fitness[c.name]["overall"])  # first wins a tie
     keep_b = max(var_b, key=lambda c: fitness[c.name]["overall"])
+    diagnosis = {}
+    for cand in localisation_candidates(F, M, mother_name, dead_layers):
+        res = bench.score(cand, "fitness", fit)
+        diagnosis[cand.name] = result_payload(res)["table"]
+        log(f"fitness {cand.name:28s} {res.overall.score:.3f}")
+    out["diagnosis_fitness"] = diagnosis
     out["fitness"] = {
         "n": len(fit),
         "scores": fitness,
@@ -484,7 +556,10 @@ def measure(
     # -- the TEST split: item 3's four models, the father, then every variant (chosen
     #    above on the fitness split; the test rows of the others are for the record)
     models = list(dict.fromkeys([mother, mother_rv, best, best_rv, father, *var_m, *var_b]))
-    results = {m.name: bench.score(m, "test", test) for m in models}
+    results = {}
+    for m in models:
+        results[m.name] = bench.score(m, "test", test)
+        log(f"test    {m.name:28s} {results[m.name].overall.score:.3f}")
     out["test"] = {
         "n": len(test),
         "item3": [mother.name, mother_rv.name, best.name, best_rv.name],
@@ -538,6 +613,10 @@ def print_report(out: dict[str, Any], write: Callable[[str], None] = print) -> N
         write(f"  {name:52s} {v['overall']:.3f}  (child {v['hash']})")
     write(f"  best merge without revival: {fit['best_merge']}; kept variants: "
           f"{fit['kept_variant_mother']!r}, {fit['kept_variant_merge']!r}")  # fmt: skip
+    write("\nWhere the mother's loss lives (FITNESS split, overall and per category)")
+    for name, t in out.get("diagnosis_fitness", {}).items():
+        cells = " ".join(f"{c[:5]} {v['score']:.3f}" for c, v in t.items())
+        write(f"  {name:52s} {cells}")
     test = out["test"]
     models = test["models"]
     cats = list(next(iter(models.values()))["table"])
