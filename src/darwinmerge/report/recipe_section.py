@@ -185,10 +185,11 @@ def recipe_section(
             ("router",),
             layers,
             np.array([[code.get(s, np.nan) for s in routers]]),
-            colorbar=f"0 = {a}, 0.5 = merged, 1 = {b}",
+            colorbar="source",
             center=0.5,
             vrange=(0.0, 1.0),
-            caption="Which parent's router (gate) each layer keeps: "
+            caption=f"Blue (0): {a}'s router; white (0.5): merged; red (1): {b}'s. "
+            "Which router (gate) each layer keeps: "
             + "; ".join(f"{_span(f, la)}: {s}" for f, la, s in _spans(routers))
             + ".",
         )
