@@ -45,11 +45,14 @@ def run_command(
 
     A re-run skips finished phases; a killed run resumes where it stopped."""
     from rich.console import Console
+    from transformers.utils import logging as hf_logging
 
     from darwinmerge.run.config import load_run_config
     from darwinmerge.run.pipeline import run
 
     cfg = load_run_config(config, list(overrides or []))
+    hf_logging.set_verbosity_error()  # e.g. the pure-torch Gated DeltaNet fallback notes
+    hf_logging.disable_progress_bar()
     console = Console(stderr=True, soft_wrap=True)
 
     def on_trial(event: Any) -> None:
