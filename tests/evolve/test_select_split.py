@@ -55,6 +55,7 @@ def test_test_split_is_never_read_during_the_search(micro_zoo, monkeypatch, tmp_
     assert len(record["trials"]) == 5 and record["winner"]["trial"] == result.winner
     for row in record["trials"]:
         assert row["state"] == "complete" and row["items_used"] == 20
+        assert len(row["item_correct"]) == 20 and set(row["item_correct"]) <= {"0", "1"}
         assert set(row["fitness"]) == {"code", "knowledge", "logic", "multilingual", "reasoning"}
         assert row["merge_seconds"] > 0 and row["eval_seconds"] > 0
         assert yaml.safe_load(row["recipe"])["method"] == "linear"
