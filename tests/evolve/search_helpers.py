@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from darwinmerge.merge import Recipe
 
@@ -137,8 +138,6 @@ class SyntheticPool:
 
 
 # --- the micro zoo and a multiple-choice task file ---------------------------------------
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
