@@ -114,7 +114,11 @@ def test_evidence_numbers() -> None:
     np.testing.assert_allclose(ev.layer_z, (z_r + z_c) / 2, rtol=1e-12, atol=1e-15)
     # the two categories disagree at L2 (conf 0) and agree everywhere else (conf 1)
     np.testing.assert_allclose(ev.layer_conf, [1, 1, 0, 1, 1, 1], atol=1e-12)
-    assert ev.specialty == "REASONING" and ev.golden == 4 and ev.golden_z == pytest.approx(-0.5)
+    # golden: B's peak layer on her specialty; without a target its evidence is the mean
+    # over the categories (L4: reasoning -0.5, code 0.0) and its confidence theirs
+    assert ev.specialty == "REASONING" and ev.golden == 4
+    assert ev.golden_z == pytest.approx(ev.layer_z[4]) == pytest.approx(-0.25)
+    assert ev.golden_conf == pytest.approx(ev.layer_conf[4])
     nl_r = (-0.2 - (-0.09)) / 0.2
     nl_c = (0.4 - 0.11) / 0.4
     assert ev.non_layer_z == pytest.approx((nl_r + nl_c) / 2)
@@ -123,6 +127,7 @@ def test_evidence_numbers() -> None:
     assert ev.revivable == 8
     only = scan_evidence(comp, a, b, target="reasoning")
     np.testing.assert_allclose(only.layer_z, z_r)
+    assert only.golden == 4 and only.golden_z == pytest.approx(-0.5)  # the target alone
     with pytest.raises(ConfigError, match="not a probe category"):
         scan_evidence(comp, a, b, target="poetry")
 
@@ -136,9 +141,13 @@ def test_seed_prior_blocks_t_router_density_revival() -> None:
     assert [vals["cut_1"], vals["cut_2"], vals["cut_3"]] == [3, 4, 5]
     assert vals["t_1"] == pytest.approx(_t(z[:3].mean()))
     assert vals["t_2"] == pytest.approx(_t(z[3]))
-    assert vals["t_3"] == pytest.approx(_t(-0.5))  # golden: target evidence alone
+    # golden (no target): B's peak layer on her specialty, its t weighed over every category
+    assert vals["t_3"] == pytest.approx(_t(z[4]))
     assert vals["t_4"] == pytest.approx(_t(z[5]))
     assert vals["t_3"] > vals["t_2"] > 0.5 > vals["t_1"] > vals["t_4"]
+    # with a target, the target's evidence alone sets the golden layer's t
+    aimed = space.values(mri_prior(space, comp, a, b, target="reasoning").mean)
+    assert aimed["t_3"] == pytest.approx(_t(-0.5))
     # router: A healthier (B half dead) + A wins -> A; B healthier + wins -> B
     assert [vals[f"router_{k}"] for k in range(1, 5)] == ["father", "mother", "mother", "father"]
     assert vals["density_a"] == 1.0 and vals["density_b"] == pytest.approx(2 / 3)

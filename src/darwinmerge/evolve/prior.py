@@ -156,8 +156,13 @@ def scan_evidence(
         c = cats.index(specialty)
         g = int(np.argmin(z[c]))
         if z[c, g] < 0:
-            golden, golden_z = g, float(z[c, g])
-            golden_conf = _agreement(np.array([cells_ab[c, g], cells_ba[c, g]]))
+            golden = g
+            if target is not None:  # asked for: the target's evidence alone sets its t
+                golden_z = float(z[c, g])
+                golden_conf = _agreement(np.array([cells_ab[c, g], cells_ba[c, g]]))
+            else:  # B's peak layer, its t weighed over every category it may cost
+                golden_z = float(layer_z[g])
+                golden_conf = float(layer_conf[g])
 
     def health(scan: Any) -> np.ndarray:
         out = np.full(L, np.nan)
