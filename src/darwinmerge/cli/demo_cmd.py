@@ -19,7 +19,7 @@ def demo(
     zoo: Annotated[Path, typer.Option(help="Zoo folder (built once, then reused).")] = Path(
         "runs/zoo"
     ),
-    trials: Annotated[int, typer.Option(min=1, help="Candidates per evolution.")] = 12,
+    trials: Annotated[int, typer.Option(min=1, help="Candidates per evolution.")] = 16,
 ) -> None:
     """Breed a child of the tiny parents, twice (the first run trains them).
 

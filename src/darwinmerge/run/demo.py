@@ -43,7 +43,7 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def demo_config(zoo: Path, mother: str, *, revive: bool, trials: int = 12) -> RunConfig:
+def demo_config(zoo: Path, mother: str, *, revive: bool, trials: int = 16) -> RunConfig:
     """The run config of one demo pair (the same as ``examples/zoo-run.yaml`` but for
     the mother's folder, the budget and revival)."""
     return RunConfig.model_validate(
@@ -53,7 +53,7 @@ def demo_config(zoo: Path, mother: str, *, revive: bool, trials: int = 12) -> Ru
             "tasks": f"zoo:{zoo}",
             "probes": [f"zoo@{zoo}"],
             "mri": {"loss": "completion"},
-            "prior": {"kind": "mri", "target": "reasoning"},
+            "prior": {"kind": "mri"},  # every category: the fitness weighs them all
             "evolve": {
                 "space": {"kind": "seed", "max_blocks": 3, "revive": "auto" if revive else "off"},
                 "optimizer": {"name": "cmaes", "seed": 0},
@@ -94,7 +94,7 @@ def run_demo(
     out: str | Path,
     zoo: str | Path,
     *,
-    trials: int = 12,
+    trials: int = 16,
     log: Callable[[str], None] | None = None,
     on_trial: Callable[[Any], None] | None = None,
     on_pair: Callable[[str, str], None] | None = None,
