@@ -9,10 +9,15 @@ On a zoo built with ``darwin zoo build`` (father and the second mother,
    * the collapsed mother alone and the mother with revival (``revive:`` from the father);
    * a small grid of father x mother merges **without** revival scored on the FITNESS
      split; the best one, and the same recipe **with** revival;
-   * variants of revival (router rows scaled, norm-matched, shifted by the mother's own
-     router update, the whole router of the revived layers from the father), each with
-     revival on, chosen on the FITNESS split.
-3. The test split: the four models of item 3 (plus the father and the kept variant),
+   * variants of revival (router rows scaled, norm-matched, shifted by the mean update
+     of the mother's other rows, the whole router of the revived layers from the father,
+     that router and its input norm from the father, revival at higher thresholds),
+     each with revival on, chosen on the FITNESS split;
+   * a diagnosis on the FITNESS split: the mother with one part taken back from the
+     father (the revived layers whole, the routed experts, the routers + their input
+     norms, the MoE blocks + input norms), to see where her loss lives.
+3. The test split: the four models of item 3 (plus the father and every variant, the
+   kept one marked; the others for the record),
    per category with Wilson intervals and exact paired tests (McNemar per category,
    stratified sign test overall) against the collapsed mother and the father.
 4. MRI of the revived children: utilisation of the revived slots (mean, min, share
