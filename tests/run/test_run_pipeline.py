@@ -72,6 +72,7 @@ def test_final_table_matches_its_items(micro_zoo: Path, tmp_path: Path) -> None:
     assert 0.0 <= row["p_value"] <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_sigkill_mid_run_then_resume(micro_zoo: Path, tmp_path: Path) -> None:
     config = write_config(tmp_path / "run.yaml", run_config_data(micro_zoo, trials=6))
