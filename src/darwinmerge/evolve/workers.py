@@ -99,11 +99,13 @@ def _load_model(path: str, dtype: str) -> Any:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     finally:
-        hf_logging.enable_progress_bar()
+        if shown:  # leave the bars as the caller had them
+            hf_logging.enable_progress_bar()
     return model.eval()
 
 

@@ -232,11 +232,13 @@ def _save_parent(model: Any, state: dict[str, torch.Tensor], tok: Any, out: Path
     from transformers.utils import logging as hf_logging
 
     model.load_state_dict(state)
+    shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         model.save_pretrained(str(out))
     finally:
-        hf_logging.enable_progress_bar()
+        if shown:  # leave the bars as the caller had them
+            hf_logging.enable_progress_bar()
     save_tokenizer(tok, out)
     eos = model.config.eos_token_id
     GenerationConfig(
