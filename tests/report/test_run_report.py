@@ -466,3 +466,44 @@ def test_titles_name_the_parents_not_their_paths(tmp_path):
     assert "Advantage map BI(A) - BI(B)   A=father (zf)  B=mother (zm)" in titles
     chart = sections["health"].find("Child vs parents: importance per layer")
     assert "parent A (father (zf)) and parent B (mother (zm))" in chart.caption
+
+
+def test_revived_experts_match_the_merge_engine(tmp_path):
+    """The drawing's revived experts are the transplants the planner makes (tiny parents)."""
+    from contextlib import ExitStack
+
+    from darwinmerge.merge.api import open_sources
+    from darwinmerge.merge.planner import match_parents
+    from darwinmerge.merge.revive import revival_transplants
+    from darwinmerge.report import revived_experts
+    from darwinmerge.zoo.tiny import make_parent_pair
+
+    a, b = make_parent_pair("qwen3_moe", tmp_path / "models", seed_a=0, seed_b=1)
+    util_a = np.ones((L, 4))
+    util_a[1, 2] = 0.0  # dead in the donor too: skipped
+    make_scan(A, name="a", util=util_a).save(tmp_path, "donor")
+    make_scan(B, name="b", util=UTIL_B).save(tmp_path, "into")
+    recipe = Recipe.parse(
+        {
+            "parents": [{"name": "pa", "path": str(a)}, {"name": "pb", "path": str(b)}],
+            "method": "linear",
+            "parameters": {"weight": 0.5},
+            "revive": {
+                "source": "pa",
+                "into": "pb",
+                "scan": str(tmp_path / "into.json"),
+                "donor_scan": str(tmp_path / "donor.json"),
+                "threshold": 0.05,
+            },
+        }
+    )
+    with ExitStack() as stack:
+        matching = match_parents(recipe, open_sources(recipe, stack))
+        engine, notes = revival_transplants(recipe, matching)
+    mine = revived_experts(recipe)
+    assert (
+        [(r.layer, r.expert, r.source) for r in mine]
+        == [(t.layer, t.expert, t.source) for t in engine]
+        == [(3, 0, "pa")]
+    )
+    assert any("skipped" in n for n in notes)
