@@ -37,7 +37,6 @@ def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out}: exists and is not empty; pass --force to overwrite")
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _print_scan(console: Any, name: str, scan: Any) -> None:
@@ -139,6 +138,7 @@ def mri_command(
         _check_out(out, force)
         with _progress() as progress:
             result = compare_models(args[1], args[2], cfg, base=base, progress=progress)
+        out.mkdir(parents=True, exist_ok=True)  # only now: a failed scan leaves no folder
         result.save(out)
         _print_scan(console, "A", result.scan_a)
         _print_scan(console, "B", result.scan_b)
@@ -167,6 +167,7 @@ def mri_command(
         _check_out(out, force)
         with _progress() as progress:
             scan = scan_model(args[0], cfg, progress=progress)
+        out.mkdir(parents=True, exist_ok=True)
         scan.save(out)
         _print_scan(console, Path(args[0]).name, scan)
         sections = [mri_section({Path(args[0]).name: scan})]

@@ -114,8 +114,8 @@ class CandidateWorker:
 
     def __init__(self, spec: WorkerSpec, name: str = "local") -> None:
         import torch
-        from transformers import AutoTokenizer
 
+        from darwinmerge.checkpoint.tokenizer import load_tokenizer
         from darwinmerge.evaluate.backends import make_backend
         from darwinmerge.merge.executor import StateDictSource
 
@@ -127,7 +127,7 @@ class CandidateWorker:
         for it in spec.items:
             self._planned[it.category] = self._planned.get(it.category, 0) + 1
         paths = [p for _, p in spec.parents] + ([spec.base] if spec.base else [])
-        tokenizer = AutoTokenizer.from_pretrained(spec.parents[0][1])
+        tokenizer = load_tokenizer(spec.parents[0][1])
         self.tokenizer = tokenizer
         if spec.backend == "vllm":
             self._init_vllm(paths)

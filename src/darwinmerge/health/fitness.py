@@ -41,8 +41,7 @@ class ResidentFitness:
         batch_size: int = 32,
         max_new_tokens: int = 32,
     ) -> None:
-        from transformers import AutoTokenizer
-
+        from darwinmerge.checkpoint.tokenizer import load_tokenizer
         from darwinmerge.merge.executor import StateDictSource
 
         self.items = list(items)
@@ -53,7 +52,7 @@ class ResidentFitness:
         child = _load(donor, dtype)
         self.backend = TransformersBackend(
             child,
-            AutoTokenizer.from_pretrained(donor),
+            load_tokenizer(donor),
             device=device,
             dtype=dtype,
             batch_size=batch_size,
