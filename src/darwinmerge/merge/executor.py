@@ -28,6 +28,7 @@ from darwinmerge.merge.resident import ModelWriter, write_into_dict
 __all__ = [
     "StateDictSource",
     "execute_plan",
+    "job_bytes",
     "job_seed",
     "realize",
     "run_job",
@@ -189,17 +190,32 @@ def _iter_results(
         for job in plan.jobs:
             yield job, work(job)
         return
+    # Memory bound: the tensors in flight together never exceed the largest one, so two
+    # 1 GiB expert tensors are never merged at once (peak ~ one job's inputs + output),
+    # while small tensors still run ``threads`` at a time. Output order is plan order.
+    budget = max((job_bytes(j) for j in plan.jobs), default=0)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="darwin-merge") as pool:
         pending: deque[tuple[TensorJob, Future[torch.Tensor]]] = deque()
-        jobs = iter(plan.jobs)
-        for job in jobs:
-            pending.append((job, pool.submit(work, job)))
-            if len(pending) >= threads:
+        in_flight = 0
+        for job in plan.jobs:
+            size = job_bytes(job)
+            while pending and (len(pending) >= threads or in_flight + size > budget):
                 done_job, fut = pending.popleft()
+                in_flight -= job_bytes(done_job)
                 yield done_job, fut.result()
+            pending.append((job, pool.submit(work, job)))
+            in_flight += size
         while pending:
             done_job, fut = pending.popleft()
             yield done_job, fut.result()
+
+
+def job_bytes(job: TensorJob) -> int:
+    """Bytes of one job's output tensor (its inputs are the same size each)."""
+    n = 1
+    for d in job.shape:
+        n *= d
+    return n * torch.empty((), dtype=job.dtype).element_size()
 
 
 def execute_plan(
