@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ def _fake_zoo(tmp_path: Path) -> Path:
     for name in ("father", "mother", "base"):
         (zoo / name).mkdir(parents=True)
         (zoo / name / "config.json").write_text("{}")
+        (zoo / name / "tokenizer.json").write_text("{}")
     return zoo
 
 
@@ -56,6 +58,13 @@ def test_bad_config_is_one_line(tmp_path: Path, edit, needle: str) -> None:  # t
     assert needle in msg and "\n" not in msg
 
 
+def test_parent_without_tokenizer_files_named(tmp_path: Path) -> None:
+    zoo = _fake_zoo(tmp_path)
+    (zoo / "mother" / "tokenizer.json").unlink()
+    with pytest.raises(ConfigError, match=r"parents\.mother: .* has no tokenizer files"):
+        load_run_config(write_config(tmp_path / "run.yaml", run_config_data(Path("zoo"))))
+
+
 def test_missing_parent_folder_named(tmp_path: Path) -> None:
     data = run_config_data(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match=r"parents\.father: .*nowhere/father is not a model"):
@@ -64,21 +73,41 @@ def test_missing_parent_folder_named(tmp_path: Path) -> None:
 
 def test_ledger_keeps_finished_phases_and_refuses_another_config(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    config = {"tasks": "zoo", "evolve": {"trials": 4, "space": {"kind": "seed"}}}
+    config = {"tasks": "zoo", "final": {"alpha": 0.05}, "evolve": {"trials": 4, "space": {}}}
     ledger = RunLedger.open(run_dir, config)
-    ledger.mark("mri", seconds=1.0)
-    again = RunLedger.open(run_dir, {**config, "evolve": {**config["evolve"], "trials": 9}})
-    assert again.done("mri") and not again.done("prior")  # the budget may change
+    for phase in ("mri", "prior", "evolve", "health", "final"):
+        ledger.mark(phase, seconds=1.0)
+    # the same config: every finished phase is kept
+    assert list(RunLedger.open(run_dir, config).phases) == [
+        "mri",
+        "prior",
+        "evolve",
+        "health",
+        "final",
+    ]
+    # a new final table reopens only the final phase
+    alpha = {**config, "final": {"alpha": 0.01}}
+    assert list(RunLedger.open(run_dir, alpha).phases) == ["mri", "prior", "evolve", "health"]
+    # a larger budget reopens the search (its study continues) and what follows it
+    more = {**alpha, "evolve": {**config["evolve"], "trials": 9}}
+    again = RunLedger.open(run_dir, more)
+    assert list(again.phases) == ["mri", "prior"]
+    assert json.loads((run_dir / "run.json").read_text())["config"] == more
     with pytest.raises(ConfigError, match=r"evolve\.space changed"):
-        RunLedger.open(run_dir, {**config, "evolve": {"trials": 4, "space": {"kind": "x"}}})
+        RunLedger.open(run_dir, {**more, "evolve": {"trials": 9, "space": {"kind": "x"}}})
     with pytest.raises(ConfigError, match="tasks changed"):
-        RunLedger.open(run_dir, {**config, "tasks": "other"})
-    fresh = RunLedger.open(run_dir, {**config, "tasks": "other"}, force=True)
+        RunLedger.open(run_dir, {**more, "tasks": "other"})
+    fresh = RunLedger.open(run_dir, {**more, "tasks": "other"}, force=True)
     assert fresh.phases == {}
 
 
-def test_ledger_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+def test_ledger_never_deletes_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match="not a darwin run folder"):
-        RunLedger.open(tmp_path, {})
+    for force in (False, True):
+        with pytest.raises(OutputExistsError, match="not a darwin run folder") as err:
+            RunLedger.open(tmp_path, {}, force=force)
+        assert "--force" not in str(err.value)
     assert (tmp_path / "keep.txt").read_text() == "mine"
+    afile = tmp_path / "keep.txt"
+    with pytest.raises(OutputExistsError, match="is a file; give a folder"):
+        RunLedger.open(afile, {})

@@ -56,7 +56,7 @@ _register_all()
 def main() -> None:
     debug = "--debug" in sys.argv
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except DarwinError as exc:
         if debug:
             raise
@@ -72,3 +72,8 @@ def main() -> None:
             exc.show()  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         raise
+    # without standalone mode, click turns Ctrl-C into a returned 130 instead of raising
+    if isinstance(rc, int) and rc != 0:
+        if rc == 130:
+            typer.echo("aborted", err=True)
+        sys.exit(rc)

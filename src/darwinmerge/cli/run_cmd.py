@@ -65,8 +65,14 @@ def run_command(
         )
 
     result = run(cfg, out, force=force, log=console.print, on_trial=on_trial, stop_after=stop_after)
-    if result.final:
-        print_final_table(Console(), result.final, f"test split: {out}")
+    if not result.finished:
+        console.print(
+            f"stopped after {result.stopped_after}; run the same command without "
+            "--stop-after to continue"
+        )
+        typer.echo(str(result.run_dir))
+        return
+    print_final_table(Console(), result.final, f"test split: {out}")
     console.print(f"child:  {result.child}")
     console.print(f"recipe: {result.recipe}")
     if result.report is not None:

@@ -198,9 +198,18 @@ class RunConfig(_Frozen):
         )
 
     def check_paths(self) -> None:
-        """Every parent (and the base) must be a model folder: one line naming the first
-        that is not."""
+        """Every parent (and the base) must be a model folder, and every parent needs its
+        tokenizer files (each phase tokenizes with them): one line naming the first that
+        is not."""
+        from darwinmerge.checkpoint.tokenizer import has_tokenizer_files
+
         self.evolve_config("<run>/mri").check_paths()
+        for name, path in self.parents.items():
+            if not has_tokenizer_files(path):
+                raise ConfigError(
+                    f"parents.{name}: {path} has no tokenizer files (tokenizer.json, "
+                    "tokenizer_config.json ...); copy them from the model it was trained from"
+                )
 
 
 def is_run_config(data: Any) -> bool:
@@ -249,7 +258,8 @@ def check_run_config(config: RunConfig, *, build: bool = True) -> list[str]:
     if config.health.enabled:
         health = "on, repair on the fitness split" if config.health.repair else "on"
     lines = [
-        f"ok: run config: father {config.father}, mother {config.mother}"
+        f"ok: run config: father {config.father!r} ({config.parents[config.father]}), "
+        f"mother {config.mother!r} ({config.parents[config.mother]})"
         + (", with a base" if config.base else ""),
         f"  Phase 0 MRI: probes {', '.join(config.probes)}",
         f"  Phase 1 prior: {config.prior.kind}"
@@ -260,6 +270,26 @@ def check_run_config(config: RunConfig, *, build: bool = True) -> list[str]:
         f"  final: father, mother, child on the test split of {config.tasks}",
     ]
     if build:
+        if config.prior.target is not None:
+            from darwinmerge.mri.probes import resolve_probes
+
+            cats = list(resolve_probes(config.probes).categories)
+            if config.prior.target.upper() not in [c.upper() for c in cats]:
+                raise ConfigError(
+                    f"prior.target: {config.prior.target!r} is not a probe category "
+                    f"({', '.join(cats)})"
+                )
         blind = ev.model_copy(update={"prior": ev.prior.model_copy(update={"kind": "blind"})})
-        lines += ["  " + line for line in check_evolve_config(blind, build=True)]
+        checked = check_evolve_config(blind, build=True)
+        if config.prior.kind == "mri":  # the genes' start comes from Phase 0's scans
+            checked = [
+                line.replace("prior blind", "prior computed after Phase 0")
+                for line in checked
+                if not line.startswith("  ")
+            ] + [f"  genes: {', '.join(_gene_names(checked))} (start, steps, box: Phase 1)"]
+        lines += ["  " + line for line in checked]
     return lines
+
+
+def _gene_names(lines: list[str]) -> list[str]:
+    return [line.strip().split(":")[0] for line in lines if line.startswith("  ")]

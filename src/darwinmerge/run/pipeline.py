@@ -50,6 +50,12 @@ class RunResult:
     seconds: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     report: Path | None = None
+    stopped_after: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Every phase is done (the child and its table exist)."""
+        return self.child.is_dir() and bool(self.final)
 
 
 def _fresh(path: Path) -> Path:
@@ -263,13 +269,13 @@ def run(
     ``stop_after`` ends the run after the named phase (the rest resumes on the next
     call); ``force`` starts afresh in a folder that holds another run."""
     say = log or (lambda _m: None)
-    out = Path(out)
+    out = Path(out).absolute()  # recipes written here name scans by absolute path
     if stop_after is not None and stop_after not in PHASES:
         from darwinmerge.errors import ConfigError
 
         raise ConfigError(f"stop_after: {stop_after!r} is not a phase ({', '.join(PHASES)})")
     ledger = RunLedger.open(out, config.model_dump(mode="json"), force=force)
-    result = RunResult(run_dir=out, child=out, recipe=out, final={})
+    result = RunResult(run_dir=out, child=out, recipe=out, final={}, stopped_after=stop_after)
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "mri": lambda: _phase_mri(config, out, say),
         "prior": lambda: _phase_prior(config, out, say),

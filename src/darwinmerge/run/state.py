@@ -19,15 +19,23 @@ from typing import Any
 
 from darwinmerge.errors import ConfigError, OutputExistsError
 
-__all__ = ["LEDGER_FILE", "MUTABLE_KEYS", "RunLedger"]
+__all__ = ["LEDGER_FILE", "MUTABLE_KEYS", "REOPENS", "RunLedger"]
 
 LEDGER_FILE = "run.json"
 FORMAT = "darwinmerge-run/1"
 
-#: Top-level config keys a re-run may change: the search budget and the worker count
-#: (the study resumes with them), the final table's options and the report switch.
-MUTABLE_KEYS = ("final", "report")
-MUTABLE_EVOLVE_KEYS = ("trials", "time_budget_s", "workers", "select")
+#: Config keys a re-run may change, and the first phase each one reopens when it changes
+#: after that phase finished: a larger search budget continues the same study, a new
+#: test table or report is made again; the worker count changes nothing finished.
+REOPENS: dict[str, str] = {
+    "evolve.trials": "evolve",
+    "evolve.time_budget_s": "evolve",
+    "evolve.select": "evolve",
+    "evolve.workers": "",
+    "final": "final",
+    "report": "report",
+}
+MUTABLE_KEYS = tuple(REOPENS)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -40,21 +48,18 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        if key in MUTABLE_KEYS:
-            continue
-        a, b = old.get(key), new.get(key)
-        if key == "evolve" and isinstance(a, dict) and isinstance(b, dict):
-            out += [
-                f"evolve.{k}"
-                for k in sorted(set(a) | set(b))
-                if k not in MUTABLE_EVOLVE_KEYS and a.get(k) != b.get(k)
-            ]
-        elif a != b:
-            out.append(key)
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """Top-level keys, and the evolve section's keys as ``evolve.KEY``."""
+    out = {k: v for k, v in config.items() if k != "evolve"}
+    evolve = config.get("evolve")
+    if isinstance(evolve, dict):
+        out.update({f"evolve.{k}": v for k, v in evolve.items()})
     return out
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = _flat(old), _flat(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 @dataclass
@@ -68,28 +73,39 @@ class RunLedger:
     @classmethod
     def open(cls, run_dir: Path, config: dict[str, Any], *, force: bool = False) -> RunLedger:
         """The ledger of ``run_dir``: new, or the finished phases of an earlier run of the
-        same config. Refuses a folder that is not a run, or a run of another config,
-        unless ``force`` (which clears the folder)."""
+        same config (a changed budget, final table or report reopens the phases it
+        affects, see :data:`REOPENS`). A folder that is not a run is always refused (it is
+        never deleted); a run of another config is refused unless ``force``, which clears
+        that run."""
         path = run_dir / LEDGER_FILE
+        if run_dir.exists() and not run_dir.is_dir():
+            raise OutputExistsError(f"{run_dir} is a file; give a folder for --out")
         if run_dir.exists() and any(run_dir.iterdir()):
-            if force:
-                shutil.rmtree(run_dir)
-            elif not path.is_file():
+            if not path.is_file():
                 raise OutputExistsError(
-                    f"{run_dir} exists and is not a darwin run folder; choose another --out "
-                    "or pass --force to replace it"
+                    f"{run_dir} exists and is not a darwin run folder (no {LEDGER_FILE}); "
+                    "choose another --out"
                 )
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != FORMAT:
+                raise ConfigError(f"{path}: not a {FORMAT} ledger; choose another --out")
+            changed = _diff(data.get("config", {}), config)
+            fixed = [k for k in changed if k not in REOPENS]
+            if fixed and not force:
+                raise ConfigError(
+                    f"{run_dir}: this run was made with another config ({', '.join(fixed)} "
+                    "changed); use another --out or pass --force to start it afresh"
+                )
+            if fixed:  # force: a run folder of another config starts afresh
+                shutil.rmtree(run_dir)
             else:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                if data.get("format") != FORMAT:
-                    raise ConfigError(f"{path}: not a {FORMAT} ledger; pass --force to restart")
-                changed = _changed(data.get("config", {}), config)
-                if changed:
-                    raise ConfigError(
-                        f"{run_dir}: this run was made with another config ({', '.join(changed)} "
-                        "changed); use another --out or pass --force to start it afresh"
-                    )
                 ledger = cls(path, config, dict(data.get("phases", {})))
+                reopen = [REOPENS[k] for k in changed if REOPENS[k]]
+                if reopen:
+                    from darwinmerge.run.pipeline import PHASES
+
+                    first = min(PHASES.index(p) for p in reopen)
+                    ledger.forget(*PHASES[first:])
                 ledger.save()
                 return ledger
         run_dir.mkdir(parents=True, exist_ok=True)
