@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from darwinmerge.errors import ConfigError
@@ -250,19 +249,11 @@ def load_evolve_config(
     path: str | Path, overrides: Sequence[str] = (), *, check_paths: bool = True
 ) -> EvolveConfig:
     """Parse, override (``key.sub=value``), validate and resolve an evolve YAML."""
-    from darwinmerge.merge.mergekit_io import apply_overrides
+    from darwinmerge.merge.mergekit_io import read_yaml_config
     from darwinmerge.merge.recipe import format_validation_error
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    data = apply_overrides(data, overrides, source=str(path))
+    data = read_yaml_config(path, overrides)
     try:
         config = EvolveConfig.model_validate(data)
     except ValidationError as exc:

@@ -203,6 +203,7 @@ def _iter_results(
                 done_job, fut = pending.popleft()
                 in_flight -= job_bytes(done_job)
                 yield done_job, fut.result()
+                del fut  # the written output must not live on while the next job runs
             pending.append((job, pool.submit(work, job)))
             in_flight += size
         while pending:
@@ -233,6 +234,7 @@ def execute_plan(
         plan, sources, threads=threads, device=device, check_finite=check_finite
     ):
         sink(job.name, tensor)
+        del tensor  # written: free it before the next job's output is made
         if progress is not None:
             progress(job)
 

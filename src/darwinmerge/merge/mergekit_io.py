@@ -20,6 +20,7 @@ from darwinmerge.merge.recipe import MERGED, Recipe, Rule
 
 __all__ = [
     "apply_overrides",
+    "read_yaml_config",
     "is_mergekit_config",
     "load_any_config",
     "recipe_from_mergekit",
@@ -340,8 +341,9 @@ def apply_overrides(
     return data
 
 
-def load_any_config(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-    """A darwin recipe or a mergekit YAML, recognised by its keys, with overrides."""
+def read_yaml_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The mapping of a YAML config file with ``key.sub=value`` overrides applied (every
+    config kind: recipes, mergekit YAMLs, evolve and run configs)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -351,7 +353,13 @@ def load_any_config(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    data = apply_overrides(data, overrides, source=str(path))
+    return apply_overrides(data, overrides, source=str(path))
+
+
+def load_any_config(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """A darwin recipe or a mergekit YAML, recognised by its keys, with overrides."""
+    path = Path(path)
+    data = read_yaml_config(path, overrides)
     if is_mergekit_config(data):
         return recipe_from_mergekit(data, source=str(path), root=path.parent)
     return Recipe.parse(data, source=str(path)).resolved_paths(path.parent)
