@@ -18,6 +18,7 @@ from darwinmerge.run.final import (
     scores_from_items,
 )
 from darwinmerge.run.pipeline import PHASES, RunResult, final_child, run
+from darwinmerge.run.report import run_report_sections, write_run_report
 from darwinmerge.run.state import LEDGER_FILE, RunLedger
 
 __all__ = [
@@ -38,5 +39,7 @@ __all__ = [
     "is_run_config",
     "load_run_config",
     "run",
+    "run_report_sections",
     "scores_from_items",
+    "write_run_report",
 ]
