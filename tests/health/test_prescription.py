@@ -106,6 +106,21 @@ def test_slerp_t_schedule():
     assert _ts(out, "experts") == pytest.approx(want, rel=1e-12)
 
 
+@pytest.mark.parametrize("method", ["trimmed_lerp", "slerp"])
+def test_t_methods_of_the_genome_spaces_are_moved(method):
+    """The evolve spaces write trimmed_lerp (a global t); a move must change its t."""
+    recipe = Recipe.parse(
+        {
+            "method": method,
+            "parents": [{"name": "a", "path": "/a"}, {"name": "b", "path": "/b"}],
+            "parameters": {"t": [0.2, 0.8]},
+        }
+    )
+    out = apply_changes(recipe, [MoveLayerT(1, "B", 0.5, "t")], L)
+    assert out != recipe
+    assert _ts(out, "attn") == pytest.approx([0.2, 0.4 + 0.5 * 0.6, 0.6, 0.8], rel=1e-12)
+
+
 def test_density_scaled_for_sparsifying_methods_and_fallback_otherwise():
     recipe = Recipe.parse(
         {

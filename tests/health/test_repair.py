@@ -3,7 +3,7 @@
 import pytest
 
 from darwinmerge.health import MoveLayerT, SetRouter, health_check, layer_t, repair
-from darwinmerge.merge import resolve_router
+from darwinmerge.merge import Recipe, resolve_router
 
 from .scans import MID, A, B, L, trio, zoo_like
 
@@ -62,6 +62,24 @@ def test_equal_score_is_kept_not_dropped():
     recipe = zoo_like()
     res = repair(recipe, _verdict([MoveLayerT(1, "A", 0.5, "x")]), merge_and_score=lambda r: 0.5)
     assert res.repaired and res.score == 0.5
+
+
+def test_a_change_that_changes_nothing_is_not_kept():
+    # weights that sum to zero have no t to move: the move leaves the recipe as it is
+    recipe = Recipe.parse(
+        {
+            "method": "linear",
+            "parents": [{"name": "a", "path": "/a"}, {"name": "b", "path": "/b"}],
+            "parameters": {"weight": 0.0},
+        }
+    )
+    scored: list[Recipe] = []
+    res = repair(
+        recipe,
+        _verdict([MoveLayerT(1, "A", 0.5, "x")]),
+        merge_and_score=lambda r: scored.append(r) or 0.5,
+    )
+    assert not res.repaired and res.recipe == recipe and scored == [recipe]
 
 
 def test_one_by_one_keeps_the_helpful_change_only():

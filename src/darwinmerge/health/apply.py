@@ -91,11 +91,19 @@ def _weights(
     return float(wa), float(wb)
 
 
+def _t_method(recipe: Recipe) -> bool:
+    """A method whose merge is set by a global ``t`` (B's share): slerp, trimmed_lerp ...
+    (else per-parent weights)."""
+    from darwinmerge.merge.ops import METHODS
+
+    return "t" in METHODS.get(recipe.method).params
+
+
 def layer_t(recipe: Recipe, layer: int, component: str, num_layers: int) -> float | None:
     """``t`` (share of parent B) of ``component`` in ``layer``, or None when the recipe
     gives none there (or the weights sum to zero)."""
     _check_two_parents(recipe)
-    if recipe.method == "slerp":
+    if _t_method(recipe):
         value = _lookup([dict(recipe.parameters)], "t", _where(layer, component, num_layers))
         return None if value is None else float(value)
     w = _weights(recipe, layer, component, num_layers)
@@ -143,7 +151,7 @@ def _move(recipe: Recipe, layer: int, comp: str | None, toward: str, step: float
     comps = [c for c in _components(comp) if layer_t(recipe, layer, c, n) is not None]
     if not comps:
         return recipe
-    if recipe.method == "slerp":
+    if _t_method(recipe):
         new_t = {}
         for c in comps:
             t = layer_t(recipe, layer, c, n)

@@ -52,6 +52,10 @@ def _one_round(
     one_by_one: bool,
     attempts: list[RepairAttempt],
 ) -> tuple[Recipe, float, list[RecipeChange]]:
+    # a change that leaves the recipe as it is repairs nothing: never "keep" it
+    changes = [c for c in changes if apply_changes(recipe, [c], n) != recipe]
+    if not changes:
+        return recipe, base, []
     whole = apply_changes(recipe, changes, n)
     score = merge_and_score(whole)
     ok = score >= base
