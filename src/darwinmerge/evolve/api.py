@@ -329,7 +329,7 @@ def _finish(
     child: Path | None = None
     tester: CandidateWorker | None = local
     if config.fitness.keep is not None:
-        tester = _tester(config, categories)
+        tester = local or _tester(config, categories)
         fit = filter_split(every, "fitness", test_fraction=config.test_fraction)
         sub = stratified_subset(fit, config.fitness.subset, seed=config.fitness.subset_seed)
         res = tester.evaluate_model(f"parent:{father}", sub)

@@ -214,7 +214,12 @@ class CandidateWorker:
             names = [n for n, _ in self.spec.parents]
             name = which.removeprefix("parent:")
             source = self.sources[names.index(name)]
-            write_into_model(self.child, {k: source.get(k) for k in source.keys()})
+            weights = {k: source.get(k) for k in source.keys()}
+            if isinstance(self.child, dict):  # vLLM: the engine holds the weights
+                self.child.update({k: t.clone() for k, t in weights.items()})
+                self.backend.load_state(self.child)
+            else:
+                write_into_model(self.child, weights)
             if self._merger is not None:
                 self._merger.forget()
         else:

@@ -78,9 +78,11 @@ def evaluate_final(
     dtype: str = "float32",
     batch_size: int = 32,
     max_new_tokens: int = 32,
+    scorer: str = "auto",
 ) -> FinalScores:
     """Score ``models`` (keys: father, mother, child) on ``items`` (the test split) with
-    the registered ``backend`` (the search's), one model resident at a time."""
+    the registered ``backend`` and ``scorer`` (the search's), one model resident at a
+    time."""
     import torch
 
     from darwinmerge.evaluate.backends import make_backend
@@ -94,7 +96,7 @@ def evaluate_final(
     results: dict[str, EvalResult] = {}
     for name in MODELS:
         runner = make_backend(backend, str(models[name]), None, **options)
-        results[name] = evaluate(runner, items, scorer="auto")
+        results[name] = evaluate(runner, items, scorer=scorer)
         del runner
     return FinalScores(results, _paired(results, alpha), alpha)
 

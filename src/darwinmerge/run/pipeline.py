@@ -221,6 +221,7 @@ def _phase_final(cfg: RunConfig, out: Path, log: Log) -> dict[str, Any]:
         dtype=ec.backend.dtype,
         batch_size=cfg.final.batch_size,
         max_new_tokens=ec.backend.max_new_tokens,
+        scorer=ec.fitness.scorer,
     )
     tmp = _fresh(out / "final")
     tmp.mkdir()
