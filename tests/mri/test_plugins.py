@@ -49,8 +49,9 @@ def test_importing_every_mri_module_loads_no_zoo_module():
     assert int(out[0]) >= 9 and out[1] == "[]"
 
 
-def _fake_zoo(tmp_path, seed, n_facts):
-    (tmp_path / "zoo.json").write_text(json.dumps({"config": {"seed": seed, "n_facts": n_facts}}))
+def _fake_zoo(tmp_path, seed, n_facts, eval_items=300):
+    config = {"seed": seed, "n_facts": n_facts, "eval_items": eval_items}
+    (tmp_path / "zoo.json").write_text(json.dumps({"config": config}))
     return tmp_path
 
 
@@ -59,7 +60,7 @@ def test_zoo_at_dir_resolves_through_the_plug_in(tmp_path):
 
     zoo = _fake_zoo(tmp_path, 3, 40)
     got = resolve_probes([f"zoo@{zoo}"])
-    assert got == zoo_probe_set(3, n_facts=40) != zoo_probe_set(0)
+    assert got == zoo_probe_set(3, n_facts=40, eval_items=300) != zoo_probe_set(0)
     assert resolve_probes([f"zoo:{zoo}"]) == got
     assert resolve_probes(["zoo@3"]) == zoo_probe_set(3)
     assert "zoo" in PROBE_SETS
