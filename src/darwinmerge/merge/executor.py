@@ -26,11 +26,14 @@ from darwinmerge.merge.planner import Fetch, MergePlan, TensorJob, TensorSource
 from darwinmerge.merge.resident import ModelWriter, write_into_dict
 
 __all__ = [
+    "BLOCK_BYTES",
     "StateDictSource",
     "execute_plan",
+    "job_blocks",
     "job_bytes",
     "job_seed",
     "realize",
+    "realize_rows",
     "run_job",
     "merge_into",
 ]
@@ -90,6 +93,84 @@ def realize(
     return out
 
 
+#: merge jobs on expert-grouped tensors run a block of whole experts at a time, each
+#: block's inputs about this many bytes (in the job's dtype), so merging a 1 GiB fused
+#: expert tensor holds its output plus a few blocks, not three 1 GiB inputs besides.
+#: Every statistic is per expert, so the result does not depend on the blocks; random
+#: methods draw each block's masks from a generator seeded from (seed, tensor, first
+#: expert of the block), the first block's from (seed, tensor) as an unblocked job.
+BLOCK_BYTES = 32 << 20
+
+
+def job_blocks(job: TensorJob) -> list[tuple[int, int]] | None:
+    """The expert blocks ``[(e0, e1), ...]`` a merge job runs in, or None for one piece.
+
+    Only jobs grouped by expert (``group_dims >= 1``) over more than one block, whose
+    every input can be read a block at a time, are blocked; the partition depends on the
+    job's shape and dtype alone (so random draws do not depend on threads or devices).
+    """
+    if job.action != "merge" or job.group_dims < 1 or len(job.shape) < 2:
+        return None
+    experts = job.shape[0]
+    per_expert = job_bytes(job) // max(1, experts)
+    step = max(1, BLOCK_BYTES // max(1, per_expert))
+    if step >= experts:
+        return None
+    blocks = [(e0, min(experts, e0 + step)) for e0 in range(0, experts, step)]
+    fetches = [*job.inputs, *([job.base] if job.base is not None else [])]
+    if not all(_blockable(f, blocks) for f in fetches):
+        return None
+    return blocks
+
+
+def _blockable(fetch: Fetch, blocks: list[tuple[int, int]]) -> bool:
+    if fetch.whole is not None:
+        index = fetch.whole[1]
+        return index == () or (isinstance(index[0], slice) and index[0].step in (None, 1))
+    for out_idx, _, _ in fetch.pieces:
+        if not out_idx:
+            return False
+        lead = out_idx[0]
+        if isinstance(lead, slice):
+            lo, hi = lead.start or 0, lead.stop
+            if lead.step not in (None, 1) or hi is None:
+                return False
+            if not any(e0 <= lo and hi <= e1 for e0, e1 in blocks):
+                return False
+        elif not isinstance(lead, int):
+            return False
+    return True
+
+
+def realize_rows(
+    fetch: Fetch, sources: Sequence[TensorSource], shape: tuple[int, ...], e0: int, e1: int
+) -> torch.Tensor:
+    """Rows ``[e0, e1)`` (leading axis) of :func:`realize`'s tensor, reading only those
+    rows (the fetch must pass :func:`job_blocks`'s check)."""
+    src = sources[fetch.source]
+    if fetch.whole is not None:
+        name, index = fetch.whole
+        if index == ():
+            return src.get_slice(name, (slice(e0, e1),))
+        lead = index[0]
+        start = lead.start or 0
+        return src.get_slice(name, (slice(start + e0, start + e1), *index[1:]))
+    out: torch.Tensor | None = None
+    for out_idx, name, idx in fetch.pieces:
+        lead = out_idx[0]
+        lo, hi = (lead.start or 0, lead.stop) if isinstance(lead, slice) else (lead, lead + 1)
+        if not (e0 <= lo and hi <= e1):
+            continue
+        part = src.get_slice(name, idx) if idx != () else src.get(name)
+        if out is None:
+            out = torch.empty((e1 - e0, *shape[1:]), dtype=part.dtype, device=part.device)
+        shifted = slice(lo - e0, hi - e0) if isinstance(lead, slice) else lead - e0
+        out[(shifted, *out_idx[1:])] = part
+    if out is None:
+        raise MergeError(f"no stored piece covers rows {e0}:{e1} of the fetch")
+    return out
+
+
 def _check_finite(t: torch.Tensor, job: TensorJob, which: str) -> None:
     """NaN / inf check in one vectorised pass: min and max propagate NaN, and an inf is
     the min or the max (50x faster than ``isfinite(t).all()`` on bf16)."""
@@ -112,35 +193,64 @@ def run_job(
     device: torch.device | str = "cpu",
     check_finite: bool = True,
     names: Sequence[str] | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Produce one output tensor (on ``device``, in ``out_dtype`` or the job's dtype)."""
+    """Produce one output tensor (on ``device``, in ``out_dtype`` or the job's dtype).
+
+    With ``out`` (the job's shape, on ``device``; never a parent's own tensor) the result
+    is written into it and it is returned: the resident child's storage, so a candidate
+    costs no full-size allocation. Same values as without ``out`` then ``.to(out.dtype)``.
+    Expert tensors run a block of experts at a time (:data:`BLOCK_BYTES`).
+    """
     device = torch.device(device)
+    if out is not None:
+        if tuple(out.shape) != tuple(job.shape):
+            raise MergeError(
+                f"tensor {job.name}: output has shape {tuple(out.shape)}, the job {job.shape}"
+            )
+        if not out.is_contiguous() or out.device != device:
+            made = run_job(
+                job,
+                sources,
+                seed=seed,
+                out_dtype=out.dtype,
+                device=device,
+                check_finite=check_finite,
+                names=names,
+            )
+            return out.copy_(made)
+    dtype = out.dtype if out is not None else (out_dtype or job.dtype)
 
     def label(f: Fetch) -> str:
         return f"parent {names[f.source]!r}" if names else f"source {f.source}"
 
-    inputs = []
-    for f in job.inputs:
-        t = realize(f, sources, job.shape).to(device, non_blocking=True)
+    def fetch(f: Fetch, rows: tuple[int, int] | None) -> torch.Tensor:
+        if rows is None:
+            t = realize(f, sources, job.shape)
+        else:
+            t = realize_rows(f, sources, job.shape, *rows)
+        t = t.to(device, non_blocking=True)
         if check_finite:
             _check_finite(t, job, label(f))
-        inputs.append(t)
-    if job.action == "copy":
-        out = inputs[0]
-    else:
-        base = None
-        if job.base is not None:
-            base = realize(job.base, sources, job.shape).to(device)
-            if check_finite:
-                _check_finite(base, job, label(job.base))
-        if job.group_shape is not None:
-            inputs = [t.reshape(job.group_shape) for t in inputs]
-            base = base.reshape(job.group_shape) if base is not None else None
+        return t
+
+    def merge(rows: tuple[int, int] | None, into: torch.Tensor | None) -> torch.Tensor:
+        inputs = [fetch(f, rows) for f in job.inputs]
+        base = fetch(job.base, rows) if job.base is not None else None
+        lead = job.shape[0] if rows is None else rows[1] - rows[0]
+        group_shape = (lead, *job.group_shape[1:]) if job.group_shape is not None else None
+        if group_shape is not None:
+            inputs = [t.reshape(group_shape) for t in inputs]
+            base = base.reshape(group_shape) if base is not None else None
         generator = None
         if METHODS.get(job.method).random:
             generator = torch.Generator(device=device)
-            generator.manual_seed(job_seed(seed, job.seed_key))
-        out = apply_method(
+            key = job.seed_key if rows is None or rows[0] == 0 else f"{job.seed_key}#{rows[0]}"
+            generator.manual_seed(job_seed(seed, key))
+        target = None
+        if into is not None:
+            target = into.view(group_shape) if group_shape is not None else into
+        result = apply_method(
             job.method,
             inputs,
             base=base,
@@ -148,18 +258,36 @@ def run_job(
             params=job.params,
             group_dims=job.group_dims,
             generator=generator,
-        ).reshape(job.shape)
+            out=target,
+        )
+        if into is not None:
+            return into
+        if any(result.data_ptr() == t.data_ptr() for t in [*inputs, base] if t is not None):
+            result = result.clone()  # never hand out (or later write into) a parent's tensor
+        return result.reshape(job.shape)
+
+    if job.action == "copy":
+        source = fetch(job.inputs[0], None)
+        result = out.copy_(source) if out is not None else source
+    else:
+        blocks = job_blocks(job)
+        if blocks is None:
+            result = merge(None, out)
+        else:
+            result = out if out is not None else torch.empty(job.shape, dtype=dtype, device=device)
+            for e0, e1 in blocks:
+                merge((e0, e1), result[e0:e1])
     if job.overrides:
-        if any(out.data_ptr() == t.data_ptr() for t in inputs):
-            out = out.clone()
+        if out is None and job.action == "copy":
+            result = result.clone()  # never write into a parent's own tensor
         # many transplants into one fused tensor share a source: read each source once
         fetched: dict[str, torch.Tensor] = {}
         for out_idx, f, idx in job.overrides:
             key = repr(f)
             if key not in fetched:
                 fetched[key] = realize(f, sources, job.shape if f.pieces else None)
-            out[out_idx] = fetched[key][idx].to(device=device, dtype=out.dtype)
-    return out.to(out_dtype or job.dtype)
+            result[out_idx] = fetched[key][idx].to(device=device, dtype=result.dtype)
+    return result if out is not None else result.to(dtype)
 
 
 def _iter_results(
@@ -271,6 +399,18 @@ def merge_into(
             dst = state.get(job.name)
             if dst is None and writer is not None:
                 raise MergeError(f"in-memory merge: the target model has no tensor {job.name}")
+            in_place = dst is not None and tuple(dst.shape) == job.shape
+            if in_place and (writer is None or job.name not in writer.tied):
+                run_job(
+                    job,
+                    sources,
+                    seed=plan.recipe.seed,
+                    device=dev,
+                    check_finite=check_finite,
+                    names=names,
+                    out=dst,
+                )
+                continue
             out = run_job(
                 job,
                 sources,

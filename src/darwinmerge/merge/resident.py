@@ -264,6 +264,21 @@ class ResidentMerge:
                 for job, out_dtype in jobs:
                     if job.name not in changed:
                         continue
+                    dst = state.get(job.name)
+                    tied = self._writer is not None and job.name in self._writer.tied
+                    if dst is not None and not tied and tuple(dst.shape) == job.shape:
+                        # straight into the child's storage: no full-size allocation
+                        run_job(
+                            job,
+                            self.sources,
+                            seed=recipe.seed,
+                            device=self.device,
+                            check_finite=self.check_finite,
+                            names=names,
+                            out=dst,
+                        )
+                        self._signatures[job.name] = sigs[job.name]
+                        continue
                     out = run_job(
                         job,
                         self.sources,

@@ -1,5 +1,9 @@
 """The uniform entry point the planner uses: ``METHODS`` registry and ``apply_method``.
 
+The declarations (``MergeMethod``, ``ParamSpec``, ``METHODS``) live in the torch-free
+:mod:`darwinmerge.merge.methods` and are re-exported here; the ops modules attach the
+functions.
+
 Every method is a :class:`MergeMethod` whose ``fn`` has one calling convention::
 
     fn(tensors, *, base, model_params, params, group_dims, generator) -> Tensor
@@ -10,16 +14,27 @@ parameters (``apply_method`` fills defaults and validates before calling ``fn``)
 
 from __future__ import annotations
 
-import math
+import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Literal
 
 import torch
 
 from darwinmerge.errors import ConfigError, MergeError
+from darwinmerge.merge.methods import (
+    DENSITY,
+    EPSILON,
+    GAMMA,
+    LAMBDA,
+    METHODS,
+    NORMALIZE,
+    RESCALE,
+    WEIGHT,
+    MergeMethod,
+    ParamSpec,
+    T,
+)
 from darwinmerge.merge.ops.groups import check_inputs
-from darwinmerge.registry import Registry
 
 __all__ = [
     "DENSITY",
@@ -35,106 +50,6 @@ __all__ = [
     "ParamSpec",
     "apply_method",
 ]
-
-
-def _real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One declared method parameter: default (``None``: required), valid range, scope.
-
-    ``low`` / ``high`` bound a float parameter (``None``: unbounded), ``low_open`` /
-    ``high_open`` exclude the bound itself; ``per_model`` parameters take one value per
-    parent (``weight``), the others one for the merge (``t``); ``kind`` is ``"float"`` or
-    ``"bool"``.
-    """
-
-    default: float | bool | None = None
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    per_model: bool = False
-    kind: Literal["float", "bool"] = "float"
-
-    def check(self, value: object) -> bool:
-        """Whether ``value`` is valid for this parameter."""
-        if self.kind == "bool":
-            return isinstance(value, bool)
-        if not _real(value):
-            return False
-        v = float(value)  # type: ignore[arg-type]
-        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
-            return False
-        return not (
-            self.high is not None and (v > self.high or (self.high_open and v == self.high))
-        )
-
-    def describe(self) -> str:
-        """What a valid value is, e.g. ``a number in (0, 1]``."""
-        if self.kind == "bool":
-            return "true or false"
-        if self.low is None and self.high is None:
-            return "a finite number"
-        lo = "(" if self.low_open or self.low is None else "["
-        hi = ")" if self.high_open or self.high is None else "]"
-        a = "-inf" if self.low is None else f"{self.low:g}"
-        b = "inf" if self.high is None else f"{self.high:g}"
-        return f"a number in {lo}{a}, {b}{hi}"
-
-    def with_default(self, default: float | bool | None) -> ParamSpec:
-        return replace(self, default=default)
-
-
-#: The parameters the methods share, with their meaning-defining ranges; methods declare
-#: theirs from these (``WEIGHT.with_default(...)``), so a name means one thing everywhere.
-WEIGHT = ParamSpec(per_model=True)
-DENSITY = ParamSpec(1.0, low=0.0, high=1.0, low_open=True, per_model=True)
-GAMMA = ParamSpec(0.01, low=0.0, high=1.0, high_open=True, per_model=True)
-EPSILON = ParamSpec(0.15, low=0.0, high=1.0, high_open=True, per_model=True)
-T = ParamSpec(None, low=0.0, high=1.0)
-LAMBDA = ParamSpec(1.0)
-NORMALIZE = ParamSpec(True, kind="bool")
-RESCALE = ParamSpec(False, kind="bool")
-
-
-@dataclass(frozen=True)
-class MergeMethod:
-    """A registered merge method and its declared parameters and input count."""
-
-    name: str
-    needs_base: bool
-    random: bool
-    params: dict[str, ParamSpec]
-    fn: Callable[..., torch.Tensor]
-    min_inputs: int = 1
-    max_inputs: int | None = None
-    #: a rule joining several per-model parameters (DELLA: density +/- epsilon inside
-    #: (0, 1)): given one model's complete parameters, what is wrong, or None
-    joint_check: Callable[[Mapping[str, float | bool]], str | None] | None = None
-
-    @property
-    def model_params(self) -> dict[str, float | bool | None]:
-        """Per-model parameters -> default (``None``: required)."""
-        return {k: p.default for k, p in self.params.items() if p.per_model}
-
-    @property
-    def global_params(self) -> dict[str, float | bool | None]:
-        """Global parameters -> default (``None``: required)."""
-        return {k: p.default for k, p in self.params.items() if not p.per_model}
-
-    def inputs_text(self) -> str:
-        """How many input models the method takes, in words."""
-        if self.max_inputs == self.min_inputs:
-            return f"exactly {self.min_inputs}"
-        if self.max_inputs is None:
-            return f"at least {self.min_inputs}"
-        return f"{self.min_inputs} to {self.max_inputs}"
-
-
-METHODS: Registry[MergeMethod] = Registry("merge method")
 
 
 def _resolve(
@@ -171,11 +86,19 @@ def apply_method(
     params: Mapping[str, float | bool] = {},  # noqa: B006 - read only
     group_dims: int = 0,
     generator: torch.Generator | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Validate parameters and inputs, then merge ``tensors`` with method ``name``.
 
     ``model_params`` has one mapping per tensor (or is empty: every model takes the
     defaults). Raises UnknownNameError, ConfigError (parameters) or MergeError (inputs).
+
+    ``out`` (the inputs' shape) receives the result and is returned: a method whose
+    function takes ``out`` writes into it directly when it has the inputs' dtype and
+    device and is contiguous (no full-size allocation: the resident child's inner step);
+    otherwise the result is copied in (cast to ``out``'s dtype). The values are the
+    same as without ``out`` followed by ``.to(out.dtype)``. ``out`` must not share
+    memory with an input.
     """
     method = METHODS.get(name)
     tensors = list(tensors)
@@ -208,11 +131,36 @@ def apply_method(
             f"{name}: is random and needs a torch.Generator seeded from (seed, tensor)"
         )
     check_inputs(tensors, group_dims, base=base)
-    return method.fn(
+    extra: dict[str, torch.Tensor] = {}
+    if out is not None:
+        if tuple(out.shape) != tuple(tensors[0].shape):
+            raise MergeError(
+                f"{name}: out has shape {tuple(out.shape)}, the inputs {tuple(tensors[0].shape)}"
+            )
+        if (
+            out.dtype == tensors[0].dtype
+            and out.device == tensors[0].device
+            and out.is_contiguous()
+            and _takes_out(method.fn)
+        ):
+            extra["out"] = out
+    result = method.fn(
         tensors,
         base=base,
         model_params=resolved_models,
         params=resolved_global,
         group_dims=group_dims,
         generator=generator,
+        **extra,
     )
+    if out is None:
+        return result
+    if result.data_ptr() != out.data_ptr():  # not written in place (or no out= taken)
+        out.copy_(result)
+    return out
+
+
+@functools.cache
+def _takes_out(fn: Callable[..., torch.Tensor]) -> bool:
+    """Whether a method function accepts ``out=`` (plug-in methods need not)."""
+    return "out" in inspect.signature(fn).parameters

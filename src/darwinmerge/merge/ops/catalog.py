@@ -1,9 +1,11 @@
-"""The named merge methods, as pure functions and as registered :class:`MergeMethod` s.
+"""The named merge methods as pure functions, attached to their declarations.
 
-Defaults are mergekit 0.1.5's: ``weight`` is required for every method that has it;
+The declarations (parameters, defaults, ranges) are in :mod:`darwinmerge.merge.methods`;
+defaults are mergekit 0.1.5's: ``weight`` is required for every method that has it;
 ``density`` 1.0; breadcrumbs ``gamma`` 0.01; DELLA ``epsilon`` 0.15; ``lambda`` 1.0;
 ``normalize`` true for linear, ties and della, false otherwise; ``rescale`` true for the
-DARE and DELLA variants, false otherwise; slerp ``t`` required.
+DARE and DELLA variants, false otherwise; slerp ``t`` required. The plain functions
+below take the same defaults from the declarations.
 """
 
 from __future__ import annotations
@@ -14,19 +16,7 @@ from typing import Any
 import torch
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.merge.ops.api import (
-    DENSITY,
-    EPSILON,
-    GAMMA,
-    LAMBDA,
-    METHODS,
-    NORMALIZE,
-    RESCALE,
-    WEIGHT,
-    MergeMethod,
-    ParamSpec,
-    T,
-)
+from darwinmerge.merge.methods import METHODS, implement
 from darwinmerge.merge.ops.interpolation import linear, slerp
 from darwinmerge.merge.ops.task_vectors import (
     Sparsifier,
@@ -46,30 +36,35 @@ __all__ = [
     "della_linear",
 ]
 
-# name -> (sparsifier, consensus, default normalize, default rescale, extra per-model param)
-_TASK_METHODS: dict[str, tuple[Sparsifier, bool, bool, bool, dict[str, float]]] = {
-    "task_arithmetic": (Sparsifier.none, False, False, False, {}),
-    "ties": (Sparsifier.magnitude, True, True, False, {}),
-    "dare_ties": (Sparsifier.random, True, False, True, {}),
-    "dare_linear": (Sparsifier.random, False, False, True, {}),
-    "breadcrumbs": (Sparsifier.outliers, False, False, False, {"gamma": 0.01}),
-    "breadcrumbs_ties": (Sparsifier.outliers, True, False, False, {"gamma": 0.01}),
-    "della": (Sparsifier.della, True, True, True, {"epsilon": 0.15}),
-    "della_linear": (Sparsifier.della, False, False, True, {"epsilon": 0.15}),
+# name -> (sparsifier, sign consensus); the parameters are the declaration's (METHODS)
+_TASK_METHODS: dict[str, tuple[Sparsifier, bool]] = {
+    "task_arithmetic": (Sparsifier.none, False),
+    "ties": (Sparsifier.magnitude, True),
+    "dare_ties": (Sparsifier.random, True),
+    "dare_linear": (Sparsifier.random, False),
+    "breadcrumbs": (Sparsifier.outliers, False),
+    "breadcrumbs_ties": (Sparsifier.outliers, True),
+    "della": (Sparsifier.della, True),
+    "della_linear": (Sparsifier.della, False),
 }
 
+#: the sparsifiers' own per-model parameters (besides weight and density)
+_EXTRA = ("gamma", "epsilon")
 
-_EXTRA_SPECS = {"gamma": GAMMA, "epsilon": EPSILON}
+
+def _defaults(name: str) -> dict[str, float | bool | None]:
+    return {k: p.default for k, p in METHODS.get(name).params.items()}
 
 
 def _task_method(name: str, **kwargs: Any) -> torch.Tensor:
-    sparsifier, consensus, normalize, rescale, extra = _TASK_METHODS[name]
-    kwargs.setdefault("normalize", normalize)
-    kwargs.setdefault("rescale", rescale)
+    sparsifier, consensus = _TASK_METHODS[name]
+    defaults = _defaults(name)
+    kwargs.setdefault("normalize", defaults["normalize"])
+    kwargs.setdefault("rescale", defaults.get("rescale", False))
     n = len(kwargs["tensors"])
-    for param, default in extra.items():
-        if kwargs.get(param + "s") is None:
-            kwargs[param + "s"] = [default] * n
+    for param in _EXTRA:
+        if param in defaults and kwargs.get(param + "s") is None:
+            kwargs[param + "s"] = [defaults[param]] * n
     return generalized_task_arithmetic(sparsifier=sparsifier, consensus=consensus, **kwargs)
 
 
@@ -192,12 +187,13 @@ def draw_method_masks(
     Pass them back as ``masks=`` to the method's ``fn`` (or to a per-group slice of the
     inputs, sliced the same way) to replay the merge without the generator.
     """
-    sparsifier, _, _, _, extra = _TASK_METHODS[name]
+    sparsifier, _ = _TASK_METHODS[name]
     if not sparsifier.random_masks:
         raise ValueError(f"{name} is not a random method")
     epsilons = _column(model_params, "epsilon")
-    if epsilons is None and "epsilon" in extra:
-        epsilons = [extra["epsilon"]] * len(tensors)
+    default_epsilon = _defaults(name).get("epsilon")
+    if epsilons is None and isinstance(default_epsilon, float):
+        epsilons = [default_epsilon] * len(tensors)
     densities = _column(model_params, "density") or [1.0] * len(tensors)
     return draw_masks(
         sparsifier,
@@ -210,7 +206,7 @@ def draw_method_masks(
     )
 
 
-# ---- registration: uniform adapters -------------------------------------------------
+# ---- implementations of the declared methods: uniform adapters ----------------------
 
 
 def _column(model_params: Sequence[Mapping[str, float]], key: str) -> list[float] | None:
@@ -219,28 +215,13 @@ def _column(model_params: Sequence[Mapping[str, float]], key: str) -> list[float
     return [float(p[key]) for p in model_params]
 
 
-def _della_joint(p: Mapping[str, float | bool]) -> str | None:
-    """DELLA keeps each entry with a probability in ``density +/- epsilon``."""
-    d, e = float(p["density"]), float(p["epsilon"])
-    if d < 1 and (d - e <= 0 or d + e >= 1):
-        return (
-            f"density={d:g} and epsilon={e:g} must keep density +/- epsilon inside (0, 1) "
-            "(or density 1: no pruning)"
-        )
-    return None
-
-
-def _registered_task_method(name: str) -> None:
-    sparsifier, _, normalize, rescale, extra = _TASK_METHODS[name]
-    params: dict[str, ParamSpec] = {"weight": WEIGHT}
-    if sparsifier is not Sparsifier.none:
-        params["density"] = DENSITY
-    for key, default in extra.items():
-        params[key] = _EXTRA_SPECS[key].with_default(default)
-    params["normalize"] = NORMALIZE.with_default(normalize)
-    params["lambda"] = LAMBDA
-    if sparsifier is not Sparsifier.none:
-        params["rescale"] = RESCALE.with_default(rescale)
+def _implemented_task_method(name: str) -> None:
+    sparsifier, _ = _TASK_METHODS[name]
+    declared = METHODS.get(name)
+    if declared.random != sparsifier.random_masks or ("density" in declared.params) != (
+        sparsifier is not Sparsifier.none
+    ):
+        raise ValueError(f"merge method {name!r}: declaration and sparsifier disagree")
 
     def fn(
         tensors: Sequence[torch.Tensor],
@@ -251,6 +232,7 @@ def _registered_task_method(name: str) -> None:
         group_dims: int = 0,
         generator: torch.Generator | None = None,
         masks: Sequence[torch.Tensor | None] | None = None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return _task_method(
             name,
@@ -266,24 +248,14 @@ def _registered_task_method(name: str) -> None:
             group_dims=group_dims,
             generator=generator,
             masks=masks,
+            out=out,
         )
 
-    METHODS.add(
-        name,
-        MergeMethod(
-            name=name,
-            needs_base=True,
-            random=sparsifier.random_masks,
-            params=params,
-            fn=fn,
-            min_inputs=1,
-            joint_check=_della_joint if sparsifier is Sparsifier.della else None,
-        ),
-    )
+    implement(name, fn)
 
 
 for _name in _TASK_METHODS:
-    _registered_task_method(_name)
+    _implemented_task_method(_name)
 
 
 def _linear_fn(
@@ -294,12 +266,17 @@ def _linear_fn(
     params: Mapping[str, float | bool],
     group_dims: int = 0,
     generator: torch.Generator | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     weights = _column(model_params, "weight")
     if weights is None:
         raise ConfigError("linear: model parameter 'weight' is required")
     return linear(
-        tensors, weights=weights, normalize=bool(params["normalize"]), group_dims=group_dims
+        tensors,
+        weights=weights,
+        normalize=bool(params["normalize"]),
+        group_dims=group_dims,
+        out=out,
     )
 
 
@@ -311,30 +288,10 @@ def _slerp_fn(
     params: Mapping[str, float | bool],
     group_dims: int = 0,
     generator: torch.Generator | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    return slerp(tensors[0], tensors[1], t=float(params["t"]), group_dims=group_dims)
+    return slerp(tensors[0], tensors[1], t=float(params["t"]), group_dims=group_dims, out=out)
 
 
-METHODS.add(
-    "linear",
-    MergeMethod(
-        "linear",
-        needs_base=False,
-        random=False,
-        params={"weight": WEIGHT, "normalize": NORMALIZE.with_default(True)},
-        fn=_linear_fn,
-        min_inputs=1,
-    ),
-)
-METHODS.add(
-    "slerp",
-    MergeMethod(
-        "slerp",
-        needs_base=False,
-        random=False,
-        params={"t": T},
-        fn=_slerp_fn,
-        min_inputs=2,
-        max_inputs=2,
-    ),
-)
+implement("linear", _linear_fn)
+implement("slerp", _slerp_fn)

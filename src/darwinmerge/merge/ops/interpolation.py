@@ -30,11 +30,13 @@ def linear(
     normalize: bool = True,
     group_dims: int = 0,
     out_dtype: torch.dtype | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``sum_i w_i x_i`` (divided by ``sum_i w_i`` when ``normalize``).
 
     The weights are scalars, so groups do not change the result; ``group_dims`` is
-    accepted for the uniform interface.
+    accepted for the uniform interface. ``out`` (contiguous, the inputs' shape and the
+    result's dtype) receives the result: the two-parent lerp writes straight into it.
     """
     check_inputs(tensors, group_dims)
     if len(weights) != len(tensors):
@@ -54,12 +56,16 @@ def linear(
     ):
         # One fused pass: lerp evaluates a + w (b - a) in float32 per element (opmath)
         # and rounds once, with no full-size float32 temporaries (6x faster on bf16).
+        if out is not None:
+            return torch.lerp(a, tensors[1], coefficients[1], out=out)
         return torch.lerp(a, tensors[1], coefficients[1])
     dtype = compute_dtype(a)
     result = a.to(dtype, copy=True)
     result.mul_(coefficients[0])
     for tensor, coefficient in zip(tensors[1:], coefficients[1:], strict=True):
         result.add_(tensor, alpha=coefficient)
+    if out is not None:
+        return out.copy_(result)
     return result.to(out_dtype or a.dtype)
 
 
@@ -72,6 +78,7 @@ def slerp(
     eps: float = SLERP_EPS,
     group_dims: int = 0,
     out_dtype: torch.dtype | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Spherical interpolation from ``a`` (t=0) to ``b`` (t=1), one angle per group.
 
@@ -79,7 +86,8 @@ def slerp(
     [-1, 1]. If ``|cos| > dot_threshold`` the group is lerped, ``(1-t) a + t b``; else
     ``theta = acos(cos)`` and the result is ``sin((1-t) theta)/sin(theta) a +
     sin(t theta)/sin(theta) b``. The raw (not normalised) vectors are combined, as in
-    mergekit. At t=0 and t=1 the coefficients are exactly (1, 0) and (0, 1).
+    mergekit. At t=0 and t=1 the coefficients are exactly (1, 0) and (0, 1). ``out``
+    (contiguous, ``a``'s shape) receives the result, chunk by chunk on the streamed path.
     """
     check_inputs([a, b], group_dims)
     dtype = compute_dtype(a)
@@ -111,6 +119,8 @@ def slerp(
     coef_x = torch.where(lerp, 1 - t_, torch.sin((1 - t_) * theta) / sin_theta)
     coef_y = torch.where(lerp, t_, torch.sin(t_ * theta) / sin_theta)
     if streamed:
-        return streamed_combine(a, b, coef_x, coef_y, out_dtype or a.dtype)
+        return streamed_combine(a, b, coef_x, coef_y, out_dtype or a.dtype, out=out)
     result = torch.mul(x, coef_x).addcmul_(y, coef_y)
+    if out is not None:
+        return out.copy_(result.view(a.shape))
     return result.view(a.shape).to(out_dtype or a.dtype)

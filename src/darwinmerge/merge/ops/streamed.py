@@ -131,6 +131,7 @@ def streamed_task_arithmetic(
     random_densities: Sequence[float] | None = None,
     rescale: bool = False,
     generator: torch.Generator | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Task arithmetic / TIES / breadcrumbs / DARE in chunks; see the module docstring.
 
@@ -139,6 +140,7 @@ def streamed_task_arithmetic(
     ``random_densities`` (DARE, instead of windows) draws Bernoulli keep masks from
     ``generator``, model by model and chunk by chunk in flat order (the same stream as
     one whole-tensor draw per model); ``rescale`` then applies the per-group L1 rescale.
+    ``out`` (contiguous, the base's shape) receives the result in its own dtype.
     """
     n_models = len(tensors)
     device = base.device
@@ -164,7 +166,8 @@ def streamed_task_arithmetic(
                     flat_x[i], flat_base, plan, work, per_group, density, rescale, generator
                 )
 
-    out = torch.empty(total, dtype=out_dtype, device=device)
+    result = out if out is not None else torch.empty(base.shape, dtype=out_dtype, device=device)
+    flat_out = result.view(-1)
     total_weight = sum(weights)
     one_bits = _float_bits(1.0)
     for s, e, rows in plan:
@@ -233,8 +236,8 @@ def streamed_task_arithmetic(
             mixed.div_(total_weight if abs(total_weight) >= 1e-8 else 1.0)
         if lambda_ != 1:
             mixed.mul_(lambda_)
-        out[s:e].copy_(mixed.add_(base_f))
-    return out.view(base.shape)
+        flat_out[s:e].copy_(mixed.add_(base_f))
+    return result
 
 
 def _rank_thresholds(
@@ -399,9 +402,11 @@ def streamed_combine(
     coef_a: torch.Tensor,
     coef_b: torch.Tensor,
     out_dtype: torch.dtype,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``coef_a * a + coef_b * b`` per group ([groups, 1] float32 coefficients) in
-    float32, chunk by chunk, written in ``out_dtype`` (the reference's mul then addcmul_)."""
+    float32, chunk by chunk, written in ``out_dtype`` (the reference's mul then addcmul_),
+    or into ``out`` (contiguous, ``a``'s shape) in its dtype."""
     groups = coef_a.shape[0]
     per_group = a.numel() // groups
     plan = _chunks(groups, per_group)
@@ -409,7 +414,8 @@ def streamed_combine(
     x = torch.empty(size, dtype=torch.float32, device=a.device)
     y = torch.empty(size, dtype=torch.float32, device=a.device)
     r = torch.empty(size, dtype=torch.float32, device=a.device)
-    out = torch.empty(a.numel(), dtype=out_dtype, device=a.device)
+    result = out if out is not None else torch.empty(a.shape, dtype=out_dtype, device=a.device)
+    flat_out = result.view(-1)
     flat_a, flat_b = a.reshape(-1), b.reshape(-1)
     for s, e, rows in plan:
         m = e - s
@@ -418,5 +424,5 @@ def streamed_combine(
         ys = y[:m].copy_(flat_b[s:e]).view(rows, -1)
         rs = torch.mul(xs, coef_a[g0 : g0 + rows], out=r[:m].view(rows, -1))
         rs.addcmul_(ys, coef_b[g0 : g0 + rows])
-        out[s:e].copy_(r[:m])
-    return out.view(a.shape)
+        flat_out[s:e].copy_(r[:m])
+    return result

@@ -162,8 +162,12 @@ def generalized_task_arithmetic(
     generator: torch.Generator | None = None,
     masks: Sequence[torch.Tensor | None] | None = None,
     out_dtype: torch.dtype | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Merge task vectors ``tensors[i] - base``; see the module docstring for the maths."""
+    """Merge task vectors ``tensors[i] - base``; see the module docstring for the maths.
+
+    ``out`` (contiguous, the base's shape) receives the result (written chunk by chunk
+    on the streamed path when it has the result's dtype, else copied in)."""
     check_inputs(tensors, group_dims, base=base)
     n = len(tensors)
     weight = _per_model(weights, n, "weight", 1.0)
@@ -177,7 +181,8 @@ def generalized_task_arithmetic(
         n_groups = group_count(base.shape, group_dims)
         per_group = base.numel() // n_groups
         random = sparsifier is Sparsifier.random
-        return streamed_task_arithmetic(
+        direct = out if out is not None and out.dtype == (out_dtype or base.dtype) else None
+        result = streamed_task_arithmetic(
             tensors,
             base=base,
             weights=weight,
@@ -193,7 +198,9 @@ def generalized_task_arithmetic(
             random_densities=density if random else None,
             rescale=rescale,
             generator=generator,
+            out=direct,
         )
+        return out.copy_(result) if out is not None and direct is None else result
     base_c = base.to(dtype)
 
     deltas = torch.empty((n, *base.shape), dtype=dtype, device=base.device)
@@ -234,4 +241,5 @@ def generalized_task_arithmetic(
     del deltas
     if lambda_ != 1:
         mixed.mul_(lambda_)
-    return mixed.add_(base_c).to(out_dtype or base.dtype)
+    result = mixed.add_(base_c).to(out_dtype or base.dtype)
+    return out.copy_(result) if out is not None else result
