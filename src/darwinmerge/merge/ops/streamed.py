@@ -332,8 +332,14 @@ def _draw_masks(
     after = torch.zeros(groups, dtype=torch.float64) if rescale else None
     for s, e, rows in plan:
         m = e - s
-        chunk = torch.bernoulli(probs[:m], generator=generator, out=drawn[:m])
-        mask[s:e].copy_(chunk)
+        # torch.bernoulli(probs) on a CPU generator keeps exactly where the float32
+        # uniform torch.rand draws is below the probability (sparsify.bernoulli_draw)
+        if generator.device.type == "cpu":
+            torch.lt(torch.rand(m, generator=generator, out=drawn[:m]), density, out=mask[s:e])
+            chunk = mask[s:e]
+        else:
+            chunk = torch.bernoulli(probs[:m], generator=generator, out=drawn[:m])
+            mask[s:e].copy_(chunk)
         if before is None or after is None:
             continue
         base_f = work.base[:m]
