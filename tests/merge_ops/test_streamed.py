@@ -78,6 +78,7 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("high_buffer", [1 << 40, 0])  # int16 buffer / members re-walked
 @pytest.mark.parametrize("chunk", [1 << 12, 1 << 20])  # row pieces / many whole rows
 @pytest.mark.parametrize(
     ("sparsifier", "consensus", "normalize", "shape", "group_dims", "models", "kind", "dtype"),
@@ -85,6 +86,7 @@ CASES = [
 )
 def test_streamed_equals_reference(
     monkeypatch: pytest.MonkeyPatch,
+    high_buffer: int,
     chunk: int,
     sparsifier: Sparsifier,
     consensus: bool,
@@ -97,6 +99,7 @@ def test_streamed_equals_reference(
 ) -> None:
     monkeypatch.setattr(streamed, "CHUNK", chunk)
     monkeypatch.setattr(streamed, "MIN_GROUP", 1)
+    monkeypatch.setattr(streamed, "HIGH_BUFFER_BYTES", high_buffer)
     g = torch.Generator().manual_seed(len(shape) * 10 + models)
     base = (torch.randn(shape, generator=g) * 0.02).to(dtype)
     if kind == "random":
@@ -123,6 +126,27 @@ def test_streamed_equals_reference(
     assert fast.dtype == ref.dtype == dtype
     assert torch.equal(fast, ref)
     assert not torch.equal(fast, base)  # the merge did something
+
+
+@pytest.mark.parametrize("high_buffer", [1 << 40, 0])
+def test_a_one_entry_window_keeps_one_entry_per_group(
+    monkeypatch: pytest.MonkeyPatch, high_buffer: int
+) -> None:
+    """Breadcrumbs with density 1/700 and gamma 0.05: the kept window is one rank wide,
+    so its lower and upper bounds are the same rank (both select the same bucket)."""
+    monkeypatch.setattr(streamed, "CHUNK", 1 << 12)
+    monkeypatch.setattr(streamed, "HIGH_BUFFER_BYTES", high_buffer)
+    g = torch.Generator().manual_seed(8)
+    base = torch.zeros(6, 700)
+    x = (base + torch.randint(-3, 4, (6, 700), generator=g) * 1e-3).to(torch.bfloat16).float()
+    kwargs = dict(
+        base=base, weights=[1.0], densities=[0.0015], gammas=[0.05],
+        sparsifier=Sparsifier.outliers, group_dims=1,
+    )  # fmt: skip
+    fast = generalized_task_arithmetic([x], **kwargs)
+    ref = _reference(lambda: generalized_task_arithmetic([x], **kwargs), monkeypatch)
+    assert torch.equal(fast, ref)
+    assert ((fast != 0).sum(dim=1) == 1).all()
 
 
 def test_streamed_ties_keeps_exactly_k_with_ties(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -100,10 +100,26 @@ def kth_by_bits(
     ascending flat order)``.
     """
     counts = torch.bincount(high, minlength=_HIGH_BINS)
-    cumulative = counts.cumsum_(0)
-    bucket = int(torch.searchsorted(cumulative, torch.tensor([k0]), right=True))
-    below_bucket = int(cumulative[bucket - 1]) if bucket > 0 else 0
+    bucket, below_bucket = _bucket(counts, k0)
     members = (high == bucket).nonzero().view(-1)
+    return _kth_in_bucket(k0, bucket, below_bucket, members, recompute)
+
+
+def _bucket(counts: torch.Tensor, k0: int) -> tuple[int, int]:
+    """The high-bits bucket holding rank ``k0`` and how many magnitudes lie below it."""
+    cumulative = counts.cumsum(0)
+    bucket = int(torch.searchsorted(cumulative, torch.tensor([k0]), right=True))
+    return bucket, (int(cumulative[bucket - 1]) if bucket > 0 else 0)
+
+
+def _kth_in_bucket(
+    k0: int,
+    bucket: int,
+    below_bucket: int,
+    members: torch.Tensor,
+    recompute: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[int, int, torch.Tensor]:
+    """:func:`kth_by_bits` from the bucket's members (ascending flat positions)."""
     low = recompute(members) & 0xFFFF
     low_counts = torch.bincount(low, minlength=_LOW_BINS)
     low_cum = low_counts.cumsum(0)
@@ -155,7 +171,7 @@ def streamed_task_arithmetic(
     lo_bits, hi_bits, tie_keep = _rank_thresholds(
         flat_x, flat_base, windows, plan, work, groups, per_group
     )
-    masks: list[torch.Tensor | None] = [None] * n_models
+    masks: list[list[torch.Tensor] | None] = [None] * n_models  # packed, one per chunk
     factors: list[torch.Tensor | None] = [None] * n_models
     if random_densities is not None:
         if generator is None:
@@ -170,7 +186,7 @@ def streamed_task_arithmetic(
     flat_out = result.view(-1)
     total_weight = sum(weights)
     one_bits = _float_bits(1.0)
-    for s, e, rows in plan:
+    for c, (s, e, rows) in enumerate(plan):
         m = e - s
         base_f = work.base[:m]
         base_f.copy_(flat_base[s:e])
@@ -203,7 +219,7 @@ def streamed_task_arithmetic(
                 d_bits.bitwise_and_(keep)
             mask = masks[i]
             if mask is not None:
-                d_bits.bitwise_and_(keep.copy_(mask[s:e]).neg_())
+                d_bits.bitwise_and_(keep.copy_(_unpack(mask[c], m)).neg_())
                 factor = factors[i]
                 if factor is not None:
                     d.view(rows, -1).mul_(factor[g0 : g0 + rows])
@@ -240,6 +256,12 @@ def streamed_task_arithmetic(
     return result
 
 
+#: above this many bytes of int16 high-bits buffer per model, the rank select counts the
+#: buckets chunk by chunk and re-walks the tensor for the bucket members instead (one more
+#: delta pass; a 1 GiB embedding then needs no 1 GiB buffer per model)
+HIGH_BUFFER_BYTES = 128 << 20
+
+
 def _rank_thresholds(
     flat_x: list[torch.Tensor],
     flat_base: torch.Tensor,
@@ -263,49 +285,128 @@ def _rank_thresholds(
         for i, w in enumerate(windows)
         if w is not None and _window(per_group, *w) != (0, per_group)
     ]
-    if sparse:
+    if not sparse:
+        return lo_bits, hi_bits, tie_keep
+
+    def high_bits(i: int, s: int, e: int) -> torch.Tensor:
+        m = e - s
+        base_f = work.base[:m]
+        base_f.copy_(flat_base[s:e])
+        d = _delta(flat_x[i][s:e], base_f, work.delta[0][:m])
+        bits = torch.bitwise_and(d.view(torch.int32), _ABS_MASK, out=work.bits[:m])
+        return bits.bitwise_right_shift_(16)
+
+    # (model, rank) -> the rank's targets: k0 for every group (bounds that are not
+    # needed: hi <= lo keeps nothing, lo == 0 / hi == per_group have no bound)
+    targets: dict[int, list[tuple[int, int, bool]]] = {}
+    for i in sparse:
+        lo, hi = _window(per_group, *windows[i])  # type: ignore[misc]
+        wanted = []
+        if hi > lo:
+            if lo > 0:
+                wanted.append((lo, lo, True))
+            if hi < per_group:
+                wanted.append((hi - 1, lo, False))
+        targets[i] = wanted
+    buffered = total * 2 <= HIGH_BUFFER_BYTES
+    high: dict[int, torch.Tensor] = {}
+    found: dict[tuple[int, int, int], tuple[int, int, torch.Tensor]] = {}
+    if buffered:
         high = {i: torch.empty(total, dtype=torch.int16, device=device) for i in sparse}
         for s, e, _ in plan:
-            m = e - s
-            base_f = work.base[:m]
-            base_f.copy_(flat_base[s:e])
             for i in sparse:
-                d = _delta(flat_x[i][s:e], base_f, work.delta[0][:m])
-                bits = torch.bitwise_and(d.view(torch.int32), _ABS_MASK, out=work.bits[:m])
-                high[i][s:e].copy_(bits.bitwise_right_shift_(16))
-        for i in sparse:
-            lo, hi = _window(per_group, *windows[i])  # type: ignore[misc]
-            lows = torch.full((groups, 1), -1, dtype=torch.int32)
-            highs = torch.full((groups, 1), -1, dtype=torch.int32)
-            keep_positions = []
-            for g in range(groups):
-                row = g * per_group
-                hg = high[i][row : row + per_group]
+                high[i][s:e].copy_(high_bits(i, s, e))
+    else:
+        found = _members_streamed(high_bits, targets, plan, groups, per_group)
 
-                def recompute(idx: torch.Tensor, row: int = row, i: int = i) -> torch.Tensor:
-                    at = idx + row
-                    d = flat_x[i][at].to(torch.float32) - flat_base[at].to(torch.float32)
-                    return d.view(torch.int32).bitwise_and_(_ABS_MASK).to(torch.int64)
+    for i in sparse:
+        lo, hi = _window(per_group, *windows[i])  # type: ignore[misc]
+        lows = torch.full((groups, 1), -1, dtype=torch.int32)
+        highs = torch.full((groups, 1), -1, dtype=torch.int32)
+        keep_positions = []
+        for g in range(groups):
+            row = g * per_group
 
-                if hi <= lo:
-                    lows[g] = highs[g] = 0  # keep nothing: strict (> 0) and (< 0) is empty
-                    continue
-                for k0, rank_lo, store in ((lo, lo, lows), (hi - 1, lo, highs)):
-                    if (store is lows and lo == 0) or (store is highs and hi == per_group):
-                        continue
-                    value, below, equal_pos = kth_by_bits(hg, k0, recompute)
-                    store[g] = value
-                    ranks = below + torch.arange(equal_pos.numel())
-                    keep_positions.append(equal_pos[(ranks >= rank_lo) & (ranks < hi)] + row)
-            lo_bits[i] = lows
-            hi_bits[i] = highs
-            no_ties = torch.empty(0, dtype=torch.int64)
-            if len(keep_positions) == groups:  # one bound: already sorted and distinct
-                tie_keep[i] = torch.cat(keep_positions)
-            else:
-                tie_keep[i] = torch.cat(keep_positions).unique() if keep_positions else no_ties
-        del high
+            def recompute(idx: torch.Tensor, row: int = row, i: int = i) -> torch.Tensor:
+                at = idx + row
+                d = flat_x[i][at].to(torch.float32) - flat_base[at].to(torch.float32)
+                return d.view(torch.int32).bitwise_and_(_ABS_MASK).to(torch.int64)
+
+            if hi <= lo:
+                lows[g] = highs[g] = 0  # keep nothing: strict (> 0) and (< 0) is empty
+                continue
+            for k0, rank_lo, is_low in targets[i]:
+                if buffered:
+                    value, below, equal_pos = kth_by_bits(
+                        high[i][row : row + per_group], k0, recompute
+                    )
+                else:
+                    bucket, below_bucket, members = found[(i, g, k0)]
+                    value, below, equal_pos = _kth_in_bucket(
+                        k0, bucket, below_bucket, members, recompute
+                    )
+                (lows if is_low else highs)[g] = value
+                ranks = below + torch.arange(equal_pos.numel())
+                keep_positions.append(equal_pos[(ranks >= rank_lo) & (ranks < hi)] + row)
+        lo_bits[i] = lows
+        hi_bits[i] = highs
+        no_ties = torch.empty(0, dtype=torch.int64)
+        if len(keep_positions) == groups:  # one bound: already sorted and distinct
+            tie_keep[i] = torch.cat(keep_positions)
+        else:
+            tie_keep[i] = torch.cat(keep_positions).unique() if keep_positions else no_ties
     return lo_bits, hi_bits, tie_keep
+
+
+def _members_streamed(
+    high_bits: Callable[[int, int, int], torch.Tensor],
+    targets: dict[int, list[tuple[int, int, bool]]],
+    plan: list[tuple[int, int, int]],
+    groups: int,
+    per_group: int,
+) -> dict[tuple[int, int, int], tuple[int, int, torch.Tensor]]:
+    """Without a high-bits buffer: count every group's buckets chunk by chunk, pick the
+    bucket of each target rank, then walk the chunks again collecting that bucket's
+    members. Returns ``(model, group, k0) -> (bucket, #below it, member positions in the
+    group, ascending)``, what :func:`kth_by_bits` finds from a buffer."""
+    models = [i for i, t in targets.items() if t]
+    counts = {i: torch.zeros(groups, _HIGH_BINS, dtype=torch.int64) for i in models}
+    for s, e, rows in plan:
+        g0 = s // per_group
+        for i in models:
+            hb = high_bits(i, s, e).view(rows, -1)
+            if rows > 1:
+                hb = hb + (torch.arange(rows, dtype=torch.int32) * _HIGH_BINS).unsqueeze(1)
+            binned = torch.bincount(hb.reshape(-1), minlength=rows * _HIGH_BINS)
+            counts[i][g0 : g0 + rows] += binned.view(rows, _HIGH_BINS)
+    buckets: dict[tuple[int, int], torch.Tensor] = {}
+    below: dict[tuple[int, int, int], int] = {}
+    ranks = {i: sorted({k0 for k0, _, _ in targets[i]}) for i in models}
+    for i in models:
+        for k0 in ranks[i]:
+            column = torch.empty(groups, dtype=torch.int32)
+            for g in range(groups):
+                bucket, under = _bucket(counts[i][g], k0)
+                column[g] = bucket
+                below[(i, g, k0)] = under
+            buckets[(i, k0)] = column
+    del counts
+    hits: dict[tuple[int, int], list[torch.Tensor]] = {key: [] for key in buckets}
+    for s, e, rows in plan:
+        g0 = s // per_group
+        for i in models:
+            hb = high_bits(i, s, e).view(rows, -1)
+            for k0 in ranks[i]:
+                r, c = (hb == buckets[(i, k0)][g0 : g0 + rows].unsqueeze(1)).nonzero(as_tuple=True)
+                hits[(i, k0)].append(s + r * hb.shape[1] + c)  # flat positions, ascending
+    found: dict[tuple[int, int, int], tuple[int, int, torch.Tensor]] = {}
+    for (i, k0), parts in hits.items():
+        flat = torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+        group_of = torch.div(flat, per_group, rounding_mode="floor")
+        sizes = torch.bincount(group_of, minlength=groups).tolist()
+        for g, members in enumerate(torch.split(flat - group_of * per_group, sizes)):
+            found[(i, g, k0)] = (int(buckets[(i, k0)][g]), below[(i, g, k0)], members)
+    return found
 
 
 def _draw_masks(
@@ -317,8 +418,9 @@ def _draw_masks(
     density: float,
     rescale: bool,
     generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Bernoulli(density) keep mask of one model (bool, flat) and its L1 rescale factors.
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Bernoulli(density) keep mask of one model, one bit per element (:func:`_pack`, one
+    tensor per plan chunk: 1/8 byte per element), and its L1 rescale factors.
 
     Factors are ``sum|delta| / sum|kept delta|`` per group ([groups, 1], float32; 1 where
     either sum is below :data:`RESCALE_EPS`), accumulated chunk by chunk in float64.
@@ -326,20 +428,21 @@ def _draw_masks(
     size = work.mixed.numel()
     probs = torch.full((size,), density, dtype=torch.float32, device=generator.device)
     drawn = torch.empty(size, dtype=torch.float32, device=generator.device)
-    mask = torch.empty(x.numel(), dtype=torch.bool, device=x.device)
+    kept = torch.empty(size, dtype=torch.bool, device=x.device)
+    packed: list[torch.Tensor] = []
     groups = x.numel() // per_group
     before = torch.zeros(groups, dtype=torch.float64) if rescale else None
     after = torch.zeros(groups, dtype=torch.float64) if rescale else None
     for s, e, rows in plan:
         m = e - s
+        chunk = kept[:m]
         # torch.bernoulli(probs) on a CPU generator keeps exactly where the float32
         # uniform torch.rand draws is below the probability (sparsify.bernoulli_draw)
         if generator.device.type == "cpu":
-            torch.lt(torch.rand(m, generator=generator, out=drawn[:m]), density, out=mask[s:e])
-            chunk = mask[s:e]
+            torch.lt(torch.rand(m, generator=generator, out=drawn[:m]), density, out=chunk)
         else:
-            chunk = torch.bernoulli(probs[:m], generator=generator, out=drawn[:m])
-            mask[s:e].copy_(chunk)
+            chunk.copy_(torch.bernoulli(probs[:m], generator=generator, out=drawn[:m]))
+        packed.append(_pack(chunk))
         if before is None or after is None:
             continue
         base_f = work.base[:m]
@@ -348,14 +451,30 @@ def _draw_masks(
         g0 = s // per_group
         mag = torch.abs(d, out=work.mixed[:m]).view(rows, -1)
         before[g0 : g0 + rows] += mag.sum(dim=1, dtype=torch.float64)
-        mag.view(-1).mul_(chunk.to(mag.device))
+        mag.view(-1).mul_(chunk)
         after[g0 : g0 + rows] += mag.sum(dim=1, dtype=torch.float64)
     if before is None or after is None:
-        return mask, None
+        return packed, None
     b32, a32 = before.float(), after.float()
     small = (b32 < RESCALE_EPS) | (a32 < RESCALE_EPS)
     factor = torch.where(small, torch.ones_like(b32), b32 / a32.masked_fill(small, 1))
-    return mask, factor.view(-1, 1).to(x.device)
+    return packed, factor.view(-1, 1).to(x.device)
+
+
+_SHIFTS = torch.arange(8, dtype=torch.uint8)
+
+
+def _pack(bits: torch.Tensor) -> torch.Tensor:
+    """bool ``[m]`` -> uint8 ``[ceil(m / 8)]``: bit ``j`` of byte ``i`` is ``bits[8 i + j]``."""
+    pad = (-bits.numel()) % 8
+    if pad:
+        bits = torch.cat([bits, bits.new_zeros(pad)])
+    return (bits.view(-1, 8).to(torch.uint8) << _SHIFTS).sum(dim=1, dtype=torch.uint8)
+
+
+def _unpack(packed: torch.Tensor, m: int) -> torch.Tensor:
+    """The first ``m`` bits of :func:`_pack`'s bytes, as uint8 0 / 1."""
+    return (packed.unsqueeze(1) >> _SHIFTS).bitwise_and_(1).view(-1)[:m]
 
 
 def _float_bits(value: float) -> int:
