@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from darwinmerge.errors import ConfigError
+from darwinmerge.merge.methods import METHODS, MergeMethod, ParamSpec
 
 __all__ = [
     "COMPONENT_GROUPS",
@@ -277,8 +278,6 @@ class Recipe(_Frozen):
 def _method_problems(recipe: Recipe) -> list[str]:
     """Method name, parameter names, every parameter value (scalars, gradient points,
     rule values) and the number of parents, checked against the method's declaration."""
-    from darwinmerge.merge.ops import METHODS
-
     if recipe.method not in METHODS:
         return [f"method: {METHODS.unknown_message(recipe.method)}"]
     method = METHODS.get(recipe.method)
@@ -332,7 +331,7 @@ def _method_problems(recipe: Recipe) -> list[str]:
 
 
 def _scalar_model_params(
-    method: Any, parent: ParentSpec, recipe: Recipe
+    method: MergeMethod, parent: ParentSpec, recipe: Recipe
 ) -> dict[str, float | bool] | None:
     """One parent's per-model parameters when every one is a single number everywhere
     (own value, else the recipe's, else the default); None when any varies per tensor
@@ -350,7 +349,7 @@ def _scalar_model_params(
     return out
 
 
-def _range_problems(where: str, schedule: Schedule, spec: Any, method: str) -> list[str]:
+def _range_problems(where: str, schedule: Schedule, spec: ParamSpec, method: str) -> list[str]:
     """Every value of one schedule that the parameter's declaration refuses."""
     values: list[tuple[str, Any]] = []
     if isinstance(schedule, list) and schedule and isinstance(schedule[0], Rule):

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.merge.ops.api import DENSITY, METHODS, MergeMethod, T
+from darwinmerge.merge.methods import implement
 from darwinmerge.merge.ops.groups import as_groups, check_inputs, compute_dtype
 from darwinmerge.merge.ops.interpolation import linear
 from darwinmerge.merge.ops.sparsify import magnitude_mask
@@ -157,27 +157,5 @@ def _task_lerp_fn(
     )
 
 
-METHODS.add(
-    "trimmed_lerp",
-    MergeMethod(
-        name="trimmed_lerp",
-        needs_base=False,
-        random=False,
-        params={"density": DENSITY, "t": T},
-        min_inputs=2,
-        max_inputs=2,
-        fn=_lerp_fn,
-    ),
-)
-METHODS.add(
-    "trimmed_task_lerp",
-    MergeMethod(
-        name="trimmed_task_lerp",
-        needs_base=True,
-        random=False,
-        params={"density": DENSITY, "t": T},
-        min_inputs=2,
-        max_inputs=2,
-        fn=_task_lerp_fn,
-    ),
-)
+implement("trimmed_lerp", _lerp_fn)
+implement("trimmed_task_lerp", _task_lerp_fn)

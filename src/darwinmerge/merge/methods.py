@@ -1,0 +1,247 @@
+"""The merge methods' declarations, without torch: the one ``METHODS`` registry.
+
+A :class:`MergeMethod` declares a method's name, whether it takes a base, whether it is
+random, its parameters (:class:`ParamSpec`: default, range, per model or global), how many
+inputs it merges and a joint check of its per-model parameters. The built-in methods are
+declared here, once; their torch functions live in :mod:`darwinmerge.merge.ops`, which
+attaches each to its declaration with :func:`implement` when it is imported. Recipe
+parsing and ``darwin validate`` read only these declarations, so they never import torch.
+
+A plug-in method declares and implements itself in one step:
+``METHODS.add(name, MergeMethod(name, ..., fn=my_fn))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from darwinmerge.errors import MergeError
+from darwinmerge.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "DENSITY",
+    "EPSILON",
+    "GAMMA",
+    "LAMBDA",
+    "METHODS",
+    "NORMALIZE",
+    "RESCALE",
+    "T",
+    "WEIGHT",
+    "MergeMethod",
+    "MethodFn",
+    "ParamSpec",
+    "implement",
+]
+
+#: ``fn(tensors, *, base, model_params, params, group_dims, generator) -> Tensor``
+MethodFn: TypeAlias = "Callable[..., torch.Tensor]"
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared method parameter: default (``None``: required), valid range, scope.
+
+    ``low`` / ``high`` bound a float parameter (``None``: unbounded), ``low_open`` /
+    ``high_open`` exclude the bound itself; ``per_model`` parameters take one value per
+    parent (``weight``), the others one for the merge (``t``); ``kind`` is ``"float"`` or
+    ``"bool"``.
+    """
+
+    default: float | bool | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    per_model: bool = False
+    kind: Literal["float", "bool"] = "float"
+
+    def check(self, value: object) -> bool:
+        """Whether ``value`` is valid for this parameter."""
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if not _real(value):
+            return False
+        v = float(value)  # type: ignore[arg-type]
+        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
+            return False
+        return not (
+            self.high is not None and (v > self.high or (self.high_open and v == self.high))
+        )
+
+    def describe(self) -> str:
+        """What a valid value is, e.g. ``a number in (0, 1]``."""
+        if self.kind == "bool":
+            return "true or false"
+        if self.low is None and self.high is None:
+            return "a finite number"
+        lo = "(" if self.low_open or self.low is None else "["
+        hi = ")" if self.high_open or self.high is None else "]"
+        a = "-inf" if self.low is None else f"{self.low:g}"
+        b = "inf" if self.high is None else f"{self.high:g}"
+        return f"a number in {lo}{a}, {b}{hi}"
+
+    def with_default(self, default: float | bool | None) -> ParamSpec:
+        return replace(self, default=default)
+
+
+#: The parameters the methods share, with their meaning-defining ranges; methods declare
+#: theirs from these (``WEIGHT.with_default(...)``), so a name means one thing everywhere.
+WEIGHT = ParamSpec(per_model=True)
+DENSITY = ParamSpec(1.0, low=0.0, high=1.0, low_open=True, per_model=True)
+GAMMA = ParamSpec(0.01, low=0.0, high=1.0, high_open=True, per_model=True)
+EPSILON = ParamSpec(0.15, low=0.0, high=1.0, high_open=True, per_model=True)
+T = ParamSpec(None, low=0.0, high=1.0)
+LAMBDA = ParamSpec(1.0)
+NORMALIZE = ParamSpec(True, kind="bool")
+RESCALE = ParamSpec(False, kind="bool")
+
+
+def _not_loaded(*args: Any, **kwargs: Any) -> Any:
+    raise MergeError(
+        "this merge method is declared but its implementation is not loaded; "
+        "import darwinmerge.merge.ops (or call darwinmerge.merge.ops.apply_method)"
+    )
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    """A merge method: its declaration and, once attached, its torch function ``fn``."""
+
+    name: str
+    needs_base: bool
+    random: bool
+    params: dict[str, ParamSpec]
+    fn: MethodFn = _not_loaded
+    min_inputs: int = 1
+    max_inputs: int | None = None
+    #: a rule joining several per-model parameters (DELLA: density +/- epsilon inside
+    #: (0, 1)): given one model's complete parameters, what is wrong, or None
+    joint_check: Callable[[Mapping[str, float | bool]], str | None] | None = None
+
+    @property
+    def model_params(self) -> dict[str, float | bool | None]:
+        """Per-model parameters -> default (``None``: required)."""
+        return {k: p.default for k, p in self.params.items() if p.per_model}
+
+    @property
+    def global_params(self) -> dict[str, float | bool | None]:
+        """Global parameters -> default (``None``: required)."""
+        return {k: p.default for k, p in self.params.items() if not p.per_model}
+
+    def inputs_text(self) -> str:
+        """How many input models the method takes, in words."""
+        if self.max_inputs == self.min_inputs:
+            return f"exactly {self.min_inputs}"
+        if self.max_inputs is None:
+            return f"at least {self.min_inputs}"
+        return f"{self.min_inputs} to {self.max_inputs}"
+
+
+METHODS: Registry[MergeMethod] = Registry("merge method")
+
+
+def implement(name: str, fn: MethodFn) -> None:
+    """Attach the torch function ``fn`` to the declared method ``name`` (once)."""
+    method = METHODS.get(name)
+    if method.fn is not _not_loaded:
+        raise ValueError(f"merge method {name!r} already has an implementation")
+    object.__setattr__(method, "fn", fn)  # the declaration stays the one registry entry
+
+
+# ---- the built-in declarations (defaults are mergekit 0.1.5's) ----------------------
+
+
+def _della_joint(p: Mapping[str, float | bool]) -> str | None:
+    """DELLA keeps each entry with a probability in ``density +/- epsilon``."""
+    d, e = float(p["density"]), float(p["epsilon"])
+    if d < 1 and (d - e <= 0 or d + e >= 1):
+        return (
+            f"density={d:g} and epsilon={e:g} must keep density +/- epsilon inside (0, 1) "
+            "(or density 1: no pruning)"
+        )
+    return None
+
+
+def _task_method(
+    name: str,
+    *,
+    sparsified: bool,
+    random: bool = False,
+    normalize: bool = False,
+    rescale: bool = False,
+    extra: Mapping[str, ParamSpec] | None = None,
+) -> MergeMethod:
+    """A task-vector method (``base + lambda * sum_i w_i (x_i - base)``, after an optional
+    per-model sparsification of the deltas): ``weight``, ``density`` when sparsified, the
+    sparsifier's own per-model parameters, ``normalize``, ``lambda``, ``rescale``."""
+    params: dict[str, ParamSpec] = {"weight": WEIGHT}
+    if sparsified:
+        params["density"] = DENSITY
+    params.update(extra or {})
+    params["normalize"] = NORMALIZE.with_default(normalize)
+    params["lambda"] = LAMBDA
+    if sparsified:
+        params["rescale"] = RESCALE.with_default(rescale)
+    della = "epsilon" in params
+    return MergeMethod(
+        name,
+        needs_base=True,
+        random=random,
+        params=params,
+        joint_check=_della_joint if della else None,
+    )
+
+
+_GAMMA = {"gamma": GAMMA}
+_EPSILON = {"epsilon": EPSILON}
+
+for _method in (
+    _task_method("task_arithmetic", sparsified=False),
+    _task_method("ties", sparsified=True, normalize=True),
+    _task_method("dare_ties", sparsified=True, random=True, rescale=True),
+    _task_method("dare_linear", sparsified=True, random=True, rescale=True),
+    _task_method("breadcrumbs", sparsified=True, extra=_GAMMA),
+    _task_method("breadcrumbs_ties", sparsified=True, extra=_GAMMA),
+    _task_method(
+        "della", sparsified=True, random=True, normalize=True, rescale=True, extra=_EPSILON
+    ),
+    _task_method("della_linear", sparsified=True, random=True, rescale=True, extra=_EPSILON),
+    MergeMethod(
+        "linear",
+        needs_base=False,
+        random=False,
+        params={"weight": WEIGHT, "normalize": NORMALIZE.with_default(True)},
+    ),
+    MergeMethod(
+        "slerp", needs_base=False, random=False, params={"t": T}, min_inputs=2, max_inputs=2
+    ),
+    # lerp from A (t=0) to B (t=1) along each group's largest differences (ops/trimmed.py)
+    MergeMethod(
+        "trimmed_lerp",
+        needs_base=False,
+        random=False,
+        params={"density": DENSITY, "t": T},
+        min_inputs=2,
+        max_inputs=2,
+    ),
+    MergeMethod(
+        "trimmed_task_lerp",
+        needs_base=True,
+        random=False,
+        params={"density": DENSITY, "t": T},
+        min_inputs=2,
+        max_inputs=2,
+    ),
+):
+    METHODS.add(_method.name, _method)
