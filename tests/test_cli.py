@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DARWIN = [sys.executable, "-m", "darwinmerge.cli"]
 
 
@@ -41,25 +43,32 @@ class Spy:
     def find_spec(self, name, path=None, target=None):
         top = name.split(".")[0]
         if top in HEAVY and top not in seen:
-            frames = [f for f in traceback.extract_stack() if "darwinmerge" in f.filename]
-            seen[top] = (
-                f"{frames[-1].filename.split('src/')[-1]}:{frames[-1].lineno}" if frames else "?"
-            )
+            # the darwinmerge import chain, innermost (the module that pulled it in) first
+            frames = [
+                f"{f.filename.split('src/')[-1]}:{f.lineno}"
+                for f in traceback.extract_stack()
+                if "darwinmerge" in f.filename and "cli/app.py" not in f.filename
+            ]
+            seen[top] = " <- ".join(reversed(frames)) or "?"
         return None
 
 sys.meta_path.insert(0, Spy())
 from darwinmerge.cli.app import app, main
+codes = []
 for args in json.loads(sys.argv[1]):
     sys.argv = ["darwin", *args]
     try:
         main()
-    except SystemExit:
-        pass
-print(json.dumps(seen))
+        codes.append(0)
+    except SystemExit as exc:
+        codes.append(exc.code if isinstance(exc.code, int) else 1)
+print(json.dumps({"heavy": seen, "codes": codes}))
 """
 
 
-def _heavy_imports(*commands: list[str]) -> dict[str, str]:
+def _probe(*commands: list[str]) -> tuple[dict[str, str], list[int]]:
+    """Run ``darwin`` commands in one fresh interpreter: heavy module -> the darwinmerge
+    import chain that first pulled it in, and each command's exit code."""
     import json
 
     out = subprocess.run(
@@ -69,7 +78,12 @@ def _heavy_imports(*commands: list[str]) -> dict[str, str]:
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["heavy"], result["codes"]
+
+
+def _heavy_imports(*commands: list[str]) -> dict[str, str]:
+    return _probe(*commands)[0]
 
 
 def test_help_and_usage_errors_import_no_torch():
@@ -86,11 +100,32 @@ def test_help_and_usage_errors_import_no_torch():
     )
 
 
-def test_validate_does_not_import_transformers(tmp_path: Path):
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["seed-recipe.yaml", "mergekit-ties.yml", "zoo-evolve.yaml", "seed-run.yaml", "zoo-run.yaml"],
+)
+def test_validate_without_parents_imports_no_torch(config: str):
+    """``darwin validate --no-check-parents`` answers for a recipe, a mergekit YAML, an
+    evolve config and a run config without importing torch, transformers or numpy: the
+    method declarations, the recipe checks and the config models are torch-free. The
+    message names the darwinmerge import chain to fix."""
+    heavy, codes = _probe(["validate", str(EXAMPLES / config), "--no-check-parents"])
+    assert codes == [0]
+    assert not heavy, f"darwin validate {config} imported: " + "; ".join(
+        f"{mod} via {chain}" for mod, chain in heavy.items()
+    )
+
+
+def test_validate_bad_recipe_imports_no_torch(tmp_path: Path):
+    """A recipe that fails its method checks is reported (exit 1) without torch either."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         "parents:\n  - {name: a, path: /nowhere/a}\n  - {name: b, path: /nowhere/b}\n"
-        "method: slerp\nparameters: {t: 0.5}\n"
+        "method: della\nparameters: {weight: 1.0, density: 0.5, epsilon: 0.6}\n"
     )
-    heavy = _heavy_imports(["validate", str(recipe), "--no-check-parents"])
-    assert "transformers" not in heavy, heavy
+    heavy, codes = _probe(["validate", str(recipe), "--no-check-parents"])
+    assert codes == [1]
+    assert not heavy, heavy

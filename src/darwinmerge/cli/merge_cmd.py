@@ -93,12 +93,9 @@ def validate(
 ) -> None:
     """Check a recipe, an evolve config or a run config without running it.
 
-    With the parents: plan the merge, or build the genome space and the fitness items."""
-    from contextlib import ExitStack
-
-    from darwinmerge.merge.api import open_sources
+    With the parents: plan the merge, or build the genome space and the fitness items.
+    Without them nothing imports torch (the method declarations are torch-free)."""
     from darwinmerge.merge.mergekit_io import load_any_config
-    from darwinmerge.merge.planner import plan_merge
 
     kind = _config_kind(config)
     if kind == "run":  # a whole-pipeline config: its phases and the search's checks
@@ -109,7 +106,7 @@ def validate(
             console.print(line)
         return
     if kind == "evolve":  # an evolve config: the search's own checks
-        from darwinmerge.evolve.api import check_evolve_config
+        from darwinmerge.evolve.check import check_evolve_config
         from darwinmerge.evolve.config import load_evolve_config
 
         evolve_cfg = load_evolve_config(config, overrides or [], check_paths=check_parents)
@@ -119,6 +116,11 @@ def validate(
     recipe = load_any_config(config, overrides or [])
     _readers_for(recipe)
     if check_parents:
+        from contextlib import ExitStack
+
+        from darwinmerge.merge.api import open_sources
+        from darwinmerge.merge.planner import plan_merge
+
         with ExitStack() as stack:
             plan = plan_merge(recipe, open_sources(recipe, stack))
         console.print(

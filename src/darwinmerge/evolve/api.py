@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from darwinmerge.errors import ConfigError, EvaluationError, OutputExistsError
+from darwinmerge.evolve.check import check_evolve_config
 from darwinmerge.evolve.config import EvolveConfig
 from darwinmerge.evolve.early_stop import EarlyStopRule
 from darwinmerge.evolve.optimizer import ENQUEUE_PRIOR, SearchBox, make_sampler
@@ -116,29 +117,6 @@ def _build_space_and_prior(config: EvolveConfig) -> tuple[Any, SearchBox]:
 def fitness_subset(config: EvolveConfig) -> list[Any]:
     """The fitness-split items one candidate is scored on (the seeded stratified subset)."""
     return _items(config)[2]
-
-
-def check_evolve_config(config: EvolveConfig, *, build: bool = True) -> list[str]:
-    """Build the space, the prior and the item split of ``config`` (no model is loaded):
-    what ``darwin validate`` prints for an evolve config. ``build=False`` only says the
-    config parsed (the parents are not opened)."""
-    if not build:
-        return [f"ok: evolve config ({config.optimizer.name}, {config.trials} trials)"]
-    space, box = _build_space_and_prior(config)
-    box = box.narrowed(dict(config.bounds))
-    _every, fitness, subset, categories = _items(config)
-    lines = [
-        f"ok: evolve config, space {getattr(space, 'name', '?')} with {len(box.names)} genes, "
-        f"prior {config.prior.kind}, optimizer {config.optimizer.name}, {config.trials} trials",
-        f"fitness: {len(subset)} of {len(fitness)} fitness-split items per candidate, "
-        f"categories {', '.join(categories)}",
-    ]
-    for i, name in enumerate(box.names):
-        lines.append(
-            f"  {name}: mean {box.mean[i]:.3f} sigma {box.sigma[i]:.3f} "
-            f"box [{box.lower[i]:.3f}, {box.upper[i]:.3f}]"
-        )
-    return lines
 
 
 def evolve(

@@ -42,7 +42,7 @@ class OptimizerConfig(_Frozen):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from darwinmerge.evolve.optimizer import OPTIMIZERS
+        from darwinmerge.evolve.samplers import OPTIMIZERS
 
         if v not in OPTIMIZERS:
             raise ValueError(OPTIMIZERS.unknown_message(v))

@@ -22,13 +22,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from darwinmerge.errors import ConfigError
 from darwinmerge.merge.recipe import Recipe
 from darwinmerge.registry import Registry
+
+if TYPE_CHECKING:  # numpy loads when a genome is decoded, not when a config is checked
+    import numpy as np
 
 __all__ = ["Gene", "GeneValue", "GenomeSpace", "SPACES", "SpaceContext", "SpaceFactory"]
 
@@ -172,6 +173,8 @@ class GenomeSpace(ABC):
         return [g.name for g in self.genes]
 
     def _unit(self, x: Sequence[float]) -> np.ndarray:
+        import numpy as np
+
         arr = np.asarray(x, dtype=float).reshape(-1)
         if arr.shape[0] != self.dim:
             raise ConfigError(
@@ -198,6 +201,8 @@ class GenomeSpace(ABC):
             raise ConfigError(
                 f"space {self.name}: encode needs every gene; missing {missing}, unknown {unknown}"
             )
+        import numpy as np
+
         return np.array([g.unit(values[g.name]) for g in self.genes])
 
     def describe(self, x: Sequence[float]) -> dict[str, float | str]:
@@ -214,6 +219,8 @@ class GenomeSpace(ABC):
 
     def blind_mean(self) -> np.ndarray:
         """Start of a search without scans (0.5 everywhere unless a space says otherwise)."""
+        import numpy as np
+
         return np.full(self.dim, 0.5)
 
     @abstractmethod

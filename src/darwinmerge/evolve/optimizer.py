@@ -1,4 +1,5 @@
-"""Optuna samplers for the search, one registry entry each (``OPTIMIZERS``).
+"""Optuna samplers for the search, one registry entry each (``OPTIMIZERS``, declared in
+the Optuna-free :mod:`darwinmerge.evolve.samplers` and re-exported here).
 
 * ``cmaes`` (default): :class:`PriorCmaEsSampler`, CMA-ES whose initial distribution is
   the genome prior: mean ``prior.mean``, per-gene step sizes ``prior.sigma`` (as the
@@ -19,7 +20,7 @@ Every gene is one ``FloatDistribution(lower_i, upper_i)`` parameter named after 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +30,11 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import CmaEsSampler
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.registry import Registry
+from darwinmerge.evolve.samplers import ENQUEUE_PRIOR, MULTI_OBJECTIVE, OPTIMIZERS
 
 __all__ = [
+    "ENQUEUE_PRIOR",
+    "MULTI_OBJECTIVE",
     "OPTIMIZERS",
     "SearchBox",
     "PriorCmaEsSampler",
@@ -185,34 +188,6 @@ class PriorCmaEsSampler(CmaEsSampler):
             population_size=self._popsize,
             lr_adapt=self._lr_adapt,
         )
-
-
-SamplerFactory = Callable[[SearchBox, int, dict[str, Any]], optuna.samplers.BaseSampler]
-
-OPTIMIZERS: Registry[SamplerFactory] = Registry("optimizer")
-#: optimizers whose first trial is the prior mean (enqueued when the study is created)
-ENQUEUE_PRIOR = {"tpe", "nsga2"}
-MULTI_OBJECTIVE = {"nsga2"}
-
-
-@OPTIMIZERS.register("cmaes")
-def _cmaes(box: SearchBox, seed: int, options: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    return PriorCmaEsSampler(box, seed=seed, popsize=options.get("popsize"))
-
-
-@OPTIMIZERS.register("random")
-def _random(box: SearchBox, seed: int, options: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-@OPTIMIZERS.register("tpe")
-def _tpe(box: SearchBox, seed: int, options: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=options.get("startup", 10))
-
-
-@OPTIMIZERS.register("nsga2")
-def _nsga2(box: SearchBox, seed: int, options: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=options.get("popsize") or 8)
 
 
 def make_sampler(

@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from darwinmerge.errors import ConfigError
 from darwinmerge.evolve.genes import SPACES, Gene, GeneValue, GenomeSpace, SpaceContext
 from darwinmerge.merge.mergekit_io import recipe_from_mergekit
 from darwinmerge.merge.recipe import Recipe
+
+if TYPE_CHECKING:  # numpy loads when a genome is decoded, not when a config is checked
+    import numpy as np
 
 __all__ = ["MERGEKIT_PARAMS", "MergekitEvolveSpace", "MergekitEvolveSpaceConfig"]
 
@@ -165,6 +167,8 @@ class MergekitEvolveSpace(GenomeSpace):
 
     def genotype(self, values: Mapping[str, GeneValue]) -> np.ndarray:
         """The decoded values as mergekit's ``[groups, models, sets, params]`` array."""
+        import numpy as np
+
         flat = np.array([float(values[g.name]) for g in self.genes])
         return flat.reshape(self.groups, len(self.models), len(self.sets), len(self.params))
 

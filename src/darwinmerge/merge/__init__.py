@@ -1,45 +1,52 @@
 """Merging: pure tensor ops, the typed Recipe, the planner and the streaming executor."""
 
-from darwinmerge.merge.api import RECIPE_FILE, MergeResult, merge_to_disk, open_sources
-from darwinmerge.merge.executor import StateDictSource, execute_plan, merge_into, run_job
-from darwinmerge.merge.mergekit_io import (
-    apply_overrides,
-    is_mergekit_config,
-    load_any_config,
-    recipe_from_mergekit,
-    recipe_to_mergekit,
-)
-from darwinmerge.merge.planner import (
-    Fetch,
-    MatchedTensor,
-    Matching,
-    MergePlan,
-    TensorJob,
-    TensorSource,
-    assign,
-    match_parents,
-    plan_merge,
-)
-from darwinmerge.merge.recipe import (
-    MERGED,
-    ParentSpec,
-    Recipe,
-    Revive,
-    RouterRule,
-    Rule,
-    Transplant,
-    load_recipe,
-    resolve_router,
-    resolve_schedule,
-)
-from darwinmerge.merge.resident import (
-    ApplyStats,
-    ModelWriter,
-    ResidentMerge,
-    job_signature,
-    write_into_model,
-)
-from darwinmerge.merge.revive import SCAN_READERS, DeadExperts, read_dead_experts
+from typing import TYPE_CHECKING
+
+from darwinmerge.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
+    from darwinmerge.merge.api import RECIPE_FILE, MergeResult, merge_to_disk, open_sources
+    from darwinmerge.merge.executor import StateDictSource, execute_plan, merge_into, run_job
+    from darwinmerge.merge.mergekit_io import (
+        apply_overrides,
+        is_mergekit_config,
+        load_any_config,
+        recipe_from_mergekit,
+        recipe_to_mergekit,
+    )
+    from darwinmerge.merge.planner import (
+        Fetch,
+        MatchedTensor,
+        Matching,
+        MergePlan,
+        TensorJob,
+        TensorSource,
+        assign,
+        match_parents,
+        plan_merge,
+    )
+    from darwinmerge.merge.recipe import (
+        MERGED,
+        ParentSpec,
+        Recipe,
+        Revive,
+        RouterRule,
+        Rule,
+        Transplant,
+        load_recipe,
+        resolve_router,
+        resolve_schedule,
+    )
+    from darwinmerge.merge.resident import (
+        ApplyStats,
+        ModelWriter,
+        ResidentMerge,
+        job_signature,
+        write_into_model,
+    )
+    from darwinmerge.merge.revive import SCAN_READERS, DeadExperts, read_dead_experts
+
+__getattr__, __dir__ = lazy_exports(__name__, __file__)
 
 __all__ = [
     "MERGED",

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from darwinmerge.mri.config import DEAD_ABS_THRESHOLD, DEAD_THRESHOLD
+
 __all__ = [
     "DEAD_ABS_THRESHOLD",
     "DEAD_THRESHOLD",
@@ -22,12 +24,6 @@ __all__ = [
     "token_share",
     "utilisation",
 ]
-
-#: An expert is dead when its utilisation is below this fraction of the fair share.
-DEAD_THRESHOLD = 0.05
-
-#: The absolute alternative: dead when fewer than this share of all tokens route to it.
-DEAD_ABS_THRESHOLD = 0.05
 
 
 def _per_category(values: np.ndarray, seq_category: np.ndarray, num_categories: int) -> np.ndarray:

@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from darwinmerge.errors import CheckpointError
 from darwinmerge.mri.compare import (
@@ -21,9 +20,9 @@ from darwinmerge.mri.compare import (
     swap_chunks,
     swap_scan,
 )
-from darwinmerge.mri.metrics import DEAD_ABS_THRESHOLD, DEAD_THRESHOLD
+from darwinmerge.mri.config import MriConfig
 from darwinmerge.mri.probes import ProbeBatches, resolve_probes, tokenize_probes
-from darwinmerge.mri.scan import Scan, ScanOptions, run_scan
+from darwinmerge.mri.scan import Scan, run_scan
 from darwinmerge.mri.weights import WeightScan, weight_scan
 
 __all__ = [
@@ -38,50 +37,8 @@ __all__ = [
 #: ``factory(description, total)`` returns a callback advanced by completed steps.
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
+#: MriConfig.dtype (a name, checked without torch) -> the torch dtype the model loads in
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class MriConfig(BaseModel):
-    """Options of an MRI run (the CLI flags)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    probes: tuple[str, ...] = ("builtin",)
-    max_length: int = Field(128, ge=2)
-    batch_size: int = Field(16, ge=1)
-    dead_threshold: float = Field(DEAD_THRESHOLD, gt=0.0, lt=1.0)
-    dead_abs_threshold: float = Field(DEAD_ABS_THRESHOLD, gt=0.0, lt=1.0)
-    bootstrap_resamples: int = Field(1000, ge=10)
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-    swap: bool = True
-    tokenizer: str | None = None
-    #: Loss targets of the probe loss and the swap scan: tokens past each probe's prompt
-    #: (``completion``) or every real token (``all``).
-    loss: Literal["completion", "all"] = "completion"
-    #: Most MiB of recorded layer inputs the swap scan keeps at once.
-    swap_budget_mib: float = Field(1024.0, gt=0.0)
-
-    @field_validator("dtype")
-    @classmethod
-    def _dtype(cls, v: str) -> str:
-        if v not in _DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}")
-        return v
-
-    def scan_options(self) -> ScanOptions:
-        return ScanOptions(
-            dead_threshold=self.dead_threshold,
-            dead_abs_threshold=self.dead_abs_threshold,
-            bootstrap_resamples=self.bootstrap_resamples,
-            bootstrap_seed=self.seed,
-            loss_tokens=self.loss,
-        )
-
-    @property
-    def swap_budget_bytes(self) -> int:
-        return max(1, int(self.swap_budget_mib * 2**20))
 
 
 def load_model(path: str | Path, cfg: MriConfig) -> tuple[torch.nn.Module, Any]:

@@ -1,25 +1,32 @@
 """The whole pipeline as one resumable run (``darwin run``): MRI, prior, evolution,
 health, the final test-split table and the run report."""
 
-from darwinmerge.run.config import (
-    FinalConfig,
-    HealthSection,
-    PriorSection,
-    RunConfig,
-    check_run_config,
-    is_run_config,
-    load_run_config,
-)
-from darwinmerge.run.final import (
-    FINAL_SCORES_FILE,
-    FinalScores,
-    evaluate_final,
-    final_table,
-    scores_from_items,
-)
-from darwinmerge.run.pipeline import PHASES, RunResult, final_child, run
-from darwinmerge.run.report import run_report_sections, write_run_report
-from darwinmerge.run.state import LEDGER_FILE, RunLedger
+from typing import TYPE_CHECKING
+
+from darwinmerge.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
+    from darwinmerge.run.config import (
+        FinalConfig,
+        HealthSection,
+        PriorSection,
+        RunConfig,
+        check_run_config,
+        is_run_config,
+        load_run_config,
+    )
+    from darwinmerge.run.final import (
+        FINAL_SCORES_FILE,
+        FinalScores,
+        evaluate_final,
+        final_table,
+        scores_from_items,
+    )
+    from darwinmerge.run.pipeline import PHASES, RunResult, final_child, run
+    from darwinmerge.run.report import run_report_sections, write_run_report
+    from darwinmerge.run.state import LEDGER_FILE, RunLedger
+
+__getattr__, __dir__ = lazy_exports(__name__, __file__)
 
 __all__ = [
     "FINAL_SCORES_FILE",

@@ -95,7 +95,7 @@ class RunConfig(_Frozen):
     @classmethod
     def _mri(cls, v: dict[str, Any]) -> dict[str, Any]:
         from darwinmerge.merge.recipe import format_validation_error
-        from darwinmerge.mri.pipeline import MriConfig
+        from darwinmerge.mri.config import MriConfig
 
         if "probes" in v:
             raise ValueError("probes: give them at the top level (`probes:`), not under mri")
@@ -161,7 +161,7 @@ class RunConfig(_Frozen):
         return EvolveConfig.model_validate(self.evolve_data(str(scans)))
 
     def mri_config(self) -> Any:
-        from darwinmerge.mri.pipeline import MriConfig
+        from darwinmerge.mri.config import MriConfig
 
         return MriConfig.model_validate({**self.mri, "probes": tuple(self.probes)})
 
@@ -242,7 +242,7 @@ def check_run_config(config: RunConfig, *, build: bool = True) -> list[str]:
     ``build``, the genome space and fitness items of Phase 2 (built from the parents'
     configs and the tasks; no model is loaded; the MRI prior needs Phase 0's scans, so
     the space is shown with its blind start here)."""
-    from darwinmerge.evolve.api import check_evolve_config
+    from darwinmerge.evolve.check import check_evolve_config
 
     ev = config.evolve_config("<run>/mri")
     health = "off"

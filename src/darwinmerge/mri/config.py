@@ -1,0 +1,71 @@
+"""``MriConfig``: the options of an MRI run, and the dead-expert thresholds.
+
+Torch-free (the dtype is checked as a name), so that ``darwin validate`` checks a run
+config's ``mri:`` section without importing torch; :mod:`darwinmerge.mri.pipeline` maps
+the dtype name to the torch dtype when it loads a model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from darwinmerge.mri.scan import ScanOptions
+
+__all__ = ["DEAD_ABS_THRESHOLD", "DEAD_THRESHOLD", "MRI_DTYPES", "MriConfig"]
+
+#: An expert is dead when its utilisation is below this fraction of the fair share.
+DEAD_THRESHOLD = 0.05
+
+#: The absolute alternative: dead when fewer than this share of all tokens route to it.
+DEAD_ABS_THRESHOLD = 0.05
+
+#: The dtypes a model may be loaded in for the scans.
+MRI_DTYPES = ("float32", "bfloat16", "float16")
+
+
+class MriConfig(BaseModel):
+    """Options of an MRI run (the CLI flags)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    probes: tuple[str, ...] = ("builtin",)
+    max_length: int = Field(128, ge=2)
+    batch_size: int = Field(16, ge=1)
+    dead_threshold: float = Field(DEAD_THRESHOLD, gt=0.0, lt=1.0)
+    dead_abs_threshold: float = Field(DEAD_ABS_THRESHOLD, gt=0.0, lt=1.0)
+    bootstrap_resamples: int = Field(1000, ge=10)
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    swap: bool = True
+    tokenizer: str | None = None
+    #: Loss targets of the probe loss and the swap scan: tokens past each probe's prompt
+    #: (``completion``) or every real token (``all``).
+    loss: Literal["completion", "all"] = "completion"
+    #: Most MiB of recorded layer inputs the swap scan keeps at once.
+    swap_budget_mib: float = Field(1024.0, gt=0.0)
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        if v not in MRI_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(MRI_DTYPES)}")
+        return v
+
+    def scan_options(self) -> ScanOptions:
+        from darwinmerge.mri.scan import ScanOptions
+
+        return ScanOptions(
+            dead_threshold=self.dead_threshold,
+            dead_abs_threshold=self.dead_abs_threshold,
+            bootstrap_resamples=self.bootstrap_resamples,
+            bootstrap_seed=self.seed,
+            loss_tokens=self.loss,
+        )
+
+    @property
+    def swap_budget_bytes(self) -> int:
+        return max(1, int(self.swap_budget_mib * 2**20))
