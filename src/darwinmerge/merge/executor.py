@@ -234,9 +234,14 @@ def run_job(
             _check_finite(t, job, label(f))
         return t
 
-    def merge(rows: tuple[int, int] | None, into: torch.Tensor | None) -> torch.Tensor:
+    Inputs = tuple[list[torch.Tensor], torch.Tensor | None]
+
+    def read(rows: tuple[int, int] | None) -> Inputs:
         inputs = [fetch(f, rows) for f in job.inputs]
-        base = fetch(job.base, rows) if job.base is not None else None
+        return inputs, (fetch(job.base, rows) if job.base is not None else None)
+
+    def merge(rows: tuple[int, int] | None, into: torch.Tensor | None, got: Inputs) -> torch.Tensor:
+        inputs, base = got
         lead = job.shape[0] if rows is None else rows[1] - rows[0]
         group_shape = (lead, *job.group_shape[1:]) if job.group_shape is not None else None
         if group_shape is not None:
@@ -272,11 +277,18 @@ def run_job(
     else:
         blocks = job_blocks(job)
         if blocks is None:
-            result = merge(None, out)
+            result = merge(None, out, read(None))
         else:
             result = out if out is not None else torch.empty(job.shape, dtype=dtype, device=device)
-            for e0, e1 in blocks:
-                merge((e0, e1), result[e0:e1])
+            # the next block is read (disk, expert gather) while this one is merged
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="darwin-read") as reader:
+                ahead = reader.submit(read, blocks[0])
+                for i, (e0, e1) in enumerate(blocks):
+                    got = ahead.result()
+                    if i + 1 < len(blocks):
+                        ahead = reader.submit(read, blocks[i + 1])
+                    merge((e0, e1), result[e0:e1], got)
+                    del got
     if job.overrides:
         if out is None and job.action == "copy":
             result = result.clone()  # never write into a parent's own tensor
