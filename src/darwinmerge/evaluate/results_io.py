@@ -10,13 +10,12 @@ Layout::
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from darwinmerge.atomic import write_json_atomic as _write_json
 from darwinmerge.errors import EvaluationError, OutputExistsError
 from darwinmerge.evaluate.compare import Comparison
 from darwinmerge.evaluate.results import EvalResult
@@ -58,15 +57,5 @@ def write_json_atomic(path: str | Path, data: Any, *, force: bool = False) -> Pa
         raise OutputExistsError(f"{path}: already exists; pass --force to overwrite")
     if not path.parent.is_dir():
         raise EvaluationError(f"{path.parent}: output folder does not exist")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _write_json(path, data)
     return path

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from darwinmerge.atomic import write_text_atomic
 from darwinmerge.errors import ConfigError, EvaluationError, OutputExistsError
 from darwinmerge.evolve.check import check_evolve_config
 from darwinmerge.evolve.config import EvolveConfig
@@ -151,7 +152,7 @@ def _prepare_run_dir(out: Path, config: EvolveConfig, *, resume: bool, force: bo
                 f"{out}: --resume with a different config ({', '.join(diff)} changed); "
                 f"only trials, time_budget_s, workers and select may change"
             )
-        (out / CONFIG_FILE).write_text(text)
+        write_text_atomic(out / CONFIG_FILE, text)
         return
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -160,7 +161,7 @@ def _prepare_run_dir(out: Path, config: EvolveConfig, *, resume: bool, force: bo
             )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(text)
+    write_text_atomic(out / CONFIG_FILE, text)
 
 
 def _items(config: EvolveConfig) -> tuple[list[Any], list[Any], list[Any], list[str]]:
@@ -336,7 +337,7 @@ def _finish(
             alpha=config.select.alpha,
         )
     winner_yaml = winner.user_attrs["recipe"]
-    (out / WINNER_FILE).write_text(winner_yaml)
+    write_text_atomic(out / WINNER_FILE, winner_yaml)
     payload = {
         "format": "darwinmerge-evolution/1",
         "optimizer": config.optimizer.name,

@@ -31,6 +31,7 @@ __all__ = [
     "execute_plan",
     "job_blocks",
     "job_bytes",
+    "job_memory",
     "job_seed",
     "realize",
     "realize_rows",
@@ -330,25 +331,51 @@ def _iter_results(
         for job in plan.jobs:
             yield job, work(job)
         return
-    # Memory bound: the tensors in flight together never exceed the largest one, so two
-    # 1 GiB expert tensors are never merged at once (peak ~ one job's inputs + output),
-    # while small tensors still run ``threads`` at a time. Output order is plan order.
-    budget = max((job_bytes(j) for j in plan.jobs), default=0)
+    # Memory bound: the jobs in flight plus the output being written never hold more
+    # than the most memory one job needs alone (job_memory: a 1 GiB embedding's TIES
+    # holds three inputs and its output; a blocked expert job its output and two blocks),
+    # so two 1 GiB tensors are never merged at once, while the next jobs run as an output
+    # is written and small tensors run ``threads`` at a time. Output order is plan order.
+    budget = max((job_memory(j) for j in plan.jobs), default=0)
+    todo = deque(plan.jobs)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="darwin-merge") as pool:
         pending: deque[tuple[TensorJob, Future[torch.Tensor]]] = deque()
-        in_flight = 0
-        for job in plan.jobs:
-            size = job_bytes(job)
-            while pending and (len(pending) >= threads or in_flight + size > budget):
-                done_job, fut = pending.popleft()
-                in_flight -= job_bytes(done_job)
-                yield done_job, fut.result()
-                del fut  # the written output must not live on while the next job runs
-            pending.append((job, pool.submit(work, job)))
-            in_flight += size
+        held = 0  # bytes: the pending jobs' memory + the output being written
+
+        def fill() -> None:
+            nonlocal held
+            while todo and len(pending) < threads:
+                need = job_memory(todo[0])
+                if held and held + need > budget:
+                    return
+                job = todo.popleft()
+                pending.append((job, pool.submit(work, job)))
+                held += need
+
+        fill()
         while pending:
             done_job, fut = pending.popleft()
-            yield done_job, fut.result()
+            result = fut.result()
+            del fut
+            held += job_bytes(done_job) - job_memory(done_job)  # only its output is left
+            fill()  # the next jobs run while this output is written
+            yield done_job, result
+            del result  # written: it must not live on while the next jobs run
+            held -= job_bytes(done_job)
+            fill()
+
+
+def job_memory(job: TensorJob) -> int:
+    """Bytes one job holds at its peak (estimated in the job's dtype): its output plus two
+    blocks of every input when blocked (one merged, one read ahead), else its output plus
+    every whole input."""
+    size = job_bytes(job)
+    fetches = len(job.inputs) + (1 if job.base is not None else 0)
+    blocks = job_blocks(job)
+    if blocks is None:
+        return size * (1 + fetches)
+    widest = max(e1 - e0 for e0, e1 in blocks)
+    return size + 2 * fetches * (size // job.shape[0]) * widest
 
 
 def job_bytes(job: TensorJob) -> int:

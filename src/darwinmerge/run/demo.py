@@ -15,7 +15,6 @@ results it was computed from, and its report.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,5 +124,5 @@ def run_demo(
         scores[key] = runs[key].final
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / FINAL_SCORES_FILE, scores, force=True)
-    (out / "demo.json").write_text(json.dumps({"seconds": seconds}, indent=2) + "\n")
+    write_json_atomic(out / "demo.json", {"seconds": seconds})
     return DemoResult(out, runs, scores, seconds)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from darwinmerge.atomic import write_json_atomic
 from darwinmerge.run.config import RunConfig
 from darwinmerge.run.final import FINAL_SCORES_FILE, FinalScores, evaluate_final
 from darwinmerge.run.state import RunLedger
@@ -73,9 +74,7 @@ def _publish(tmp: Path, path: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = _fresh(path)
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    _publish(tmp, path)
+    write_json_atomic(path, data)
 
 
 # --- the phases ----------------------------------------------------------------------

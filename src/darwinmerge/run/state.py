@@ -11,12 +11,12 @@ starts the run afresh; only keys that cannot change finished work may differ
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from darwinmerge.atomic import write_json_atomic
 from darwinmerge.errors import ConfigError, OutputExistsError
 
 __all__ = ["LEDGER_FILE", "MUTABLE_KEYS", "REOPENS", "RunLedger"]
@@ -39,13 +39,7 @@ MUTABLE_KEYS = tuple(REOPENS)
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, allow_nan=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_json_atomic(path, data)
 
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:

@@ -171,7 +171,7 @@ def streamed_task_arithmetic(
     lo_bits, hi_bits, tie_keep = _rank_thresholds(
         flat_x, flat_base, windows, plan, work, groups, per_group
     )
-    masks: list[list[torch.Tensor] | None] = [None] * n_models  # packed, one per chunk
+    masks: list[_Bits | None] = [None] * n_models
     factors: list[torch.Tensor | None] = [None] * n_models
     if random_densities is not None:
         if generator is None:
@@ -219,7 +219,7 @@ def streamed_task_arithmetic(
                 d_bits.bitwise_and_(keep)
             mask = masks[i]
             if mask is not None:
-                d_bits.bitwise_and_(keep.copy_(_unpack(mask[c], m)).neg_())
+                d_bits.bitwise_and_(keep.copy_(mask.get(c, m)).neg_())
                 factor = factors[i]
                 if factor is not None:
                     d.view(rows, -1).mul_(factor[g0 : g0 + rows])
@@ -418,9 +418,9 @@ def _draw_masks(
     density: float,
     rescale: bool,
     generator: torch.Generator,
-) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """Bernoulli(density) keep mask of one model, one bit per element (:func:`_pack`, one
-    tensor per plan chunk: 1/8 byte per element), and its L1 rescale factors.
+) -> tuple[_Bits, torch.Tensor | None]:
+    """Bernoulli(density) keep mask of one model, one bit per element (:class:`_Bits`:
+    1/8 byte per element), and its L1 rescale factors.
 
     Factors are ``sum|delta| / sum|kept delta|`` per group ([groups, 1], float32; 1 where
     either sum is below :data:`RESCALE_EPS`), accumulated chunk by chunk in float64.
@@ -429,11 +429,11 @@ def _draw_masks(
     probs = torch.full((size,), density, dtype=torch.float32, device=generator.device)
     drawn = torch.empty(size, dtype=torch.float32, device=generator.device)
     kept = torch.empty(size, dtype=torch.bool, device=x.device)
-    packed: list[torch.Tensor] = []
+    packed = _Bits(plan, x.device)
     groups = x.numel() // per_group
     before = torch.zeros(groups, dtype=torch.float64) if rescale else None
     after = torch.zeros(groups, dtype=torch.float64) if rescale else None
-    for s, e, rows in plan:
+    for c, (s, e, rows) in enumerate(plan):
         m = e - s
         chunk = kept[:m]
         # torch.bernoulli(probs) on a CPU generator keeps exactly where the float32
@@ -442,7 +442,7 @@ def _draw_masks(
             torch.lt(torch.rand(m, generator=generator, out=drawn[:m]), density, out=chunk)
         else:
             chunk.copy_(torch.bernoulli(probs[:m], generator=generator, out=drawn[:m]))
-        packed.append(_pack(chunk))
+        packed.put(c, chunk)
         if before is None or after is None:
             continue
         base_f = work.base[:m]
@@ -464,17 +464,42 @@ def _draw_masks(
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
 
 
-def _pack(bits: torch.Tensor) -> torch.Tensor:
-    """bool ``[m]`` -> uint8 ``[ceil(m / 8)]``: bit ``j`` of byte ``i`` is ``bits[8 i + j]``."""
-    pad = (-bits.numel()) % 8
-    if pad:
-        bits = torch.cat([bits, bits.new_zeros(pad)])
-    return (bits.view(-1, 8).to(torch.uint8) << _SHIFTS).sum(dim=1, dtype=torch.uint8)
+class _Bits:
+    """One model's keep mask, one bit per element, in one preallocated buffer (chunk ``c``
+    of the plan at ``offsets[c]``; bit ``j`` of byte ``i`` is element ``8 i + j``).
 
+    Packing and unpacking use two reused scratch buffers: no allocation per chunk (a
+    small kept tensor per chunk between freed temporaries fragmented the heap by up to
+    5x the tensor's size).
+    """
 
-def _unpack(packed: torch.Tensor, m: int) -> torch.Tensor:
-    """The first ``m`` bits of :func:`_pack`'s bytes, as uint8 0 / 1."""
-    return (packed.unsqueeze(1) >> _SHIFTS).bitwise_and_(1).view(-1)[:m]
+    def __init__(self, plan: list[tuple[int, int, int]], device: torch.device) -> None:
+        self.offsets = [0]
+        for s, e, _ in plan:
+            self.offsets.append(self.offsets[-1] + (e - s + 7) // 8)
+        self.data = torch.empty(self.offsets[-1], dtype=torch.uint8, device=device)
+        widest = 8 * max(b - a for a, b in zip(self.offsets, self.offsets[1:], strict=False))
+        self._wide = torch.empty(widest, dtype=torch.uint8, device=device)
+        self._shifted = torch.empty(widest, dtype=torch.uint8, device=device)
+
+    def put(self, c: int, bits: torch.Tensor) -> None:
+        """Store chunk ``c``'s mask (bool or 0 / 1, ``[m]``)."""
+        o0, o1 = self.offsets[c], self.offsets[c + 1]
+        m, nb = bits.numel(), o1 - o0
+        wide = self._wide[: nb * 8]
+        wide[m:].zero_()
+        wide[:m].copy_(bits)
+        shifted = self._shifted[: nb * 8].view(nb, 8)
+        torch.bitwise_left_shift(wide.view(nb, 8), _SHIFTS, out=shifted)
+        torch.sum(shifted, dim=1, dtype=torch.uint8, out=self.data[o0:o1])
+
+    def get(self, c: int, m: int) -> torch.Tensor:
+        """Chunk ``c``'s mask as uint8 0 / 1 (a scratch view: valid until the next get)."""
+        o0, o1 = self.offsets[c], self.offsets[c + 1]
+        nb = o1 - o0
+        wide = self._wide[: nb * 8].view(nb, 8)
+        torch.bitwise_right_shift(self.data[o0:o1].unsqueeze(1), _SHIFTS, out=wide)
+        return wide.bitwise_and_(1).view(-1)[:m]
 
 
 def _float_bits(value: float) -> int:
