@@ -78,6 +78,7 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("span", [1 << 40, 3 * 700])  # all groups at once / 3 at a time
 @pytest.mark.parametrize("high_buffer", [1 << 40, 0])  # int16 buffer / members re-walked
 @pytest.mark.parametrize("chunk", [1 << 12, 1 << 20])  # row pieces / many whole rows
 @pytest.mark.parametrize(
@@ -86,6 +87,7 @@ CASES = [
 )
 def test_streamed_equals_reference(
     monkeypatch: pytest.MonkeyPatch,
+    span: int,
     high_buffer: int,
     chunk: int,
     sparsifier: Sparsifier,
@@ -100,6 +102,7 @@ def test_streamed_equals_reference(
     monkeypatch.setattr(streamed, "CHUNK", chunk)
     monkeypatch.setattr(streamed, "MIN_GROUP", 1)
     monkeypatch.setattr(streamed, "HIGH_BUFFER_BYTES", high_buffer)
+    monkeypatch.setattr(streamed, "SPAN_ELEMENTS", span)
     g = torch.Generator().manual_seed(len(shape) * 10 + models)
     base = (torch.randn(shape, generator=g) * 0.02).to(dtype)
     if kind == "random":

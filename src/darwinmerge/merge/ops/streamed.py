@@ -47,6 +47,9 @@ __all__ = [
 
 CHUNK = 1 << 17
 MIN_GROUP = 1 << 12
+#: deterministic merges over many groups run this many elements' worth of whole groups at
+#: a time (inputs, high-bits buffers and output of 1M elements fit a 32 MiB L3 cache)
+SPAN_ELEMENTS = 1 << 20
 _HIGH_BINS = 1 << 15  # sign bit cleared: 15 significant bits in the high half-word
 _LOW_BINS = 1 << 16
 _ABS_MASK = 0x7FFFFFFF
@@ -165,6 +168,28 @@ def streamed_task_arithmetic(
     per_group = total // groups
     flat_base = base.reshape(-1)
     flat_x = [t.reshape(-1) for t in tensors]
+    span = max(1, SPAN_ELEMENTS // per_group)
+    if random_densities is None and span < groups:
+        # every statistic is per group: a few groups at a time, so that the passes over
+        # their inputs and buffers run out of the CPU's cache, not from memory (the same
+        # numbers; random draws keep their whole-tensor order, so DARE is not split)
+        result = out if out is not None else torch.empty(base.shape, dtype=out_dtype, device=device)
+        flat_out = result.view(-1)
+        for g0 in range(0, groups, span):
+            part = slice(g0 * per_group, min(groups, g0 + span) * per_group)
+            streamed_task_arithmetic(
+                [x[part] for x in flat_x],
+                base=flat_base[part],
+                weights=weights,
+                windows=windows,
+                group_dims_count=min(groups, g0 + span) - g0,
+                consensus=consensus,
+                normalize=normalize,
+                lambda_=lambda_,
+                out_dtype=out_dtype,
+                out=flat_out[part],
+            )
+        return result
     plan = _chunks(groups, per_group)
     work = _Work(n_models, max(e - s for s, e, _ in plan), device)
 
@@ -288,10 +313,14 @@ def _rank_thresholds(
     if not sparse:
         return lo_bits, hi_bits, tie_keep
 
+    loaded: list[tuple[int, int]] = []  # the chunk whose base is in work.base
+
     def high_bits(i: int, s: int, e: int) -> torch.Tensor:
         m = e - s
         base_f = work.base[:m]
-        base_f.copy_(flat_base[s:e])
+        if loaded != [(s, e)]:  # the base once per chunk, not once per model
+            base_f.copy_(flat_base[s:e])
+            loaded[:] = [(s, e)]
         d = _delta(flat_x[i][s:e], base_f, work.delta[0][:m])
         bits = torch.bitwise_and(d.view(torch.int32), _ABS_MASK, out=work.bits[:m])
         return bits.bitwise_right_shift_(16)
