@@ -100,7 +100,7 @@ def realize(
 #: Every statistic is per expert, so the result does not depend on the blocks; random
 #: methods draw each block's masks from a generator seeded from (seed, tensor, first
 #: expert of the block), the first block's from (seed, tensor) as an unblocked job.
-BLOCK_BYTES = 32 << 20
+BLOCK_BYTES = 16 << 20
 
 
 def job_blocks(job: TensorJob) -> list[tuple[int, int]] | None:
@@ -344,7 +344,7 @@ def _iter_results(
 
         def fill() -> None:
             nonlocal held
-            while todo and len(pending) < threads:
+            while todo and len(pending) < 4 * threads:  # done ones wait for their turn
                 need = job_memory(todo[0])
                 if held and held + need > budget:
                     return
