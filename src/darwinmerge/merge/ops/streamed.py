@@ -22,8 +22,9 @@ full-size float32 temporary. The flat tensor is walked in chunks of ``CHUNK`` el
 Every float operation is the reference's, in the same order, elementwise, so results are
 bit-identical to the reference path (tested). DARE (``random_densities``) draws its
 Bernoulli masks chunk by chunk from the same generator (the same stream as whole-tensor
-draws); its L1 rescale sums are chunked float64 sums, equal to the reference's to float32
-rounding. Slerp's norms and dot product (:func:`streamed_slerp_coefficients`) likewise.
+draws); its L1 rescale sums are float32 sums per chunk carried in float64, equal to
+the reference's to float32 rounding. Slerp's norms and dot product
+(:func:`streamed_slerp_coefficients`) are chunked float64 sums.
 Not covered (callers use the reference): float64, CUDA, ``rescale`` with rank windows,
 DELLA, given masks, groups smaller than ``MIN_GROUP`` elements.
 """
@@ -452,7 +453,8 @@ def _draw_masks(
     1/8 byte per element), and its L1 rescale factors.
 
     Factors are ``sum|delta| / sum|kept delta|`` per group ([groups, 1], float32; 1 where
-    either sum is below :data:`RESCALE_EPS`), accumulated chunk by chunk in float64.
+    either sum is below :data:`RESCALE_EPS`), summed in float32 per chunk (the reference
+    sums in float32) and carried across chunks in float64.
     """
     size = work.mixed.numel()
     probs = torch.full((size,), density, dtype=torch.float32, device=generator.device)
@@ -479,9 +481,11 @@ def _draw_masks(
         d = _delta(x[s:e], base_f, work.delta[0][:m])
         g0 = s // per_group
         mag = torch.abs(d, out=work.mixed[:m]).view(rows, -1)
-        before[g0 : g0 + rows] += mag.sum(dim=1, dtype=torch.float64)
+        # float32 sums per chunk (torch sums in cascade, as the reference's whole-group
+        # float32 sums), carried across chunks in float64
+        before[g0 : g0 + rows] += mag.sum(dim=1)
         mag.view(-1).mul_(chunk)
-        after[g0 : g0 + rows] += mag.sum(dim=1, dtype=torch.float64)
+        after[g0 : g0 + rows] += mag.sum(dim=1)
     if before is None or after is None:
         return packed, None
     b32, a32 = before.float(), after.float()
