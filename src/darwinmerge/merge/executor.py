@@ -107,8 +107,9 @@ def job_blocks(job: TensorJob) -> list[tuple[int, int]] | None:
     """The expert blocks ``[(e0, e1), ...]`` a merge job runs in, or None for one piece.
 
     Only jobs grouped by expert (``group_dims >= 1``) over more than one block, whose
-    every input can be read a block at a time, are blocked; the partition depends on the
-    job's shape and dtype alone (so random draws do not depend on threads or devices).
+    every input can be read a block at a time (a fused tensor, or one tensor per expert:
+    the layouts checkpoints use), are blocked; the partition depends on the job's shape and
+    dtype alone, so random draws do not depend on threads or devices.
     """
     if job.action != "merge" or job.group_dims < 1 or len(job.shape) < 2:
         return None
