@@ -72,6 +72,26 @@ DEFAULT_THRESHOLDS: tuple[float, ...] = (0.25, 0.5)
 
 
 # ----------------------------------------------------------------------------- recipes
+def _linear_data(
+    father: Path, mother: Path, mother_name: str, rules: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A linear recipe (no normalisation, the father donates) giving the mother the
+    weight of each schedule rule in ``rules`` and the father the rest (``1 - value``)."""
+    return {
+        "method": "linear",
+        "parents": [
+            {
+                "name": FATHER,
+                "path": str(father),
+                "parameters": {"weight": [{**r, "value": 1.0 - r["value"]} for r in rules]},
+            },
+            {"name": mother_name, "path": str(mother), "parameters": {"weight": rules}},
+        ],
+        "parameters": {"normalize": False},
+        "donor": FATHER,
+    }
+
+
 def pair_recipe(
     father: Path,
     mother: Path,
@@ -105,19 +125,7 @@ def pair_recipe(
         {"component": "mlp", "value": t_moe},
         {"value": t_rest},
     ]
-    data: dict[str, Any] = {
-        "method": "linear",
-        "parents": [
-            {
-                "name": FATHER,
-                "path": str(father),
-                "parameters": {"weight": [{**r, "value": 1.0 - r["value"]} for r in rules]},
-            },
-            {"name": mother_name, "path": str(mother), "parameters": {"weight": rules}},
-        ],
-        "parameters": {"normalize": False},
-        "donor": FATHER,
-    }
+    data = _linear_data(father, mother, mother_name, rules)
     if router_from_father:
         data["router"] = [
             {"layers": [layer, layer], "source": FATHER} for layer in router_from_father
@@ -406,20 +414,7 @@ def localisation_candidates(
     from darwinmerge.merge import Recipe
 
     def linear(mother_rules: list[dict[str, Any]], name: str) -> Candidate:
-        rules = [*mother_rules, {"value": 1.0}]
-        data = {
-            "method": "linear",
-            "parents": [
-                {
-                    "name": FATHER,
-                    "path": str(father),
-                    "parameters": {"weight": [{**r, "value": 1.0 - r["value"]} for r in rules]},
-                },
-                {"name": mother_name, "path": str(mother), "parameters": {"weight": rules}},
-            ],
-            "parameters": {"normalize": False},
-            "donor": FATHER,
-        }
+        data = _linear_data(father, mother, mother_name, [*mother_rules, {"value": 1.0}])
         return Candidate(name, Recipe.parse(data, source="benchmarks/revival.py"))
 
     span = [[la, la] for la in revived_layers]
