@@ -337,7 +337,8 @@ def _iter_results(
     # holds three inputs and its output; a blocked expert job its output and two blocks),
     # so two 1 GiB tensors are never merged at once, while the next jobs run as an output
     # is written and small tensors run ``threads`` at a time. Output order is plan order.
-    budget = max((job_memory(j) for j in plan.jobs), default=0)
+    memory = {job.name: job_memory(job) for job in plan.jobs}
+    budget = max(memory.values(), default=0)
     todo = deque(plan.jobs)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="darwin-merge") as pool:
         pending: deque[tuple[TensorJob, Future[torch.Tensor]]] = deque()
@@ -346,7 +347,7 @@ def _iter_results(
         def fill() -> None:
             nonlocal held
             while todo and len(pending) < 4 * threads:  # done ones wait for their turn
-                need = job_memory(todo[0])
+                need = memory[todo[0].name]
                 if held and held + need > budget:
                     return
                 job = todo.popleft()
@@ -358,7 +359,7 @@ def _iter_results(
             done_job, fut = pending.popleft()
             result = fut.result()
             del fut
-            held += job_bytes(done_job) - job_memory(done_job)  # only its output is left
+            held += job_bytes(done_job) - memory[done_job.name]  # only its output is left
             fill()  # the next jobs run while this output is written
             yield done_job, result
             del result  # written: it must not live on while the next jobs run
@@ -439,18 +440,9 @@ def merge_into(
             dst = state.get(job.name)
             if dst is None and writer is not None:
                 raise MergeError(f"in-memory merge: the target model has no tensor {job.name}")
+            # straight into the target's storage unless tied (those are written together)
             in_place = dst is not None and tuple(dst.shape) == job.shape
-            if in_place and (writer is None or job.name not in writer.tied):
-                run_job(
-                    job,
-                    sources,
-                    seed=plan.recipe.seed,
-                    device=dev,
-                    check_finite=check_finite,
-                    names=names,
-                    out=dst,
-                )
-                continue
+            into = dst if in_place and (writer is None or job.name not in writer.tied) else None
             out = run_job(
                 job,
                 sources,
@@ -459,7 +451,10 @@ def merge_into(
                 device=dev,
                 check_finite=check_finite,
                 names=names,
+                out=into,
             )
+            if into is not None:
+                continue
             if writer is not None:
                 if job.name in writer.tied:  # written together, so the values are checked
                     tied[job.name] = out

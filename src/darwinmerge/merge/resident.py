@@ -266,19 +266,8 @@ class ResidentMerge:
                         continue
                     dst = state.get(job.name)
                     tied = self._writer is not None and job.name in self._writer.tied
-                    if dst is not None and not tied and tuple(dst.shape) == job.shape:
-                        # straight into the child's storage: no full-size allocation
-                        run_job(
-                            job,
-                            self.sources,
-                            seed=recipe.seed,
-                            device=self.device,
-                            check_finite=self.check_finite,
-                            names=names,
-                            out=dst,
-                        )
-                        self._signatures[job.name] = sigs[job.name]
-                        continue
+                    # straight into the child's storage: no full-size allocation
+                    into = dst if dst is not None and not tied and dst.shape == job.shape else None
                     out = run_job(
                         job,
                         self.sources,
@@ -287,7 +276,11 @@ class ResidentMerge:
                         device=self.device,
                         check_finite=self.check_finite,
                         names=names,
+                        out=into,
                     )
+                    if into is not None:
+                        self._signatures[job.name] = sigs[job.name]
+                        continue
                     if self._writer is not None:
                         if job.name in self._writer.tied:
                             tied_out[job.name] = out
