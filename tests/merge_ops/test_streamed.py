@@ -2,6 +2,8 @@
 
 The reference is :func:`generalized_task_arithmetic` with the streamed path switched off
 (full-size float32 deltas, :func:`rank_window_mask`); results must be bit-identical.
+Every test runs twice: with the fused Numba loops (:mod:`.fused`, bfloat16 / float32
+inputs) and with the streamed path's torch operations only.
 """
 
 from __future__ import annotations
@@ -11,12 +13,18 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from darwinmerge.merge.ops import interpolation, streamed, task_vectors
+from darwinmerge.merge.ops import fused, interpolation, streamed, task_vectors
 from darwinmerge.merge.ops.interpolation import slerp
 from darwinmerge.merge.ops.streamed import kth_by_bits
 from darwinmerge.merge.ops.task_vectors import Sparsifier, generalized_task_arithmetic
 
 _ABS = 0x7FFFFFFF
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["fused", "torch-ops"])
+def fused_loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    monkeypatch.setattr(fused, "ENABLED", request.param)
+    return bool(request.param)
 
 
 def _bits_of(mag: torch.Tensor) -> torch.Tensor:

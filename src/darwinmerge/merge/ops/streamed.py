@@ -31,10 +31,12 @@ DELLA, given masks, groups smaller than ``MIN_GROUP`` elements.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import torch
 
+from darwinmerge.merge.ops import fused
 from darwinmerge.merge.ops.sparsify import RESCALE_EPS
 
 __all__ = [
@@ -56,19 +58,40 @@ _LOW_BINS = 1 << 16
 _ABS_MASK = 0x7FFFFFFF
 
 
+#: scratch buffers up to this size are kept per thread and reused by the next call: a
+#: merge makes thousands of calls (one per expert), and fresh memory costs a page fault
+#: per 4 KiB (several microseconds each in a VM) where reused memory costs nothing
+SCRATCH_CACHE_BYTES = 32 << 20
+_local = threading.local()
+
+
+def _scratch(key: str, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A ``[size]`` buffer of ``dtype`` for this thread (contents undefined); the same
+    storage as the last call with this key when it is large enough and cacheable. Two
+    buffers alive at once need two keys; results never come from here."""
+    nbytes = size * torch.empty((), dtype=dtype).element_size()
+    if nbytes > SCRATCH_CACHE_BYTES or torch.device(device).type != "cpu":
+        return torch.empty(size, dtype=dtype, device=device)
+    cache: dict[tuple[str, torch.dtype], torch.Tensor] = _local.__dict__.setdefault("bufs", {})
+    buf = cache.get((key, dtype))
+    if buf is None or buf.numel() < size:
+        buf = cache[(key, dtype)] = torch.empty(size, dtype=dtype, device=device)
+    return buf[:size]
+
+
 class _Work:
     """Reused chunk buffers (float32 / bool / int32), sized for one chunk."""
 
     def __init__(self, n_models: int, size: int, device: torch.device) -> None:
-        self.base = torch.empty(size, dtype=torch.float32, device=device)
-        self.delta = [
-            torch.empty(size, dtype=torch.float32, device=device) for _ in range(n_models)
-        ]
-        self.bits = torch.empty(size, dtype=torch.int32, device=device)
-        self.keep = torch.empty(size, dtype=torch.int32, device=device)
-        self.tmp = torch.empty(size, dtype=torch.int32, device=device)
-        self.mixed = torch.empty(size, dtype=torch.float32, device=device)
-        self.divisor = torch.empty(size, dtype=torch.float32, device=device)
+        f32, i32 = torch.float32, torch.int32
+        self.base = _scratch("base", size, f32, device)
+        self.delta = [_scratch(f"delta{i}", size, f32, device) for i in range(n_models)]
+        self.bits = _scratch("bits", size, i32, device)
+        self.keep = _scratch("keep", size, i32, device)
+        self.tmp = _scratch("tmp", size, i32, device)
+        self.mixed = _scratch("mixed", size, f32, device)
+        self.divisor = _scratch("divisor", size, f32, device)
+        self.high = _scratch("high", size, torch.int16, device)
 
 
 def _chunks(groups: int, per_group: int) -> list[tuple[int, int, int]]:
@@ -105,7 +128,11 @@ def kth_by_bits(
     """
     counts = torch.bincount(high, minlength=_HIGH_BINS)
     bucket, below_bucket = _bucket(counts, k0)
-    members = (high == bucket).nonzero().view(-1)
+    if fused.ENABLED and high.dtype == torch.int16 and high.device.type == "cpu":
+        found = torch.tensor([bucket], dtype=torch.int32)
+        members = fused.bucket_members(high, 1, found, int(counts[bucket]))
+    else:
+        members = (high == bucket).nonzero().view(-1)
     return _kth_in_bucket(k0, bucket, below_bucket, members, recompute)
 
 
@@ -193,9 +220,11 @@ def streamed_task_arithmetic(
         return result
     plan = _chunks(groups, per_group)
     work = _Work(n_models, max(e - s for s, e, _ in plan), device)
+    # one loop per pass instead of a torch op per step (the same numbers, see .fused)
+    use_fused = fused.supported(flat_base, *flat_x)
 
     lo_bits, hi_bits, tie_keep = _rank_thresholds(
-        flat_x, flat_base, windows, plan, work, groups, per_group
+        flat_x, flat_base, windows, plan, work, groups, per_group, use_fused
     )
     masks: list[_Bits | None] = [None] * n_models
     factors: list[torch.Tensor | None] = [None] * n_models
@@ -211,6 +240,25 @@ def streamed_task_arithmetic(
     result = out if out is not None else torch.empty(base.shape, dtype=out_dtype, device=device)
     flat_out = result.view(-1)
     total_weight = sum(weights)
+    if use_fused and fused.supported(result):
+        fused.mix(
+            flat_x,
+            flat_base,
+            flat_out,
+            plan,
+            per_group,
+            lo=lo_bits,
+            hi=hi_bits,
+            ties=tie_keep,
+            masks=masks,
+            factors=factors,
+            weights=list(weights),
+            consensus=consensus,
+            normalize=normalize,
+            divide_by=total_weight if abs(total_weight) >= 1e-8 else 1.0,
+            lambda_=lambda_,
+        )
+        return result
     one_bits = _float_bits(1.0)
     for c, (s, e, rows) in enumerate(plan):
         m = e - s
@@ -296,6 +344,7 @@ def _rank_thresholds(
     work: _Work,
     groups: int,
     per_group: int,
+    use_fused: bool = False,
 ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None], list[torch.Tensor | None]]:
     """Histogram pass and select, per model: lower / upper threshold bit patterns per
     group ([groups, 1] int32, -1 = no such bound) and the flat positions of the tied
@@ -318,6 +367,8 @@ def _rank_thresholds(
 
     def high_bits(i: int, s: int, e: int) -> torch.Tensor:
         m = e - s
+        if use_fused:
+            return fused.high_bits(flat_x[i][s:e], flat_base[s:e], work.high[:m])
         base_f = work.base[:m]
         if loaded != [(s, e)]:  # the base once per chunk, not once per model
             base_f.copy_(flat_base[s:e])
@@ -342,12 +393,15 @@ def _rank_thresholds(
     high: dict[int, torch.Tensor] = {}
     found: dict[tuple[int, int, int], tuple[int, int, torch.Tensor]] = {}
     if buffered:
-        high = {i: torch.empty(total, dtype=torch.int16, device=device) for i in sparse}
+        high = {i: _scratch(f"high{i}", total, torch.int16, device) for i in sparse}
         for s, e, _ in plan:
             for i in sparse:
-                high[i][s:e].copy_(high_bits(i, s, e))
+                if use_fused:
+                    fused.high_bits(flat_x[i][s:e], flat_base[s:e], high[i][s:e])
+                else:
+                    high[i][s:e].copy_(high_bits(i, s, e))
     else:
-        found = _members_streamed(high_bits, targets, plan, groups, per_group)
+        found = _members_streamed(high_bits, targets, plan, groups, per_group, use_fused)
 
     for i in sparse:
         lo, hi = _window(per_group, *windows[i])  # type: ignore[misc]
@@ -394,6 +448,7 @@ def _members_streamed(
     plan: list[tuple[int, int, int]],
     groups: int,
     per_group: int,
+    use_fused: bool = False,
 ) -> dict[tuple[int, int, int], tuple[int, int, torch.Tensor]]:
     """Without a high-bits buffer: count every group's buckets chunk by chunk, pick the
     bucket of each target rank, then walk the chunks again collecting that bucket's
@@ -405,6 +460,8 @@ def _members_streamed(
         g0 = s // per_group
         for i in models:
             hb = high_bits(i, s, e).view(rows, -1)
+            if use_fused:  # int16 high bits: no room for the row offsets
+                hb = hb.to(torch.int32)
             if rows > 1:
                 hb = hb + (torch.arange(rows, dtype=torch.int32) * _HIGH_BINS).unsqueeze(1)
             binned = torch.bincount(hb.reshape(-1), minlength=rows * _HIGH_BINS)
@@ -427,7 +484,11 @@ def _members_streamed(
         for i in models:
             hb = high_bits(i, s, e).view(rows, -1)
             for k0 in ranks[i]:
-                r, c = (hb == buckets[(i, k0)][g0 : g0 + rows].unsqueeze(1)).nonzero(as_tuple=True)
+                wanted = buckets[(i, k0)][g0 : g0 + rows]
+                if use_fused:
+                    hits[(i, k0)].append(s + fused.bucket_members(hb.view(-1), rows, wanted))
+                    continue
+                r, c = (hb == wanted.unsqueeze(1)).nonzero(as_tuple=True)
                 hits[(i, k0)].append(s + r * hb.shape[1] + c)  # flat positions, ascending
     found: dict[tuple[int, int, int], tuple[int, int, torch.Tensor]] = {}
     for (i, k0), parts in hits.items():
@@ -457,20 +518,32 @@ def _draw_masks(
     sums in float32) and carried across chunks in float64.
     """
     size = work.mixed.numel()
-    probs = torch.full((size,), density, dtype=torch.float32, device=generator.device)
-    drawn = torch.empty(size, dtype=torch.float32, device=generator.device)
-    kept = torch.empty(size, dtype=torch.bool, device=x.device)
+    probs = _scratch("probs", size, torch.float32, generator.device).fill_(density)
+    drawn = _scratch("drawn", size, torch.float32, generator.device)
+    kept = _scratch("kept", size, torch.bool, x.device)
     packed = _Bits(plan, x.device)
     groups = x.numel() // per_group
     before = torch.zeros(groups, dtype=torch.float64) if rescale else None
     after = torch.zeros(groups, dtype=torch.float64) if rescale else None
+    use_fused = fused.supported(x, base)
     for c, (s, e, rows) in enumerate(plan):
         m = e - s
         chunk = kept[:m]
         # torch.bernoulli(probs) on a CPU generator keeps exactly where the float32
         # uniform torch.rand draws is below the probability (sparsify.bernoulli_draw)
         if generator.device.type == "cpu":
-            torch.lt(torch.rand(m, generator=generator, out=drawn[:m]), density, out=chunk)
+            torch.rand(m, generator=generator, out=drawn[:m])
+            if use_fused:  # pack the bits (and add the L1 sums) in one loop
+                g0 = s // per_group
+                sums = None
+                if before is not None and after is not None:
+                    sums = (before[g0 : g0 + rows], after[g0 : g0 + rows])
+                o0, o1 = packed.offsets[c], packed.offsets[c + 1]
+                fused.keep_bits(
+                    drawn[:m], density, packed.data[o0:o1], x[s:e], base[s:e], rows, sums
+                )
+                continue
+            torch.lt(drawn[:m], density, out=chunk)
         else:
             chunk.copy_(torch.bernoulli(probs[:m], generator=generator, out=drawn[:m]))
         packed.put(c, chunk)
@@ -512,8 +585,8 @@ class _Bits:
             self.offsets.append(self.offsets[-1] + (e - s + 7) // 8)
         self.data = torch.empty(self.offsets[-1], dtype=torch.uint8, device=device)
         widest = 8 * max(b - a for a, b in zip(self.offsets, self.offsets[1:], strict=False))
-        self._wide = torch.empty(widest, dtype=torch.uint8, device=device)
-        self._shifted = torch.empty(widest, dtype=torch.uint8, device=device)
+        self._wide = _scratch("bits-wide", widest, torch.uint8, device)
+        self._shifted = _scratch("bits-shifted", widest, torch.uint8, device)
 
     def put(self, c: int, bits: torch.Tensor) -> None:
         """Store chunk ``c``'s mask (bool or 0 / 1, ``[m]``)."""
@@ -558,8 +631,8 @@ def streamed_slerp_coefficients(
     per_group = a.numel() // groups
     plan = _chunks(groups, per_group)
     size = max(e - s for s, e, _ in plan)
-    x = torch.empty(size, dtype=torch.float32, device=a.device)
-    y = torch.empty(size, dtype=torch.float32, device=a.device)
+    x = _scratch("slerp-x", size, torch.float32, a.device)
+    y = _scratch("slerp-y", size, torch.float32, a.device)
     sq_x = torch.zeros(groups, dtype=torch.float64, device=a.device)
     sq_y = torch.zeros(groups, dtype=torch.float64, device=a.device)
     dot = torch.zeros(groups, dtype=torch.float64, device=a.device)
@@ -594,9 +667,9 @@ def streamed_combine(
     per_group = a.numel() // groups
     plan = _chunks(groups, per_group)
     size = max(e - s for s, e, _ in plan)
-    x = torch.empty(size, dtype=torch.float32, device=a.device)
-    y = torch.empty(size, dtype=torch.float32, device=a.device)
-    r = torch.empty(size, dtype=torch.float32, device=a.device)
+    x = _scratch("slerp-x", size, torch.float32, a.device)
+    y = _scratch("slerp-y", size, torch.float32, a.device)
+    r = _scratch("slerp-r", size, torch.float32, a.device)
     result = out if out is not None else torch.empty(a.shape, dtype=out_dtype, device=a.device)
     flat_out = result.view(-1)
     flat_a, flat_b = a.reshape(-1), b.reshape(-1)

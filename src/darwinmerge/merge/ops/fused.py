@@ -1,0 +1,423 @@
+"""Fused CPU loops for the streamed task-vector path (Numba), bit-identical to its torch ops.
+
+:mod:`.streamed` computes TIES / DARE / breadcrumbs / task arithmetic as a sequence of
+torch operations over cache-sized chunks: each pass is fast, but a TIES merge of two
+models makes about fifty of them per element (about 9 ns per element on the project's
+CPU). These kernels do the same float32 operations, in the same order, in one loop per
+pass:
+
+* :func:`high_bits_counts`: ``|float32(x) - float32(base)|``'s high 16 bits per element
+  (the int16 buffer of the rank select) and each group's 32768-bin histogram of them;
+* :func:`bucket_members`: the flat positions, per group, of the entries in one bucket;
+* :func:`mix`: the mix pass (rank-window or Bernoulli keep masks, weights, TIES sign
+  consensus and normalisation, lambda, the base) writing the output dtype.
+
+bfloat16 values are widened to float32 exactly (their 16 bits shifted up) and float32
+results are narrowed to bfloat16 by round-to-nearest-even, NaN to 0xFFFF, as torch's
+vectorised conversion does. The kernels take float32 or bfloat16 inputs (one dtype for
+all models and one for the base); anything else (float16, another device) keeps the torch ops. Set
+``DARWIN_FUSED=0`` to turn the kernels off; :data:`ENABLED` is what the streamed path
+reads. Numba compiles each kernel on first use and caches the machine code next to this
+file (about a second, once per installation and signature).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ENABLED",
+    "bucket_members",
+    "high_bits",
+    "high_bits_counts",
+    "keep_bits",
+    "mix",
+    "supported",
+]
+
+try:  # pragma: no cover - exercised by the whole suite either way
+    import numba
+    from numba import types
+    from numba.extending import intrinsic
+except ImportError:  # pragma: no cover
+    numba = None  # type: ignore[assignment]
+
+#: whether the streamed path uses the fused kernels (Numba importable, not turned off)
+ENABLED: bool = numba is not None and os.environ.get("DARWIN_FUSED", "1") != "0"
+
+_DTYPES = {torch.bfloat16: torch.int16, torch.float32: torch.float32}
+
+
+def supported(*tensors: torch.Tensor) -> bool:
+    """Whether the kernels can take these tensors (CPU, float32 or bfloat16)."""
+    return ENABLED and all(t.device.type == "cpu" and t.dtype in _DTYPES for t in tensors)
+
+
+def as_array(t: torch.Tensor) -> np.ndarray:
+    """A flat NumPy view of a contiguous CPU tensor (bfloat16 as its int16 bits)."""
+    return t.reshape(-1).view(_DTYPES[t.dtype]).numpy()
+
+
+if numba is not None:
+
+    @intrinsic
+    def _i2f(typingctx: Any, v: Any) -> Any:
+        """Reinterpret int32 bits as a float32."""
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+        return types.float32(types.int32), codegen
+
+    @intrinsic
+    def _f2i(typingctx: Any, v: Any) -> Any:
+        """Reinterpret float32 bits as an int32."""
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.bitcast(args[0], context.get_value_type(types.int32))
+
+        return types.int32(types.float32), codegen
+
+    _jit = numba.njit(cache=True, boundscheck=False, nogil=True)
+    _inline = numba.njit(inline="always")
+
+    def _load(a: Any, j: Any) -> Any:  # pragma: no cover - replaced by the overload
+        raise NotImplementedError
+
+    def _store(a: Any, j: Any, v: Any) -> Any:  # pragma: no cover - replaced by the overload
+        raise NotImplementedError
+
+    @numba.extending.overload(_load, inline="always")
+    def _load_impl(a: Any, j: Any) -> Any:
+        if a.dtype == types.int16:  # bfloat16 bits: exactly the float32 with these high bits
+
+            def load_bf16(a: Any, j: Any) -> Any:
+                return _i2f(np.int32(np.uint32(np.uint16(a[j])) << np.uint32(16)))  # type: ignore[call-arg]
+
+            return load_bf16
+        if a.dtype == types.float32:
+
+            def load_f32(a: Any, j: Any) -> Any:
+                return a[j]
+
+            return load_f32
+        return None
+
+    @numba.extending.overload(_store, inline="always")
+    def _store_impl(a: Any, j: Any, v: Any) -> Any:
+        if a.dtype == types.int16:  # round to nearest even; NaN -> 0xFFFF (torch's vector path)
+
+            def store_bf16(a: Any, j: Any, v: Any) -> None:
+                u = np.uint32(_f2i(v))  # type: ignore[call-arg]
+                if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+                    a[j] = np.int16(-1)
+                else:
+                    r = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> 16
+                    a[j] = np.int16(np.uint16(r))
+
+            return store_bf16
+        if a.dtype == types.float32:
+
+            def store_f32(a: Any, j: Any, v: Any) -> None:
+                a[j] = v
+
+            return store_f32
+        return None
+
+    @_inline
+    def _abs_bits(v: Any) -> Any:
+        return _f2i(v) & np.int32(0x7FFFFFFF)  # type: ignore[call-arg]
+
+    @_jit
+    def _high_bits_counts(x, base, per_group, high, counts):  # type: ignore[no-untyped-def]
+        for g in range(base.shape[0] // per_group):
+            lo = g * per_group
+            hi = lo + per_group
+            for j in range(lo, hi):
+                high[j] = np.int16(_abs_bits(_load(x, j) - _load(base, j)) >> 16)
+            c = counts[g]
+            for j in range(lo, hi):
+                c[high[j]] += 1
+
+    @_jit
+    def _high_bits(x, base, high):  # type: ignore[no-untyped-def]
+        for j in range(base.shape[0]):
+            high[j] = np.int16(_abs_bits(_load(x, j) - _load(base, j)) >> 16)
+
+    @_jit
+    def _bucket_members(high, per_group, buckets, out):  # type: ignore[no-untyped-def]
+        k = 0
+        for g in range(high.shape[0] // per_group):
+            b = buckets[g]
+            for j in range(g * per_group, (g + 1) * per_group):
+                if high[j] == b:
+                    if k < out.shape[0]:
+                        out[k] = j
+                    k += 1
+        return k
+
+    @_jit
+    def _keep_bits(drawn, p, packed, x, base, rows, before, after, sums):  # type: ignore[no-untyped-def]
+        m = drawn.shape[0]
+        for i in range(packed.shape[0]):
+            byte = np.int32(0)
+            for k in range(8):
+                t = 8 * i + k
+                if t < m:
+                    byte |= np.int32(drawn[t] < p) << np.int32(k)
+            packed[i] = np.uint8(byte)
+        if sums:
+            width = m // rows
+            for r in range(rows):
+                total = 0.0
+                kept = 0.0
+                for t in range(r * width, (r + 1) * width):
+                    a = abs(_load(x, t) - _load(base, t))
+                    total += a
+                    kept += a if drawn[t] < p else 0.0
+                before[r] += total
+                after[r] += kept
+
+    #: elements per block of the mix loop: its float32 buffers stay in the L1 cache
+    BLOCK = 2048
+
+    @_jit
+    def _mix(  # type: ignore[no-untyped-def]
+        xs, base, out, plan, per_group, lo, hi, ties, bits, bit_offsets, factors, rescale,
+        weights, flags, divide_by, lambda_,
+    ):  # fmt: skip
+        n = len(xs)
+        zero = np.float32(0.0)
+        one = np.float32(1.0)
+        size = BLOCK
+        d = np.empty((n, size), dtype=np.float32)
+        keep = np.empty(size, dtype=np.bool_)
+        elected = np.empty(size, dtype=np.int32)
+        b = np.empty(size, dtype=np.float32)
+        total = np.empty(size, dtype=np.float32)
+        divisor = np.empty(size, dtype=np.float32)
+        tie_at = np.zeros(n, dtype=np.int64)
+        consensus = flags[0]
+        normalize = flags[1]
+        use_lambda = flags[2]
+        for c in range(plan.shape[0]):
+            s = plan[c, 0]
+            rows = plan[c, 2]
+            width = (plan[c, 1] - s) // rows
+            for r in range(rows):
+                g = s // per_group + r
+                row_end = s + (r + 1) * width
+                for j0 in range(s + r * width, row_end, size):
+                    m = min(size, row_end - j0)
+                    for t in range(m):
+                        b[t] = _load(base, j0 + t)
+                    for i in range(n):
+                        x = xs[i]
+                        di = d[i]
+                        for t in range(m):
+                            di[t] = _load(x, j0 + t) - b[t]
+                        low = lo[i, g]
+                        high = hi[i, g]
+                        if low >= 0 or high >= 0:
+                            # strict rank-window bounds, then the listed tied entries
+                            no_low = low < 0
+                            no_high = high < 0
+                            for t in range(m):
+                                a = _abs_bits(di[t])
+                                keep[t] = (no_low | (a > low)) & (no_high | (a < high))
+                            tl = ties[i]
+                            p = tie_at[i]
+                            while p < tl.shape[0] and tl[p] < j0 + m:
+                                if tl[p] >= j0:
+                                    keep[tl[p] - j0] = True
+                                p += 1
+                            tie_at[i] = p
+                            for t in range(m):  # branch-free: AND with all-ones / zero
+                                di[t] = _i2f(_f2i(di[t]) & -np.int32(keep[t]))
+                        if bit_offsets[i, 0] >= 0:  # Bernoulli keep bits of plan chunk c
+                            packed = bits[i]
+                            first = bit_offsets[i, c]
+                            q0 = j0 - s
+                            for t in range(m):
+                                q = q0 + t
+                                bit = np.int32(packed[first + (q >> 3)] >> (q & 7)) & np.int32(1)
+                                di[t] = _i2f(_f2i(di[t]) & -bit)
+                            if rescale[i]:
+                                f = factors[i, g]
+                                for t in range(m):
+                                    di[t] = di[t] * f
+                        w = weights[i]
+                        if w != one:
+                            for t in range(m):
+                                di[t] = di[t] * w
+                    for t in range(m):
+                        total[t] = d[0, t]
+                    for i in range(1, n):
+                        di = d[i]
+                        for t in range(m):
+                            total[t] = total[t] + di[t]
+                    if consensus:
+                        # elected sign: - where the sum is < 0 (+0.0 turns -0.0 into +0.0)
+                        for t in range(m):
+                            elected[t] = _f2i(total[t] + zero) >> np.int32(31)
+                        for i in range(n):
+                            di = d[i]
+                            for t in range(m):  # keep where the sign bit is the elected one
+                                v = _f2i(di[t])
+                                di[t] = _i2f(v & ~((v >> np.int32(31)) ^ elected[t]))
+                        for t in range(m):
+                            total[t] = d[0, t]
+                        for i in range(1, n):
+                            di = d[i]
+                            for t in range(m):
+                                total[t] = total[t] + di[t]
+                        if normalize:
+                            for t in range(m):
+                                divisor[t] = zero
+                            for i in range(n):
+                                di = d[i]
+                                w = weights[i]
+                                wb = _f2i(w)
+                                for t in range(m):  # + w where d != 0, else + (+0.0)
+                                    nz = -np.int32(_abs_bits(di[t]) != 0)
+                                    divisor[t] = divisor[t] + _i2f(wb & nz)
+                            for t in range(m):
+                                v = divisor[t]
+                                total[t] = total[t] / (one if _abs_bits(v) == 0 else v)
+                    elif normalize:
+                        for t in range(m):
+                            total[t] = total[t] / divide_by
+                    if use_lambda:
+                        for t in range(m):
+                            total[t] = total[t] * lambda_
+                    for t in range(m):
+                        _store(out, j0 + t, total[t] + b[t])
+
+
+def keep_bits(
+    drawn: torch.Tensor,
+    density: float,
+    packed: torch.Tensor,
+    x: torch.Tensor,
+    base: torch.Tensor,
+    rows: int,
+    sums: tuple[torch.Tensor, torch.Tensor] | None,
+) -> None:
+    """Bernoulli keep bits ``drawn < density`` (float32 uniforms, compared in float32 as
+    ``torch.lt`` does) packed 8 per byte (bit ``k`` of byte ``i`` is element ``8i + k``)
+    into ``packed``; with ``sums`` = (before, after) (float64, ``[rows]``) also adds each
+    row's ``sum |float32(x) - float32(base)|`` and the same over the kept entries (summed
+    in float64)."""
+    before, after = sums if sums is not None else (_NO_SUMS, _NO_SUMS)
+    _keep_bits(
+        drawn.numpy(),
+        np.float32(density),
+        packed.numpy(),
+        as_array(x),
+        as_array(base),
+        rows,
+        before.numpy(),
+        after.numpy(),
+        sums is not None,
+    )
+
+
+_NO_SUMS = torch.zeros(1, dtype=torch.float64)
+
+
+def high_bits_counts(
+    x: torch.Tensor, base: torch.Tensor, groups: int, high: torch.Tensor, counts: torch.Tensor
+) -> None:
+    """``high[j] = |float32(x) - float32(base)|``'s bits >> 16 (int16) and ``counts[g]``
+    += the 32768-bin histogram of group ``g``'s values (int32, ``[groups, 32768]``)."""
+    per_group = base.numel() // groups
+    _high_bits_counts(as_array(x), as_array(base), per_group, high.numpy(), counts.numpy())
+
+
+def high_bits(x: torch.Tensor, base: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """``high[j] = |float32(x) - float32(base)|``'s bits >> 16 (int16); returns ``high``."""
+    _high_bits(as_array(x), as_array(base), high.numpy())
+    return high
+
+
+def bucket_members(
+    high: torch.Tensor, groups: int, buckets: torch.Tensor, expected: int | None = None
+) -> torch.Tensor:
+    """Flat positions (ascending) where ``high`` (int16, ``groups`` equal groups) equals
+    its group's bucket (``buckets[g]``, int16). ``expected``: how many there are, if known
+    (else a buffer of 1/16 of the elements is tried first)."""
+    per_group = high.numel() // groups
+    size = expected if expected is not None else max(16, high.numel() // 16)
+    found = torch.empty(size, dtype=torch.int64)
+    k = _bucket_members(high.numpy(), per_group, buckets.numpy(), found.numpy())
+    if k > size:
+        found = torch.empty(k, dtype=torch.int64)
+        _bucket_members(high.numpy(), per_group, buckets.numpy(), found.numpy())
+    return found[:k]
+
+
+def mix(
+    xs: list[torch.Tensor],
+    base: torch.Tensor,
+    out: torch.Tensor,
+    plan: list[tuple[int, int, int]],
+    per_group: int,
+    *,
+    lo: list[torch.Tensor | None],
+    hi: list[torch.Tensor | None],
+    ties: list[torch.Tensor | None],
+    masks: list[Any],
+    factors: list[torch.Tensor | None],
+    weights: list[float],
+    consensus: bool,
+    normalize: bool,
+    divide_by: float,
+    lambda_: float,
+) -> None:
+    """The streamed mix pass in one loop; arguments as in :mod:`.streamed`."""
+    n = len(xs)
+    groups = base.numel() // per_group
+    lo_a = np.full((n, groups), -1, dtype=np.int32)
+    hi_a = np.full((n, groups), -1, dtype=np.int32)
+    fac = np.ones((n, groups), dtype=np.float32)
+    rescale = np.zeros(n, dtype=np.bool_)
+    offsets = np.full((n, len(plan) + 1), -1, dtype=np.int64)
+    none_bits = np.zeros(1, dtype=np.uint8)
+    bit_data = []
+    tie_lists = []
+    for i in range(n):
+        if lo[i] is not None:
+            lo_a[i] = lo[i].view(-1).numpy()  # type: ignore[union-attr]
+            hi_a[i] = hi[i].view(-1).numpy()  # type: ignore[union-attr]
+        t = ties[i]
+        tie_lists.append(t.numpy() if t is not None else np.zeros(0, dtype=np.int64))
+        if masks[i] is not None:
+            offsets[i] = np.asarray(masks[i].offsets, dtype=np.int64)
+            bit_data.append(masks[i].data.numpy())
+            if factors[i] is not None:
+                fac[i] = factors[i].view(-1).numpy()  # type: ignore[union-attr]
+                rescale[i] = True
+        else:
+            bit_data.append(none_bits)
+    _mix(
+        tuple(as_array(x) for x in xs),
+        as_array(base),
+        as_array(out),
+        np.asarray(plan, dtype=np.int64).reshape(-1, 3),
+        per_group,
+        lo_a,
+        hi_a,
+        tuple(tie_lists),
+        tuple(bit_data),
+        offsets,
+        fac,
+        rescale,
+        np.asarray(weights, dtype=np.float32),
+        np.asarray([consensus, normalize, lambda_ != 1], dtype=np.bool_),
+        np.float32(divide_by),
+        np.float32(lambda_),
+    )

@@ -1,0 +1,128 @@
+"""The fused Numba loops of the streamed path: bit-level agreement with torch's steps.
+
+The whole-merge agreement (fused vs the reference, every method option) is in
+``test_streamed.py``, which runs each case with and without these loops.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from darwinmerge.merge.ops import fused, streamed
+from darwinmerge.merge.ops.task_vectors import Sparsifier, generalized_task_arithmetic
+
+pytestmark = pytest.mark.skipif(not fused.ENABLED, reason="Numba missing or DARWIN_FUSED=0")
+
+
+def _specials() -> torch.Tensor:
+    """float32 values whose bfloat16 rounding is delicate: halfway cases (ties to even,
+    both parities), just above / below halfway, overflow to inf, subnormals, NaN."""
+    bits = []
+    for high in (0x3F80, 0x3F81, 0x7F7F, 0x0001, 0x8000, 0xBF80, 0xFF7F):
+        for low in (0x0000, 0x7FFF, 0x8000, 0x8001, 0xFFFF):
+            bits.append((high << 16) | low)
+    bits += [0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0xFFC12345, 0x00000000]
+    return torch.tensor(bits, dtype=torch.int64).to(torch.int32).view(torch.float32)
+
+
+def test_bfloat16_output_rounds_like_torch() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([_specials(), torch.randn(100_000, generator=g) * 3])
+    base = torch.zeros_like(x)
+    out = torch.empty(x.shape, dtype=torch.bfloat16)
+    fused.mix(
+        [x], base, out, [(0, x.numel(), 1)], x.numel(),
+        lo=[None], hi=[None], ties=[None], masks=[None], factors=[None], weights=[1.0],
+        consensus=False, normalize=False, divide_by=1.0, lambda_=1.0,
+    )  # fmt: skip
+    expected = (x - base + base).to(torch.bfloat16)  # -0.0 + 0.0 is +0.0 in both
+    nan = expected.isnan()
+    assert int(nan.sum()) == 3 and torch.equal(out.isnan(), nan)
+    assert torch.equal(out.view(torch.int16)[~nan], expected.view(torch.int16)[~nan])
+
+
+def test_high_bits_and_counts_match_torch() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(3, 5000, generator=g) * 0.02).to(torch.bfloat16)
+    base = (torch.randn(3, 5000, generator=g) * 0.02).to(torch.bfloat16)
+    d = x.float() - base.float()
+    want = (d.view(torch.int32) & 0x7FFFFFFF) >> 16
+    high = torch.empty(x.numel(), dtype=torch.int16)
+    counts = torch.zeros(3, 1 << 15, dtype=torch.int32)
+    fused.high_bits_counts(x, base, 3, high, counts)
+    assert torch.equal(high.to(torch.int32), want.reshape(-1))
+    for g_ in range(3):
+        assert torch.equal(counts[g_], torch.bincount(want[g_], minlength=1 << 15).int())
+    again = torch.empty_like(high)
+    assert torch.equal(fused.high_bits(x, base, again), high)
+
+
+def test_bucket_members_lists_each_groups_bucket_in_order() -> None:
+    high = torch.tensor([5, 1, 5, 2, 5, 2, 2, 7, 1, 2, 0, 2], dtype=torch.int16)
+    buckets = torch.tensor([5, 2, 2], dtype=torch.int32)
+    got = fused.bucket_members(high, 3, buckets)
+    assert got.tolist() == [0, 2, 5, 6, 9, 11]
+    # a wrong guess of the count is corrected
+    assert fused.bucket_members(high, 3, buckets, expected=1).tolist() == got.tolist()
+
+
+@pytest.mark.parametrize("m", [8, 13, 4096, 4099])
+def test_keep_bits_packs_as_the_bit_buffer_does(m: int) -> None:
+    g = torch.Generator().manual_seed(m)
+    drawn = torch.rand(m, generator=g)
+    density = 0.37
+    plan = [(0, m, 1)]
+    bits = streamed._Bits(plan, torch.device("cpu"))
+    bits.put(0, drawn < density)
+    packed = torch.empty_like(bits.data)
+    x = torch.randn(m, generator=g)
+    base = torch.randn(m, generator=g)
+    before = torch.zeros(1, dtype=torch.float64)
+    after = torch.zeros(1, dtype=torch.float64)
+    fused.keep_bits(drawn, density, packed, x, base, 1, (before, after))
+    assert torch.equal(packed, bits.data)
+    mag = (x - base).abs().double()
+    torch.testing.assert_close(before, mag.sum().view(1), rtol=1e-12, atol=0)
+    torch.testing.assert_close(after, (mag * (drawn < density)).sum().view(1), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "used"), [(torch.bfloat16, True), (torch.float32, True), (torch.float16, False)]
+)
+def test_the_loops_run_for_bfloat16_and_float32(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, used: bool
+) -> None:
+    calls: list[str] = []
+    for name in ("mix", "high_bits", "bucket_members"):
+        real = getattr(fused, name)
+
+        def spy(*a: object, _real: object = real, _name: str = name, **k: object) -> object:
+            calls.append(_name)
+            return _real(*a, **k)  # type: ignore[operator]
+
+        monkeypatch.setattr(fused, name, spy)
+    g = torch.Generator().manual_seed(2)
+    base = (torch.randn(4, 8192, generator=g) * 0.02).to(dtype)
+    xs = [(torch.randn(4, 8192, generator=g) * 0.02).to(dtype) for _ in range(2)]
+    out = generalized_task_arithmetic(
+        xs, base=base, weights=[0.5, 0.5], densities=[0.5, 0.5],
+        sparsifier=Sparsifier.magnitude, consensus=True, normalize=True, group_dims=1,
+    )  # fmt: skip
+    assert out.dtype == dtype
+    # float16 keeps torch's steps (the member scan of an int16 buffer is fused for all)
+    assert {"mix", "high_bits"} <= set(calls) if used else not {"mix", "high_bits"} & set(calls)
+    assert "bucket_members" in calls
+
+
+def test_darwin_fused_0_turns_the_loops_off() -> None:
+    code = "from darwinmerge.merge.ops import fused; print(fused.ENABLED)"
+    env = {**os.environ, "DARWIN_FUSED": "0"}
+    got = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert got.stdout.strip() == "False"
