@@ -19,7 +19,8 @@ In the same run, each measurement in a fresh process through the launcher of
 ``merge_speed.py`` (honest peak RSS):
 
 1. the I/O floor: read both parents and write one child-sized file with plain
-   sequential I/O (16 MiB reads / writes, fsync at the end, as darwin does);
+   sequential I/O as darwin does it (one reused 16 MiB buffer, the parents' page cache
+   dropped as they are read, the output written with O_DIRECT, fsync at the end);
 2. ``darwin merge`` with linear, slerp, ties, dare_ties (``--threads 2``);
 3. the same-sized ``qwen3_moe`` trio (Qwen3-30B-A3B shapes: hidden 2048, 128 experts of
    768, vocab 151936, per-expert keys): darwin ties vs mergekit 0.1.5 ties
@@ -298,19 +299,49 @@ def sizes(spec: dict) -> None:
 
 # -------------------------------------------------------------------- I/O floor (child)
 def io_floor(spec: dict) -> None:
-    """``--floor`` child: read every parent file, write ``child_bytes`` to one file."""
+    """``--floor`` child: read every parent file, write ``child_bytes`` to one file, with
+    the I/O darwin uses: one reused 16 MiB buffer, the page cache of what was read
+    dropped as it goes (``posix_fadvise(DONTNEED)``, as ``--page-cache auto`` does for
+    parents larger than half the memory), the output written with ``O_DIRECT`` where the
+    file system takes it (the unaligned tail through the page cache), then fsync."""
+    import mmap
+
     chunk = 16 * 2**20
-    buf = bytearray(chunk)
+    buf = mmap.mmap(-1, chunk)  # page-aligned, as O_DIRECT needs
     view = memoryview(buf)
+    drop = hasattr(os, "posix_fadvise")
     for f in spec["read"]:
-        with open(f, "rb", buffering=0) as fh:
-            while fh.readinto(view):
-                pass
-    left = spec["child_bytes"]
-    with open(spec["write"], "wb", buffering=0) as fh:
-        while left > 0:
-            left -= fh.write(view[: min(chunk, left)])
-        os.fsync(fh.fileno())
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            offset = 0
+            while got := os.preadv(fd, [view], offset):
+                if drop:
+                    os.posix_fadvise(fd, offset, got, os.POSIX_FADV_DONTNEED)
+                offset += got
+        finally:
+            os.close(fd)
+    total = spec["child_bytes"]
+    aligned = total - total % 4096
+    fd = os.open(spec["write"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        direct = None
+        if hasattr(os, "O_DIRECT"):
+            try:
+                direct = os.open(spec["write"], os.O_WRONLY | os.O_DIRECT)
+            except OSError:
+                direct = None
+        done = 0
+        while done < total:
+            n = min(chunk, total - done)
+            if direct is not None and done + n <= aligned:
+                done += os.pwrite(direct, view[:n], done)
+            else:
+                done += os.pwrite(fd, view[: min(n, total - done)], done)
+        if direct is not None:
+            os.close(direct)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------ resident (child)

@@ -49,6 +49,7 @@ class CheckpointReader:
         *,
         allow_pickle: bool = False,
         dequantize_to: torch.dtype = torch.bfloat16,
+        drop_cache: bool = False,
     ) -> None:
         layout = find_layout(Path(path))
         if layout.kind == "pickle" and not allow_pickle:
@@ -56,6 +57,13 @@ class CheckpointReader:
         self.path: Path = layout.model_dir
         self.config: dict[str, Any] = _read_config(self.path / "config.json")
         self.kind = layout.kind
+        #: drop the page cache of every byte range read (see :func:`page_cache_policy`)
+        self.drop_cache = drop_cache
+        #: where reads get their buffers (a merge's :class:`~darwinmerge.merge.buffers.
+        #: BufferPool`, which recycles them); None: a fresh tensor per read
+        self.pool: Any = None
+        #: bytes of this checkpoint's weight files
+        self.file_bytes = sum(f.stat().st_size for f in layout.files)
         self._lock = threading.Lock()
         self._handles: dict[Path, Any] = {}
         self._fds: dict[Path, int] = {}
@@ -227,7 +235,12 @@ class CheckpointReader:
     ) -> torch.Tensor:
         """Elements ``start .. start + count`` of a tensor, read into a new tensor."""
         itemsize = info.dtype.itemsize
-        out = torch.empty(count * itemsize, dtype=torch.uint8)
+        pool = self.pool
+        out = (
+            pool.take(count * itemsize)
+            if pool is not None
+            else torch.empty(count * itemsize, dtype=torch.uint8)
+        )
         if count:
             fd = self._fd(info.file)
             view = memoryview(out.numpy())  # type: ignore[arg-type]
@@ -242,6 +255,10 @@ class CheckpointReader:
                             "write it again"
                         )
                     done += got
+                if self.drop_cache:
+                    # read once: let the kernel forget these file pages now (whole pages
+                    # inside the range only), instead of reclaiming them under pressure
+                    os.posix_fadvise(fd, offset, done, os.POSIX_FADV_DONTNEED)
             except OSError as exc:
                 raise CheckpointError(f"{info.file}: cannot read tensor '{name}' ({exc})") from exc
         return out.view(info.dtype).reshape(shape)

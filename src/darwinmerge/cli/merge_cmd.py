@@ -35,11 +35,24 @@ def merge(
         typer.Option("--check-finite/--no-check-finite", help="Refuse parents with NaN/inf."),
     ] = True,
     shard_size: Annotated[str, typer.Option(help="Maximum shard size, e.g. 2GB, 500MB.")] = "5GB",
+    page_cache: Annotated[
+        str,
+        typer.Option(
+            help="Parents' file pages once read: drop (streaming parents larger than memory), "
+            "keep (repeated merges of parents that fit), auto (drop when the parents add up "
+            "to more than half the available memory)."
+        ),
+    ] = "auto",
 ) -> None:
     """Merge parent checkpoints into a Hugging Face model folder."""
-    from darwinmerge.merge.api import merge_to_disk
+    from darwinmerge.errors import ConfigError
+    from darwinmerge.merge.api import PAGE_CACHE_MODES, merge_to_disk
     from darwinmerge.merge.mergekit_io import load_any_config
 
+    if page_cache not in PAGE_CACHE_MODES:
+        raise ConfigError(
+            f"--page-cache {page_cache!r}: expected one of {', '.join(PAGE_CACHE_MODES)}"
+        )
     recipe = load_any_config(config, overrides or [])
     _readers_for(recipe)
     max_bytes = _parse_size(shard_size)
@@ -69,6 +82,7 @@ def merge(
             allow_pickle=allow_pickle,
             check_finite=check_finite,
             max_shard_bytes=max_bytes,
+            page_cache=page_cache,
             on_plan=on_plan,
             progress=on_job,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -14,14 +15,24 @@ from darwinmerge.checkpoint import (
     copy_side_files,
     write_model_card,
 )
-from darwinmerge.errors import OutputExistsError
+from darwinmerge.errors import ConfigError, OutputExistsError
+from darwinmerge.merge.buffers import BufferPool
 from darwinmerge.merge.executor import DTYPES, execute_plan
 from darwinmerge.merge.planner import MergePlan, TensorJob, plan_merge
 from darwinmerge.merge.recipe import Recipe
 
-__all__ = ["MergeResult", "merge_to_disk", "open_sources", "RECIPE_FILE"]
+__all__ = [
+    "MergeResult",
+    "PAGE_CACHE_MODES",
+    "merge_to_disk",
+    "open_sources",
+    "page_cache_drop",
+    "RECIPE_FILE",
+]
 
 RECIPE_FILE = "darwin_recipe.yaml"
+#: what a merge does with the page cache of the parents' files it has read
+PAGE_CACHE_MODES = ("auto", "keep", "drop")
 
 
 @dataclass
@@ -33,16 +44,52 @@ class MergeResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _mem_available() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def page_cache_drop(mode: str, parent_bytes: int) -> bool:
+    """Whether a merge reading ``parent_bytes`` of parent files drops their page cache.
+
+    ``drop``: always; ``keep``: never; ``auto``: when the files add up to more than half
+    of the memory available now (they cannot stay cached anyway, and reclaiming them
+    under pressure costs more than reading once and forgetting). Only where the OS has
+    ``posix_fadvise``.
+    """
+    if mode not in PAGE_CACHE_MODES:
+        raise ConfigError(f"page_cache: {mode!r} is not one of {', '.join(PAGE_CACHE_MODES)}")
+    if mode == "keep" or not hasattr(os, "posix_fadvise"):
+        return False
+    if mode == "drop":
+        return True
+    available = _mem_available()
+    return available is not None and parent_bytes > available // 2
+
+
 def open_sources(
-    recipe: Recipe, stack: ExitStack, *, allow_pickle: bool = False
+    recipe: Recipe, stack: ExitStack, *, allow_pickle: bool = False, page_cache: str = "keep"
 ) -> list[CheckpointReader]:
+    """Open the recipe's parents (then its base); ``page_cache`` as in
+    :func:`page_cache_drop`, over all of them together."""
     paths = [p.path for p in recipe.parents] + ([recipe.base] if recipe.base else [])
     # FP8 block-quantized parents are read dequantized to the child's dtype (bf16 default)
     fp8_to = DTYPES[recipe.dtype or "bfloat16"]
-    return [
+    readers = [
         stack.enter_context(CheckpointReader(p, allow_pickle=allow_pickle, dequantize_to=fp8_to))
         for p in paths
     ]
+    if page_cache_drop(page_cache, sum(r.file_bytes for r in readers)):
+        for r in readers:
+            r.drop_cache = True
+    return readers
 
 
 def merge_to_disk(
@@ -58,15 +105,17 @@ def merge_to_disk(
     on_plan: Callable[[MergePlan], None] | None = None,
     progress: Callable[[TensorJob], None] | None = None,
     extra_files: Sequence[tuple[str, str]] = (),
+    page_cache: str = "auto",
 ) -> MergeResult:
     """Merge the recipe's parents into ``out_dir`` (atomically; refuses to overwrite
-    an existing folder unless ``force``)."""
+    an existing folder unless ``force``). ``page_cache``: ``auto``, ``keep`` or ``drop``
+    the parents' file pages once read (:func:`page_cache_drop`)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise OutputExistsError(f"{out_dir} already exists; pass --force to replace it")
     start = time.perf_counter()
     with ExitStack() as stack:
-        sources = open_sources(recipe, stack, allow_pickle=allow_pickle)
+        sources = open_sources(recipe, stack, allow_pickle=allow_pickle, page_cache=page_cache)
         plan = plan_merge(recipe, sources)
         if on_plan is not None:
             on_plan(plan)
@@ -83,6 +132,11 @@ def merge_to_disk(
                 writer.add(name, tensor)  # type: ignore[arg-type]
                 written += tensor.numel() * tensor.element_size()  # type: ignore[attr-defined]
 
+            # reads and outputs recycle their buffers: the writer is done with a tensor
+            # when add returns, and the layers repeat the same shapes
+            pool = BufferPool()
+            for source in sources:
+                source.pool = pool
             execute_plan(
                 plan,
                 sources,
@@ -91,7 +145,9 @@ def merge_to_disk(
                 device=device,
                 check_finite=check_finite,
                 progress=progress,
+                buffers=pool,
             )
+            pool.clear()
             updates = {"dtype": recipe.dtype} if recipe.dtype else None
             copy_side_files(donor_dir, writer.tmp_dir, config_updates=updates)
             recipe_yaml = recipe.to_yaml()

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from darwinmerge.errors import MergeError
+from darwinmerge.merge.buffers import BufferPool
 from darwinmerge.merge.ops import METHODS, apply_method
 from darwinmerge.merge.planner import Fetch, MergePlan, TensorJob, TensorSource
 from darwinmerge.merge.resident import ModelWriter, write_into_dict
@@ -145,10 +147,16 @@ def _blockable(fetch: Fetch, blocks: list[tuple[int, int]]) -> bool:
 
 
 def realize_rows(
-    fetch: Fetch, sources: Sequence[TensorSource], shape: tuple[int, ...], e0: int, e1: int
+    fetch: Fetch,
+    sources: Sequence[TensorSource],
+    shape: tuple[int, ...],
+    e0: int,
+    e1: int,
+    buffers: BufferPool | None = None,
 ) -> torch.Tensor:
     """Rows ``[e0, e1)`` (leading axis) of :func:`realize`'s tensor, reading only those
-    rows (the fetch must pass :func:`job_blocks`'s check)."""
+    rows (the fetch must pass :func:`job_blocks`'s check). With ``buffers``, a gathered
+    block is assembled in a pool buffer and the pieces read for it go back to the pool."""
     src = sources[fetch.source]
     if fetch.whole is not None:
         name, index = fetch.whole
@@ -165,9 +173,16 @@ def realize_rows(
             continue
         part = src.get_slice(name, idx) if idx != () else src.get(name)
         if out is None:
-            out = torch.empty((e1 - e0, *shape[1:]), dtype=part.dtype, device=part.device)
+            rows = (e1 - e0, *shape[1:])
+            if buffers is not None and part.device.type == "cpu":
+                nbytes = math.prod(rows) * part.element_size()
+                out = buffers.take(nbytes).view(part.dtype).view(rows)
+            else:
+                out = torch.empty(rows, dtype=part.dtype, device=part.device)
         shifted = slice(lo - e0, hi - e0) if isinstance(lead, slice) else lead - e0
         out[(shifted, *out_idx[1:])] = part
+        if buffers is not None:
+            buffers.give(part)
     if out is None:
         raise MergeError(f"no stored piece covers rows {e0}:{e1} of the fetch")
     return out
@@ -196,13 +211,16 @@ def run_job(
     check_finite: bool = True,
     names: Sequence[str] | None = None,
     out: torch.Tensor | None = None,
+    buffers: BufferPool | None = None,
 ) -> torch.Tensor:
     """Produce one output tensor (on ``device``, in ``out_dtype`` or the job's dtype).
 
     With ``out`` (the job's shape, on ``device``; never a parent's own tensor) the result
     is written into it and it is returned: the resident child's storage, so a candidate
     costs no full-size allocation. Same values as without ``out`` then ``.to(out.dtype)``.
-    Expert tensors run a block of experts at a time (:data:`BLOCK_BYTES`).
+    Expert tensors run a block of experts at a time (:data:`BLOCK_BYTES`). With ``buffers``
+    (a merge to disk) the inputs' buffers go back to it once merged, and a blocked job's
+    output comes from it.
     """
     device = torch.device(device)
     if out is not None:
@@ -230,7 +248,7 @@ def run_job(
         if rows is None:
             t = realize(f, sources, job.shape)
         else:
-            t = realize_rows(f, sources, job.shape, *rows)
+            t = realize_rows(f, sources, job.shape, *rows, buffers=buffers)
         t = t.to(device, non_blocking=True)
         if check_finite:
             _check_finite(t, job, label(f))
@@ -273,13 +291,25 @@ def run_job(
             result = result.clone()  # never hand out (or later write into) a parent's tensor
         return result.reshape(job.shape)
 
+    def recycle(got: Inputs, result: torch.Tensor) -> None:
+        """Give the merged inputs' buffers back (never one the result lives in)."""
+        if buffers is None:
+            return
+        keep = result.untyped_storage().data_ptr()
+        for t in [*got[0], got[1]]:
+            if t is not None and t.untyped_storage().data_ptr() != keep:
+                buffers.give(t)
+
     if job.action == "copy":
         source = fetch(job.inputs[0], None)
         result = out.copy_(source) if out is not None else source
     else:
         blocks = job_blocks(job)
         if blocks is None:
-            result = merge(None, out, read(None))
+            got = read(None)
+            result = merge(None, out, got)
+            recycle(got, result)
+            del got
         else:
             result = out if out is not None else torch.empty(job.shape, dtype=dtype, device=device)
             # the next block is read (disk, expert gather) while this one is merged
@@ -290,6 +320,7 @@ def run_job(
                     if i + 1 < len(blocks):
                         ahead = reader.submit(read, blocks[i + 1])
                     merge((e0, e1), result[e0:e1], got)
+                    recycle(got, result)
                     del got
     if job.overrides:
         if out is None and job.action == "copy":
@@ -311,11 +342,21 @@ def _iter_results(
     threads: int,
     device: str,
     check_finite: bool,
+    buffers: BufferPool | None = None,
 ) -> Iterator[tuple[TensorJob, torch.Tensor]]:
+    """Run the plan's jobs, yielding ``(job, output)`` in plan order. With ``buffers`` the
+    outputs are made in its buffers and go back to it when the consumer asks for the
+    next one (it must not keep them), and its idle buffers count against the budget."""
     names = [p.name for p in plan.recipe.parents] + (["base"] if plan.recipe.base else [])
     out_dtype = DTYPES[plan.recipe.dtype] if plan.recipe.dtype else None
+    on_cpu = torch.device(device).type == "cpu"
 
     def work(job: TensorJob) -> torch.Tensor:
+        out = None
+        if buffers is not None and on_cpu and job.action == "merge":
+            dtype = out_dtype or job.dtype
+            nbytes = math.prod(job.shape) * torch.empty((), dtype=dtype).element_size()
+            out = buffers.take(nbytes).view(dtype).view(job.shape)
         with torch.no_grad():
             t = run_job(
                 job,
@@ -325,12 +366,18 @@ def _iter_results(
                 device=device,
                 check_finite=check_finite,
                 names=names,
+                out=out,
+                buffers=buffers,
             )
             return t.to("cpu")
 
     if threads <= 1:
         for job in plan.jobs:
-            yield job, work(job)
+            result = work(job)
+            yield job, result
+            if buffers is not None:
+                buffers.give(result)
+            del result
         return
     # Memory bound: the jobs in flight plus the output being written never hold more
     # than the most memory one job needs alone (job_memory: a 1 GiB embedding's TIES
@@ -339,6 +386,8 @@ def _iter_results(
     # is written and small tensors run ``threads`` at a time. Output order is plan order.
     memory = {job.name: job_memory(job) for job in plan.jobs}
     budget = max(memory.values(), default=0)
+    if buffers is not None:
+        buffers.max_idle = budget
     todo = deque(plan.jobs)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="darwin-merge") as pool:
         pending: deque[tuple[TensorJob, Future[torch.Tensor]]] = deque()
@@ -348,6 +397,8 @@ def _iter_results(
             nonlocal held
             while todo and len(pending) < 4 * threads:  # done ones wait for their turn
                 need = memory[todo[0].name]
+                if buffers is not None and held + need + buffers.idle > budget:
+                    buffers.evict(held + need + buffers.idle - budget)  # idle ones go first
                 if held and held + need > budget:
                     return
                 job = todo.popleft()
@@ -362,6 +413,8 @@ def _iter_results(
             held += job_bytes(done_job) - memory[done_job.name]  # only its output is left
             fill()  # the next jobs run while this output is written
             yield done_job, result
+            if buffers is not None:
+                buffers.give(result)  # written: its buffer serves a later job
             del result  # written: it must not live on while the next jobs run
             held -= job_bytes(done_job)
             fill()
@@ -397,10 +450,14 @@ def execute_plan(
     device: str = "cpu",
     check_finite: bool = True,
     progress: Callable[[TensorJob], None] | None = None,
+    buffers: BufferPool | None = None,
 ) -> None:
-    """Run every job and hand ``(name, tensor)`` to ``sink`` in plan order."""
+    """Run every job and hand ``(name, tensor)`` to ``sink`` in plan order. With ``buffers``
+    (:class:`~darwinmerge.merge.buffers.BufferPool`) buffers are recycled: ``sink`` must
+    be done with each tensor when it returns (a writer that writes it, not one that
+    keeps it)."""
     for job, tensor in _iter_results(
-        plan, sources, threads=threads, device=device, check_finite=check_finite
+        plan, sources, threads=threads, device=device, check_finite=check_finite, buffers=buffers
     ):
         sink(job.name, tensor)
         del tensor  # written: free it before the next job's output is made

@@ -1,0 +1,98 @@
+"""Recycled buffers of a merge to disk: reused by size, never a parent's, same child."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import torch
+
+from darwinmerge.merge import Recipe, execute_plan, executor, plan_merge
+from darwinmerge.merge.api import open_sources
+from darwinmerge.merge.buffers import BufferPool
+from darwinmerge.zoo.tiny import build_tiny_model, save_tiny
+
+
+def test_take_reuses_a_returned_buffer_by_size() -> None:
+    pool = BufferPool()
+    a = pool.take(1000).view(torch.int16)
+    where = a.data_ptr()
+    pool.give(a[:10])  # any view returns the whole buffer
+    assert pool.idle == 1000
+    pool.give(a)  # twice: counted once
+    assert pool.idle == 1000
+    del a
+    b = pool.take(900)  # at most 1/8 smaller than the buffer: served from it
+    assert b.data_ptr() == where and b.numel() == 900 and pool.idle == 0
+    pool.give(b)
+    c = pool.take(800)  # more than 1/8 smaller: a fresh buffer
+    assert c.data_ptr() != where and pool.idle == 1000
+    assert pool.reused == 900 and pool.fresh == 1800
+
+
+def test_only_its_own_buffers_come_back_and_idle_is_bounded() -> None:
+    pool = BufferPool(max_idle=1500)
+    pool.give(torch.empty(1000, dtype=torch.uint8))  # not the pool's: ignored
+    assert pool.idle == 0
+    a, b = pool.take(1000), pool.take(1000)
+    pool.give(a, b, None)
+    assert pool.idle == 1000  # the second would exceed max_idle: left to the caller
+    small = pool.take(100)
+    pool.give(small)
+    pool.evict(1)  # the largest goes first
+    assert pool.idle == 100
+    pool.clear()
+    assert pool.idle == 0
+
+
+@pytest.mark.parametrize("block", [None, 2048])  # expert tensors whole / in blocks
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("method", ["ties", "linear"])
+def test_merge_with_recycled_buffers_equals_one_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int, method: str, block: int | None
+) -> None:
+    if block is not None:
+        monkeypatch.setattr(executor, "BLOCK_BYTES", block)
+    paths = []
+    for seed, layout in ((0, "fused"), (1, "per_expert"), (2, "fused")):
+        model = build_tiny_model("qwen3_5_moe", seed=seed)
+        paths.append(save_tiny(model, tmp_path / f"m{seed}", layout=layout))
+    params = {"weight": 0.5, "density": 0.5} if method == "ties" else {"weight": 0.5}
+    recipe = Recipe.parse(
+        {
+            "parents": [{"name": "a", "path": str(paths[0])}, {"name": "b", "path": str(paths[1])}],
+            "method": method,
+            "parameters": params,
+            **({"base": str(paths[2])} if method == "ties" else {}),
+        }
+    )
+
+    def run(pool: BufferPool | None) -> dict[str, torch.Tensor]:
+        got: dict[str, torch.Tensor] = {}
+        with ExitStack() as stack:
+            sources = open_sources(recipe, stack)
+            for s in sources:
+                s.pool = pool
+            plan = plan_merge(recipe, sources)
+            # the sink copies: what it was handed may be reused once it returns
+            execute_plan(
+                plan, sources, lambda n, t: got.__setitem__(n, t.clone()),
+                threads=threads, buffers=pool,
+            )  # fmt: skip
+        return got
+
+    want = run(None)
+    pool = BufferPool()
+    got = run(pool)
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+    assert pool.reused > 0  # the layers' repeated shapes did reuse buffers
+    if block is not None:  # blocks were gathered from the per-expert parent
+        assert any(executor.job_blocks(j) for j in plan_of(recipe))
+
+
+def plan_of(recipe: Recipe) -> list:
+    with ExitStack() as stack:
+        return plan_merge(recipe, open_sources(recipe, stack)).jobs

@@ -1,0 +1,111 @@
+"""Page cache of the parents' files: dropped once read when they cannot stay cached."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from darwinmerge.checkpoint import CheckpointReader
+from darwinmerge.errors import ConfigError
+from darwinmerge.merge import Recipe, merge_to_disk
+from darwinmerge.merge import api as merge_api
+from darwinmerge.zoo.tiny import make_parent_pair
+
+from .conftest import read_tensors, write_recipe
+from .test_bad_input import _run
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise")
+
+
+class _Spy:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+        self.real = os.posix_fadvise
+
+    def __call__(self, fd: int, offset: int, length: int, advice: int) -> None:
+        self.calls.append((offset, length, advice))
+        self.real(fd, offset, length, advice)
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> _Spy:
+    s = _Spy()
+    monkeypatch.setattr(os, "posix_fadvise", s)
+    return s
+
+
+def test_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(merge_api, "_mem_available", lambda: 1000)
+    assert merge_api.page_cache_drop("drop", 1)
+    assert not merge_api.page_cache_drop("keep", 10**12)
+    assert merge_api.page_cache_drop("auto", 501)  # more than half of what is available
+    assert not merge_api.page_cache_drop("auto", 500)
+    monkeypatch.setattr(merge_api, "_mem_available", lambda: None)  # unknown: keep
+    assert not merge_api.page_cache_drop("auto", 10**12)
+    with pytest.raises(ConfigError, match="page_cache: 'sometimes' is not one of auto"):
+        merge_api.page_cache_drop("sometimes", 1)
+
+
+def test_mem_available_reads_meminfo() -> None:
+    got = merge_api._mem_available()
+    if Path("/proc/meminfo").exists():
+        assert got is not None and got > 2**20
+    else:
+        assert got is None
+
+
+def test_reader_drops_exactly_the_ranges_it_read(tmp_path: Path, spy: _Spy) -> None:
+    a, _ = make_parent_pair("llama", tmp_path)
+    with CheckpointReader(a, drop_cache=True) as reader:
+        name = next(n for n in reader.keys() if len(reader.shape(n)) == 2)
+        info = reader._info(name)
+        whole = reader.get(name)
+        part = reader.get_slice(name, (slice(1, 2),))
+    assert torch.equal(part, whole[1:2])
+    row = info.nbytes // info.shape[0]
+    assert spy.calls == [
+        (info.offset, info.nbytes, os.POSIX_FADV_DONTNEED),
+        (info.offset + row, row, os.POSIX_FADV_DONTNEED),
+    ]
+    spy.calls.clear()
+    with CheckpointReader(a) as reader:  # the default keeps the cache
+        reader.get(name)
+    assert spy.calls == []
+
+
+def test_merge_with_drop_equals_keep(tmp_path: Path, spy: _Spy) -> None:
+    a, b = make_parent_pair("qwen3_5_moe", tmp_path)
+    recipe = Recipe.parse(
+        {
+            "parents": [{"name": "a", "path": str(a)}, {"name": "b", "path": str(b)}],
+            "method": "slerp",
+            "parameters": {"t": 0.3},
+        }
+    )
+    keep = merge_to_disk(recipe, tmp_path / "keep", page_cache="keep")
+    assert spy.calls == []
+    drop = merge_to_disk(recipe, tmp_path / "drop", page_cache="drop")
+    files = sum(r.stat().st_size for p in (a, b) for r in p.glob("*.safetensors"))
+    dropped = sum(length for _, length, _ in spy.calls)
+    assert {advice for _, _, advice in spy.calls} == {os.POSIX_FADV_DONTNEED}
+    assert 0.9 * files < dropped <= files  # every tensor read (headers are not)
+    want, got = read_tensors(keep.out_dir), read_tensors(drop.out_dir)
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_cli_refuses_an_unknown_mode(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a, b = make_parent_pair("llama", tmp_path)
+    cfg = write_recipe(
+        tmp_path / "r.yaml",
+        parents=[{"name": "a", "path": str(a)}, {"name": "b", "path": str(b)}],
+        method="linear",
+        parameters={"weight": 0.5},
+    )
+    assert _run(["merge", str(cfg), str(tmp_path / "out"), "--page-cache", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "--page-cache 'x': expected one of auto, keep, drop" in err, err
+    assert not (tmp_path / "out").exists()
