@@ -30,7 +30,13 @@ def test_scale_merge_small_mode(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    for row in ("I/O floor", "darwin linear", "darwin ties", "bare torch.lerp"):
+    for row in (
+        "I/O floor (read 2",
+        "I/O floor, darwin's I/O",
+        "darwin linear",
+        "darwin ties",
+        "bare torch.lerp",
+    ):
         assert row in out, out
     assert "machine at start:" in out and "machine at end:" in out
     # one ties row per pair: the Qwen3.5 set and the qwen3_moe trio

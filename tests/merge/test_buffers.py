@@ -40,6 +40,10 @@ def test_only_its_own_buffers_come_back_and_idle_is_bounded() -> None:
     assert pool.idle == 1000  # the second would exceed max_idle: left to the caller
     small = pool.take(100)
     pool.give(small)
+    assert pool.fits(1000) == 1000 and pool.fits(95) == 100 and pool.fits(50) == 0
+    pool.evict(1, spare=1000)  # the largest goes first, but not the spared one
+    assert pool.idle == 1000
+    pool.give(pool.take(100))
     pool.evict(1)  # the largest goes first
     assert pool.idle == 100
     pool.clear()

@@ -42,11 +42,8 @@ class BufferPool:
     def take(self, nbytes: int) -> torch.Tensor:
         """A uint8 CPU tensor of ``nbytes`` (contents undefined), reused when one fits."""
         with self._lock:
-            # the exact size, else the smallest idle buffer at most 1/8 larger (an
-            # embedding's buffer serves the next tensor of about its size)
-            fits = [n for n in self._free if nbytes <= n <= nbytes + nbytes // 8]
-            if fits:
-                size = min(fits)
+            size = self._fit(nbytes)
+            if size:
                 free = self._free[size]
                 buf = free.pop()
                 if not free:
@@ -60,6 +57,18 @@ class BufferPool:
             self._ours.add(buf.data_ptr())
             self.fresh += nbytes
         return buf
+
+    def _fit(self, nbytes: int) -> int:
+        """The size of the idle buffer :meth:`take` would hand out (0: none): the exact
+        size, else the smallest at most 1/8 larger (an embedding's buffer serves the next
+        tensor of about its size)."""
+        fits = [n for n, free in self._free.items() if free and nbytes <= n <= nbytes * 9 // 8]
+        return min(fits, default=0)
+
+    def fits(self, nbytes: int) -> int:
+        """Bytes of the idle buffer a ``take(nbytes)`` now would reuse (0: none)."""
+        with self._lock:
+            return self._fit(nbytes)
 
     def give(self, *tensors: torch.Tensor | None) -> None:
         """Return these tensors' buffers (no-op for tensors the pool did not make, or for a
@@ -80,12 +89,13 @@ class BufferPool:
                 self._idle_at.add(ptr)
                 self.idle += nbytes
 
-    def evict(self, nbytes: int) -> None:
-        """Free idle buffers, largest first, until ``nbytes`` are freed or none is left."""
+    def evict(self, nbytes: int, spare: int = 0) -> None:
+        """Free idle buffers, largest first, until ``nbytes`` are freed or none is left,
+        sparing one buffer of ``spare`` bytes (the one the next job will take)."""
         with self._lock:
             for size in sorted(self._free, reverse=True):
                 free = self._free[size]
-                while free and nbytes > 0:
+                while len(free) > (1 if size == spare else 0) and nbytes > 0:
                     buf = free.pop()
                     ptr = buf.data_ptr()
                     self._idle_at.discard(ptr)

@@ -351,12 +351,20 @@ def _iter_results(
     out_dtype = DTYPES[plan.recipe.dtype] if plan.recipe.dtype else None
     on_cpu = torch.device(device).type == "cpu"
 
-    def work(job: TensorJob) -> torch.Tensor:
-        out = None
-        if buffers is not None and on_cpu and job.action == "merge":
-            dtype = out_dtype or job.dtype
-            nbytes = math.prod(job.shape) * torch.empty((), dtype=dtype).element_size()
-            out = buffers.take(nbytes).view(dtype).view(job.shape)
+    def out_bytes(job: TensorJob) -> int:
+        """Bytes of the output a pool buffer is taken for (0: the job makes its own)."""
+        if buffers is None or not on_cpu or job.action != "merge":
+            return 0
+        dtype = out_dtype or job.dtype
+        return math.prod(job.shape) * torch.empty((), dtype=dtype).element_size()
+
+    def output(job: TensorJob) -> torch.Tensor | None:
+        nbytes = out_bytes(job)
+        if buffers is None or not nbytes:
+            return None
+        return buffers.take(nbytes).view(out_dtype or job.dtype).view(job.shape)
+
+    def work(job: TensorJob, out: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():
             t = run_job(
                 job,
@@ -373,7 +381,7 @@ def _iter_results(
 
     if threads <= 1:
         for job in plan.jobs:
-            result = work(job)
+            result = work(job, output(job))
             yield job, result
             if buffers is not None:
                 buffers.give(result)
@@ -397,12 +405,19 @@ def _iter_results(
             nonlocal held
             while todo and len(pending) < 4 * threads:  # done ones wait for their turn
                 need = memory[todo[0].name]
-                if buffers is not None and held + need + buffers.idle > budget:
-                    buffers.evict(held + need + buffers.idle - budget)  # idle ones go first
                 if held and held + need > budget:
                     return
                 job = todo.popleft()
-                pending.append((job, pool.submit(work, job)))
+                out = None
+                if buffers is not None:
+                    # idle buffers count against the budget, except the one this job's
+                    # output will reuse: the others go first, largest first
+                    spare = buffers.fits(out_bytes(job)) if out_bytes(job) else 0
+                    over = held + need + buffers.idle - spare - budget
+                    if over > 0:
+                        buffers.evict(over, spare=spare)
+                    out = output(job)  # taken now: no other job can take it meanwhile
+                pending.append((job, pool.submit(work, job, out)))
                 held += need
 
         fill()
