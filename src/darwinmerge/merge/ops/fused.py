@@ -182,6 +182,16 @@ if numba is not None:
                 before[r] += total
                 after[r] += kept
 
+    @_inline
+    def _sum_models(d: Any, total: Any, m: Any) -> None:
+        """``total[:m] = d[0, :m] + d[1, :m] + ...`` left to right (as ``sum(dim=0)``)."""
+        for t in range(m):
+            total[t] = d[0, t]
+        for i in range(1, d.shape[0]):
+            di = d[i]
+            for t in range(m):
+                total[t] = total[t] + di[t]
+
     #: elements per block of the mix loop: its float32 buffers stay in the L1 cache
     BLOCK = 2048
 
@@ -254,12 +264,7 @@ if numba is not None:
                         if w != one:
                             for t in range(m):
                                 di[t] = di[t] * w
-                    for t in range(m):
-                        total[t] = d[0, t]
-                    for i in range(1, n):
-                        di = d[i]
-                        for t in range(m):
-                            total[t] = total[t] + di[t]
+                    _sum_models(d, total, m)
                     if consensus:
                         # elected sign: - where the sum is < 0 (+0.0 turns -0.0 into +0.0)
                         for t in range(m):
@@ -269,12 +274,7 @@ if numba is not None:
                             for t in range(m):  # keep where the sign bit is the elected one
                                 v = _f2i(di[t])
                                 di[t] = _i2f(v & ~((v >> np.int32(31)) ^ elected[t]))
-                        for t in range(m):
-                            total[t] = d[0, t]
-                        for i in range(1, n):
-                            di = d[i]
-                            for t in range(m):
-                                total[t] = total[t] + di[t]
+                        _sum_models(d, total, m)
                         if normalize:
                             for t in range(m):
                                 divisor[t] = zero
