@@ -100,3 +100,51 @@ def test_merge_with_recycled_buffers_equals_one_without(
 def plan_of(recipe: Recipe) -> list:
     with ExitStack() as stack:
         return plan_merge(recipe, open_sources(recipe, stack)).jobs
+
+
+def test_a_job_that_runs_alone_uses_every_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The largest job takes the whole budget, so it runs alone: its inputs are read side
+    by side and its mix pass split over the merge's threads; the child is the same."""
+    import threading
+
+    from darwinmerge.merge.ops import fused
+
+    if not fused.ENABLED:
+        pytest.skip("Numba missing or DARWIN_FUSED=0")
+    from darwinmerge.merge.ops import streamed
+
+    monkeypatch.setattr(fused, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(streamed, "CHUNK", 256)  # plans of many chunks to split
+    paths = [save_tiny(build_tiny_model("llama", seed=s), tmp_path / f"m{s}") for s in range(3)]
+    recipe = Recipe.parse(
+        {
+            "parents": [{"name": "a", "path": str(paths[0])}, {"name": "b", "path": str(paths[1])}],
+            "method": "ties",
+            "parameters": {"weight": 0.5, "density": 0.5},
+            "base": str(paths[2]),
+        }
+    )
+    names: set[str] = set()
+    real = fused._mix
+
+    def spy(*args: object) -> None:
+        names.add(threading.current_thread().name.split("_")[0])
+        real(*args)
+
+    monkeypatch.setattr(fused, "_mix", spy)
+
+    def run(threads: int) -> dict[str, torch.Tensor]:
+        got: dict[str, torch.Tensor] = {}
+        with ExitStack() as stack:
+            sources = open_sources(recipe, stack)
+            plan = plan_merge(recipe, sources)
+            execute_plan(plan, sources, lambda n, t: got.__setitem__(n, t.clone()), threads=threads)
+        return got
+
+    one = run(1)
+    assert "darwin-mix" not in names
+    two = run(2)
+    assert "darwin-mix" in names  # the alone job's mix ran on the split threads
+    assert all(torch.equal(one[k], two[k]) for k in one)

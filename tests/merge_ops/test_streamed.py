@@ -2,13 +2,14 @@
 
 The reference is :func:`generalized_task_arithmetic` with the streamed path switched off
 (full-size float32 deltas, :func:`rank_window_mask`); results must be bit-identical.
-Every test runs twice: with the fused Numba loops (:mod:`.fused`, bfloat16 / float32
-inputs) and with the streamed path's torch operations only.
+Every test runs three times: with the fused Numba loops (:mod:`.fused`, bfloat16 /
+float32 inputs), with them and the mix pass split over 3 threads, and with the streamed
+path's torch operations only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -21,10 +22,13 @@ from darwinmerge.merge.ops.task_vectors import Sparsifier, generalized_task_arit
 _ABS = 0x7FFFFFFF
 
 
-@pytest.fixture(autouse=True, params=[True, False], ids=["fused", "torch-ops"])
-def fused_loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    monkeypatch.setattr(fused, "ENABLED", request.param)
-    return bool(request.param)
+@pytest.fixture(autouse=True, params=[1, 3, 0], ids=["fused", "fused-3-threads", "torch-ops"])
+def fused_loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """0: torch steps only; n: fused loops, mix passes split over n threads."""
+    monkeypatch.setattr(fused, "ENABLED", request.param > 0)
+    monkeypatch.setattr(fused, "PARALLEL_MIN", 1)
+    with fused.intra_threads(max(1, request.param)):
+        yield request.param
 
 
 def _bits_of(mag: torch.Tensor) -> torch.Tensor:

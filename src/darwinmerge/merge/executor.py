@@ -24,6 +24,7 @@ import torch
 from darwinmerge.errors import MergeError
 from darwinmerge.merge.buffers import BufferPool
 from darwinmerge.merge.ops import METHODS, apply_method
+from darwinmerge.merge.ops.fused import intra_threads
 from darwinmerge.merge.planner import Fetch, MergePlan, TensorJob, TensorSource
 from darwinmerge.merge.resident import ModelWriter, write_into_dict
 
@@ -212,6 +213,7 @@ def run_job(
     names: Sequence[str] | None = None,
     out: torch.Tensor | None = None,
     buffers: BufferPool | None = None,
+    read_threads: int = 1,
 ) -> torch.Tensor:
     """Produce one output tensor (on ``device``, in ``out_dtype`` or the job's dtype).
 
@@ -220,7 +222,8 @@ def run_job(
     costs no full-size allocation. Same values as without ``out`` then ``.to(out.dtype)``.
     Expert tensors run a block of experts at a time (:data:`BLOCK_BYTES`). With ``buffers``
     (a merge to disk) the inputs' buffers go back to it once merged, and a blocked job's
-    output comes from it.
+    output comes from it. ``read_threads`` > 1 reads a whole (not blocked) job's inputs
+    side by side (a job that runs alone).
     """
     device = torch.device(device)
     if out is not None:
@@ -257,8 +260,15 @@ def run_job(
     Inputs = tuple[list[torch.Tensor], torch.Tensor | None]
 
     def read(rows: tuple[int, int] | None) -> Inputs:
-        inputs = [fetch(f, rows) for f in job.inputs]
-        return inputs, (fetch(job.base, rows) if job.base is not None else None)
+        fetches = [*job.inputs, *([job.base] if job.base is not None else [])]
+        if rows is None and read_threads > 1 and len(fetches) > 1:
+            with ThreadPoolExecutor(read_threads, thread_name_prefix="darwin-read") as pool:
+                got = list(pool.map(lambda f: fetch(f, None), fetches))
+        else:
+            got = [fetch(f, rows) for f in fetches]
+        if job.base is not None:
+            return got[:-1], got[-1]
+        return got, None
 
     def merge(rows: tuple[int, int] | None, into: torch.Tensor | None, got: Inputs) -> torch.Tensor:
         inputs, base = got
@@ -364,8 +374,10 @@ def _iter_results(
             return None
         return buffers.take(nbytes).view(out_dtype or job.dtype).view(job.shape)
 
-    def work(job: TensorJob, out: torch.Tensor | None = None) -> torch.Tensor:
-        with torch.no_grad():
+    def work(job: TensorJob, out: torch.Tensor | None = None, alone: bool = False) -> torch.Tensor:
+        # a job that takes the whole budget runs alone: it gets every thread
+        inner = threads if alone else 1
+        with torch.no_grad(), intra_threads(inner):
             t = run_job(
                 job,
                 sources,
@@ -376,6 +388,7 @@ def _iter_results(
                 names=names,
                 out=out,
                 buffers=buffers,
+                read_threads=inner,
             )
             return t.to("cpu")
 
@@ -417,7 +430,7 @@ def _iter_results(
                     if over > 0:
                         buffers.evict(over, spare=spare)
                     out = output(job)  # taken now: no other job can take it meanwhile
-                pending.append((job, pool.submit(work, job, out)))
+                pending.append((job, pool.submit(work, job, out, need >= budget)))
                 held += need
 
         fill()

@@ -24,6 +24,10 @@ file (about a second, once per installation and signature).
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -31,6 +35,8 @@ import torch
 
 __all__ = [
     "ENABLED",
+    "PARALLEL_MIN",
+    "intra_threads",
     "bucket_members",
     "high_bits",
     "high_bits_counts",
@@ -50,6 +56,23 @@ except ImportError:  # pragma: no cover
 ENABLED: bool = numba is not None and os.environ.get("DARWIN_FUSED", "1") != "0"
 
 _DTYPES = {torch.bfloat16: torch.int16, torch.float32: torch.float32}
+#: a mix pass over at least this many elements is split over the calling thread's
+#: :func:`intra_threads` (the loops release the GIL; a whole 1 GiB embedding that runs
+#: alone then uses every core)
+PARALLEL_MIN = 1 << 24
+_local = threading.local()
+
+
+@contextmanager
+def intra_threads(n: int) -> Iterator[None]:
+    """Within this block, this thread's large mix passes run on ``n`` threads (the same
+    result: the passes are split by chunks, each element computed as before)."""
+    before = getattr(_local, "threads", 1)
+    _local.threads = max(1, n)
+    try:
+        yield
+    finally:
+        _local.threads = before
 
 
 def supported(*tensors: torch.Tensor) -> bool:
@@ -403,21 +426,33 @@ def mix(
                 rescale[i] = True
         else:
             bit_data.append(none_bits)
-    _mix(
-        tuple(as_array(x) for x in xs),
-        as_array(base),
-        as_array(out),
-        np.asarray(plan, dtype=np.int64).reshape(-1, 3),
-        per_group,
-        lo_a,
-        hi_a,
-        tuple(tie_lists),
-        tuple(bit_data),
-        offsets,
-        fac,
-        rescale,
-        np.asarray(weights, dtype=np.float32),
-        np.asarray([consensus, normalize, lambda_ != 1], dtype=np.bool_),
-        np.float32(divide_by),
-        np.float32(lambda_),
-    )
+    plan_a = np.asarray(plan, dtype=np.int64).reshape(-1, 3)
+    arrays = (tuple(as_array(x) for x in xs), as_array(base), as_array(out))
+
+    def run(c0: int, c1: int) -> None:
+        """Plan chunks ``c0:c1`` (their mask offsets start at column ``c0``)."""
+        _mix(
+            *arrays,
+            plan_a[c0:c1],
+            per_group,
+            lo_a,
+            hi_a,
+            tuple(tie_lists),
+            tuple(bit_data),
+            np.ascontiguousarray(offsets[:, c0:]),
+            fac,
+            rescale,
+            np.asarray(weights, dtype=np.float32),
+            np.asarray([consensus, normalize, lambda_ != 1], dtype=np.bool_),
+            np.float32(divide_by),
+            np.float32(lambda_),
+        )
+
+    parts = min(getattr(_local, "threads", 1), len(plan))
+    if parts <= 1 or base.numel() < PARALLEL_MIN:
+        run(0, len(plan))
+        return
+    cuts = [len(plan) * k // parts for k in range(parts + 1)]
+    with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="darwin-mix") as pool:
+        for f in [pool.submit(run, a, b) for a, b in zip(cuts, cuts[1:], strict=False)]:
+            f.result()
