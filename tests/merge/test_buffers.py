@@ -41,7 +41,8 @@ def test_only_its_own_buffers_come_back_and_idle_is_bounded() -> None:
     small = pool.take(100)
     pool.give(small)
     assert pool.fits(1000) == 1000 and pool.fits(95) == 100 and pool.fits(50) == 0
-    pool.evict(1, spare=1000)  # the largest goes first, but not the spared one
+    assert pool.reusable([1000, 990, 95]) == {1000: 1, 100: 1}
+    pool.evict(1, spare={1000: 1})  # the largest goes first, but not the spared one
     assert pool.idle == 1000
     pool.give(pool.take(100))
     pool.evict(1)  # the largest goes first
@@ -148,3 +149,22 @@ def test_a_job_that_runs_alone_uses_every_thread(
     two = run(2)
     assert "darwin-mix" in names  # the alone job's mix ran on the split threads
     assert all(torch.equal(one[k], two[k]) for k in one)
+
+
+def test_the_jobs_that_run_alone_go_first_in_plan_order(tmp_path: Path) -> None:
+    paths = [save_tiny(build_tiny_model("qwen3_5_moe", seed=s), tmp_path / f"m{s}") for s in (0, 1)]
+    recipe = Recipe.parse(
+        {
+            "parents": [{"name": "a", "path": str(paths[0])}, {"name": "b", "path": str(paths[1])}],
+            "method": "linear",
+            "parameters": {"weight": 0.5},
+        }
+    )
+    jobs = plan_of(recipe)
+    ordered = executor.alone_first(jobs)
+    assert sorted(j.name for j in ordered) == sorted(j.name for j in jobs)
+    most = max(executor.job_memory(j) for j in jobs)
+    big = [j.name for j in jobs if executor.job_memory(j) == most]
+    assert [j.name for j in ordered[: len(big)]] == big
+    rest = [j.name for j in jobs if j.name not in big]
+    assert [j.name for j in ordered[len(big) :]] == rest

@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from darwinmerge.checkpoint import (
@@ -17,7 +17,7 @@ from darwinmerge.checkpoint import (
 )
 from darwinmerge.errors import ConfigError, OutputExistsError
 from darwinmerge.merge.buffers import BufferPool
-from darwinmerge.merge.executor import DTYPES, execute_plan
+from darwinmerge.merge.executor import DTYPES, alone_first, execute_plan
 from darwinmerge.merge.planner import MergePlan, TensorJob, plan_merge
 from darwinmerge.merge.recipe import Recipe
 
@@ -117,6 +117,9 @@ def merge_to_disk(
     with ExitStack() as stack:
         sources = open_sources(recipe, stack, allow_pickle=allow_pickle, page_cache=page_cache)
         plan = plan_merge(recipe, sources)
+        # the jobs that run alone first, back to back (the second reuses the first's
+        # buffers); the files list tensors in this order, the index maps them anyway
+        plan = replace(plan, jobs=alone_first(plan.jobs))
         if on_plan is not None:
             on_plan(plan)
         donor_dir = Path(recipe.parents[plan.donor].path)

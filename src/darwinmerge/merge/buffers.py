@@ -70,6 +70,19 @@ class BufferPool:
         with self._lock:
             return self._fit(nbytes)
 
+    def reusable(self, sizes: list[int]) -> dict[int, int]:
+        """The idle buffers ``take`` calls of these sizes would reuse, as {bytes: count}."""
+        with self._lock:
+            left = {n: len(free) for n, free in self._free.items() if free}
+            used: dict[int, int] = {}
+            for nbytes in sorted(sizes, reverse=True):
+                fits = [n for n, k in left.items() if k and nbytes <= n <= nbytes * 9 // 8]
+                if fits:
+                    n = min(fits)
+                    left[n] -= 1
+                    used[n] = used.get(n, 0) + 1
+            return used
+
     def give(self, *tensors: torch.Tensor | None) -> None:
         """Return these tensors' buffers (no-op for tensors the pool did not make, or for a
         buffer already returned). The caller guarantees nothing else uses them."""
@@ -89,13 +102,14 @@ class BufferPool:
                 self._idle_at.add(ptr)
                 self.idle += nbytes
 
-    def evict(self, nbytes: int, spare: int = 0) -> None:
+    def evict(self, nbytes: int, spare: dict[int, int] | None = None) -> None:
         """Free idle buffers, largest first, until ``nbytes`` are freed or none is left,
-        sparing one buffer of ``spare`` bytes (the one the next job will take)."""
+        sparing ``spare`` ({bytes: count}: the ones the next job will take)."""
+        spare = spare or {}
         with self._lock:
             for size in sorted(self._free, reverse=True):
                 free = self._free[size]
-                while len(free) > (1 if size == spare else 0) and nbytes > 0:
+                while len(free) > spare.get(size, 0) and nbytes > 0:
                     buf = free.pop()
                     ptr = buf.data_ptr()
                     self._idle_at.discard(ptr)

@@ -368,6 +368,14 @@ def _iter_results(
         dtype = out_dtype or job.dtype
         return math.prod(job.shape) * torch.empty((), dtype=dtype).element_size()
 
+    def takes(job: TensorJob) -> list[int]:
+        """Buffer sizes the job will take from the pool: its output, and its inputs when
+        it reads them whole (about the output's size each)."""
+        sizes = [out_bytes(job)] if out_bytes(job) else []
+        if job_blocks(job) is None:
+            sizes += [job_bytes(job)] * (len(job.inputs) + (job.base is not None))
+        return sizes
+
     def output(job: TensorJob) -> torch.Tensor | None:
         nbytes = out_bytes(job)
         if buffers is None or not nbytes:
@@ -423,12 +431,12 @@ def _iter_results(
                 job = todo.popleft()
                 out = None
                 if buffers is not None:
-                    # idle buffers count against the budget, except the one this job's
-                    # output will reuse: the others go first, largest first
-                    spare = buffers.fits(out_bytes(job)) if out_bytes(job) else 0
-                    over = held + need + buffers.idle - spare - budget
-                    if over > 0:
-                        buffers.evict(over, spare=spare)
+                    # idle buffers count against the budget, except those this job will
+                    # reuse (its output, its whole inputs): the others go first
+                    spare = buffers.reusable(takes(job))
+                    over = held + need + buffers.idle - sum(n * k for n, k in spare.items())
+                    if over > budget:
+                        buffers.evict(over - budget, spare=spare)
                     out = output(job)  # taken now: no other job can take it meanwhile
                 pending.append((job, pool.submit(work, job, out, need >= budget)))
                 held += need
@@ -446,6 +454,18 @@ def _iter_results(
             del result  # written: it must not live on while the next jobs run
             held -= job_bytes(done_job)
             fill()
+
+
+def alone_first(jobs: Sequence[TensorJob]) -> list[TensorJob]:
+    """The jobs that need the most memory (they run alone: an embedding's and
+    ``lm_head``'s whole-tensor merges) first, back to back, then the rest, each group in
+    plan order. For a merge to disk (safetensors files do not care about tensor order):
+    the second reuses the first's buffers, and neither is left to run alone at the end."""
+    memory = [job_memory(j) for j in jobs]
+    most = max(memory, default=0)
+    return [j for j, m in zip(jobs, memory, strict=True) if m == most] + [
+        j for j, m in zip(jobs, memory, strict=True) if m != most
+    ]
 
 
 def job_memory(job: TensorJob) -> int:
