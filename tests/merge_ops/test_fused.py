@@ -126,3 +126,20 @@ def test_darwin_fused_0_turns_the_loops_off() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert got.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("seed", "sizes"), [(0, [5]), (7, [623, 1, 700, 5000]), (123, [1, 1, 1, 1250]), (9, [70_000])]
+)
+def test_mt_stream_draws_what_torch_rand_draws(seed: int, sizes: list[int]) -> None:
+    """Same numbers as torch.rand on the generator, across the 624-word regenerations,
+    and the generator's state afterwards as torch would have left it."""
+    ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    torch.rand(seed % 5, generator=ours)
+    torch.rand(seed % 5, generator=theirs)
+    with fused.MTStream(ours) as stream:
+        got = [stream.uniform(torch.empty(n)) for n in sizes]
+    want = [torch.rand(n, generator=theirs) for n in sizes]
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    assert torch.equal(ours.get_state(), theirs.get_state())
+    assert torch.equal(torch.rand(1000, generator=ours), torch.rand(1000, generator=theirs))

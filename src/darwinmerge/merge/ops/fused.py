@@ -35,6 +35,7 @@ import torch
 
 __all__ = [
     "ENABLED",
+    "MTStream",
     "PARALLEL_MIN",
     "intra_threads",
     "bucket_members",
@@ -215,6 +216,50 @@ if numba is not None:
             for t in range(m):
                 total[t] = total[t] + di[t]
 
+    @_inline
+    def _twist(state: Any, k0: Any, k1: Any, shift: Any) -> None:
+        for k in range(k0, k1):
+            y = (state[k] & np.uint32(0x80000000)) | (state[k + 1] & np.uint32(0x7FFFFFFF))
+            v = state[k + shift] ^ (y >> np.uint32(1))
+            state[k] = v ^ (np.uint32(0x9908B0DF) * (y & np.uint32(1)))
+
+    @_jit
+    def _mt_uniform(state, pos, out):  # type: ignore[no-untyped-def]
+        """``out[:] = torch.rand`` from an mt19937 state (uint32[624]; pos = [left, next])
+        exactly as torch's CPU generator draws a float32: the low 24 bits of each 32-bit
+        output times 2^-24."""
+        n_state = 624
+        m_shift = 397
+        left = pos[0]
+        nxt = pos[1]
+        scale = np.float32(1.0 / 16777216.0)
+        n = out.shape[0]
+        t = 0
+        while t < n:
+            if left == 1:  # torch's next draw regenerates the 624 words (mt19937ar twist)
+                _twist(state, 0, n_state - m_shift, m_shift)
+                _twist(state, n_state - m_shift, n_state - 1, m_shift - n_state)
+                y = (state[n_state - 1] & np.uint32(0x80000000)) | (
+                    state[0] & np.uint32(0x7FFFFFFF)
+                )
+                v = state[m_shift - 1] ^ (y >> np.uint32(1))
+                state[n_state - 1] = v ^ (np.uint32(0x9908B0DF) * (y & np.uint32(1)))
+                left = n_state + 1  # one more than torch keeps: its draw is counted below
+                nxt = 0
+            k = min(left - 1, n - t)
+            for j in range(k):  # the tempering of words nxt.., in one tight loop
+                y = state[nxt + j]
+                y ^= y >> np.uint32(11)
+                y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
+                y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
+                y ^= y >> np.uint32(18)
+                out[t + j] = np.float32(y & np.uint32(0xFFFFFF)) * scale
+            nxt += k
+            left -= k
+            t += k
+        pos[0] = left
+        pos[1] = nxt
+
     #: elements per block of the mix loop: its float32 buffers stay in the L1 cache
     BLOCK = 2048
 
@@ -350,6 +395,46 @@ def keep_bits(
 
 
 _NO_SUMS = torch.zeros(1, dtype=torch.float64)
+
+
+class MTStream:
+    """Draw ``torch.rand`` values of a CPU ``torch.Generator`` in a compiled loop.
+
+    Reads the generator's mt19937 state once, draws with :func:`uniform` (the same
+    numbers and the same state as ``torch.rand(..., generator=g)``, tested), and writes
+    the state back on :meth:`close` (or leaving the ``with`` block), so later torch draws
+    continue the stream. Nothing else may draw from the generator meanwhile.
+    """
+
+    # CPUGeneratorImplState: seed u64 @0, left i32 @8, seeded i32 @12, next u64 @16,
+    # state u64[624] @24, then the normal-sample cache (kept as it was)
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+        self._raw = generator.get_state().numpy().copy()
+        if self._raw.size != 5056:
+            raise RuntimeError(f"unexpected CPU generator state of {self._raw.size} bytes")
+        self._state = self._raw[24 : 24 + 624 * 8].view(np.uint64).astype(np.uint32)
+        left = int(self._raw[8:12].view(np.int32)[0])
+        nxt = int(self._raw[16:24].view(np.uint64)[0])
+        self._pos = np.array([left, nxt], dtype=np.int64)
+
+    def uniform(self, out: torch.Tensor) -> torch.Tensor:
+        """Fill the float32 CPU tensor ``out`` as ``torch.rand`` would; returns ``out``."""
+        _mt_uniform(self._state, self._pos, out.numpy())
+        return out
+
+    def close(self) -> None:
+        raw = self._raw
+        raw[8:12] = np.array([self._pos[0]], dtype=np.int32).view(np.uint8)
+        raw[16:24] = np.array([self._pos[1]], dtype=np.uint64).view(np.uint8)
+        raw[24 : 24 + 624 * 8] = self._state.astype(np.uint64).view(np.uint8)
+        self.generator.set_state(torch.from_numpy(raw))
+
+    def __enter__(self) -> MTStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def high_bits_counts(

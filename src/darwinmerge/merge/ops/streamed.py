@@ -526,13 +526,50 @@ def _draw_masks(
     before = torch.zeros(groups, dtype=torch.float64) if rescale else None
     after = torch.zeros(groups, dtype=torch.float64) if rescale else None
     use_fused = fused.supported(x, base)
+    # the generator's mt19937 stream drawn in a compiled loop (the same numbers)
+    stream = fused.MTStream(generator) if use_fused and generator.device.type == "cpu" else None
+    try:
+        _draw_chunks(x, base, plan, work, per_group, density, generator, stream, packed,
+                     kept, drawn, probs, before, after)  # fmt: skip
+    finally:
+        if stream is not None:
+            stream.close()
+    if before is None or after is None:
+        return packed, None
+    b32, a32 = before.float(), after.float()
+    small = (b32 < RESCALE_EPS) | (a32 < RESCALE_EPS)
+    factor = torch.where(small, torch.ones_like(b32), b32 / a32.masked_fill(small, 1))
+    return packed, factor.view(-1, 1).to(x.device)
+
+
+def _draw_chunks(
+    x: torch.Tensor,
+    base: torch.Tensor,
+    plan: list[tuple[int, int, int]],
+    work: _Work,
+    per_group: int,
+    density: float,
+    generator: torch.Generator,
+    stream: fused.MTStream | None,
+    packed: _Bits,
+    kept: torch.Tensor,
+    drawn: torch.Tensor,
+    probs: torch.Tensor,
+    before: torch.Tensor | None,
+    after: torch.Tensor | None,
+) -> None:
+    """:func:`_draw_masks`' loop over the plan's chunks."""
+    use_fused = stream is not None
     for c, (s, e, rows) in enumerate(plan):
         m = e - s
         chunk = kept[:m]
         # torch.bernoulli(probs) on a CPU generator keeps exactly where the float32
         # uniform torch.rand draws is below the probability (sparsify.bernoulli_draw)
         if generator.device.type == "cpu":
-            torch.rand(m, generator=generator, out=drawn[:m])
+            if stream is not None:
+                stream.uniform(drawn[:m])
+            else:
+                torch.rand(m, generator=generator, out=drawn[:m])
             if use_fused:  # pack the bits (and add the L1 sums) in one loop
                 g0 = s // per_group
                 sums = None
@@ -559,12 +596,6 @@ def _draw_masks(
         before[g0 : g0 + rows] += mag.sum(dim=1)
         mag.view(-1).mul_(chunk)
         after[g0 : g0 + rows] += mag.sum(dim=1)
-    if before is None or after is None:
-        return packed, None
-    b32, a32 = before.float(), after.float()
-    small = (b32 < RESCALE_EPS) | (a32 < RESCALE_EPS)
-    factor = torch.where(small, torch.ones_like(b32), b32 / a32.masked_fill(small, 1))
-    return packed, factor.view(-1, 1).to(x.device)
 
 
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
