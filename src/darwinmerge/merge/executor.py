@@ -221,8 +221,8 @@ def run_job(
     is written into it and it is returned: the resident child's storage, so a candidate
     costs no full-size allocation. Same values as without ``out`` then ``.to(out.dtype)``.
     Expert tensors run a block of experts at a time (:data:`BLOCK_BYTES`). With ``buffers``
-    (a merge to disk) the inputs' buffers go back to it once merged, and a blocked job's
-    output comes from it. ``read_threads`` > 1 reads a whole (not blocked) job's inputs
+    (a merge to disk) the gathered blocks come from it and the inputs' buffers go back to
+    it once merged (the caller passes a pool buffer as ``out``). ``read_threads`` > 1 reads a whole (not blocked) job's inputs
     side by side (a job that runs alone).
     """
     device = torch.device(device)
