@@ -220,10 +220,11 @@ def run_job(
     With ``out`` (the job's shape, on ``device``; never a parent's own tensor) the result
     is written into it and it is returned: the resident child's storage, so a candidate
     costs no full-size allocation. Same values as without ``out`` then ``.to(out.dtype)``.
-    Expert tensors run a block of experts at a time (:data:`BLOCK_BYTES`). With ``buffers``
-    (a merge to disk) the gathered blocks come from it and the inputs' buffers go back to
-    it once merged (the caller passes a pool buffer as ``out``). ``read_threads`` > 1 reads a whole (not blocked) job's inputs
-    side by side (a job that runs alone).
+    Expert tensors run a block of experts at a time (:data:`BLOCK_BYTES`). With
+    ``buffers`` (a merge to disk) the gathered blocks come from it and the inputs'
+    buffers go back to it once merged (the caller passes a pool buffer as ``out``).
+    ``read_threads`` > 1 reads a whole (not blocked) job's inputs side by side (a job
+    that runs alone).
     """
     device = torch.device(device)
     if out is not None:

@@ -529,8 +529,42 @@ def _draw_masks(
     # the generator's mt19937 stream drawn in a compiled loop (the same numbers)
     stream = fused.MTStream(generator) if use_fused and generator.device.type == "cpu" else None
     try:
-        _draw_chunks(x, base, plan, work, per_group, density, generator, stream, packed,
-                     kept, drawn, probs, before, after)  # fmt: skip
+        for c, (s, e, rows) in enumerate(plan):
+            m = e - s
+            chunk = kept[:m]
+            # torch.bernoulli(probs) on a CPU generator keeps exactly where the float32
+            # uniform torch.rand draws is below the probability (sparsify.bernoulli_draw)
+            if generator.device.type == "cpu":
+                if stream is not None:
+                    stream.uniform(drawn[:m])
+                else:
+                    torch.rand(m, generator=generator, out=drawn[:m])
+                if stream is not None:  # pack the bits (and add the L1 sums) in one loop
+                    g0 = s // per_group
+                    sums = None
+                    if before is not None and after is not None:
+                        sums = (before[g0 : g0 + rows], after[g0 : g0 + rows])
+                    o0, o1 = packed.offsets[c], packed.offsets[c + 1]
+                    fused.keep_bits(
+                        drawn[:m], density, packed.data[o0:o1], x[s:e], base[s:e], rows, sums
+                    )
+                    continue
+                torch.lt(drawn[:m], density, out=chunk)
+            else:
+                chunk.copy_(torch.bernoulli(probs[:m], generator=generator, out=drawn[:m]))
+            packed.put(c, chunk)
+            if before is None or after is None:
+                continue
+            base_f = work.base[:m]
+            base_f.copy_(base[s:e])
+            d = _delta(x[s:e], base_f, work.delta[0][:m])
+            g0 = s // per_group
+            mag = torch.abs(d, out=work.mixed[:m]).view(rows, -1)
+            # float32 sums per chunk (torch sums in cascade, as the reference's whole-group
+            # float32 sums), carried across chunks in float64
+            before[g0 : g0 + rows] += mag.sum(dim=1)
+            mag.view(-1).mul_(chunk)
+            after[g0 : g0 + rows] += mag.sum(dim=1)
     finally:
         if stream is not None:
             stream.close()
@@ -540,62 +574,6 @@ def _draw_masks(
     small = (b32 < RESCALE_EPS) | (a32 < RESCALE_EPS)
     factor = torch.where(small, torch.ones_like(b32), b32 / a32.masked_fill(small, 1))
     return packed, factor.view(-1, 1).to(x.device)
-
-
-def _draw_chunks(
-    x: torch.Tensor,
-    base: torch.Tensor,
-    plan: list[tuple[int, int, int]],
-    work: _Work,
-    per_group: int,
-    density: float,
-    generator: torch.Generator,
-    stream: fused.MTStream | None,
-    packed: _Bits,
-    kept: torch.Tensor,
-    drawn: torch.Tensor,
-    probs: torch.Tensor,
-    before: torch.Tensor | None,
-    after: torch.Tensor | None,
-) -> None:
-    """:func:`_draw_masks`' loop over the plan's chunks."""
-    use_fused = stream is not None
-    for c, (s, e, rows) in enumerate(plan):
-        m = e - s
-        chunk = kept[:m]
-        # torch.bernoulli(probs) on a CPU generator keeps exactly where the float32
-        # uniform torch.rand draws is below the probability (sparsify.bernoulli_draw)
-        if generator.device.type == "cpu":
-            if stream is not None:
-                stream.uniform(drawn[:m])
-            else:
-                torch.rand(m, generator=generator, out=drawn[:m])
-            if use_fused:  # pack the bits (and add the L1 sums) in one loop
-                g0 = s // per_group
-                sums = None
-                if before is not None and after is not None:
-                    sums = (before[g0 : g0 + rows], after[g0 : g0 + rows])
-                o0, o1 = packed.offsets[c], packed.offsets[c + 1]
-                fused.keep_bits(
-                    drawn[:m], density, packed.data[o0:o1], x[s:e], base[s:e], rows, sums
-                )
-                continue
-            torch.lt(drawn[:m], density, out=chunk)
-        else:
-            chunk.copy_(torch.bernoulli(probs[:m], generator=generator, out=drawn[:m]))
-        packed.put(c, chunk)
-        if before is None or after is None:
-            continue
-        base_f = work.base[:m]
-        base_f.copy_(base[s:e])
-        d = _delta(x[s:e], base_f, work.delta[0][:m])
-        g0 = s // per_group
-        mag = torch.abs(d, out=work.mixed[:m]).view(rows, -1)
-        # float32 sums per chunk (torch sums in cascade, as the reference's whole-group
-        # float32 sums), carried across chunks in float64
-        before[g0 : g0 + rows] += mag.sum(dim=1)
-        mag.view(-1).mul_(chunk)
-        after[g0 : g0 + rows] += mag.sum(dim=1)
 
 
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
