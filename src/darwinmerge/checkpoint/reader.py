@@ -57,7 +57,7 @@ class CheckpointReader:
         self.path: Path = layout.model_dir
         self.config: dict[str, Any] = _read_config(self.path / "config.json")
         self.kind = layout.kind
-        #: drop the page cache of every byte range read (see :func:`page_cache_policy`)
+        #: drop the page cache of every byte range read (merge.api.page_cache_drop decides)
         self.drop_cache = drop_cache
         #: where reads get their buffers (a merge's :class:`~darwinmerge.merge.buffers.
         #: BufferPool`, which recycles them); None: a fresh tensor per read

@@ -6,9 +6,12 @@ models makes about fifty of them per element (about 9 ns per element on the proj
 CPU). These kernels do the same float32 operations, in the same order, in one loop per
 pass:
 
-* :func:`high_bits_counts`: ``|float32(x) - float32(base)|``'s high 16 bits per element
-  (the int16 buffer of the rank select) and each group's 32768-bin histogram of them;
+* :func:`high_bits`: ``|float32(x) - float32(base)|``'s high 16 bits per element (the
+  int16 buffer of the rank select; its histograms stay ``torch.bincount``, faster than a
+  scalar loop on the narrow distributions of weight deltas);
 * :func:`bucket_members`: the flat positions, per group, of the entries in one bucket;
+* :class:`MTStream` and :func:`keep_bits`: DARE's draws (torch's mt19937 stream) and
+  their packed keep bits with the L1 rescale sums;
 * :func:`mix`: the mix pass (rank-window or Bernoulli keep masks, weights, TIES sign
   consensus and normalisation, lambda, the base) writing the output dtype.
 
@@ -40,7 +43,6 @@ __all__ = [
     "intra_threads",
     "bucket_members",
     "high_bits",
-    "high_bits_counts",
     "keep_bits",
     "mix",
     "supported",
@@ -155,17 +157,6 @@ if numba is not None:
     @_inline
     def _abs_bits(v: Any) -> Any:
         return _f2i(v) & np.int32(0x7FFFFFFF)  # type: ignore[call-arg]
-
-    @_jit
-    def _high_bits_counts(x, base, per_group, high, counts):  # type: ignore[no-untyped-def]
-        for g in range(base.shape[0] // per_group):
-            lo = g * per_group
-            hi = lo + per_group
-            for j in range(lo, hi):
-                high[j] = np.int16(_abs_bits(_load(x, j) - _load(base, j)) >> 16)
-            c = counts[g]
-            for j in range(lo, hi):
-                c[high[j]] += 1
 
     @_jit
     def _high_bits(x, base, high):  # type: ignore[no-untyped-def]
@@ -435,15 +426,6 @@ class MTStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def high_bits_counts(
-    x: torch.Tensor, base: torch.Tensor, groups: int, high: torch.Tensor, counts: torch.Tensor
-) -> None:
-    """``high[j] = |float32(x) - float32(base)|``'s bits >> 16 (int16) and ``counts[g]``
-    += the 32768-bin histogram of group ``g``'s values (int32, ``[groups, 32768]``)."""
-    per_group = base.numel() // groups
-    _high_bits_counts(as_array(x), as_array(base), per_group, high.numpy(), counts.numpy())
 
 
 def high_bits(x: torch.Tensor, base: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
