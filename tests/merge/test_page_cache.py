@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from darwinmerge.checkpoint import CheckpointReader
+from darwinmerge.checkpoint import reader as reader_module
 from darwinmerge.errors import ConfigError
 from darwinmerge.merge import Recipe, merge_to_disk
 from darwinmerge.merge import api as merge_api
@@ -57,8 +58,11 @@ def test_mem_available_reads_meminfo() -> None:
         assert got is None
 
 
-def test_reader_drops_exactly_the_ranges_it_read(tmp_path: Path, spy: _Spy) -> None:
+def test_reader_drops_exactly_the_ranges_it_read(
+    tmp_path: Path, spy: _Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     a, _ = make_parent_pair("llama", tmp_path)
+    monkeypatch.setattr(reader_module, "DROP_BATCH_BYTES", 0)  # every read drops at once
     with CheckpointReader(a, drop_cache=True) as reader:
         name = next(n for n in reader.keys() if len(reader.shape(n)) == 2)
         info = reader._info(name)
@@ -74,6 +78,44 @@ def test_reader_drops_exactly_the_ranges_it_read(tmp_path: Path, spy: _Spy) -> N
     with CheckpointReader(a) as reader:  # the default keeps the cache
         reader.get(name)
     assert spy.calls == []
+
+
+def test_reader_drops_in_batches_merging_ranges_that_meet(
+    tmp_path: Path, spy: _Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One fadvise per small read cost milliseconds: ranges wait for a batch, and those
+    that overlap or touch go out as one call; what is left goes when the reader closes."""
+    a, _ = make_parent_pair("llama", tmp_path)
+    with CheckpointReader(a, drop_cache=True) as reader:
+        by_offset = sorted(
+            (reader._info(n) for n in reader.keys() if reader._info(n).nbytes >= 64),
+            key=lambda i: (str(i.file), i.offset),
+        )
+        names = {id(reader._info(n)): n for n in reader.keys()}
+        first, second, far = by_offset[0], by_offset[1], by_offset[3]
+        assert first.file == second.file == far.file
+        assert first.offset + first.nbytes == second.offset  # stored back to back
+        assert second.offset + second.nbytes < far.offset  # a gap before this one
+        batch = 2 * first.nbytes + second.nbytes + far.nbytes  # more than what is read
+        monkeypatch.setattr(reader_module, "DROP_BATCH_BYTES", batch)
+        reader.get(names[id(far)])
+        reader.get(names[id(second)])
+        reader.get_slice(names[id(first)], (slice(0, 1),))  # inside the first tensor
+        reader.get(names[id(first)])
+        assert spy.calls == []  # not a batch yet
+    fadv = os.POSIX_FADV_DONTNEED
+    assert spy.calls == [
+        (first.offset, first.nbytes + second.nbytes, fadv),
+        (far.offset, far.nbytes, fadv),
+    ]
+    spy.calls.clear()
+    monkeypatch.setattr(reader_module, "DROP_BATCH_BYTES", first.nbytes + second.nbytes)
+    with CheckpointReader(a, drop_cache=True) as reader:
+        reader.get(names[id(second)])
+        assert spy.calls == []
+        reader.get(names[id(first)])  # the batch is full: dropped now, before close
+        assert spy.calls == [(first.offset, first.nbytes + second.nbytes, fadv)]
+    assert len(spy.calls) == 1  # nothing left for close
 
 
 def test_merge_with_drop_equals_keep(tmp_path: Path, spy: _Spy) -> None:

@@ -39,6 +39,10 @@ __all__ = ["CheckpointReader"]
 
 Index = tuple[int | slice, ...]
 
+#: with ``drop_cache``, the ranges read are dropped from the page cache once this many
+#: bytes have been read (bounds the cache a merge leaves behind to about this much)
+DROP_BATCH_BYTES = 64 << 20
+
 
 class CheckpointReader:
     """Read the tensors of one checkpoint lazily; see the module docstring."""
@@ -67,6 +71,10 @@ class CheckpointReader:
         self._lock = threading.Lock()
         self._handles: dict[Path, Any] = {}
         self._fds: dict[Path, int] = {}
+        # ranges read but not yet dropped from the page cache (drop_cache): file -> (its
+        # descriptor, [(start, end)]), and their bytes
+        self._to_forget: dict[Path, tuple[int, list[tuple[int, int]]]] = {}
+        self._forget_bytes = 0
         self._pickles: dict[Path, dict[str, torch.Tensor]] = {}
         self._closed = False
         per_file: dict[Path, dict[str, TensorInfo]] = {}
@@ -256,12 +264,24 @@ class CheckpointReader:
                         )
                     done += got
                 if self.drop_cache:
-                    # read once: let the kernel forget these file pages now (whole pages
-                    # inside the range only), instead of reclaiming them under pressure
-                    os.posix_fadvise(fd, offset, done, os.POSIX_FADV_DONTNEED)
+                    self._forget(info.file, fd, offset, offset + done)
             except OSError as exc:
                 raise CheckpointError(f"{info.file}: cannot read tensor '{name}' ({exc})") from exc
         return out.view(info.dtype).reshape(shape)
+
+    def _forget(self, file: Path, fd: int, start: int, end: int) -> None:
+        """Let the kernel forget the file pages of a range read once (whole pages only),
+        instead of reclaiming them under pressure. Ranges are collected and dropped a
+        batch at a time, merged where they touch: one ``posix_fadvise(DONTNEED)`` per
+        small read cost up to 4 ms (8-18 s of system time over 4,400 reads of 2 MiB,
+        against 0.5 s dropped every 16 MiB or more)."""
+        with self._lock:
+            self._to_forget.setdefault(file, (fd, []))[1].append((start, end))
+            self._forget_bytes += end - start
+            if self._forget_bytes < DROP_BATCH_BYTES:
+                return
+            batch, self._to_forget, self._forget_bytes = self._to_forget, {}, 0
+        _drop_ranges(batch)
 
     def _fd(self, file: Path) -> int:
         fd = self._fds.get(file)
@@ -279,6 +299,8 @@ class CheckpointReader:
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:
         with self._lock:
+            batch, self._to_forget, self._forget_bytes = self._to_forget, {}, 0
+            _drop_ranges(batch)
             for handle in self._handles.values():
                 handle.__exit__(None, None, None)
             self._handles.clear()
@@ -332,6 +354,19 @@ class CheckpointReader:
             raise
         except Exception as exc:  # safetensors raises its own SafetensorError
             raise CheckpointError(f"{file}: cannot read tensor '{name}' ({exc})") from exc
+
+
+def _drop_ranges(batch: dict[Path, tuple[int, list[tuple[int, int]]]]) -> None:
+    """``posix_fadvise(DONTNEED)`` over each file's ranges, merged where they meet."""
+    for fd, ranges in batch.values():
+        ranges.sort()
+        start, end = ranges[0]
+        for s, e in ranges[1:]:
+            if s > end:
+                os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+                start = s
+            end = max(end, e)
+        os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
 
 
 def _open_safetensors(file: Path) -> Any:
