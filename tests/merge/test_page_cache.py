@@ -10,9 +10,10 @@ import torch
 
 from darwinmerge.checkpoint import CheckpointReader
 from darwinmerge.checkpoint import reader as reader_module
-from darwinmerge.errors import ConfigError
+from darwinmerge.errors import CheckpointError, ConfigError
 from darwinmerge.merge import Recipe, merge_to_disk
 from darwinmerge.merge import api as merge_api
+from darwinmerge.merge.buffers import BufferPool
 from darwinmerge.zoo.tiny import make_parent_pair
 
 from .conftest import read_tensors, write_recipe
@@ -62,6 +63,7 @@ def test_reader_drops_exactly_the_ranges_it_read(
     tmp_path: Path, spy: _Spy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, _ = make_parent_pair("llama", tmp_path)
+    monkeypatch.setattr(reader_module, "DIRECT_READS", False)  # buffered, then dropped
     monkeypatch.setattr(reader_module, "DROP_BATCH_BYTES", 0)  # every read drops at once
     with CheckpointReader(a, drop_cache=True) as reader:
         name = next(n for n in reader.keys() if len(reader.shape(n)) == 2)
@@ -86,6 +88,7 @@ def test_reader_drops_in_batches_merging_ranges_that_meet(
     """One fadvise per small read cost milliseconds: ranges wait for a batch, and those
     that overlap or touch go out as one call; what is left goes when the reader closes."""
     a, _ = make_parent_pair("llama", tmp_path)
+    monkeypatch.setattr(reader_module, "DIRECT_READS", False)
     with CheckpointReader(a, drop_cache=True) as reader:
         by_offset = sorted(
             (reader._info(n) for n in reader.keys() if reader._info(n).nbytes >= 64),
@@ -118,7 +121,11 @@ def test_reader_drops_in_batches_merging_ranges_that_meet(
     assert len(spy.calls) == 1  # nothing left for close
 
 
-def test_merge_with_drop_equals_keep(tmp_path: Path, spy: _Spy) -> None:
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered"])
+def test_merge_with_drop_equals_keep(
+    tmp_path: Path, spy: _Spy, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    monkeypatch.setattr(reader_module, "DIRECT_READS", direct)
     a, b = make_parent_pair("qwen3_5_moe", tmp_path)
     recipe = Recipe.parse(
         {
@@ -132,11 +139,101 @@ def test_merge_with_drop_equals_keep(tmp_path: Path, spy: _Spy) -> None:
     drop = merge_to_disk(recipe, tmp_path / "drop", page_cache="drop")
     files = sum(r.stat().st_size for p in (a, b) for r in p.glob("*.safetensors"))
     dropped = sum(length for _, length, _ in spy.calls)
-    assert {advice for _, _, advice in spy.calls} == {os.POSIX_FADV_DONTNEED}
-    assert 0.9 * files < dropped <= files  # every tensor read (headers are not)
+    if direct and _direct_ok(a):
+        assert spy.calls == []  # nothing went through the page cache: nothing to drop
+    else:
+        assert {advice for _, _, advice in spy.calls} == {os.POSIX_FADV_DONTNEED}
+        assert 0.9 * files < dropped <= files  # every tensor read (headers are not)
     want, got = read_tensors(keep.out_dir), read_tensors(drop.out_dir)
     assert want.keys() == got.keys()
     assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def _direct_ok(folder: Path) -> bool:
+    """Whether this file system opens files with ``O_DIRECT`` (tmpfs does not)."""
+    if not hasattr(os, "O_DIRECT"):
+        return False
+    try:
+        os.close(os.open(next(folder.glob("*.safetensors")), os.O_RDONLY | os.O_DIRECT))
+    except OSError:
+        return False
+    return True
+
+
+def _every_read(reader: CheckpointReader) -> dict[str, torch.Tensor]:
+    """Every tensor whole, and for matrices rows at odd byte offsets (first, middle,
+    last row; two rows from the middle on)."""
+    got: dict[str, torch.Tensor] = {}
+    for name in reader.keys():
+        got[name] = reader.get(name)
+        rows = reader.shape(name)[0] if reader.shape(name) else 0
+        if len(reader.shape(name)) >= 2 and rows >= 3:
+            for lo, hi in [(0, 1), (rows // 2, rows // 2 + 2), (rows - 1, rows)]:
+                got[f"{name}[{lo}:{hi}]"] = reader.get_slice(name, (slice(lo, hi),))
+    return got
+
+
+def test_direct_reads_equal_buffered_reads(tmp_path: Path, spy: _Spy) -> None:
+    """Reads past the page cache land the same bytes as buffered ones, for tensors and
+    slices at every alignment; with a pool their buffers come back and are reused."""
+    a, _ = make_parent_pair("qwen3_5_moe", tmp_path)
+    with CheckpointReader(a) as reader:
+        want = _every_read(reader)
+    with CheckpointReader(a, drop_cache=True) as reader:
+        got = _every_read(reader)
+        used = [fd for fd in reader._direct_fds.values() if fd is not None]
+        offsets = {reader._info(n).offset % reader_module.DIRECT_ALIGN for n in reader.keys()}
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert len(offsets) > 3  # the tensors start at many offsets inside a page
+    # ... but land where torch's own allocations do (BLAS sums follow the address)
+    assert all(t.data_ptr() % reader_module.TENSOR_ALIGN == 0 for t in got.values())
+    assert bool(used) == _direct_ok(a)
+    if used:
+        assert spy.calls == []
+    pool = BufferPool()
+    with CheckpointReader(a, drop_cache=True) as reader:
+        reader.pool = pool
+        name = max(reader.keys(), key=reader.nbytes)
+        first = reader.get(name)
+        assert torch.equal(first, want[name])
+        pool.give(first)
+        del first
+        again = reader.get(name)
+        assert torch.equal(again, want[name])
+        nbytes = reader.nbytes(name)
+    assert pool.fresh >= nbytes and pool.reused >= nbytes
+
+
+def test_direct_read_of_a_truncated_file_says_so(tmp_path: Path) -> None:
+    a, _ = make_parent_pair("llama", tmp_path)
+    with CheckpointReader(a, drop_cache=True) as reader:
+        name = max(reader.keys(), key=lambda n: reader._info(n).offset)  # stored last
+        info = reader._info(name)
+        os.truncate(info.file, info.offset + info.nbytes // 2)
+        with pytest.raises(CheckpointError, match="ends inside tensor .*truncated"):
+            reader.get(name)
+
+
+def test_o_direct_refused_falls_back_to_buffered_reads(
+    tmp_path: Path, spy: _Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = make_parent_pair("llama", tmp_path)
+    with CheckpointReader(a) as reader:
+        want = _every_read(reader)
+    real_open = os.open
+
+    def no_direct(path: object, flags: int, *args: object) -> int:
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(22, "Invalid argument")  # as tmpfs answers
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", no_direct)
+    with CheckpointReader(a, drop_cache=True) as reader:
+        got = _every_read(reader)
+        assert all(fd is None for fd in reader._direct_fds.values())
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert spy.calls and {advice for _, _, advice in spy.calls} == {os.POSIX_FADV_DONTNEED}
 
 
 def test_cli_refuses_an_unknown_mode(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

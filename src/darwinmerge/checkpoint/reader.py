@@ -16,6 +16,7 @@ hidden, and every FP8 weight reads as ``dequantize_to`` (bfloat16 by default), s
 
 from __future__ import annotations
 
+import ctypes
 import difflib
 import json
 import math
@@ -42,6 +43,15 @@ Index = tuple[int | slice, ...]
 #: with ``drop_cache``, the ranges read are dropped from the page cache once this many
 #: bytes have been read (bounds the cache a merge leaves behind to about this much)
 DROP_BATCH_BYTES = 64 << 20
+#: with ``drop_cache``, reads go past the page cache (``O_DIRECT``) where the file system
+#: allows it (``DARWIN_DIRECT_READS=0``: buffered reads, their ranges dropped in batches)
+DIRECT_READS = os.environ.get("DARWIN_DIRECT_READS", "1") != "0"
+#: ``O_DIRECT`` reads start, end and land on multiples of this (it covers the logical
+#: block sizes of disks in use)
+DIRECT_ALIGN = 4096
+#: a tensor read past the page cache starts at a multiple of this, as torch's own
+#: allocations do
+TENSOR_ALIGN = 64
 
 
 class CheckpointReader:
@@ -71,6 +81,7 @@ class CheckpointReader:
         self._lock = threading.Lock()
         self._handles: dict[Path, Any] = {}
         self._fds: dict[Path, int] = {}
+        self._direct_fds: dict[Path, int | None] = {}
         # ranges read but not yet dropped from the page cache (drop_cache): file -> (its
         # descriptor, [(start, end)]), and their bytes
         self._to_forget: dict[Path, tuple[int, list[tuple[int, int]]]] = {}
@@ -243,31 +254,66 @@ class CheckpointReader:
     ) -> torch.Tensor:
         """Elements ``start .. start + count`` of a tensor, read into a new tensor."""
         itemsize = info.dtype.itemsize
-        pool = self.pool
-        out = (
-            pool.take(count * itemsize)
-            if pool is not None
-            else torch.empty(count * itemsize, dtype=torch.uint8)
-        )
+        offset = info.offset + start * itemsize
+        nbytes = count * itemsize
+        if count and self.drop_cache:
+            fd = self._direct_fd(info.file)
+            if fd is not None:
+                return (
+                    self._pread_direct(fd, info, name, offset, nbytes)
+                    .view(info.dtype)
+                    .reshape(shape)
+                )
+        out = self._buffer(nbytes)
         if count:
             fd = self._fd(info.file)
-            view = memoryview(out.numpy())  # type: ignore[arg-type]
-            offset = info.offset + start * itemsize
-            done = 0
             try:
-                while done < len(view):
-                    got = os.preadv(fd, [view[done:]], offset + done)
-                    if got <= 0:
-                        raise CheckpointError(
-                            f"{info.file}: ends inside tensor '{name}'; the file is truncated, "
-                            "write it again"
-                        )
-                    done += got
-                if self.drop_cache:
-                    self._forget(info.file, fd, offset, offset + done)
+                done = _pread_into(fd, memoryview(out.numpy()), offset, info.file, name)  # type: ignore[arg-type]
             except OSError as exc:
                 raise CheckpointError(f"{info.file}: cannot read tensor '{name}' ({exc})") from exc
+            if self.drop_cache:
+                self._forget(info.file, fd, offset, offset + done)
         return out.view(info.dtype).reshape(shape)
+
+    def _buffer(self, nbytes: int) -> torch.Tensor:
+        """A uint8 buffer for a read: from the pool when there is one."""
+        pool = self.pool
+        return pool.take(nbytes) if pool is not None else torch.empty(nbytes, dtype=torch.uint8)
+
+    def _pread_direct(
+        self, fd: int, info: TensorInfo, name: str, offset: int, nbytes: int
+    ) -> torch.Tensor:
+        """The bytes ``offset .. offset + nbytes`` of ``info.file`` read past the page cache
+        (``O_DIRECT``): the whole pages around them go from the disk straight into an
+        aligned buffer, and the result is a view of it. No copy out of the cache and no
+        cached page to drop, and the buffer (a pool's, already in memory) is reused."""
+        first = offset - offset % DIRECT_ALIGN
+        end = -(-(offset + nbytes) // DIRECT_ALIGN) * DIRECT_ALIGN
+        raw = self._buffer(end - first + DIRECT_ALIGN)
+        pad = -raw.data_ptr() % DIRECT_ALIGN
+        view = memoryview(raw[pad : pad + end - first].numpy())  # type: ignore[arg-type]
+        need = offset + nbytes - first
+        done = 0
+        try:
+            while done < need:
+                got = os.preadv(fd, [view[done:]], first + done)
+                if got <= 0 or got % DIRECT_ALIGN:
+                    done += max(got, 0)
+                    break  # the end of the file (or an odd short read): the rest buffered
+                done += got
+            if done < need:
+                _pread_into(self._fd(info.file), view[done:need], first + done, info.file, name)
+        except OSError as exc:
+            raise CheckpointError(f"{info.file}: cannot read tensor '{name}' ({exc})") from exc
+        skip = pad + offset - first
+        shift = (raw.data_ptr() + skip) % TENSOR_ALIGN
+        if shift:
+            # where a tensor starts inside a page is the file's business; results must not
+            # depend on it (BLAS reductions sum in an order that follows the address), so
+            # the data moves down to the alignment every torch allocation has
+            ctypes.memmove(raw.data_ptr() + skip - shift, raw.data_ptr() + skip, nbytes)
+            skip -= shift
+        return raw[skip : skip + nbytes]
 
     def _forget(self, file: Path, fd: int, start: int, end: int) -> None:
         """Let the kernel forget the file pages of a range read once (whole pages only),
@@ -282,6 +328,21 @@ class CheckpointReader:
                 return
             batch, self._to_forget, self._forget_bytes = self._to_forget, {}, 0
         _drop_ranges(batch)
+
+    def _direct_fd(self, file: Path) -> int | None:
+        """``file`` opened with ``O_DIRECT``; None where that is off or refused (tmpfs, some
+        network file systems): reads then go through the page cache."""
+        if file not in self._direct_fds:
+            with self._lock:
+                if file not in self._direct_fds:
+                    fd = None
+                    if DIRECT_READS and hasattr(os, "O_DIRECT"):
+                        try:
+                            fd = os.open(file, os.O_RDONLY | os.O_DIRECT)
+                        except OSError:
+                            fd = None
+                    self._direct_fds[file] = fd
+        return self._direct_fds[file]
 
     def _fd(self, file: Path) -> int:
         fd = self._fds.get(file)
@@ -304,9 +365,11 @@ class CheckpointReader:
             for handle in self._handles.values():
                 handle.__exit__(None, None, None)
             self._handles.clear()
-            for fd in self._fds.values():
-                os.close(fd)
+            for fd in [*self._fds.values(), *self._direct_fds.values()]:
+                if fd is not None:
+                    os.close(fd)
             self._fds.clear()
+            self._direct_fds.clear()
             self._pickles.clear()
             self._closed = True
 
@@ -354,6 +417,19 @@ class CheckpointReader:
             raise
         except Exception as exc:  # safetensors raises its own SafetensorError
             raise CheckpointError(f"{file}: cannot read tensor '{name}' ({exc})") from exc
+
+
+def _pread_into(fd: int, view: memoryview, offset: int, file: Path, name: str) -> int:
+    """Fill ``view`` from ``fd`` at ``offset`` (positional reads until it is full)."""
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise CheckpointError(
+                f"{file}: ends inside tensor '{name}'; the file is truncated, write it again"
+            )
+        done += got
+    return done
 
 
 def _drop_ranges(batch: dict[Path, tuple[int, list[tuple[int, int]]]]) -> None:
