@@ -51,6 +51,26 @@ def test_only_its_own_buffers_come_back_and_idle_is_bounded() -> None:
     assert pool.idle == 0
 
 
+def test_idle_buffers_no_later_job_wants_are_freed() -> None:
+    """After the embedding's jobs, their 0.95 GiB buffers fit no expert tensor: the pool
+    frees the large idle buffers no wanted size would reuse, and keeps the rest."""
+    pool = BufferPool()
+    bufs = [pool.take(n) for n in (970, 970, 1024, 512, 40, 16)]
+    pool.give(*bufs)
+    assert pool.idle == 970 * 2 + 1024 + 512 + 40 + 16
+    pool.drop_unwanted({1000, 512}, above=64)  # 1024 serves 1000 (<= 1/8 more); 970 serves none
+    assert pool.fits(1000) == 1024 and pool.fits(512) == 512
+    assert pool.fits(970) == 1024  # the two 970s are freed: only the 1024 would serve
+    assert pool.fits(40) == 40 and pool.fits(16) == 16  # small ones serve any job's blocks
+    assert pool.idle == 1024 + 512 + 40 + 16
+    pool.drop_unwanted(set(), above=64)
+    assert pool.idle == 40 + 16
+    again = pool.take(1024)  # a freed buffer is never handed out again
+    assert pool.fresh == 970 * 2 + 1024 * 2 + 512 + 40 + 16
+    pool.give(again)
+    assert pool.idle == 40 + 16 + 1024
+
+
 @pytest.mark.parametrize("block", [None, 2048])  # expert tensors whole / in blocks
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("method", ["ties", "linear"])

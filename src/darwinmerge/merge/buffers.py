@@ -121,6 +121,21 @@ class BufferPool:
                 if nbytes <= 0:
                     return
 
+    def drop_unwanted(self, wanted: set[int], above: int) -> None:
+        """Free the idle buffers of more than ``above`` bytes that no ``take`` of a size in
+        ``wanted`` (the large buffers later jobs will ask for) would reuse: an idle 1 GiB
+        buffer no later job fits would otherwise sit in the pool, counted against the
+        budget, while every smaller buffer given back is freed for want of room."""
+        with self._lock:
+            for size in [n for n in self._free if n > above]:
+                if any(n <= size <= n * 9 // 8 for n in wanted):
+                    continue
+                for buf in self._free.pop(size):
+                    ptr = buf.data_ptr()
+                    self._idle_at.discard(ptr)
+                    self._ours.discard(ptr)
+                    self.idle -= size
+
     def clear(self) -> None:
         """Free every idle buffer."""
         self.evict(self.idle)

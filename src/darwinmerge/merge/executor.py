@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -104,6 +104,9 @@ def realize(
 #: methods draw each block's masks from a generator seeded from (seed, tensor, first
 #: expert of the block), the first block's from (seed, tensor) as an unblocked job.
 BLOCK_BYTES = 16 << 20
+#: buffers above this size are kept idle in a merge's pool only while a job not yet
+#: finished will take one of about their size (smaller ones serve the blocks of any job)
+LARGE_BUFFER = 4 * BLOCK_BYTES
 
 
 def job_blocks(job: TensorJob) -> list[tuple[int, int]] | None:
@@ -323,13 +326,23 @@ def run_job(
             del got
         else:
             result = out if out is not None else torch.empty(job.shape, dtype=dtype, device=device)
-            # the next block is read (disk, expert gather) while this one is merged
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="darwin-read") as reader:
-                ahead = reader.submit(read, blocks[0])
+            # the next block is read (disk, expert gather) while this one is merged, its
+            # inputs side by side (one read at a time leaves the disk idle between them)
+            fetches = [*job.inputs, *([job.base] if job.base is not None else [])]
+
+            def ahead_of(rows: tuple[int, int]) -> list[Future[torch.Tensor]]:
+                return [reader.submit(fetch, f, rows) for f in fetches]
+
+            def arrived(futures: list[Future[torch.Tensor]]) -> Inputs:
+                got = [f.result() for f in futures]
+                return (got[:-1], got[-1]) if job.base is not None else (got, None)
+
+            with ThreadPoolExecutor(len(fetches), thread_name_prefix="darwin-read") as reader:
+                ahead = ahead_of(blocks[0])
                 for i, (e0, e1) in enumerate(blocks):
-                    got = ahead.result()
+                    got = arrived(ahead)
                     if i + 1 < len(blocks):
-                        ahead = reader.submit(read, blocks[i + 1])
+                        ahead = ahead_of(blocks[i + 1])
                     merge((e0, e1), result[e0:e1], got)
                     recycle(got, result)
                     del got
@@ -419,6 +432,9 @@ def _iter_results(
     if buffers is not None:
         buffers.max_idle = budget
     todo = deque(plan.jobs)
+    # the large buffers the jobs not yet finished will take, by size: once none wants an
+    # idle buffer's size, the pool frees it (see BufferPool.drop_unwanted)
+    wanted: Counter[int] = Counter(n for job in todo for n in takes(job) if n > LARGE_BUFFER)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="darwin-merge") as pool:
         pending: deque[tuple[TensorJob, Future[torch.Tensor]]] = deque()
         held = 0  # bytes: the pending jobs' memory + the output being written
@@ -432,6 +448,7 @@ def _iter_results(
                 job = todo.popleft()
                 out = None
                 if buffers is not None:
+                    buffers.drop_unwanted({n for n, k in wanted.items() if k > 0}, LARGE_BUFFER)
                     # idle buffers count against the budget, except those this job will
                     # reuse (its output, its whole inputs): the others go first
                     spare = buffers.reusable(takes(job))
@@ -448,6 +465,7 @@ def _iter_results(
             result = fut.result()
             del fut
             held += job_bytes(done_job) - memory[done_job.name]  # only its output is left
+            wanted.subtract(n for n in takes(done_job) if n > LARGE_BUFFER)  # all taken
             fill()  # the next jobs run while this output is written
             yield done_job, result
             if buffers is not None:
