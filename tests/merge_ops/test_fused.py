@@ -6,10 +6,12 @@ The whole-merge agreement (fused vs the reference, every method option) is in
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,5 +138,92 @@ def test_mt_stream_draws_what_torch_rand_draws(seed: int, sizes: list[int]) -> N
         got = [stream.uniform(torch.empty(n)) for n in sizes]
     want = [torch.rand(n, generator=theirs) for n in sizes]
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    assert torch.equal(ours.get_state(), theirs.get_state())
+    assert torch.equal(torch.rand(1000, generator=ours), torch.rand(1000, generator=theirs))
+
+
+def _sequential_sums(
+    x: torch.Tensor, base: torch.Tensor, keep: torch.Tensor, rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, ``sum |float32(x - base)|`` and the same over ``keep``, added one element
+    after another in float64 (``np.cumsum`` is sequential), as the loops promise."""
+    mag = (x.float() - base.float()).abs().double().view(rows, -1).numpy()
+    kept = np.where(keep.view(rows, -1).numpy(), mag, 0.0)
+    return (
+        torch.from_numpy(np.cumsum(mag, axis=1)[:, -1].copy()),
+        torch.from_numpy(np.cumsum(kept, axis=1)[:, -1].copy()),
+    )
+
+
+#: densities whose float32 rounding matters: ordinary ones, 1/3, an exact multiple of
+#: 2^-24, one a quarter step above a multiple in [0.5, 1) (float32 rounds it down onto
+#: the multiple, so a float64 comparison would keep that draw and float32 does not), and
+#: the ends
+_DENSITIES = [0.1, 0.3, 0.5, 0.9, 1 / 3, 5033165 / 2**24, (12_000_000 + 0.25) / 2**24, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("density", _DENSITIES)
+def test_keep_threshold_agrees_with_the_float32_comparison_for_every_draw(
+    density: float,
+) -> None:
+    r = torch.arange(1 << 24, dtype=torch.int32)
+    threshold = fused.keep_threshold(density)
+    assert torch.equal(r < threshold, r.float() * 2.0**-24 < density)
+    assert 0 <= threshold <= 1 << 24
+    assert fused.keep_threshold(math.nan) == 0 and fused.keep_threshold(2.0) == 1 << 24
+
+
+@pytest.mark.parametrize(("m", "rows"), [(12_297, 3), (4096 * 3, 48), (1000, 1), (7, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_keep_bits_sums_rows_across_tiles_in_element_order(
+    m: int, rows: int, dtype: torch.dtype
+) -> None:
+    """Rows that start and end inside the loops' tiles: the same float64 sums, exactly,
+    as adding the elements one after another."""
+    g = torch.Generator().manual_seed(m + rows)
+    drawn = torch.rand(m, generator=g)
+    x = (torch.randn(m, generator=g) * 0.02).to(dtype)
+    base = (torch.randn(m, generator=g) * 0.02).to(dtype)
+    packed = torch.empty((m + 7) // 8, dtype=torch.uint8)
+    before = torch.full((rows,), 0.5, dtype=torch.float64)
+    after = torch.full((rows,), 0.25, dtype=torch.float64)
+    fused.keep_bits(drawn, 0.3, packed, x, base, rows, (before, after))
+    want_before, want_after = _sequential_sums(x, base, drawn < 0.3, rows)
+    assert torch.equal(before, want_before + 0.5)
+    assert torch.equal(after, want_after + 0.25)
+
+
+@pytest.mark.parametrize("density", _DENSITIES)
+@pytest.mark.parametrize(
+    ("seed", "sizes"), [(0, [5, 13]), (7, [623, 1, 700, 5000]), (9, [70_003, 4096, 8])]
+)
+def test_mt_stream_keep_bits_are_uniform_then_keep_bits(
+    density: float, seed: int, sizes: list[int]
+) -> None:
+    """The fused draw-and-pack gives the bits and sums of drawing the uniforms first and
+    packing them, chunk after chunk across the 624-word regenerations, and leaves the
+    generator where torch.rand would."""
+    ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    torch.rand(seed % 5, generator=ours)
+    torch.rand(seed % 5, generator=theirs)
+    data = torch.Generator().manual_seed(seed + 1)
+    with fused.MTStream(ours) as stream:
+        for m in sizes:
+            rows = 1 if m % 4 else 4
+            x = (torch.randn(m, generator=data) * 0.02).to(torch.bfloat16)
+            base = (torch.randn(m, generator=data) * 0.02).to(torch.bfloat16)
+            got = torch.full(((m + 7) // 8,), 0xA5, dtype=torch.uint8)
+            sums = (torch.zeros(rows, dtype=torch.float64), torch.zeros(rows, dtype=torch.float64))
+            stream.keep_bits(density, got, x, base, rows, sums)
+            drawn = torch.rand(m, generator=theirs)
+            want = torch.empty_like(got)
+            want_sums = (torch.zeros(rows, dtype=torch.float64), torch.zeros_like(sums[1]))
+            fused.keep_bits(drawn, density, want, x, base, rows, want_sums)
+            assert torch.equal(got, want)
+            assert torch.equal(sums[0], want_sums[0]) and torch.equal(sums[1], want_sums[1])
+            # and the bits are torch's comparison, packed as the bit buffer packs it
+            bits = streamed._Bits([(0, m, 1)], torch.device("cpu"))
+            bits.put(0, drawn < density)
+            assert torch.equal(got, bits.data)
     assert torch.equal(ours.get_state(), theirs.get_state())
     assert torch.equal(torch.rand(1000, generator=ours), torch.rand(1000, generator=theirs))

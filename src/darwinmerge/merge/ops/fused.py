@@ -11,7 +11,8 @@ pass:
   scalar loop on the narrow distributions of weight deltas);
 * :func:`bucket_members`: the flat positions, per group, of the entries in one bucket;
 * :class:`MTStream` and :func:`keep_bits`: DARE's draws (torch's mt19937 stream) and
-  their packed keep bits with the L1 rescale sums;
+  their packed keep bits with the L1 rescale sums (:meth:`MTStream.keep_bits` does both
+  in one loop, without the float32 draws);
 * :func:`mix`: the mix pass (rank-window or Bernoulli keep masks, weights, TIES sign
   consensus and normalisation, lambda, the base) writing the output dtype.
 
@@ -26,6 +27,7 @@ file (about a second, once per installation and signature).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -44,6 +46,7 @@ __all__ = [
     "bucket_members",
     "high_bits",
     "keep_bits",
+    "keep_threshold",
     "mix",
     "supported",
 ]
@@ -175,27 +178,79 @@ if numba is not None:
                     k += 1
         return k
 
+    #: 8 keep flags (bytes 0 / 1, read as one little-endian uint64) times this have the
+    #: flags' bits side by side in the top byte: flag k lands on bit 56 + k, no carries
+    _GATHER = np.uint64(0x0102040810204080)
+    #: elements per tile of the packing loops: their flag bytes stay in the L1 cache
+    TILE = 4096
+
+    @_inline
+    def _pack(flags: Any, k: Any, packed: Any, i0: Any) -> None:
+        """``packed[i0 + i]`` = flag bytes ``8i .. 8i + 7`` of ``flags[:k]`` as bits 0 .. 7
+        (flags past ``k`` are set to 0 first: ``flags`` is a whole tile). A multiply per 8
+        flags instead of 8 shifts and ORs, so the loop vectorizes."""
+        nb = (k + 7) // 8
+        for j in range(k, 8 * nb):
+            flags[j] = np.uint8(0)
+        words = flags.view(np.uint64)
+        dst = packed[i0 : i0 + nb]
+        for i in range(nb):
+            dst[i] = np.uint8((words[i] * _GATHER) >> np.uint64(56))
+
+    @_inline
+    def _add_sums(  # type: ignore[no-untyped-def]
+        flags, k, x, base, t0, width, end, mags, acc, before, after
+    ):
+        """The L1 sums of elements ``t0 .. t0 + k`` (``flags``: their keep flags): each
+        row's (``width`` elements, rows up to element ``end``) ``sum |x - base|`` and the
+        same over the kept entries, added in float64 in element order (the running pair in
+        ``acc``) and, once a row is complete, to ``before`` / ``after``.
+
+        The magnitudes and kept magnitudes (``a`` or +0.0, what the comparison added
+        before) are computed first in one vectorized loop, so the float64 chains, whose
+        order is kept, run alone in the second.
+        """
+        k = min(k, end - t0)
+        xs = x[t0 : t0 + k]
+        bs = base[t0 : t0 + k]
+        kept_mags = mags[1]
+        for j in range(k):
+            a = abs(_load(xs, j) - _load(bs, j))
+            mags[0, j] = a
+            kept_mags[j] = _i2f(_f2i(a) & -np.int32(flags[j]))
+        total = acc[0]
+        kept = acc[1]
+        j = 0
+        while j < k:
+            r = (t0 + j) // width
+            stop = min(k, (r + 1) * width - t0)
+            for i in range(j, stop):
+                total += mags[0, i]
+                kept += kept_mags[i]
+            j = stop
+            if t0 + j == (r + 1) * width:
+                before[r] += total
+                after[r] += kept
+                total = 0.0
+                kept = 0.0
+        acc[0] = total
+        acc[1] = kept
+
     @_jit
     def _keep_bits(drawn, p, packed, x, base, rows, before, after, sums):  # type: ignore[no-untyped-def]
         m = drawn.shape[0]
-        for i in range(packed.shape[0]):
-            byte = np.int32(0)
-            for k in range(8):
-                t = 8 * i + k
-                if t < m:
-                    byte |= np.int32(drawn[t] < p) << np.int32(k)
-            packed[i] = np.uint8(byte)
-        if sums:
-            width = m // rows
-            for r in range(rows):
-                total = 0.0
-                kept = 0.0
-                for t in range(r * width, (r + 1) * width):
-                    a = abs(_load(x, t) - _load(base, t))
-                    total += a
-                    kept += a if drawn[t] < p else 0.0
-                before[r] += total
-                after[r] += kept
+        width = m // rows
+        flags = np.empty(TILE, dtype=np.uint8)
+        mags = np.empty((2, TILE), dtype=np.float32)
+        acc = np.zeros(2)
+        for t0 in range(0, m, TILE):
+            k = min(TILE, m - t0)
+            src = drawn[t0 : t0 + k]
+            for j in range(k):
+                flags[j] = np.uint8(src[j] < p)
+            _pack(flags, k, packed, t0 // 8)
+            if sums:
+                _add_sums(flags, k, x, base, t0, width, rows * width, mags, acc, before, after)
 
     @_inline
     def _sum_models(d: Any, total: Any, m: Any) -> None:
@@ -207,49 +262,110 @@ if numba is not None:
             for t in range(m):
                 total[t] = total[t] + di[t]
 
+    _UPPER = np.uint32(0x80000000)
+    _LOWER = np.uint32(0x7FFFFFFF)
+    _MATRIX = np.uint32(0x9908B0DF)
+
     @_inline
-    def _twist(state: Any, k0: Any, k1: Any, shift: Any) -> None:
-        for k in range(k0, k1):
-            y = (state[k] & np.uint32(0x80000000)) | (state[k + 1] & np.uint32(0x7FFFFFFF))
-            v = state[k + shift] ^ (y >> np.uint32(1))
-            state[k] = v ^ (np.uint32(0x9908B0DF) * (y & np.uint32(1)))
+    def _regenerate(state: Any) -> None:
+        """mt19937's twist of the 624 words, in three plain loops that LLVM vectorizes.
+
+        Word ``k`` becomes ``state[k + 397 mod 624] ^ f(state[k], state[k + 1])``. For
+        k < 227 the words read are all still old (read ahead of their own update); for
+        227 <= k < 623 ``state[k - 227]`` is one this pass already wrote, 227 words back,
+        farther than any vector is wide; word 623 reads the new words 0 and 396.
+        """
+        for k in range(227):
+            y = (state[k] & _UPPER) | (state[k + 1] & _LOWER)
+            state[k] = state[k + 397] ^ (y >> np.uint32(1)) ^ (_MATRIX & -(y & np.uint32(1)))
+        for k in range(227, 623):
+            y = (state[k] & _UPPER) | (state[k + 1] & _LOWER)
+            state[k] = state[k - 227] ^ (y >> np.uint32(1)) ^ (_MATRIX & -(y & np.uint32(1)))
+        y = (state[623] & _UPPER) | (state[0] & _LOWER)
+        state[623] = state[396] ^ (y >> np.uint32(1)) ^ (_MATRIX & -(y & np.uint32(1)))
+
+    @_inline
+    def _temper24(y: Any) -> Any:
+        """The low 24 bits of mt19937's tempered output of word ``y``, as an int32."""
+        y ^= y >> np.uint32(11)
+        y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
+        y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
+        y ^= y >> np.uint32(18)
+        return np.int32(y & np.uint32(0xFFFFFF))
+
+    def _put_draw(dst: Any, j: Any, r: Any, threshold: Any) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    @numba.extending.overload(_put_draw, inline="always")
+    def _put_draw_impl(dst: Any, j: Any, r: Any, threshold: Any) -> Any:
+        if dst.dtype == types.float32:  # torch.rand's float32: r * 2^-24 (exact)
+
+            def put_uniform(dst: Any, j: Any, r: Any, threshold: Any) -> None:
+                dst[j] = np.float32(r) * np.float32(1.0 / 16777216.0)
+
+            return put_uniform
+        if dst.dtype == types.uint8:  # the keep flag: r * 2^-24 < p  <=>  r < threshold
+
+            def put_keep(dst: Any, j: Any, r: Any, threshold: Any) -> None:
+                dst[j] = np.uint8(r < threshold)
+
+            return put_keep
+        return None
+
+    @_inline
+    def _mt_draw(state: Any, pos: Any, dst: Any, threshold: Any) -> None:
+        """``dst[:]`` = the next draws of the stream (state uint32[624], pos = [left, next]
+        as torch keeps them): float32 uniforms, or uint8 keep flags (1 where the draw's 24
+        bits are below ``threshold``).
+
+        torch regenerates the 624 words when a draw finds ``left == 1``; between
+        regenerations the words ``next, next + 1, ..`` are tempered in one contiguous loop
+        (slices, so that no index can be negative and the loop vectorizes).
+        """
+        left = pos[0]
+        nxt = pos[1]
+        n = dst.shape[0]
+        t = 0
+        while t < n:
+            if left == 1:
+                _regenerate(state)
+                left = 625  # one more than torch keeps: its draw is counted below
+                nxt = 0
+            k = min(left - 1, n - t)
+            src = state[nxt : nxt + k]
+            out = dst[t : t + k]
+            for j in range(k):
+                _put_draw(out, j, _temper24(src[j]), threshold)
+            nxt += k
+            left -= k
+            t += k
+        pos[0] = left
+        pos[1] = nxt
 
     @_jit
     def _mt_uniform(state, pos, out):  # type: ignore[no-untyped-def]
         """``out[:] = torch.rand`` from an mt19937 state (uint32[624]; pos = [left, next])
         exactly as torch's CPU generator draws a float32: the low 24 bits of each 32-bit
         output times 2^-24."""
-        n_state = 624
-        m_shift = 397
-        left = pos[0]
-        nxt = pos[1]
-        scale = np.float32(1.0 / 16777216.0)
-        n = out.shape[0]
-        t = 0
-        while t < n:
-            if left == 1:  # torch's next draw regenerates the 624 words (mt19937ar twist)
-                _twist(state, 0, n_state - m_shift, m_shift)
-                _twist(state, n_state - m_shift, n_state - 1, m_shift - n_state)
-                y = (state[n_state - 1] & np.uint32(0x80000000)) | (
-                    state[0] & np.uint32(0x7FFFFFFF)
-                )
-                v = state[m_shift - 1] ^ (y >> np.uint32(1))
-                state[n_state - 1] = v ^ (np.uint32(0x9908B0DF) * (y & np.uint32(1)))
-                left = n_state + 1  # one more than torch keeps: its draw is counted below
-                nxt = 0
-            k = min(left - 1, n - t)
-            for j in range(k):  # the tempering of words nxt.., in one tight loop
-                y = state[nxt + j]
-                y ^= y >> np.uint32(11)
-                y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
-                y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
-                y ^= y >> np.uint32(18)
-                out[t + j] = np.float32(y & np.uint32(0xFFFFFF)) * scale
-            nxt += k
-            left -= k
-            t += k
-        pos[0] = left
-        pos[1] = nxt
+        _mt_draw(state, pos, out, np.int32(0))
+
+    @_jit
+    def _mt_keep_bits(  # type: ignore[no-untyped-def]
+        state, pos, threshold, packed, x, base, rows, before, after, sums
+    ):
+        """:func:`_keep_bits` of the stream's next ``x.shape[0]`` draws, without the
+        float32 uniforms: the flags ``r < threshold`` go a tile at a time into the bits."""
+        m = x.shape[0]
+        width = m // rows
+        flags = np.empty(TILE, dtype=np.uint8)
+        mags = np.empty((2, TILE), dtype=np.float32)
+        acc = np.zeros(2)
+        for t0 in range(0, m, TILE):
+            k = min(TILE, m - t0)
+            _mt_draw(state, pos, flags[:k], threshold)
+            _pack(flags, k, packed, t0 // 8)
+            if sums:
+                _add_sums(flags, k, x, base, t0, width, rows * width, mags, acc, before, after)
 
     #: elements per block of the mix loop: its float32 buffers stay in the L1 cache
     BLOCK = 2048
@@ -388,6 +504,18 @@ def keep_bits(
 _NO_SUMS = torch.zeros(1, dtype=torch.float64)
 
 
+def keep_threshold(density: float) -> int:
+    """The integer ``T`` with ``r * 2^-24 < float32(density)`` exactly when ``r < T``, for
+    every 24-bit ``r`` (the draw ``torch.rand`` makes of it): ``ceil(p * 2^24)`` for the
+    float32 ``p``, within ``[0, 2^24]`` (0 for NaN)."""
+    p = float(np.float32(density))
+    if not p > 0:
+        return 0
+    if p >= 1:
+        return 1 << 24
+    return math.ceil(p * (1 << 24))  # p * 2^24 is exact in float64
+
+
 class MTStream:
     """Draw ``torch.rand`` values of a CPU ``torch.Generator`` in a compiled loop.
 
@@ -413,6 +541,33 @@ class MTStream:
         """Fill the float32 CPU tensor ``out`` as ``torch.rand`` would; returns ``out``."""
         _mt_uniform(self._state, self._pos, out.numpy())
         return out
+
+    def keep_bits(
+        self,
+        density: float,
+        packed: torch.Tensor,
+        x: torch.Tensor,
+        base: torch.Tensor,
+        rows: int,
+        sums: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> None:
+        """:func:`keep_bits` of the next ``x.numel()`` draws, without their float32 values:
+        the same bits, sums and generator state as :meth:`uniform` into a buffer and then
+        :func:`keep_bits` on it, at a fraction of the cost (the comparison is made on the
+        24-bit integers, against :func:`keep_threshold`)."""
+        before, after = sums if sums is not None else (_NO_SUMS, _NO_SUMS)
+        _mt_keep_bits(
+            self._state,
+            self._pos,
+            np.int32(keep_threshold(density)),
+            packed.numpy(),
+            as_array(x),
+            as_array(base),
+            rows,
+            before.numpy(),
+            after.numpy(),
+            sums is not None,
+        )
 
     def close(self) -> None:
         raw = self._raw

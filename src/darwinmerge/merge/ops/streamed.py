@@ -535,20 +535,15 @@ def _draw_masks(
             # torch.bernoulli(probs) on a CPU generator keeps exactly where the float32
             # uniform torch.rand draws is below the probability (sparsify.bernoulli_draw)
             if generator.device.type == "cpu":
-                if stream is not None:
-                    stream.uniform(drawn[:m])
-                else:
-                    torch.rand(m, generator=generator, out=drawn[:m])
-                if stream is not None:  # pack the bits (and add the L1 sums) in one loop
+                if stream is not None:  # draw, pack the bits (and add the L1 sums) in one loop
                     g0 = s // per_group
                     sums = None
                     if before is not None and after is not None:
                         sums = (before[g0 : g0 + rows], after[g0 : g0 + rows])
                     o0, o1 = packed.offsets[c], packed.offsets[c + 1]
-                    fused.keep_bits(
-                        drawn[:m], density, packed.data[o0:o1], x[s:e], base[s:e], rows, sums
-                    )
+                    stream.keep_bits(density, packed.data[o0:o1], x[s:e], base[s:e], rows, sums)
                     continue
+                torch.rand(m, generator=generator, out=drawn[:m])
                 torch.lt(drawn[:m], density, out=chunk)
             else:
                 chunk.copy_(torch.bernoulli(probs[:m], generator=generator, out=drawn[:m]))
