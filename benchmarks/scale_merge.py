@@ -19,8 +19,8 @@ In the same run, each measurement in a fresh process through the launcher of
 ``merge_speed.py`` (honest peak RSS):
 
 1. the I/O floor: read both parents and write one child-sized file with plain
-   sequential I/O as darwin does it (one reused 16 MiB buffer, the parents' page cache
-   dropped as they are read, the output written with O_DIRECT, fsync at the end);
+   sequential I/O as darwin does it (one reused 16 MiB buffer, the parents read past
+   the page cache with O_DIRECT, the output written with O_DIRECT, fsync at the end);
 2. ``darwin merge`` with linear, slerp, ties, dare_ties (``--threads 2``);
 3. the same-sized ``qwen3_moe`` trio (Qwen3-30B-A3B shapes: hidden 2048, 128 experts of
    768, vocab 151936, per-expert keys): darwin ties vs mergekit 0.1.5 ties
@@ -302,10 +302,11 @@ def io_floor(spec: dict) -> None:
     """``--floor`` child: read every parent file, write ``child_bytes`` to one file.
 
     Plain (the issue's floor): 16 MiB buffered reads and writes through the page cache,
-    fsync at the end. ``tuned``: the I/O darwin uses, one reused 16 MiB buffer, the page
-    cache of what was read dropped as it goes (``posix_fadvise(DONTNEED)``, as
-    ``--page-cache auto`` does for parents larger than half the memory), the output
-    written with ``O_DIRECT`` where the file system takes it, then fsync."""
+    fsync at the end. ``tuned``: the I/O darwin uses, one reused 16 MiB buffer, the
+    parents read past the page cache (``O_DIRECT``, as ``--page-cache auto`` does for
+    parents larger than half the memory; where refused, buffered with the cache of what
+    was read dropped as it goes), the output written with ``O_DIRECT`` where the file
+    system takes it, then fsync."""
     import mmap
 
     chunk = 16 * 2**20
@@ -325,11 +326,14 @@ def io_floor(spec: dict) -> None:
     view = memoryview(buf)
     drop = hasattr(os, "posix_fadvise")
     for f in spec["read"]:
-        fd = os.open(f, os.O_RDONLY)
+        try:  # past the page cache, as the reader does with the cache dropped
+            fd, direct_read = os.open(f, os.O_RDONLY | getattr(os, "O_DIRECT", 0)), True
+        except OSError:
+            fd, direct_read = os.open(f, os.O_RDONLY), False
         try:
             offset = 0
             while got := os.preadv(fd, [view], offset):
-                if drop:
+                if drop and not direct_read:
                     os.posix_fadvise(fd, offset, got, os.POSIX_FADV_DONTNEED)
                 offset += got
         finally:
