@@ -38,9 +38,10 @@ def merge(
     page_cache: Annotated[
         str,
         typer.Option(
-            help="Parents' file pages once read: drop (streaming parents larger than memory), "
-            "keep (repeated merges of parents that fit), auto (drop when the parents add up "
-            "to more than half the available memory)."
+            help="Parents' page cache: drop (read past it, O_DIRECT where the file system "
+            "allows, else drop what was read; streaming parents larger than memory), keep "
+            "(repeated merges of parents that fit), auto (drop when the parents add up to "
+            "more than half the available memory)."
         ),
     ] = "auto",
 ) -> None:
