@@ -7,6 +7,9 @@ tensor, so the caller owns every result and resident memory holds only the tenso
 alive, never a growing file mapping: a streamed merge of a model larger than RAM stays
 bounded. A slice that is not one contiguous byte range (a step, or slicing a trailing
 dim after a leading slice) goes through a ``safe_open`` handle instead and is copied.
+With ``drop_cache`` (a merge whose parents cannot stay cached) reads go past the page
+cache (``O_DIRECT``) into aligned buffers, or, where the file system refuses that,
+through it with the ranges read dropped a batch at a time.
 
 Block-quantized FP8 checkpoints (``quantization_config.quant_method == "fp8"``, a
 ``<name>_scale_inv`` tensor per FP8 weight) are read dequantized: the scale tensors are
