@@ -487,10 +487,23 @@ def keep_bits(
     into ``packed``; with ``sums`` = (before, after) (float64, ``[rows]``) also adds each
     row's ``sum |float32(x) - float32(base)|`` and the same over the kept entries (summed
     in float64)."""
+    _keep_bits(drawn.numpy(), np.float32(density), *_bits_args(packed, x, base, rows, sums))
+
+
+_NO_SUMS = torch.zeros(1, dtype=torch.float64)
+
+
+def _bits_args(
+    packed: torch.Tensor,
+    x: torch.Tensor,
+    base: torch.Tensor,
+    rows: int,
+    sums: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[Any, ...]:
+    """The compiled keep-bit loops' arguments after the draws: the packed bits, the
+    inputs, the rows and the sums (a dummy pair and a false flag without sums)."""
     before, after = sums if sums is not None else (_NO_SUMS, _NO_SUMS)
-    _keep_bits(
-        drawn.numpy(),
-        np.float32(density),
+    return (
         packed.numpy(),
         as_array(x),
         as_array(base),
@@ -499,9 +512,6 @@ def keep_bits(
         after.numpy(),
         sums is not None,
     )
-
-
-_NO_SUMS = torch.zeros(1, dtype=torch.float64)
 
 
 def keep_threshold(density: float) -> int:
@@ -555,19 +565,8 @@ class MTStream:
         the same bits, sums and generator state as :meth:`uniform` into a buffer and then
         :func:`keep_bits` on it, at a fraction of the cost (the comparison is made on the
         24-bit integers, against :func:`keep_threshold`)."""
-        before, after = sums if sums is not None else (_NO_SUMS, _NO_SUMS)
-        _mt_keep_bits(
-            self._state,
-            self._pos,
-            np.int32(keep_threshold(density)),
-            packed.numpy(),
-            as_array(x),
-            as_array(base),
-            rows,
-            before.numpy(),
-            after.numpy(),
-            sums is not None,
-        )
+        threshold = np.int32(keep_threshold(density))
+        _mt_keep_bits(self._state, self._pos, threshold, *_bits_args(packed, x, base, rows, sums))
 
     def close(self) -> None:
         raw = self._raw
