@@ -236,18 +236,41 @@ if numba is not None:
         acc[0] = total
         acc[1] = kept
 
+    def _tile_flags(src: Any, pos: Any, flags: Any, t0: Any, p: Any) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    @numba.extending.overload(_tile_flags, inline="always")
+    def _tile_flags_impl(src: Any, pos: Any, flags: Any, t0: Any, p: Any) -> Any:
+        """The keep flags of one tile: from given float32 draws (``drawn[t] < p``), or
+        drawn now from an mt19937 state (uint32 words; ``p`` is the integer threshold)."""
+        if src.dtype == types.float32:
+
+            def from_draws(src: Any, pos: Any, flags: Any, t0: Any, p: Any) -> None:
+                drawn = src[t0 : t0 + flags.shape[0]]
+                for j in range(flags.shape[0]):
+                    flags[j] = np.uint8(drawn[j] < p)
+
+            return from_draws
+        if src.dtype == types.uint32:
+
+            def from_stream(src: Any, pos: Any, flags: Any, t0: Any, p: Any) -> None:
+                _mt_draw(src, pos, flags, p)
+
+            return from_stream
+        return None
+
     @_jit
-    def _keep_bits(drawn, p, packed, x, base, rows, before, after, sums):  # type: ignore[no-untyped-def]
-        m = drawn.shape[0]
+    def _keep_tiles(src, pos, p, packed, x, base, rows, before, after, sums):  # type: ignore[no-untyped-def]
+        """Keep bits of ``x.shape[0]`` elements a tile at a time (flags from
+        :func:`_tile_flags`), packed, with the L1 sums when ``sums``."""
+        m = x.shape[0]
         width = m // rows
         flags = np.empty(TILE, dtype=np.uint8)
         mags = np.empty((2, TILE), dtype=np.float32)
         acc = np.zeros(2)
         for t0 in range(0, m, TILE):
             k = min(TILE, m - t0)
-            src = drawn[t0 : t0 + k]
-            for j in range(k):
-                flags[j] = np.uint8(src[j] < p)
+            _tile_flags(src, pos, flags[:k], t0, p)
             _pack(flags, k, packed, t0 // 8)
             if sums:
                 _add_sums(flags, k, x, base, t0, width, rows * width, mags, acc, before, after)
@@ -348,24 +371,6 @@ if numba is not None:
         exactly as torch's CPU generator draws a float32: the low 24 bits of each 32-bit
         output times 2^-24."""
         _mt_draw(state, pos, out, np.int32(0))
-
-    @_jit
-    def _mt_keep_bits(  # type: ignore[no-untyped-def]
-        state, pos, threshold, packed, x, base, rows, before, after, sums
-    ):
-        """:func:`_keep_bits` of the stream's next ``x.shape[0]`` draws, without the
-        float32 uniforms: the flags ``r < threshold`` go a tile at a time into the bits."""
-        m = x.shape[0]
-        width = m // rows
-        flags = np.empty(TILE, dtype=np.uint8)
-        mags = np.empty((2, TILE), dtype=np.float32)
-        acc = np.zeros(2)
-        for t0 in range(0, m, TILE):
-            k = min(TILE, m - t0)
-            _mt_draw(state, pos, flags[:k], threshold)
-            _pack(flags, k, packed, t0 // 8)
-            if sums:
-                _add_sums(flags, k, x, base, t0, width, rows * width, mags, acc, before, after)
 
     #: elements per block of the mix loop: its float32 buffers stay in the L1 cache
     BLOCK = 2048
@@ -486,11 +491,14 @@ def keep_bits(
     ``torch.lt`` does) packed 8 per byte (bit ``k`` of byte ``i`` is element ``8i + k``)
     into ``packed``; with ``sums`` = (before, after) (float64, ``[rows]``) also adds each
     row's ``sum |float32(x) - float32(base)|`` and the same over the kept entries (summed
-    in float64)."""
-    _keep_bits(drawn.numpy(), np.float32(density), *_bits_args(packed, x, base, rows, sums))
+    in float64). ``x`` and ``base`` are as long as ``drawn``."""
+    _keep_tiles(
+        drawn.numpy(), _NO_POS, np.float32(density), *_bits_args(packed, x, base, rows, sums)
+    )
 
 
 _NO_SUMS = torch.zeros(1, dtype=torch.float64)
+_NO_POS = np.zeros(2, dtype=np.int64)  # given draws carry no stream position
 
 
 def _bits_args(
@@ -566,7 +574,7 @@ class MTStream:
         :func:`keep_bits` on it, at a fraction of the cost (the comparison is made on the
         24-bit integers, against :func:`keep_threshold`)."""
         threshold = np.int32(keep_threshold(density))
-        _mt_keep_bits(self._state, self._pos, threshold, *_bits_args(packed, x, base, rows, sums))
+        _keep_tiles(self._state, self._pos, threshold, *_bits_args(packed, x, base, rows, sums))
 
     def close(self) -> None:
         raw = self._raw
