@@ -263,16 +263,17 @@ def run_job(
 
     Inputs = tuple[list[torch.Tensor], torch.Tensor | None]
 
-    def read(rows: tuple[int, int] | None) -> Inputs:
-        fetches = [*job.inputs, *([job.base] if job.base is not None else [])]
-        if rows is None and read_threads > 1 and len(fetches) > 1:
+    fetches = [*job.inputs, *([job.base] if job.base is not None else [])]
+
+    def split(got: list[torch.Tensor]) -> Inputs:
+        """The inputs read, in ``fetches`` order, as (models, base)."""
+        return (got[:-1], got[-1]) if job.base is not None else (got, None)
+
+    def read_whole() -> Inputs:
+        if read_threads > 1 and len(fetches) > 1:
             with ThreadPoolExecutor(read_threads, thread_name_prefix="darwin-read") as pool:
-                got = list(pool.map(lambda f: fetch(f, None), fetches))
-        else:
-            got = [fetch(f, rows) for f in fetches]
-        if job.base is not None:
-            return got[:-1], got[-1]
-        return got, None
+                return split(list(pool.map(lambda f: fetch(f, None), fetches)))
+        return split([fetch(f, None) for f in fetches])
 
     def merge(rows: tuple[int, int] | None, into: torch.Tensor | None, got: Inputs) -> torch.Tensor:
         inputs, base = got
@@ -320,22 +321,20 @@ def run_job(
     else:
         blocks = job_blocks(job)
         if blocks is None:
-            got = read(None)
+            got = read_whole()
             result = merge(None, out, got)
             recycle(got, result)
             del got
         else:
             result = out if out is not None else torch.empty(job.shape, dtype=dtype, device=device)
+
             # the next block is read (disk, expert gather) while this one is merged, its
             # inputs side by side (one read at a time leaves the disk idle between them)
-            fetches = [*job.inputs, *([job.base] if job.base is not None else [])]
-
             def ahead_of(rows: tuple[int, int]) -> list[Future[torch.Tensor]]:
                 return [reader.submit(fetch, f, rows) for f in fetches]
 
             def arrived(futures: list[Future[torch.Tensor]]) -> Inputs:
-                got = [f.result() for f in futures]
-                return (got[:-1], got[-1]) if job.base is not None else (got, None)
+                return split([f.result() for f in futures])
 
             with ThreadPoolExecutor(len(fetches), thread_name_prefix="darwin-read") as reader:
                 ahead = ahead_of(blocks[0])
