@@ -59,6 +59,21 @@ def test_demo_on_the_micro_zoo(micro_zoo: Path, tmp_path: Path, monkeypatch) -> 
     for pair in ("pair", "collapsed"):
         assert (out / pair / "report.html").is_file()
         assert f"report: {out / pair / 'report.html'}" in result.output.replace("\n", "")
+    assert json.loads((out / "demo.json").read_text())["reused"] == {"pair": [], "collapsed": []}
+
+    # run again (``make demo`` twice): every phase is reused, the same tables print, exit 0
+    again = CliRunner().invoke(
+        app, ["demo", "--out", str(out), "--zoo", str(micro_zoo), "--trials", "2"]
+    )
+    assert again.exit_code == 0, again.output
+    assert _printed_rows(again.output) == printed
+    assert json.loads((out / "final_scores.json").read_text()) == scores
+    reused = json.loads((out / "demo.json").read_text())["reused"]
+    assert set(reused) == {"pair", "collapsed"}
+    for phases in reused.values():
+        assert phases == ["mri", "prior", "evolve", "health", "final", "report"]
+    assert "candidate" not in again.output  # no candidate was merged again
+    assert "reused: finished phases of pair, collapsed" in again.output
 
 
 @pytest.mark.slow

@@ -23,7 +23,8 @@ def demo(
 ) -> None:
     """Breed a child of the tiny parents, twice (the first run trains them).
 
-    Prints the test-split tables: father, mother, child, intervals, exact paired tests."""
+    Prints the test-split tables: father, mother, child, intervals, exact paired tests.
+    Run it again to see the tables: finished work in OUT and ZOO is reused."""
     import torch
     from rich.console import Console
     from transformers.utils import logging as hf_logging
@@ -56,6 +57,9 @@ def demo(
         print_final_table(console, run.final, f"test split, {key}: {run.run_dir}")
         console.print(f"report: {run.report}   child: {run.child}")
     console.print(f"scores: {result.out / 'final_scores.json'}")
+    reused = [k for k, phases in result.reused.items() if phases]
+    if reused:
+        console.print(f"reused: finished phases of {', '.join(reused)} from an earlier run")
     console.print("time:   " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
 
 
