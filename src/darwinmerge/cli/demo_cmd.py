@@ -20,6 +20,10 @@ def demo(
         "runs/zoo"
     ),
     trials: Annotated[int, typer.Option(min=1, help="Candidates per evolution.")] = 16,
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="One wide final table (intervals in each cell, ~150 columns)."),
+    ] = False,
 ) -> None:
     """Breed a child of the tiny parents, twice (the first run trains them).
 
@@ -54,7 +58,7 @@ def demo(
     )
     console.rule("[bold]done")
     for key, run in result.runs.items():
-        print_final_table(console, run.final, f"test split, {key}: {run.run_dir}")
+        print_final_table(console, run.final, f"test split, {key}: {run.run_dir}", wide=wide)
         console.print(f"report: {run.report}   child: {run.child}")
     console.print(f"scores: {result.out / 'final_scores.json'}")
     reused = [k for k, phases in result.reused.items() if phases]
