@@ -129,3 +129,117 @@ def test_validate_bad_recipe_imports_no_torch(tmp_path: Path):
     heavy, codes = _probe(["validate", str(recipe), "--no-check-parents"])
     assert codes == [1]
     assert not heavy, heavy
+
+
+def _commands() -> dict[str, object]:
+    """Every ``darwin`` command (``zoo build`` included) as its click command."""
+    import typer.main
+
+    from darwinmerge.cli.app import app
+
+    root = typer.main.get_command(app)
+    found: dict[str, object] = {}
+
+    def walk(group: object, prefix: str) -> None:
+        for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+            if hasattr(cmd, "commands"):
+                walk(cmd, f"{prefix}{name} ")
+            else:
+                found[f"{prefix}{name}"] = cmd
+
+    walk(root, "")
+    return found
+
+
+def test_every_help_lists_options_inputs_output_behaviour_performance():
+    """Each command's options come in one order, by panel, and --help shows the panels
+    in that order (then --help itself)."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from darwinmerge.cli.app import app
+    from darwinmerge.cli.options import HELP, PANELS, panel_of
+
+    commands = _commands()
+    assert {"merge", "run", "evolve", "mri", "eval", "zoo build", "demo"} <= set(commands)
+    for name, cmd in commands.items():
+        options = [p for p in cmd.params if p.param_type_name == "option"]  # type: ignore[attr-defined]
+        ranks = [PANELS.index(panel_of(p)) for p in options]
+        assert ranks == sorted(ranks), name
+        assert [p.rich_help_panel for p in options] == [PANELS[r] for r in ranks], name
+        text = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "100"}).output
+        shown = re.findall(r"╭─ (\w+) ─", text)
+        expected = ["Arguments"] * ("Arguments" in shown)
+        expected += [p for p in PANELS if p in {PANELS[r] for r in ranks}] + [HELP]
+        assert shown == expected, (name, shown)
+
+
+def test_out_means_the_output_folder_everywhere():
+    """Every command that writes a folder takes --out (merge and zoo build also OUT)."""
+    writes_a_folder = ("merge", "run", "evolve", "mri", "health", "zoo build", "demo")
+    commands = _commands()
+    for name in writes_a_folder:
+        opts = [o for p in commands[name].params for o in p.opts]  # type: ignore[attr-defined]
+        assert "--out" in opts, name
+
+
+def test_output_folder_from_argument_or_option(tmp_path: Path):
+    from darwinmerge.cli.options import output_folder
+    from darwinmerge.errors import ConfigError
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert output_folder(a, None, ["seed=3"]) == (a, ["seed=3"])
+    assert output_folder(None, a, ["seed=3"]) == (a, ["seed=3"])
+    assert output_folder(a, a) == (a, [])
+    # with --out, a key=value in OUT's place is the first override
+    assert output_folder(Path("t=0.4"), a, ["seed=3"]) == (a, ["t=0.4", "seed=3"])
+    with pytest.raises(ConfigError, match="two output folders"):
+        output_folder(a, b)
+    with pytest.raises(ConfigError, match="no output folder"):
+        output_folder(None, None)
+
+
+def test_merge_takes_out_as_argument_or_option(tmp_path: Path):
+    """``darwin merge CONFIG OUT`` (as mergekit) and ``darwin merge CONFIG --out OUT
+    key=value`` write the same child; two different folders are refused in one line."""
+    import torch
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from darwinmerge.cli.app import app
+    from darwinmerge.zoo.tiny import make_parent_pair
+
+    a, b = make_parent_pair("llama", tmp_path)
+    cfg = tmp_path / "slerp.yaml"
+    cfg.write_text(
+        f"parents:\n  - {{name: a, path: {a}}}\n  - {{name: b, path: {b}}}\n"
+        "method: slerp\nparameters: {t: 0.0}\n"
+    )
+    runner = CliRunner()
+    for args in (
+        ["merge", str(cfg), str(tmp_path / "pos"), "parameters.t=1.0"],
+        ["merge", str(cfg), "--out", str(tmp_path / "opt"), "parameters.t=1.0"],
+        [
+            "merge",
+            str(cfg),
+            str(tmp_path / "both"),
+            "--out",
+            str(tmp_path / "both"),
+            "parameters.t=1.0",
+        ],
+    ):
+        res = runner.invoke(app, args, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    want = load_file(str(b / "model.safetensors"))
+    for name in ("pos", "opt", "both"):
+        got = load_file(str(tmp_path / name / "model.safetensors"))
+        assert got.keys() == want.keys()
+        for k in want:  # t=1 (the override was applied in each form): parent B
+            assert torch.allclose(got[k], want[k], atol=1e-6), (name, k)
+    two = _run("merge", str(cfg), str(tmp_path / "x"), "--out", str(tmp_path / "y"))
+    lines = [ln for ln in two.stderr.splitlines() if ln.strip()]
+    assert two.returncode == 1 and len(lines) == 1 and "two output folders" in lines[0]
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    zoo = _run("zoo", "build", str(tmp_path / "z1"), "--out", str(tmp_path / "z2"))
+    assert zoo.returncode == 1 and "two output folders" in zoo.stderr
