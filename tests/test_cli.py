@@ -243,3 +243,23 @@ def test_merge_takes_out_as_argument_or_option(tmp_path: Path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     zoo = _run("zoo", "build", str(tmp_path / "z1"), "--out", str(tmp_path / "z2"))
     assert zoo.returncode == 1 and "two output folders" in zoo.stderr
+
+
+def test_a_missing_model_gets_the_hint_that_fits(tmp_path: Path):
+    """A parent outside any zoo: fix the path or validate with --no-check-parents; a
+    parent in the config's zoo (``tasks: zoo:DIR``) that is not built: build the zoo."""
+    seed = _run("validate", str(EXAMPLES / "seed-run.yaml"))
+    lines = [ln for ln in seed.stderr.splitlines() if ln.strip()]
+    assert seed.returncode == 1 and len(lines) == 1, seed.stderr
+    assert "/models/Qwen3.5-35B-A3B is not a model folder (no config.json)" in lines[0]
+    assert "--no-check-parents" in lines[0] and "zoo build" not in lines[0]
+
+    text = (EXAMPLES / "zoo-run.yaml").read_text().replace("../runs/zoo", str(tmp_path / "zoo"))
+    cfg = tmp_path / "zoo-run.yaml"
+    cfg.write_text(text)
+    zoo = _run("validate", str(cfg))
+    lines = [ln for ln in zoo.stderr.splitlines() if ln.strip()]
+    assert zoo.returncode == 1 and len(lines) == 1, zoo.stderr
+    assert f"parents.father: {tmp_path / 'zoo' / 'father'} is not a model folder" in lines[0]
+    assert "build the zoo with `darwin zoo build` or fix the path" in lines[0]
+    assert "--no-check-parents" not in lines[0]
