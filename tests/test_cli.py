@@ -263,3 +263,53 @@ def test_a_missing_model_gets_the_hint_that_fits(tmp_path: Path):
     assert f"parents.father: {tmp_path / 'zoo' / 'father'} is not a model folder" in lines[0]
     assert "build the zoo with `darwin zoo build` or fix the path" in lines[0]
     assert "--no-check-parents" not in lines[0]
+
+
+#: command -> (its config model, its options that are not config fields)
+CONFIG_OF_COMMAND = {
+    "mri": ("darwinmerge.mri.config:MriConfig", {"args", "out", "base", "force"}),
+}
+
+
+@pytest.mark.parametrize("command", sorted(CONFIG_OF_COMMAND))
+def test_flags_and_config_keys_share_names(command: str):
+    """Each option of a command with a config model is the field of the same name
+    (``--bootstrap-resamples`` is ``bootstrap_resamples``), and each field has its flag."""
+    import importlib
+
+    path, own = CONFIG_OF_COMMAND[command]
+    module, _, name = path.partition(":")
+    model = getattr(importlib.import_module(module), name)
+    params = [p for p in _commands()[command].params if p.name not in own]  # type: ignore[attr-defined]
+    fields = set(model.model_fields)
+    for p in params:
+        assert p.name in fields, f"darwin {command} {p.opts[0]}: no {name} field {p.name}"
+        flag = "--" + p.name.replace("_", "-")
+        assert p.opts[0] == flag, f"darwin {command}: {p.opts[0]} is field {p.name} ({flag})"
+    assert fields == {p.name for p in params}, fields ^ {p.name for p in params}
+
+
+def test_mri_options_errors_name_flags_that_exist():
+    """An out-of-range option is named by its flag, which the command accepts; the old
+    flag names still work."""
+    for flag in ("--bootstrap-resamples", "--bootstrap"):
+        res = _run("mri", "some-model", "--out", "nowhere", flag, "5")
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert res.returncode == 1 and len(lines) == 1, res.stderr
+        assert "--bootstrap-resamples: Input should be greater than or equal to 10" in lines[0]
+    help_text = _run("mri", "--help").stdout
+    for flag in ("--bootstrap-resamples", "--bootstrap-seed", "--loss-tokens"):
+        assert flag in help_text
+
+
+def test_mri_config_reads_its_earlier_key_names():
+    from pydantic import ValidationError
+
+    from darwinmerge.mri.config import MriConfig
+
+    old = MriConfig.model_validate({"seed": 3, "loss": "all"})
+    assert old == MriConfig(bootstrap_seed=3, loss_tokens="all")
+    opts = old.scan_options()
+    assert (opts.bootstrap_seed, opts.loss_tokens) == (3, "all")
+    with pytest.raises(ValidationError, match="loss and loss_tokens are one key"):
+        MriConfig.model_validate({"loss": "all", "loss_tokens": "completion"})
