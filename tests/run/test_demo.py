@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from darwinmerge.run import scores_from_items
-from darwinmerge.run.final import final_table
+from darwinmerge.run.final import final_scores_table
 
 MODELS = ("father", "mother", "child")
 
@@ -27,17 +27,15 @@ def _check_pair(scores: dict, run_dir: Path) -> None:
 
 
 def _printed_rows(output: str) -> list[list[str]]:
-    return [
-        [c.strip() for c in line.split("│")[1:-1]]
-        for line in output.splitlines()
-        if line.startswith("│") and re.search(r"\d\.\d{3} \[", line)
-    ]
+    """The rows of the printed score tables (compact layout: cells two spaces apart)."""
+    rows = [re.split(r"\s{2,}", line.strip()) for line in output.splitlines()]
+    return [r for r in rows if len(r) == 9 and r[1].isdigit()]
 
 
 def test_demo_on_the_micro_zoo(micro_zoo: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from darwinmerge.cli import app
 
-    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("COLUMNS", "80")  # a log file's width: the tables fit it
     out = tmp_path / "demo"
     result = CliRunner().invoke(
         app, ["demo", "--out", str(out), "--zoo", str(micro_zoo), "--trials", "2"]
@@ -52,13 +50,27 @@ def test_demo_on_the_micro_zoo(micro_zoo: Path, tmp_path: Path, monkeypatch) -> 
     assert collapsed_cfg["evolve"]["space"]["revive"] == "auto"
     # the printed tables are the JSON's numbers, row for row
     printed = _printed_rows(result.output)
-    expected = [row for s in (first, scores["collapsed"]) for row in final_table(s)[1]]
-    assert len(printed) == len(expected)
-    for got, want in zip(printed, expected, strict=True):
-        assert got[:4] == want[:4]
+    expected = [row for s in (first, scores["collapsed"]) for row in final_scores_table(s)[1]]
+    assert printed == expected
+    assert "…" not in result.output
     for pair in ("pair", "collapsed"):
         assert (out / pair / "report.html").is_file()
         assert f"report: {out / pair / 'report.html'}" in result.output.replace("\n", "")
+    assert json.loads((out / "demo.json").read_text())["reused"] == {"pair": [], "collapsed": []}
+
+    # run again (``make demo`` twice): every phase is reused, the same tables print, exit 0
+    again = CliRunner().invoke(
+        app, ["demo", "--out", str(out), "--zoo", str(micro_zoo), "--trials", "2"]
+    )
+    assert again.exit_code == 0, again.output
+    assert _printed_rows(again.output) == printed
+    assert json.loads((out / "final_scores.json").read_text()) == scores
+    reused = json.loads((out / "demo.json").read_text())["reused"]
+    assert set(reused) == {"pair", "collapsed"}
+    for phases in reused.values():
+        assert phases == ["mri", "prior", "evolve", "health", "final", "report"]
+    assert "candidate" not in again.output  # no candidate was merged again
+    assert "reused: finished phases of pair, collapsed" in again.output
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from darwinmerge.cli.options import order_all
 from darwinmerge.errors import DarwinError
 
 app = typer.Typer(
@@ -16,8 +17,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-_STATE = {"debug": False}
 
 # Subcommand modules; each defines ``register(app)``.
 _COMMAND_MODULES = [
@@ -36,7 +35,8 @@ _COMMAND_MODULES = [
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
-    _STATE["debug"] = debug
+    """``--debug`` is declared here for ``--help`` and parsing; :func:`main` reads it from
+    ``sys.argv``, since errors raised while the arguments are parsed need it too."""
 
 
 def _register_all() -> None:
@@ -48,6 +48,7 @@ def _register_all() -> None:
                 continue
             raise
         module.register(app)
+    order_all(app)  # every --help: inputs, output, behaviour, performance
 
 
 _register_all()

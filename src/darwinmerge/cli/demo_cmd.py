@@ -20,10 +20,15 @@ def demo(
         "runs/zoo"
     ),
     trials: Annotated[int, typer.Option(min=1, help="Candidates per evolution.")] = 16,
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="One wide final table (intervals in each cell, ~150 columns)."),
+    ] = False,
 ) -> None:
     """Breed a child of the tiny parents, twice (the first run trains them).
 
-    Prints the test-split tables: father, mother, child, intervals, exact paired tests."""
+    Prints the test-split tables: father, mother, child, intervals, exact paired tests.
+    Run it again to see the tables: finished work in OUT and ZOO is reused."""
     import torch
     from rich.console import Console
     from transformers.utils import logging as hf_logging
@@ -53,9 +58,12 @@ def demo(
     )
     console.rule("[bold]done")
     for key, run in result.runs.items():
-        print_final_table(console, run.final, f"test split, {key}: {run.run_dir}")
+        print_final_table(console, run.final, f"test split, {key}: {run.run_dir}", wide=wide)
         console.print(f"report: {run.report}   child: {run.child}")
     console.print(f"scores: {result.out / 'final_scores.json'}")
+    reused = [k for k, phases in result.reused.items() if phases]
+    if reused:
+        console.print(f"reused: finished phases of {', '.join(reused)} from an earlier run")
     console.print("time:   " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
 
 

@@ -45,28 +45,25 @@ def _fmt(x: float) -> str:
 
 
 def _print_result(console: Any, name: str, result: Any) -> None:
-    from rich.table import Table
+    from darwinmerge.cli.tables import narrow_table
 
-    table = Table(title=f"{name} ({result.scorer})", caption="overall = mean of categories")
-    for col in ("category", "n", "score", "95% CI"):
-        table.add_column(col, justify="left" if col == "category" else "right", no_wrap=True)
-    for cat, s in result.table().items():
-        table.add_row(cat, str(s.n), _fmt(s.score), f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]")
-    console.print(table)
+    rows = [
+        [cat, str(s.n), _fmt(s.score), f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]"]
+        for cat, s in result.table().items()
+    ]
+    header = ["category", "n", "score", "95% CI"]
+    caption = "overall = mean of categories"
+    console.print(narrow_table(f"{name} ({result.scorer})", header, rows, caption=caption))
 
 
 def _print_comparison(console: Any, comp: Any) -> None:
-    from rich.table import Table
+    """The paired table; its verdicts name A and B (the title says which model is which),
+    so a long model name never widens the table past 80 columns."""
+    from darwinmerge.cli.tables import narrow_table
 
-    table = Table(title=f"paired: A = {comp.name_a}  vs  B = {comp.name_b}  (alpha {comp.alpha})")
-    for col in ("category", "A", "B", "A-B", "A only", "B only", "p", "verdict"):
-        left = col in ("category", "verdict")
-        table.add_column(col, justify="left" if left else "right", no_wrap=col != "verdict")
-    for cat, r in comp.rows.items():
-        text = r.verdict.replace("A better", f"{comp.name_a} better").replace(
-            "B better", f"{comp.name_b} better"
-        )
-        table.add_row(
+    header = ["category", "A", "B", "A-B", "A only", "B only", "p", "verdict"]
+    rows = [
+        [
             cat,
             _fmt(r.score_a),
             _fmt(r.score_b),
@@ -74,8 +71,14 @@ def _print_comparison(console: Any, comp: Any) -> None:
             str(r.a_only),
             str(r.b_only),
             f"{r.p_value:.3g}",
-            text,
-        )
+            r.verdict,
+        ]
+        for cat, r in comp.rows.items()
+    ]
+    # the names on a line of their own: a long name wraps there, never inside the table
+    console.print(f"paired: A = {comp.name_a}  vs  B = {comp.name_b}  (alpha {comp.alpha})")
+    table = narrow_table(None, header, rows)
+    table.columns[-1].justify = "left"
     console.print(table)
 
 

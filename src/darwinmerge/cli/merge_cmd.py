@@ -22,8 +22,14 @@ OverridesArg = Annotated[
 
 def merge(
     config: ConfigArg,
-    out: Annotated[Path, typer.Argument(help="Output folder for the child model.")],
+    out: Annotated[
+        Path | None,
+        typer.Argument(help="Output folder for the child model (or --out).", show_default=False),
+    ] = None,
     overrides: OverridesArg = None,
+    out_option: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (the same as OUT).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     threads: Annotated[int, typer.Option(min=1, help="Tensors merged in parallel.")] = 1,
@@ -45,7 +51,11 @@ def merge(
         ),
     ] = "auto",
 ) -> None:
-    """Merge parent checkpoints into a Hugging Face model folder."""
+    """Merge parent checkpoints into a Hugging Face model folder.
+
+    The output folder is OUT or --out: `darwin merge CONFIG OUT` as in mergekit, or
+    `darwin merge CONFIG --out OUT key=value ...`."""
+    from darwinmerge.cli.options import output_folder
     from darwinmerge.errors import ConfigError
     from darwinmerge.merge.api import PAGE_CACHE_MODES, merge_to_disk
     from darwinmerge.merge.mergekit_io import load_any_config
@@ -54,7 +64,8 @@ def merge(
         raise ConfigError(
             f"--page-cache {page_cache!r}: expected one of {', '.join(PAGE_CACHE_MODES)}"
         )
-    recipe = load_any_config(config, overrides or [])
+    out, overrides = output_folder(out, out_option, overrides)
+    recipe = load_any_config(config, overrides)
     _readers_for(recipe)
     max_bytes = _parse_size(shard_size)
     with Progress(

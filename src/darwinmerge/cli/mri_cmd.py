@@ -87,15 +87,22 @@ def mri_command(
     dead_abs_threshold: float = typer.Option(
         0.05, help="Also reported: dead when below this share of all tokens."
     ),
-    loss: str = typer.Option(
+    loss_tokens: str = typer.Option(
         "completion",
+        "--loss-tokens",
+        "--loss",
         help="Probe / swap loss over: completion (tokens after each probe's prompt) | all.",
     ),
     swap_budget_mib: float = typer.Option(
         1024.0, help="compare: most MiB of layer inputs the swap scan keeps at once."
     ),
-    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the dead-expert interval."),
-    seed: int = typer.Option(0, help="Bootstrap seed."),
+    bootstrap_resamples: int = typer.Option(
+        1000,
+        "--bootstrap-resamples",
+        "--bootstrap",
+        help="Bootstrap resamples for the dead-expert interval.",
+    ),
+    bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", "--seed", help="Bootstrap seed."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
     swap: bool = typer.Option(True, "--swap/--no-swap", help="compare: run the layer-swap scan."),
@@ -116,10 +123,10 @@ def mri_command(
             batch_size=batch_size,
             dead_threshold=dead_threshold,
             dead_abs_threshold=dead_abs_threshold,
-            loss=loss,  # type: ignore[arg-type]  # validated by MriConfig
+            loss_tokens=loss_tokens,  # type: ignore[arg-type]  # validated by MriConfig
             swap_budget_mib=swap_budget_mib,
-            bootstrap_resamples=bootstrap,
-            seed=seed,
+            bootstrap_resamples=bootstrap_resamples,
+            bootstrap_seed=bootstrap_seed,
             device=device,
             dtype=dtype,
             swap=swap,
@@ -127,7 +134,7 @@ def mri_command(
         )
     except ValidationError as exc:
         problems = "; ".join(
-            f"--{'-'.join(str(p) for p in e['loc'])}: {e['msg']}".replace("_", "-")
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
             for e in exc.errors()
         )
         raise ConfigError(f"invalid options: {problems}") from exc
@@ -157,7 +164,7 @@ def mri_command(
             "B": args[2],
             "base": base or "-",
             "probes": ", ".join(probes),
-            "loss": cfg.loss,
+            "loss": cfg.loss_tokens,
         }
     else:
         if len(args) != 1:
@@ -171,7 +178,7 @@ def mri_command(
         scan.save(out)
         _print_scan(console, Path(args[0]).name, scan)
         sections = [mri_section({Path(args[0]).name: scan})]
-        meta = {"model": args[0], "probes": ", ".join(probes), "loss": cfg.loss}
+        meta = {"model": args[0], "probes": ", ".join(probes), "loss": cfg.loss_tokens}
     report = write_report(out / "report.html", "darwinmerge - Model MRI", sections, meta=meta)
     console.print(f"wrote {out} (report: {report})")
 

@@ -11,19 +11,37 @@ import typer
 __all__ = ["register", "run_command", "print_final_table"]
 
 
-def print_final_table(console: Any, scores: Mapping[str, Any], title: str) -> None:
-    """The final test-split table (father, mother, child, paired tests) as a rich table."""
+def print_final_table(
+    console: Any, scores: Mapping[str, Any], title: str, *, wide: bool = False
+) -> None:
+    """The final test-split table (father, mother, child, paired tests).
+
+    Compact (fits 80 columns): the scores with the child's difference from each parent
+    and its exact paired p, then a second table of 95% intervals and discordant items.
+    ``wide``: one table with everything in each cell (about 150 columns)."""
     from rich.table import Table
 
-    from darwinmerge.run.final import final_table
+    from darwinmerge.cli.tables import narrow_table
+    from darwinmerge.run.final import final_intervals_table, final_scores_table, final_table
 
-    header, rows = final_table(scores)
-    table = Table(title=title, title_justify="left")
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    if wide:
+        header, rows = final_table(scores)
+        table = Table(title=title, title_justify="left")
+        for i, name in enumerate(header):
+            table.add_column(name, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    console.print(narrow_table(title, *final_scores_table(scores)))
+    console.print("vs PARENT: child - parent; p: exact paired test (child against that parent)")
+    console.print()
+    console.print(
+        narrow_table(
+            "95% intervals; items only the child / only the parent got right",
+            *final_intervals_table(scores),
+        )
+    )
 
 
 def run_command(
@@ -40,6 +58,10 @@ def run_command(
         str | None,
         typer.Option(help="End after this phase (mri, prior, evolve, health, final, report)."),
     ] = None,
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="One wide final table (intervals in each cell, ~150 columns)."),
+    ] = False,
 ) -> None:
     """The whole pipeline: MRI, prior, evolution, health check, final table, report.
 
@@ -72,7 +94,7 @@ def run_command(
         )
         typer.echo(str(result.run_dir))
         return
-    print_final_table(Console(), result.final, f"test split: {out}")
+    print_final_table(Console(), result.final, f"test split: {out}", wide=wide)
     console.print(f"child:  {result.child}")
     console.print(f"recipe: {result.recipe}")
     if result.report is not None:

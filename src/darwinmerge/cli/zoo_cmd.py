@@ -17,11 +17,16 @@ zoo_app = typer.Typer(help="The tiny demo parents the project trains itself.", n
 @zoo_app.command("build")
 def zoo_build(
     out: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
-            help="Folder to write base/, father/, mother/, mother_collapsed/, tasks/, zoo.json."
+            help="Folder to write base/, father/, mother/, mother_collapsed/, tasks/, zoo.json "
+            "(or --out).",
+            show_default=False,
         ),
-    ],
+    ] = None,
+    out_option: Annotated[
+        Path | None, typer.Option("--out", "-o", help="The zoo folder (the same as OUT).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the world, data and init.")] = 0,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an OUT that is not this zoo.")
@@ -30,8 +35,10 @@ def zoo_build(
     """Build the zoo deterministically on one CPU thread (a few minutes), or reuse it."""
     from rich.console import Console
 
+    from darwinmerge.cli.options import output_folder
     from darwinmerge.zoo.build import MOTHER_COLLAPSED, ZooConfig, build_zoo
 
+    out, _ = output_folder(out, out_option)
     console = Console(stderr=True)
     manifest = build_zoo(out, ZooConfig(seed=seed), force=force, log=console.print)
     hashes = dict(manifest["weights_sha256"])

@@ -224,15 +224,28 @@ class EvolveConfig(_Frozen):
             }
         )
 
+    def _in_a_zoo(self, path: Path) -> bool:
+        """``path`` lies in a demo zoo: one this config reads tasks from (``zoo:DIR``),
+        or a folder with a ``zoo.json``."""
+        specs = [self.tasks] if isinstance(self.tasks, str) else self.tasks
+        zoos = [Path(s.partition(":")[2]) for s in specs if s.startswith("zoo:")]
+        if (path.parent / "zoo.json").is_file():
+            return True
+        return any(path.resolve().is_relative_to(z.resolve()) for z in zoos)
+
     def check_paths(self) -> None:
         """Every parent (and the base) must be a model folder: one line naming the first
-        that is not."""
-        for name, path in [*self.parents.items(), *([("base", self.base)] if self.base else [])]:
+        that is not, and the fix that fits (build the zoo for a zoo path)."""
+        keys = [(f"parents.{n}", p) for n, p in self.parents.items()]
+        for key, path in [*keys, *([("base", self.base)] if self.base else [])]:
             if not (Path(path) / "config.json").is_file():
-                raise ConfigError(
-                    f"parents.{name}: {path} is not a model folder (no config.json); "
-                    f"build the zoo with `darwin zoo build` or fix the path"
+                fix = (
+                    "build the zoo with `darwin zoo build` or fix the path"
+                    if self._in_a_zoo(Path(path))
+                    else "fix the path, or check the config away from its models with "
+                    "`darwin validate CONFIG --no-check-parents`"
                 )
+                raise ConfigError(f"{key}: {path} is not a model folder (no config.json); {fix}")
 
 
 def is_evolve_config(data: Any) -> bool:

@@ -7,14 +7,14 @@ the dtype name to the torch dtype when it loads a model.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from darwinmerge.mri.scan import ScanOptions
 
-__all__ = ["DEAD_ABS_THRESHOLD", "DEAD_THRESHOLD", "MRI_DTYPES", "MriConfig"]
+__all__ = ["DEAD_ABS_THRESHOLD", "DEAD_THRESHOLD", "MRI_DTYPES", "MriConfig", "RENAMED_KEYS"]
 
 #: An expert is dead when its utilisation is below this fraction of the fair share.
 DEAD_THRESHOLD = 0.05
@@ -26,8 +26,14 @@ DEAD_ABS_THRESHOLD = 0.05
 MRI_DTYPES = ("float32", "bfloat16", "float16")
 
 
+#: Earlier names of MriConfig keys, still read (YAML ``mri:`` sections, scripts).
+RENAMED_KEYS = {"seed": "bootstrap_seed", "loss": "loss_tokens"}
+
+
 class MriConfig(BaseModel):
-    """Options of an MRI run (the CLI flags)."""
+    """Options of an MRI run. Each field is the ``darwin mri`` flag of the same name
+    (``bootstrap_resamples`` is ``--bootstrap-resamples``) and the same key of a run
+    config's ``mri:`` section; the scans carry the same names (``ScanOptions``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -37,16 +43,41 @@ class MriConfig(BaseModel):
     dead_threshold: float = Field(DEAD_THRESHOLD, gt=0.0, lt=1.0)
     dead_abs_threshold: float = Field(DEAD_ABS_THRESHOLD, gt=0.0, lt=1.0)
     bootstrap_resamples: int = Field(1000, ge=10)
-    seed: int = 0
+    bootstrap_seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
     swap: bool = True
     tokenizer: str | None = None
     #: Loss targets of the probe loss and the swap scan: tokens past each probe's prompt
     #: (``completion``) or every real token (``all``).
-    loss: Literal["completion", "all"] = "completion"
+    loss_tokens: Literal["completion", "all"] = "completion"
     #: Most MiB of recorded layer inputs the swap scan keeps at once.
     swap_budget_mib: float = Field(1024.0, gt=0.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """``seed`` and ``loss`` (the earlier names) are read as ``bootstrap_seed`` and
+        ``loss_tokens``; one key under both names is refused."""
+        if not isinstance(data, dict) or not any(k in data for k in RENAMED_KEYS):
+            return data
+        data = dict(data)
+        for old, new in RENAMED_KEYS.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(f"{old} and {new} are one key ({new}); give it once")
+                data[new] = data.pop(old)
+        return data
+
+    @property
+    def loss(self) -> str:
+        """The earlier name of :attr:`loss_tokens`."""
+        return self.loss_tokens
+
+    @property
+    def seed(self) -> int:
+        """The earlier name of :attr:`bootstrap_seed`."""
+        return self.bootstrap_seed
 
     @field_validator("dtype")
     @classmethod
@@ -62,8 +93,8 @@ class MriConfig(BaseModel):
             dead_threshold=self.dead_threshold,
             dead_abs_threshold=self.dead_abs_threshold,
             bootstrap_resamples=self.bootstrap_resamples,
-            bootstrap_seed=self.seed,
-            loss_tokens=self.loss,
+            bootstrap_seed=self.bootstrap_seed,
+            loss_tokens=self.loss_tokens,
         )
 
     @property

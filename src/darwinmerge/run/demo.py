@@ -11,6 +11,11 @@
 ``mother``, ``child``, ``paired``) and the second pair's under ``"collapsed"``; each
 pair's run folder (``OUT/pair``, ``OUT/collapsed``) holds its own table, the per-item
 results it was computed from, and its report.
+
+The demo can be run again and again in the same folders: the zoo is reused, each pair's
+run skips its finished phases (see :mod:`darwinmerge.run.pipeline`), and both JSON files
+are written afresh, so a re-run prints the same tables in seconds. ``OUT/demo.json``
+holds this invocation's seconds per step and, per pair, the phases it reused.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ class DemoResult:
     runs: dict[str, RunResult]
     scores: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def reused(self) -> dict[str, list[str]]:
+        """Per pair, the phases finished by an earlier invocation (skipped this time)."""
+        return {key: list(r.skipped) for key, r in self.runs.items()}
 
 
 def demo_config(zoo: Path, mother: str, *, revive: bool, trials: int = 16) -> RunConfig:
@@ -100,8 +110,10 @@ def run_demo(
 ) -> DemoResult:
     """Build or reuse the zoo at ``zoo`` (an existing zoo is reused with the config it
     was built with; a zoo without the collapsed mother gets her added), then
-    ``darwin run`` each demo pair into ``out/<pair>``; write ``out/final_scores.json``."""
-    from darwinmerge.evaluate.results_io import write_json_atomic
+    ``darwin run`` each demo pair into ``out/<pair>``; write ``out/final_scores.json``
+    and ``out/demo.json``. A second call with the same arguments reuses every finished
+    phase and returns the same scores."""
+    from darwinmerge.atomic import write_json_atomic
     from darwinmerge.zoo.build import build_zoo
 
     say = log or (lambda _m: None)
@@ -123,6 +135,8 @@ def run_demo(
     for key in rest:
         scores[key] = runs[key].final
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / FINAL_SCORES_FILE, scores, force=True)
-    write_json_atomic(out / "demo.json", {"seconds": seconds})
-    return DemoResult(out, runs, scores, seconds)
+    result = DemoResult(out, runs, scores, seconds)
+    # both files are derived from the pairs' run folders: a re-run writes them again
+    write_json_atomic(out / FINAL_SCORES_FILE, scores)
+    write_json_atomic(out / "demo.json", {"seconds": seconds, "reused": result.reused})
+    return result

@@ -33,6 +33,8 @@ __all__ = [
     "MODELS",
     "FinalScores",
     "evaluate_final",
+    "final_intervals_table",
+    "final_scores_table",
     "final_table",
     "scores_from_items",
 ]
@@ -117,6 +119,19 @@ def scores_from_items(payload: Mapping[str, Any], alpha: float = 0.05) -> dict[s
     return FinalScores(results, _paired(results, alpha), alpha).to_dict()
 
 
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "nan" if x is None or x != x else format(x, fmt)
+
+
+def _p(p: float | None) -> str:
+    """A p-value in at most six characters: 0.027, 1.000, 3e-07, <1e-99."""
+    if p is None or p != p:
+        return "nan"
+    if p < 1e-99:
+        return "<1e-99"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+
+
 def _cell(s: Mapping[str, Any]) -> str:
     return f"{s['score']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
 
@@ -130,9 +145,6 @@ def final_table(scores: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the final table from a ``final_scores.json`` dictionary: one row
     per category then ``overall``; each model's score with its 95% interval, and the
     child's paired difference against each parent (discordant items, exact p)."""
-    from darwinmerge.evaluate.results import OVERALL
-
-    cats = [c for c in scores["child"] if c != OVERALL] + [OVERALL]
     header = [
         "category (n)",
         *MODELS,
@@ -140,7 +152,7 @@ def final_table(scores: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
         "child - mother (p)",
     ]
     rows = []
-    for cat in cats:
+    for cat in _categories(scores):
         n = scores["child"][cat]["n"]
         rows.append(
             [
@@ -150,4 +162,44 @@ def final_table(scores: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _paired_cell(scores["paired"]["child_vs_mother"][cat]),
             ]
         )
+    return header, rows
+
+
+def _categories(scores: Mapping[str, Any]) -> list[str]:
+    from darwinmerge.evaluate.results import OVERALL
+
+    return [c for c in scores["child"] if c != OVERALL] + [OVERALL]
+
+
+def final_scores_table(scores: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the final table's compact layout (fits 80 columns with
+    :func:`final_intervals_table`): per category its n, each model's score, and the
+    child's difference from each parent with its exact paired p."""
+    header = ["category", "n", *MODELS, "vs father", "p", "vs mother", "p"]
+    rows = []
+    for cat in _categories(scores):
+        row = [cat, str(scores["child"][cat]["n"])]
+        row += [_num(scores[m][cat]["score"]) for m in MODELS]
+        for parent in ("father", "mother"):
+            paired = scores["paired"][f"child_vs_{parent}"][cat]
+            row += [_num(paired["diff"], "+.3f"), _p(paired["p_value"])]
+        rows.append(row)
+    return header, rows
+
+
+def final_intervals_table(scores: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the compact layout's second table: each model's 95% interval
+    per category, and the discordant items of the child against each parent (items only
+    the child got right / only the parent got right)."""
+    header = ["category", *MODELS, "vs father", "vs mother"]
+    rows = []
+    for cat in _categories(scores):
+        row = [cat]
+        row += [
+            f"{_num(scores[m][cat]['ci_low'])}-{_num(scores[m][cat]['ci_high'])}" for m in MODELS
+        ]
+        for parent in ("father", "mother"):
+            paired = scores["paired"][f"child_vs_{parent}"][cat]
+            row.append(f"{paired['a_only']}/{paired['b_only']}")
+        rows.append(row)
     return header, rows

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from darwinmerge.atomic import write_json_atomic
+from darwinmerge.atomic import atomic_folder, write_json_atomic
 from darwinmerge.run.config import RunConfig
 from darwinmerge.run.final import FINAL_SCORES_FILE, FinalScores, evaluate_final
 from darwinmerge.run.state import RunLedger
@@ -59,20 +57,6 @@ class RunResult:
         return self.child.is_dir() and bool(self.final)
 
 
-def _fresh(path: Path) -> Path:
-    """A temporary sibling of ``path`` (removed if left over by a killed run)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    return tmp
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, data: Any) -> None:
     write_json_atomic(path, data)
 
@@ -87,10 +71,9 @@ def _phase_mri(cfg: RunConfig, out: Path, log: Log) -> dict[str, Any]:
     father, mother = cfg.parents[cfg.father], cfg.parents[cfg.mother]
     log(f"Phase 0 MRI: {cfg.father} and {cfg.mother} on {', '.join(cfg.probes)}")
     result = compare_models(father, mother, mri, base=cfg.base)
-    tmp = _fresh(out / "mri")
-    tmp.mkdir()
-    result.save(tmp)
-    _publish(tmp, out / "mri")
+    # a folder left by a run killed before the ledger was marked is replaced
+    with atomic_folder(out / "mri", force=True) as tmp:
+        result.save(tmp)
     c = result.comparison
     return {"categories": list(c.categories), "layers": c.num_layers}
 
@@ -169,26 +152,24 @@ def _phase_health(cfg: RunConfig, out: Path, log: Log) -> dict[str, Any]:
         mri_dir=out / "mri",
         fitness_items=fitness_items,
     )
-    tmp = _fresh(out / "health")
-    tmp.mkdir()
-    health.verdict.save(tmp)
     info: dict[str, Any] = {"healthy": health.verdict.healthy, "repaired": False}
-    rep = health.repair
-    if rep is not None:
-        record = {
-            "baseline": rep.baseline,
-            "score": rep.score,
-            "kept": [c.describe() for c in rep.kept],
-            "attempts": [dataclasses.asdict(a) for a in rep.attempts],
-        }
-        (tmp / "repair.json").write_text(json.dumps(record, indent=2) + "\n")
-        if rep.repaired:
-            from darwinmerge.merge.api import merge_to_disk
+    with atomic_folder(out / "health", force=True) as tmp:
+        health.verdict.save(tmp)
+        rep = health.repair
+        if rep is not None:
+            record = {
+                "baseline": rep.baseline,
+                "score": rep.score,
+                "kept": [c.describe() for c in rep.kept],
+                "attempts": [dataclasses.asdict(a) for a in rep.attempts],
+            }
+            (tmp / "repair.json").write_text(json.dumps(record, indent=2) + "\n")
+            if rep.repaired:
+                from darwinmerge.merge.api import merge_to_disk
 
-            (tmp / "repaired_recipe.yaml").write_text(rep.recipe.to_yaml())
-            merge_to_disk(rep.recipe, tmp / "child", force=True)
-            info["repaired"] = True
-    _publish(tmp, out / "health")
+                (tmp / "repaired_recipe.yaml").write_text(rep.recipe.to_yaml())
+                merge_to_disk(rep.recipe, tmp / "child", force=True)
+                info["repaired"] = True
     verdict = "healthy" if info["healthy"] else "flags raised"
     log(f"Phase 3 health: {verdict}; repair kept: {info['repaired']}")
     return info
@@ -222,15 +203,13 @@ def _phase_final(cfg: RunConfig, out: Path, log: Log) -> dict[str, Any]:
         max_new_tokens=ec.backend.max_new_tokens,
         scorer=ec.fitness.scorer,
     )
-    tmp = _fresh(out / "final")
-    tmp.mkdir()
     payload = results_payload(
         scores.results,
         list(scores.paired.values()),
         meta={"split": "test", "tasks": cfg.tasks, "child": str(child), "alpha": cfg.final.alpha},
     )
-    (tmp / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    _publish(tmp, out / "final")
+    with atomic_folder(out / "final", force=True) as tmp:
+        (tmp / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     _write_json(out / FINAL_SCORES_FILE, scores.to_dict())
     return _headline(scores)
 
