@@ -52,8 +52,15 @@ def zoo_build(
 @zoo_app.command("suite")
 def zoo_suite(
     out: Annotated[
-        Path, typer.Argument(help="Folder to write the suite into (suite.json, tasks/, problems).")
-    ],
+        Path | None,
+        typer.Argument(
+            help="Folder to write the suite into: suite.json, tasks/, problems (or --out).",
+            show_default=False,
+        ),
+    ] = None,
+    out_option: Annotated[
+        Path | None, typer.Option("--out", "-o", help="The suite folder (the same as OUT).")
+    ] = None,
     zoo: Annotated[
         Path, typer.Option("--zoo", help="A built zoo (`darwin zoo build`) to start from.")
     ] = Path("runs/zoo"),
@@ -69,8 +76,10 @@ def zoo_suite(
     `benchmarks/search_suite.py`), or reuse it."""
     from rich.console import Console
 
+    from darwinmerge.cli.options import output_folder
     from darwinmerge.zoo.problems import build_suite, problem_parents
 
+    out, _ = output_folder(out, out_option)
     console = Console(stderr=True)
     manifest = build_suite(
         out, zoo, only=tuple(only) if only else None, force=force, log=console.print
