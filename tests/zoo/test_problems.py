@@ -3,6 +3,7 @@ trained parent differs from its start only where its phases train."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -83,19 +84,45 @@ def test_parents_change_only_where_their_phases_train(built: tuple[Path, Path, d
     assert len(_changed(base, spec)) == len(base)  # every parameter trains
 
 
-def test_suite_is_deterministic_and_cached(built: tuple[Path, Path, dict], tmp_path: Path) -> None:
+def test_suite_is_deterministic_cached_and_completed(
+    built: tuple[Path, Path, dict], tmp_path: Path
+) -> None:
     zoo, suite, manifest = built
     assert build_suite(suite, zoo, micro_suite_config()) == manifest  # reused
-    only = ("opposite_layers", "deep")
-    again = build_suite(tmp_path / "s2", zoo, micro_suite_config(), only=only)
-    for name in only:
+    s2 = tmp_path / "s2"
+    again = build_suite(s2, zoo, micro_suite_config(), only=("opposite_layers",))
+    assert set(again["problems"]) == {"opposite_layers"}
+    first = (s2 / "opposite_layers" / "a" / "model.safetensors").stat().st_mtime_ns
+    # completing the suite builds only what is missing, with the same weights
+    again = build_suite(s2, zoo, micro_suite_config(), only=("opposite_layers", "deep"))
+    assert (s2 / "opposite_layers" / "a" / "model.safetensors").stat().st_mtime_ns == first
+    for name in ("opposite_layers", "deep"):
         for role in ("a", "b"):
             assert (
                 again["problems"][name][role]["weights_sha256"]
                 == manifest["problems"][name][role]["weights_sha256"]
             )
+    assert read_suite(s2) == again
+    # a problem whose config changed is rebuilt alone
+    changed = micro_suite_config()
+    problems = tuple(
+        p.model_copy(update={"intent": "changed"}) if p.name == "deep" else p
+        for p in changed.problems
+    )
+    rebuilt = build_suite(
+        s2, zoo, changed.model_copy(update={"problems": problems}), only=("opposite_layers", "deep")
+    )
+    assert rebuilt["problems"]["deep"]["intent"] == "changed"
+    assert (s2 / "opposite_layers" / "a" / "model.safetensors").stat().st_mtime_ns == first
+    assert not any(p.name.startswith(".") for p in s2.iterdir())
+    # a suite of another zoo is refused unless --force
+    other = read_suite(s2)
+    other["zoo_sha256"] = {"father": "0" * 64}
+    (s2 / "suite.json").write_text(json.dumps(other))
     with pytest.raises(OutputExistsError, match="--force"):
-        build_suite(tmp_path / "s2", zoo, micro_suite_config(), only=("deep",))
+        build_suite(s2, zoo, micro_suite_config(), only=("deep",))
+    fresh = build_suite(s2, zoo, micro_suite_config(), only=("deep",), force=True)
+    assert set(fresh["problems"]) == {"deep"} and not (s2 / "opposite_layers").exists()
     with pytest.raises(ConfigError, match="opposite_layers"):
         build_suite(tmp_path / "s3", zoo, micro_suite_config(), only=("oposite_layers",))
     with pytest.raises(ConfigError, match="no problem 'nope'"):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -109,7 +108,8 @@ class ParentSpec(BaseModel):
 
 class Problem(BaseModel):
     """Two parents ``a`` and ``b`` (+ ``base``), the structure intended, and whether the
-    problem is one of the honest hard cases (little or no headroom expected)."""
+    problem is one of the honest hard cases (little or no headroom expected). The whole
+    model dump is the problem's cache key in ``suite.json``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -299,12 +299,12 @@ def _load_state(folder: Path) -> dict[str, torch.Tensor]:
 
 
 class _Builder:
-    """Trains one suite into ``tmp`` from the zoo at ``zoo``."""
+    """Trains the problems of a suite from the zoo at ``zoo``, one folder each."""
 
-    def __init__(self, zoo: Path, zoo_cfg: ZooConfig, tmp: Path, say: Callable[[str], None]):
+    def __init__(self, zoo: Path, zoo_cfg: ZooConfig, say: Callable[[str], None]):
         from tokenizers import Tokenizer
 
-        self.zoo, self.cfg, self.tmp, self.say = zoo, zoo_cfg, tmp, say
+        self.zoo, self.cfg, self.say = zoo, zoo_cfg, say
         self.tok = Tokenizer.from_file(str(zoo / "father" / "tokenizer.json"))
         eos = self.tok.token_to_id("<|endoftext|>")
         if eos is None:
@@ -347,8 +347,33 @@ class _Builder:
         self.pretrained = (model, snaps)
         return {"train": stats.to_dict()}
 
-    def parent(self, problem: Problem, which: str, spec: ParentSpec) -> dict[str, Any]:
-        """Train one parent into ``tmp/<problem>/<which>``; its manifest entry."""
+    def problem(self, problem: Problem, folder: Path) -> dict[str, Any]:
+        """Train ``problem``'s parents into ``folder`` (later renamed to SUITE/<name>);
+        its manifest entry."""
+        entry: dict[str, Any] = {
+            "config": problem.model_dump(mode="json"),
+            "intent": problem.intent,
+            "hard": problem.hard,
+        }
+        if problem.pretrain is not None:
+            entry["pretrain"] = self.pretrain(problem.name, problem.pretrain)
+        entry["a"] = self.parent(problem, "a", problem.a, folder)
+        entry["b"] = self.parent(problem, "b", problem.b, folder)
+        if problem.base == "pretrained_base":
+            model, snaps = self.pretrained
+            _save_parent(model, snaps["base"], self.tok, folder / "base")
+            entry["base"] = {
+                "path": f"{problem.name}/base",
+                "weights_sha256": state_dict_hash(snaps["base"]),
+            }
+        elif problem.base is not None:
+            entry["base"] = {"path": problem.base}
+        return entry
+
+    def parent(
+        self, problem: Problem, which: str, spec: ParentSpec, folder: Path
+    ) -> dict[str, Any]:
+        """Train one parent into ``folder/<which>``; its manifest entry."""
         if spec.zoo is not None:
             folder = self.zoo / spec.zoo
             if not (folder / "config.json").exists():
@@ -375,18 +400,12 @@ class _Builder:
                 )
             )
         out = copy.deepcopy(model.state_dict())
-        dest = self.tmp / problem.name / which
-        _save_parent(model, out, self.tok, dest)
+        _save_parent(model, out, self.tok, folder / which)
         return {
             "path": f"{problem.name}/{which}",
             "weights_sha256": state_dict_hash(out),
             "train": [s.to_dict() for s in stats],
         }
-
-    def save_pretrained_base(self, problem: Problem) -> dict[str, Any]:
-        model, snaps = self.pretrained
-        _save_parent(model, snaps["base"], self.tok, self.tmp / problem.name / "base")
-        return {"path": f"{problem.name}/base", "weights_sha256": state_dict_hash(snaps["base"])}
 
 
 def _zoo_config(zoo: Path) -> tuple[ZooConfig, dict[str, Any]]:
@@ -415,11 +434,18 @@ def build_suite(
     force: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Build (or reuse) the suite at ``out`` from the zoo at ``zoo``; return its manifest.
+    """Build (or reuse, or complete) the suite at ``out`` from the zoo at ``zoo``; return
+    its manifest.
 
-    ``only`` keeps the named problems (unknown names get the list of known ones). The
-    cache key is the suite config plus the zoo's weight hashes: a suite built from
-    another zoo, or with other problems, is refused unless ``force``."""
+    Problems are built one at a time, each into a temporary folder renamed into place,
+    then recorded in ``suite.json`` (replaced atomically): a killed build keeps the
+    problems it finished and the next call builds only the rest. A problem is reused
+    when its recorded config is the wanted one; one whose config changed is rebuilt
+    alone. ``only`` builds the named problems (unknown names get the list of known
+    ones). A suite built from another zoo (other weight hashes) is refused unless
+    ``force``, which starts it afresh."""
+    from darwinmerge.atomic import atomic_folder, write_json_atomic
+
     cfg = config or SuiteConfig()
     out, zoo = Path(out), Path(zoo).resolve()
     say = log or (lambda _m: None)
@@ -431,62 +457,42 @@ def build_suite(
                 PROBLEMS.get(name)  # raises with the known names and a did-you-mean
         problems = [known[n] for n in only]
     zoo_cfg, zoo_manifest = _zoo_config(zoo)
-    key = {
-        "format": SUITE_FORMAT,
-        "config": SuiteConfig(problems=tuple(problems)).model_dump(mode="json"),
-        "zoo_sha256": _zoo_hashes(zoo_manifest),
-    }
-    if out.exists():
-        manifest = read_suite(out)
-        if manifest is not None and {k: manifest.get(k) for k in key} == key:
-            say(f"suite at {out} is up to date; reusing it")
-            return manifest
+    key = {"format": SUITE_FORMAT, "zoo_sha256": _zoo_hashes(zoo_manifest)}
+    manifest = read_suite(out) if out.exists() else None
+    if out.exists() and (manifest is None or {k: manifest.get(k) for k in key} != key):
         if not force:
             raise OutputExistsError(
-                f"{out} exists and is not this suite (other problems or another zoo); "
+                f"{out} exists and is not a suite of this zoo ({zoo}); "
                 f"pass --force to rebuild it or choose another folder"
             )
-    t0 = time.perf_counter()
+        manifest = None
+    if manifest is None:
+        with atomic_folder(out, force=True) as tmp:
+            shutil.copytree(zoo / "tasks", tmp / "tasks")
+            manifest = {**key, "zoo": str(zoo), "seed": zoo_cfg.seed, "problems": {}}
+            write_json_atomic(tmp / "suite.json", manifest)
+    todo = [
+        p
+        for p in problems
+        if manifest["problems"].get(p.name, {}).get("config") != p.model_dump(mode="json")
+    ]
+    if not todo:
+        say(f"suite at {out} is up to date; reusing it")
+        return manifest
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
-        shutil.copytree(zoo / "tasks", tmp / "tasks")
-        builder = _Builder(zoo, zoo_cfg, tmp, say)
-        entries: dict[str, Any] = {}
-        for problem in problems:
+        builder = _Builder(zoo, zoo_cfg, say)
+        for problem in todo:
             t1 = time.perf_counter()
-            entry: dict[str, Any] = {"intent": problem.intent, "hard": problem.hard}
-            if problem.pretrain is not None:
-                entry["pretrain"] = builder.pretrain(problem.name, problem.pretrain)
-            entry["a"] = builder.parent(problem, "a", problem.a)
-            entry["b"] = builder.parent(problem, "b", problem.b)
-            if problem.base == "pretrained_base":
-                entry["base"] = builder.save_pretrained_base(problem)
-            elif problem.base is not None:
-                entry["base"] = {"path": problem.base}
+            with atomic_folder(out / problem.name, force=True) as folder:
+                entry = builder.problem(problem, folder)
             entry["seconds"] = round(time.perf_counter() - t1, 1)
-            entries[problem.name] = entry
+            manifest["problems"][problem.name] = entry
+            write_json_atomic(out / "suite.json", manifest)
             say(f"{problem.name}: built in {entry['seconds']} s")
-        manifest = {
-            **key,
-            "zoo": str(zoo),
-            "seed": zoo_cfg.seed,
-            "problems": entries,
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
-        (tmp / "suite.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if out.is_dir():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     finally:
         torch.set_num_threads(threads)
-    say(f"suite written to {out} in {manifest['seconds']} s")
     return manifest
 
 
