@@ -507,3 +507,28 @@ def test_revived_experts_match_the_merge_engine(tmp_path):
         == [(3, 0, "pa")]
     )
     assert any("skipped" in n for n in notes)
+
+
+@pytest.mark.parametrize(
+    ("diff", "p", "words"),
+    [
+        (0.03, 0.01, "the search improved on its start"),
+        (-0.03, 0.01, "WORSE than its start"),
+        (0.004, 0.88, "added nothing beyond noise"),
+        (0.05, float("nan"), "added nothing beyond noise"),
+    ],
+)
+def test_start_finding_says_whether_the_search_added_anything(
+    diff: float, p: float, words: str
+) -> None:
+    from darwinmerge.report.findings_section import final_finding, start_finding
+
+    scores = final_scores()
+    assert start_finding(scores) is None  # no start scored: nothing said
+    scores["paired"]["child_vs_start"] = {
+        "overall": {"diff": diff, "a_only": 12, "b_only": 9, "p_value": p, "verdict": "?"}
+    }
+    text = start_finding(scores)
+    assert text is not None and words in text and f"{diff:+.3f}" in text
+    assert "12 items only the child got right, 9 only the start" in text
+    assert "Against its own start: " + text in final_finding(scores)

@@ -59,12 +59,18 @@ def test_final_table_matches_its_items(micro_zoo: Path, tmp_path: Path) -> None:
     result = run(cfg, out)
     final = json.loads((out / FINAL_SCORES_FILE).read_text())
     assert final == result.final
-    assert set(final) == {"father", "mother", "child", "paired"}
+    assert set(final) == {"father", "mother", "child", "start", "paired"}
+    assert set(final["paired"]) == {"child_vs_father", "child_vs_mother", "child_vs_start"}
     items = json.loads((out / "final" / "results.json").read_text())
     assert scores_from_items(items, alpha=cfg.final.alpha) == final
     n = final["child"]["overall"]["n"]
-    assert n == len(items["items"]["child"]) > 0
-    for model in ("father", "mother", "child"):
+    assert n == len(items["items"]["child"]) == len(items["items"]["start"]) > 0
+    assert not any(p.name.startswith(".start-") for p in out.iterdir())  # scratch removed
+    # the start is the prior's recipe: merged and scored on the same test items
+    start = final["paired"]["child_vs_start"]["overall"]
+    assert start["score_b"] == final["start"]["overall"]["score"]
+    assert start["diff"] == pytest.approx(start["score_a"] - start["score_b"])
+    for model in ("father", "mother", "child", "start"):
         for cat, s in final[model].items():
             assert s["ci_low"] <= s["score"] <= s["ci_high"], (model, cat)
     row = final["paired"]["child_vs_father"]["overall"]
@@ -100,3 +106,10 @@ def test_sigkill_mid_run_then_resume(micro_zoo: Path, tmp_path: Path) -> None:
     assert "mri: finished in an earlier run; skipped" in done.stderr
     assert "resuming" in done.stderr
     assert (out / FINAL_SCORES_FILE).is_file()
+
+
+def test_no_start_in_the_final_table_when_asked(micro_zoo: Path, tmp_path: Path) -> None:
+    data = run_config_data(micro_zoo)
+    data["final"] = {**data.get("final", {}), "vs_start": False}
+    result = run(RunConfig.model_validate(data), tmp_path / "run")
+    assert set(result.final) == {"father", "mother", "child", "paired"}

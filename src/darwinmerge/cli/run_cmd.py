@@ -32,6 +32,7 @@ def print_final_table(
         for row in rows:
             table.add_row(*row)
         console.print(table)
+        _print_start(console, scores)
         return
     console.print(narrow_table(title, *final_scores_table(scores)))
     console.print("vs PARENT: child - parent; p: exact paired test (child against that parent)")
@@ -42,6 +43,16 @@ def print_final_table(
             *final_intervals_table(scores),
         )
     )
+    _print_start(console, scores)
+
+
+def _print_start(console: Any, scores: Mapping[str, Any]) -> None:
+    from darwinmerge.report.findings_section import start_finding
+
+    text = start_finding(scores)
+    if text is not None:
+        console.print()
+        console.print(f"The search against its own start (overall): {text}")
 
 
 def run_command(

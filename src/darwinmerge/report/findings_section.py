@@ -30,6 +30,7 @@ __all__ = [
     "mri_finding",
     "prior_finding",
     "search_finding",
+    "start_finding",
 ]
 
 
@@ -310,7 +311,29 @@ def final_finding(scores: Mapping[str, Any], names: Mapping[str, str] | None = N
             )
     if bits:
         text += " " + "; ".join(bits) + "."
+    start = start_finding(scores)
+    if start is not None:
+        text += " Against its own start: " + start
     return text
+
+
+def start_finding(scores: Mapping[str, Any]) -> str | None:
+    """The child against the search's own start on the test split, in words (None when
+    the start was not scored): whether the search added anything beyond noise."""
+    row = (scores.get("paired") or {}).get("child_vs_start", {}).get(OVERALL)
+    if not row:
+        return None
+    p = row["p_value"]
+    head = (
+        f"child - its start (the prior's recipe, no search) {float(row['diff']):+.3f}, "
+        f"{row['a_only']} items only the child got right, {row['b_only']} only the start, "
+        f"exact paired p = {_p(p)}"
+    )
+    if p == p and p < 0.05 and row["diff"] > 0:
+        return f"{head}: the search improved on its start."
+    if p == p and p < 0.05 and row["diff"] < 0:
+        return f"{head}: the search's winner is WORSE than its start on held-out items."
+    return f"{head}: the search added nothing beyond noise on held-out items."
 
 
 def findings_section(

@@ -74,6 +74,9 @@ class FinalConfig(_Frozen):
 
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     batch_size: int = Field(default=32, ge=1)
+    vs_start: bool = True
+    """Also score the search's own start (the prior's recipe, merged with no search) and
+    compare the child with it: did the search add anything on held-out items?"""
 
 
 class RunConfig(_Frozen):

@@ -7,8 +7,8 @@ the exact paired tests of :func:`darwinmerge.evaluate.compare`.
 
 ``final_scores.json``::
 
-    {"father" | "mother" | "child": {CATEGORY | "overall": {"score", "ci_low", "ci_high", "n"}},
-     "paired": {"child_vs_father" | "child_vs_mother":
+    {"father" | "mother" | "child" | "start": {CATEGORY | "overall": {"score", "ci_low", ...}},
+     "paired": {"child_vs_father" | "child_vs_mother" | "child_vs_start":
                 {CATEGORY | "overall": {"score_a", "score_b", "diff", "a_only", "b_only",
                                          "n", "p_value", "verdict"}}}}
 
@@ -31,6 +31,7 @@ from darwinmerge.evaluate.tasks import TaskItem
 __all__ = [
     "FINAL_SCORES_FILE",
     "MODELS",
+    "START",
     "FinalScores",
     "evaluate_final",
     "final_intervals_table",
@@ -41,6 +42,9 @@ __all__ = [
 
 FINAL_SCORES_FILE = "final_scores.json"
 MODELS = ("father", "mother", "child")
+PARENT_MODELS = ("father", "mother")
+START = "start"
+"""The search's own start: the prior's recipe merged with no search (``final.vs_start``)."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,13 @@ class FinalScores:
 
 
 def _paired(results: Mapping[str, EvalResult], alpha: float) -> dict[str, Comparison]:
+    """The child against each parent, and against its own start when it was scored."""
     return {
         f"child_vs_{p}": compare(
             results["child"], results[p], name_a="child", name_b=p, alpha=alpha
         )
-        for p in ("father", "mother")
+        for p in (*PARENT_MODELS, START)
+        if p in results
     }
 
 
@@ -82,9 +88,9 @@ def evaluate_final(
     max_new_tokens: int = 32,
     scorer: str = "auto",
 ) -> FinalScores:
-    """Score ``models`` (keys: father, mother, child) on ``items`` (the test split) with
-    the registered ``backend`` and ``scorer`` (the search's), one model resident at a
-    time."""
+    """Score ``models`` (keys: father, mother, child, and optionally start) on ``items``
+    (the test split) with the registered ``backend`` and ``scorer`` (the search's), one
+    model resident at a time."""
     import torch
 
     from darwinmerge.evaluate.backends import make_backend
@@ -96,7 +102,9 @@ def evaluate_final(
     if backend == "transformers":
         options["device"] = device
     results: dict[str, EvalResult] = {}
-    for name in MODELS:
+    for name in (*MODELS, START):
+        if name not in models:
+            continue
         runner = make_backend(backend, str(models[name]), None, **options)
         results[name] = evaluate(runner, items, scorer=scorer)
         del runner
@@ -107,7 +115,9 @@ def scores_from_items(payload: Mapping[str, Any], alpha: float = 0.05) -> dict[s
     """``final_scores.json`` recomputed from a ``results.json`` payload's per-item results
     (``payload["items"][model]``, as :func:`~darwinmerge.evaluate.results_payload` writes)."""
     results = {}
-    for name in MODELS:
+    for name in (*MODELS, START):
+        if name not in payload["items"]:
+            continue
         rows = payload["items"][name]
         items = []
         for row in rows:

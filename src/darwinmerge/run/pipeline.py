@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any
 
 from darwinmerge.atomic import atomic_folder, write_json_atomic
 from darwinmerge.run.config import RunConfig
-from darwinmerge.run.final import FINAL_SCORES_FILE, FinalScores, evaluate_final
+from darwinmerge.run.final import FINAL_SCORES_FILE, START, FinalScores, evaluate_final
 from darwinmerge.run.state import RunLedger
 
 __all__ = ["PHASES", "RunResult", "run", "final_child"]
@@ -192,17 +193,26 @@ def _phase_final(cfg: RunConfig, out: Path, log: Log) -> dict[str, Any]:
     items = load_tasks(cfg.tasks, split="test", test_fraction=cfg.test_fraction)
     log(f"final: father, mother and child on {len(items)} test-split items")
     ec = cfg.evolve_config(out / "mri")
-    scores = evaluate_final(
-        {"father": cfg.parents[cfg.father], "mother": cfg.parents[cfg.mother], "child": child},
-        items,
-        alpha=cfg.final.alpha,
-        backend=ec.backend.name,
-        device=ec.backend.device,
-        dtype=ec.backend.dtype,
-        batch_size=cfg.final.batch_size,
-        max_new_tokens=ec.backend.max_new_tokens,
-        scorer=ec.fitness.scorer,
-    )
+    models: dict[str, str | Path] = {
+        "father": cfg.parents[cfg.father],
+        "mother": cfg.parents[cfg.mother],
+        "child": child,
+    }
+    with tempfile.TemporaryDirectory(prefix=".start-", dir=out) as scratch:
+        start = _start_child(cfg, out, Path(scratch), log)
+        if start is not None:
+            models[START] = start
+        scores = evaluate_final(
+            models,
+            items,
+            alpha=cfg.final.alpha,
+            backend=ec.backend.name,
+            device=ec.backend.device,
+            dtype=ec.backend.dtype,
+            batch_size=cfg.final.batch_size,
+            max_new_tokens=ec.backend.max_new_tokens,
+            scorer=ec.fitness.scorer,
+        )
     payload = results_payload(
         scores.results,
         list(scores.paired.values()),
@@ -212,6 +222,21 @@ def _phase_final(cfg: RunConfig, out: Path, log: Log) -> dict[str, Any]:
         (tmp / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     _write_json(out / FINAL_SCORES_FILE, scores.to_dict())
     return _headline(scores)
+
+
+def _start_child(cfg: RunConfig, out: Path, scratch: Path, log: Log) -> Path | None:
+    """The search's start (``prior.json: start_recipe``) merged into ``scratch`` for the
+    final table, or None when ``final.vs_start`` is off or the run has no prior."""
+    prior = out / "prior.json"
+    if not cfg.final.vs_start or not prior.is_file():
+        return None
+    from darwinmerge.merge.api import merge_to_disk
+    from darwinmerge.merge.recipe import Recipe
+
+    recipe = Recipe.from_yaml(json.loads(prior.read_text())["start_recipe"], source=str(prior))
+    log("final: the search's start (the prior's recipe) merged to score it too")
+    merge_to_disk(recipe, scratch / "start")
+    return scratch / "start"
 
 
 def _headline(scores: FinalScores) -> dict[str, Any]:
