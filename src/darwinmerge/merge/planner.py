@@ -367,7 +367,7 @@ def assign(recipe: Recipe, matching: Matching) -> MergePlan:
     out_arch = matching.out_arch
     num_layers = out_arch.num_layers
     notes = list(matching.notes)
-    if matching.has_base and not method.needs_base:
+    if matching.has_base and not method.takes_base:
         notes.append(f"the base is not used: {method.name} takes no base model")
     all_transplants = list(recipe.transplants)
     if recipe.revive is not None:
@@ -529,7 +529,7 @@ def _merge_job(
         dtype=dtype,
         action=action,
         inputs=inputs,
-        base=base if action == "merge" and method.needs_base else None,
+        base=base if action == "merge" and method.takes_base else None,
         method=recipe.method if action == "merge" else "",
         model_params=tuple(model_params),
         params=params,

@@ -184,7 +184,8 @@ class Recipe(_Frozen):
     def _cross_checks(self) -> Recipe:
         problems: list[str] = []
         names = [p.name for p in self.parents]
-        if len(names) < 2 and self.base is None:
+        single = self.method in METHODS and METHODS.get(self.method).max_inputs == 1
+        if len(names) < 2 and self.base is None and not single:
             problems.append("parents: merge at least two parents (or one parent onto a base)")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
