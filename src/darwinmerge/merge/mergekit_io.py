@@ -2,8 +2,10 @@
 
 Import covers ``models`` or ``slices`` (every slice taking the same layer range from each
 model, slices contiguous from layer 0), per-model and global parameters given as
-scalars, gradients or ``filter`` lists, ``base_model``, ``dtype`` / ``out_dtype`` and the
-methods darwinmerge implements. Layer stacking (frankenmerges), ``modules`` and
+scalars, gradients or ``filter`` lists, ``base_model``, ``dtype`` / ``out_dtype`` and every
+method of mergekit 0.1.5 (a method's declaration says whether ``base_model`` is the
+recipe's base, an optional base, or, for methods that take no base, one more parent
+as mergekit merges it). Layer stacking (frankenmerges), ``modules`` and
 tokenizer surgery are refused with a one-line reason.
 """
 
@@ -16,6 +18,7 @@ from typing import Any
 import yaml
 
 from darwinmerge.errors import ConfigError
+from darwinmerge.merge.methods import METHODS
 from darwinmerge.merge.recipe import MERGED, Recipe, Rule
 
 __all__ = [
@@ -213,9 +216,12 @@ def recipe_from_mergekit(
         if len(others) != 1:
             raise ConfigError(f"{source}: slerp merges base_model with exactly one other model")
         parent_paths, recipe_base = [base_path, others[0]], None
-    elif method in _TASK_VECTOR:
+    elif method in _TASK_VECTOR or _declared(method, "needs_base"):
         if base_path is None:
             raise ConfigError(f"{source}: {method} needs base_model")
+        parent_paths, recipe_base = [p for p in order if p != base_path], base_path
+    elif base_path is not None and _declared(method, "optional_base"):
+        # nuslerp, multislerp: with a base they interpolate the task vectors
         parent_paths, recipe_base = [p for p in order if p != base_path], base_path
     else:
         parent_paths, recipe_base = list(order), None
@@ -238,6 +244,12 @@ def recipe_from_mergekit(
         source=source,
     )
     return recipe.resolved_paths(root) if root is not None else recipe
+
+
+def _declared(method: str, flag: str) -> bool:
+    """A flag of the method's declaration (False for a name not declared: the recipe
+    then reports the unknown method with its did-you-mean)."""
+    return method in METHODS and bool(getattr(METHODS.get(method), flag))
 
 
 def _unique_names(paths: list[str]) -> list[str]:
