@@ -190,6 +190,8 @@ def mergekit_outputs(tmp_path_factory):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_darwin_equals_mergekit(mergekit_outputs: Path, name: str):
     root = mergekit_outputs
+    error = root / f"mk-{name}.error"
+    assert not error.exists(), error.read_text()
     recipe = load_any_config(root / f"{name}.yaml")
     ours = read_tensors(merge_to_disk(recipe, root / f"dw-{name}").out_dir)
     theirs = read_tensors(root / f"mk-{name}")

@@ -1,12 +1,13 @@
 """mergekit YAML <-> Recipe, for the subset both can express.
 
 Import covers ``models`` or ``slices`` (every slice taking the same layer range from each
-model, slices contiguous from layer 0), per-model and global parameters given as
+model, slices contiguous from layer 0; other slices stack layers: a recipe with
+``slices``, :mod:`darwinmerge.merge.stack`), per-model and global parameters given as
 scalars, gradients or ``filter`` lists, ``base_model``, ``dtype`` / ``out_dtype`` and every
 method of mergekit 0.1.5 (a method's declaration says whether ``base_model`` is the
 recipe's base, an optional base, or, for methods that take no base, one more parent
-as mergekit merges it). Layer stacking (frankenmerges), ``modules`` and
-tokenizer surgery are refused with a one-line reason.
+as mergekit merges it). ``modules`` and tokenizer surgery are refused with a
+one-line reason.
 """
 
 from __future__ import annotations
@@ -155,6 +156,8 @@ def recipe_from_mergekit(
                 for k, v in params.items()
                 if k not in _COMPUTE_ONLY
             }
+    elif data.get("slices") and _stacks(data["slices"]):
+        return _stacked_recipe(data, method, global_params, base_path, source, root)
     elif data.get("slices"):
         top_level, global_params = global_params, {}
         expect_start = 0
@@ -240,6 +243,107 @@ def recipe_from_mergekit(
             "method": method,
             "parameters": global_params,
             "dtype": dtype,
+        },
+        source=source,
+    )
+    return recipe.resolved_paths(root) if root is not None else recipe
+
+
+def _source_models(sl: Mapping[str, Any], where: str) -> list[str]:
+    return [
+        _model_path(s.get("model"), f"{where}.sources[{i}]")
+        for i, s in enumerate(sl.get("sources") or [])
+    ]
+
+
+def _stacks(slices: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether mergekit ``slices`` stack layers: a slice takes different ranges from its
+    models, the slices do not continue each other from layer 0, or they take different
+    models (else every slice merges the same layers of the same models)."""
+    expect, models = 0, None
+    for i, sl in enumerate(slices):
+        ranges = {tuple(s.get("layer_range", ())) for s in sl.get("sources") or []}
+        these = _source_models(sl, f"slices[{i}]")
+        if len(ranges) != 1 or (models is not None and these != models):
+            return True
+        start, end = next(iter(ranges))
+        if start != expect:
+            return True
+        expect, models = end, these
+    return False
+
+
+def _stacked_recipe(
+    data: Mapping[str, Any],
+    method: str,
+    global_params: dict[str, Any],
+    base_path: str | None,
+    source: str,
+    root: Path | None,
+) -> Recipe:
+    """mergekit slices that stack layers as a recipe with ``slices``. slerp's
+    ``base_model`` is the first source of each slice (its t = 0 end)."""
+    paths: list[str] = []
+    slices: list[dict[str, Any]] = []
+    raw = list(data["slices"])
+    for si, sl in enumerate(raw):
+        where = f"{source}: slices[{si}]"
+        if sl.get("base_model") is not None:
+            raise ConfigError(f"{where}.base_model: a per-slice base model is not supported")
+        sources = []
+        for mi, s in enumerate(sl.get("sources") or []):
+            path = _model_path(s.get("model"), f"{where}.sources[{mi}]")
+            if path not in paths:
+                paths.append(path)
+            layer_range = s.get("layer_range")
+            if not (isinstance(layer_range, list | tuple) and len(layer_range) == 2):
+                raise ConfigError(f"{where}.sources[{mi}].layer_range: expected [start, end]")
+            params = {
+                k: _schedule(v, f"{where}.sources[{mi}].parameters.{k}")
+                for k, v in (s.get("parameters") or {}).items()
+                if k not in _COMPUTE_ONLY
+            }
+            sources.append(
+                {"path": path, "layers": [int(x) for x in layer_range], "parameters": params}
+            )
+        if method == "slerp" and base_path is not None:  # the t = 0 end first
+            sources.sort(key=lambda src: src["path"] != base_path)
+        slices.append(
+            {
+                "sources": sources,
+                "parameters": {
+                    k: _schedule(v, f"{where}.parameters.{k}")
+                    for k, v in (sl.get("parameters") or {}).items()
+                    if k not in _COMPUTE_ONLY
+                },
+            }
+        )
+    names = dict(zip(paths, _unique_names(paths), strict=True))
+    recipe_slices = [
+        {
+            "sources": [
+                {
+                    "parent": names[src["path"]],
+                    "layers": src["layers"],
+                    "parameters": src["parameters"],
+                }
+                for src in sl["sources"]
+            ],
+            "parameters": sl["parameters"],
+        }
+        for sl in slices
+    ]
+    uses_base = method not in ("slerp",) and (
+        method in _TASK_VECTOR or _declared(method, "takes_base")
+    )
+    recipe = Recipe.parse(
+        {
+            "parents": [{"name": names[p], "path": p} for p in paths],
+            "base": base_path if uses_base else None,
+            "method": method,
+            "parameters": global_params,
+            "dtype": data.get("out_dtype") or data.get("dtype"),
+            "slices": recipe_slices,
         },
         source=source,
     )

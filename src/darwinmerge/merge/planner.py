@@ -362,6 +362,11 @@ def _check_fits(recipe: Recipe, matching: Matching) -> None:
 def assign(recipe: Recipe, matching: Matching) -> MergePlan:
     """Put a recipe on a :class:`Matching`: one job per output tensor with its method
     parameters, router source, transplants (revival included) and seed key."""
+    if recipe.slices is not None:
+        raise MergeError(
+            "a recipe with slices (layer stacking) is planned by plan_merge as a whole, "
+            "not assigned to a matching of same-shaped parents"
+        )
     _check_fits(recipe, matching)
     method = METHODS.get(recipe.method)
     out_arch = matching.out_arch
@@ -434,7 +439,12 @@ def assign(recipe: Recipe, matching: Matching) -> MergePlan:
 
 def plan_merge(recipe: Recipe, sources: Sequence[TensorSource]) -> MergePlan:
     """Plan a merge (``assign(recipe, match_parents(recipe, sources))``). ``sources`` are
-    the parents in recipe order, then the base if any."""
+    the parents in recipe order, then the base if any. A recipe with ``slices`` is a
+    stacked child (:func:`darwinmerge.merge.stack.plan_stacked`)."""
+    if recipe.slices is not None:
+        from darwinmerge.merge.stack import plan_stacked
+
+        return plan_stacked(recipe, sources)
     n_parents = len(recipe.parents)
     expected = n_parents + (1 if recipe.base else 0)
     if len(sources) != expected:
