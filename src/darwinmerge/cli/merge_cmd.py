@@ -44,6 +44,14 @@ def merge(
             "more than half the available memory)."
         ),
     ] = "auto",
+    export_mergekit: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-mergekit",
+            help="Also write the recipe as a mergekit YAML to this file (refused in one "
+            "line, before merging, where mergekit cannot express it).",
+        ),
+    ] = None,
 ) -> None:
     """Merge parent checkpoints into a Hugging Face model folder."""
     from darwinmerge.errors import ConfigError
@@ -56,6 +64,8 @@ def merge(
         )
     recipe = load_any_config(config, overrides or [])
     _readers_for(recipe)
+    if export_mergekit is not None:
+        _export_mergekit(recipe, export_mergekit)
     max_bytes = _parse_size(shard_size)
     with Progress(
         TextColumn("[bold]merge"),
@@ -147,6 +157,21 @@ def validate(
     else:
         console.print("ok")
     typer.echo(recipe.to_yaml())
+
+
+def _export_mergekit(recipe: object, path: Path) -> None:
+    """``--export-mergekit``: the recipe as mergekit YAML, or one line saying what
+    mergekit cannot express (exit 1, nothing merged)."""
+    from darwinmerge.errors import ConfigError
+    from darwinmerge.merge.mergekit_io import write_mergekit
+
+    try:
+        write_mergekit(recipe, path)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise ConfigError(
+            f"--export-mergekit {path}: mergekit cannot express this: {exc}"
+        ) from None
+    console.print(f"wrote mergekit config {path}")
 
 
 def _config_kind(path: Path) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "load_any_config",
     "recipe_from_mergekit",
     "recipe_to_mergekit",
+    "write_mergekit",
 ]
 
 # mergekit options that only change how it computes, not what: dropped on import
@@ -376,50 +377,107 @@ def _export_schedule(value: Any, where: str) -> Any:
             raise ConfigError(
                 f"{where}: per-layer-range rules are not expressible as mergekit models"
             )
-        filt = rule.filter
+        filters: list[str | None] = [rule.filter]
         if rule.component is not None:
+            # a group (attention: attn + linear_attn) is one filter rule per component
             comps = sorted(rule.components() or ())
-            if filt is not None or len(comps) != 1 or comps[0] not in _COMPONENT_FILTERS:
+            if rule.filter is not None or not all(c in _COMPONENT_FILTERS for c in comps):
                 raise ConfigError(
                     f"{where}: component rule {rule.component!r} has no mergekit filter"
                 )
-            filt = _COMPONENT_FILTERS[comps[0]]
-        item: dict[str, Any] = {"value": rule.value}
-        if filt is not None:
-            item["filter"] = filt
-        out.append(item)
+            filters = [_COMPONENT_FILTERS[c] for c in comps]
+        for filt in filters:
+            item: dict[str, Any] = {"value": rule.value}
+            if filt is not None:
+                item["filter"] = filt
+            out.append(item)
     return out
 
 
+#: darwinmerge's own methods: mergekit has no equivalent
+_OWN_METHODS = frozenset({"trimmed_lerp", "trimmed_task_lerp"})
+
+
+def _export_params(params: Mapping[str, Any], where: str) -> dict[str, Any]:
+    return {k: _export_schedule(v, f"{where}.{k}") for k, v in params.items()}
+
+
 def recipe_to_mergekit(recipe: Recipe) -> dict[str, Any]:
-    """The mergekit config for a recipe, where expressible (else ConfigError saying why)."""
+    """The mergekit config for a recipe, where expressible (else ConfigError saying why).
+
+    A base the method does not use is left out (mergekit would merge it as one more
+    model); a stacked recipe becomes ``slices``."""
+    if recipe.method in _OWN_METHODS:
+        raise ConfigError(
+            f"method {recipe.method} is darwinmerge's own; mergekit has no equivalent"
+        )
     if recipe.transplants:
         raise ConfigError("expert transplants are not expressible in mergekit")
     if recipe.revive is not None:
         raise ConfigError("dead-expert revival (revive:) is not expressible in mergekit")
     if recipe.router != MERGED:
         raise ConfigError("a per-layer router source is not expressible in mergekit")
-    models: list[dict[str, Any]] = []
-    for p in recipe.parents:
-        entry: dict[str, Any] = {"model": p.path}
-        if p.parameters:
-            entry["parameters"] = {
-                k: _export_schedule(v, f"parents[{p.name}].{k}") for k, v in p.parameters.items()
-            }
-        models.append(entry)
     out: dict[str, Any] = {"merge_method": recipe.method}
-    if recipe.method == "slerp":
-        out["base_model"] = recipe.parents[0].path
-    elif recipe.base:
-        out["base_model"] = recipe.base
-    out["models"] = models
+    if recipe.slices is not None:
+        out.update(_slices_to_mergekit(recipe))
+    else:
+        models: list[dict[str, Any]] = []
+        for p in recipe.parents:
+            entry: dict[str, Any] = {"model": p.path}
+            if p.parameters:
+                entry["parameters"] = _export_params(p.parameters, f"parents[{p.name}]")
+            models.append(entry)
+        if recipe.method == "slerp":
+            out["base_model"] = recipe.parents[0].path
+        elif recipe.base and (
+            recipe.method in _TASK_VECTOR or _declared(recipe.method, "takes_base")
+        ):
+            out["base_model"] = recipe.base
+        out["models"] = models
     if recipe.parameters:
-        out["parameters"] = {
-            k: _export_schedule(v, f"parameters.{k}") for k, v in recipe.parameters.items()
-        }
+        out["parameters"] = _export_params(recipe.parameters, "parameters")
     if recipe.dtype:
         out["dtype"] = recipe.dtype
     return out
+
+
+def _slices_to_mergekit(recipe: Recipe) -> dict[str, Any]:
+    """``slices`` (and slerp's ``base_model``: the first source of every slice)."""
+    assert recipe.slices is not None
+    out: dict[str, Any] = {}
+    if recipe.method == "slerp":
+        firsts = {sl.sources[0].parent for sl in recipe.slices}
+        if len(firsts) != 1:
+            raise ConfigError(
+                "slices: slerp's t = 0 end differs between slices "
+                f"({', '.join(sorted(firsts))}); mergekit takes one base_model"
+            )
+        out["base_model"] = recipe.parent(firsts.pop()).path
+    slices = []
+    for i, sl in enumerate(recipe.slices):
+        sources = []
+        for j, src in enumerate(sl.sources):
+            parent = recipe.parent(src.parent)
+            entry: dict[str, Any] = {"model": parent.path, "layer_range": list(src.layers)}
+            params = {**parent.parameters, **src.parameters}
+            if params:
+                entry["parameters"] = _export_params(params, f"slices[{i}].sources[{j}]")
+            sources.append(entry)
+        item: dict[str, Any] = {"sources": sources}
+        if sl.parameters:
+            item["parameters"] = _export_params(sl.parameters, f"slices[{i}].parameters")
+        slices.append(item)
+    out["slices"] = slices
+    return out
+
+
+def write_mergekit(recipe: Recipe, path: str | Path) -> Path:
+    """Write the recipe as a mergekit YAML at ``path`` (ConfigError, one line, naming
+    what mergekit cannot express, and nothing written, where it cannot)."""
+    data = recipe_to_mergekit(recipe)
+    path = Path(path)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def apply_overrides(
