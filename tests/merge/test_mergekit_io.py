@@ -98,15 +98,27 @@ parameters: {t: 0.9}
     assert non_layer("lm_head") == 0.9 and non_layer("final_norm") == 0.9
 
 
-def test_frankenmerge_and_bad_configs_refused():
+def test_frankenmerge_imports_as_slices_and_bad_configs_refused():
     stack = yaml.safe_load("""
 merge_method: passthrough
 slices:
   - sources: [{model: /m/a, layer_range: [0, 2]}]
-  - sources: [{model: /m/a, layer_range: [0, 2]}]
+  - sources: [{model: /m/a, layer_range: [0, 2], parameters: {scale: 0.5}}]
 """)
-    with pytest.raises(ConfigError, match="must continue at layer 2"):
-        recipe_from_mergekit(stack)
+    recipe = recipe_from_mergekit(stack)
+    assert [p.path for p in recipe.parents] == ["/m/a"] and recipe.slices is not None
+    assert [(s.sources[0].parent, s.sources[0].layers) for s in recipe.slices] == [
+        ("a", (0, 2)),
+        ("a", (0, 2)),
+    ]
+    assert recipe.slices[1].sources[0].parameters == {"scale": 0.5}
+    uneven = yaml.safe_load("""
+merge_method: linear
+slices:
+  - sources: [{model: /m/a, layer_range: [0, 2]}, {model: /m/b, layer_range: [0, 3]}]
+""")
+    with pytest.raises(ConfigError, match="every source must span the same number of layers"):
+        recipe_from_mergekit(uneven)
     with pytest.raises(ConfigError, match="slerp needs base_model"):
         recipe_from_mergekit(
             {

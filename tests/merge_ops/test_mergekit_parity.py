@@ -157,6 +157,103 @@ CASES: list[dict[str, Any]] = [
 ]
 
 
+W2 = [{"weight": 0.3}, {"weight": 0.9}]
+W3 = [{"weight": 0.5}, {"weight": 0.2}, {"weight": 0.8}]
+SPARSE = ["s0", "s1", "s2"]
+
+# the methods ported from mergekit 0.1.5 (ops/spherical.py, consensus.py, selective.py),
+# on a [48, 40] matrix and on a [40] vector (a norm: a non-expert tensor of an MoE too)
+PORTED: list[dict[str, Any]] = [
+    {"id": "nuslerp", "method": "nuslerp", "inputs": ["m0", "m1"], "model_params": W2},
+    {
+        "id": "nuslerp_base",
+        "method": "nuslerp",
+        "inputs": ["m0", "m1"],
+        "base": "base",
+        "model_params": W2,
+    },
+    {
+        "id": "nuslerp_rows",
+        "method": "nuslerp",
+        "inputs": ["m0", "m1"],
+        "model_params": W2,
+        "params": {"nuslerp_flatten": False},
+    },
+    {
+        "id": "nuslerp_columns",
+        "method": "nuslerp",
+        "inputs": ["m0", "m2"],
+        "model_params": [{"weight": 1.0}, {"weight": -0.4}],
+        "params": {"nuslerp_flatten": False, "nuslerp_row_wise": True},
+    },
+    {"id": "nuslerp_colinear", "method": "nuslerp", "inputs": ["m0", "m0_x2"], "model_params": W2},
+    {"id": "multislerp", "method": "multislerp", "inputs": TASK, "model_params": W3},
+    {
+        "id": "multislerp_base",
+        "method": "multislerp",
+        "inputs": TASK,
+        "base": "base",
+        "model_params": W3,
+        "params": {"normalize_weights": False},
+    },
+    {"id": "multislerp_two", "method": "multislerp", "inputs": ["m0", "m1"], "model_params": W2},
+    {"id": "karcher", "method": "karcher", "inputs": TASK},
+    {"id": "karcher_short", "method": "karcher", "inputs": TASK, "params": {"max_iter": 0}},
+    {"id": "karcher_two", "method": "karcher", "inputs": ["m1", "m2"]},
+    {"id": "model_stock", "method": "model_stock", "inputs": TASK, "base": "base"},
+    {
+        "id": "model_stock_rows",
+        "method": "model_stock",
+        "inputs": ["m0", "m1"],
+        "base": "base",
+        "params": {"filter_wise": True},
+    },
+    {"id": "sce", "method": "sce", "inputs": TASK, "base": "base"},
+    {
+        "id": "sce_topk",
+        "method": "sce",
+        "inputs": TASK,
+        "base": "base",
+        "params": {"select_topk": 0.3},
+    },
+    {
+        "id": "nearswap",
+        "method": "nearswap",
+        "inputs": ["m0"],
+        "base": "base",
+        "params": {"t": 0.2},
+    },
+    {"id": "arcee_fusion", "method": "arcee_fusion", "inputs": ["m1"], "base": "base"},
+    {"id": "ram", "method": "ram", "inputs": SPARSE, "base": "base"},
+    {"id": "ram_dense", "method": "ram", "inputs": TASK, "base": "base"},
+    {"id": "ramplus_tl", "method": "ramplus_tl", "inputs": SPARSE, "base": "base"},
+    {
+        "id": "ramplus_tl_params",
+        "method": "ramplus_tl",
+        "inputs": SPARSE[:2],
+        "base": "base",
+        "params": {"r": 0.7, "alpha": 0.9, "epsilon": 0.01},
+    },
+    {
+        "id": "passthrough",
+        "method": "passthrough",
+        "inputs": ["m2"],
+        "model_params": [{"scale": 0.7}],
+    },
+]
+
+
+def _vector_case(case: dict[str, Any]) -> dict[str, Any]:
+    """The same case on the [40] vectors (names ``v_<name>``)."""
+    out = {**case, "id": "v_" + case["id"], "inputs": ["v_" + n for n in case["inputs"]]}
+    if case.get("base"):
+        out["base"] = "v_" + case["base"]
+    return out
+
+
+CASES += PORTED + [_vector_case(c) for c in PORTED if c["id"] != "nuslerp_colinear"]
+
+
 def _inputs() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(2024)
     base = torch.randn(48, 40, generator=g)
@@ -164,7 +261,12 @@ def _inputs() -> dict[str, torch.Tensor]:
     for i in range(3):
         out[f"m{i}"] = base + 0.3 * torch.randn(48, 40, generator=g)
     out["m0_scaled"] = 1.7 * out["m0"] + 1e-5 * torch.randn(48, 40, generator=g)
-    return out
+    out["m0_x2"] = 2 * out["m0"]  # exactly colinear
+    for i in range(3):  # task vectors exactly 0 on part of the entries (RAM counts them)
+        keep = torch.rand(48, 40, generator=g) < 0.4
+        out[f"s{i}"] = torch.where(keep, out[f"m{i}"], base)
+    vectors = {"v_" + k: v[7].clone() for k, v in out.items()}  # one row: a [40] vector
+    return {**out, **vectors}
 
 
 def _ours(case: dict[str, Any], tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -174,7 +276,7 @@ def _ours(case: dict[str, Any], tensors: dict[str, torch.Tensor]) -> torch.Tenso
         [tensors[name] for name in case["inputs"]],
         base=tensors[case["base"]] if case.get("base") else None,
         model_params=case.get("model_params", ()),
-        params=case["params"],
+        params=case.get("params", {}),
         generator=None if seed is None else torch.Generator().manual_seed(seed),
     )
 
@@ -212,3 +314,18 @@ def test_ops_match_mergekit(tmp_path: Path) -> None:
             raise AssertionError(f"case {case['id']}: {error}") from error
     # the cases are not degenerate: sparsified merges differ from plain task arithmetic
     assert not torch.allclose(reference["ties"], reference["dare_ties"])
+    # ... each option changes the ported method's result, and the sparse inputs matter
+    for a, b in (
+        ("nuslerp", "nuslerp_rows"),
+        ("nuslerp_rows", "nuslerp_columns"),
+        ("karcher", "karcher_short"),
+        ("model_stock", "model_stock_rows"),
+        ("sce", "sce_topk"),
+        ("ram", "ramplus_tl"),
+        ("multislerp", "multislerp_base"),
+    ):
+        assert not torch.allclose(reference[a], reference[b], atol=1e-4), (a, b)
+    # nearswap takes the near entries of m0 as they are, arcee_fusion leaves most at the base
+    for case, source in (("nearswap", "m0"), ("arcee_fusion", "base")):
+        taken = reference[case] == tensors[source]
+        assert 0 < int(taken.sum()) < taken.numel(), case

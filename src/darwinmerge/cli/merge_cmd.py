@@ -50,6 +50,14 @@ def merge(
             "more than half the available memory)."
         ),
     ] = "auto",
+    export_mergekit: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-mergekit",
+            help="Also write the recipe as a mergekit YAML to this file (refused in one "
+            "line, before merging, where mergekit cannot express it).",
+        ),
+    ] = None,
 ) -> None:
     """Merge parent checkpoints into a Hugging Face model folder.
 
@@ -67,6 +75,8 @@ def merge(
     out, overrides = output_folder(out, out_option, overrides)
     recipe = load_any_config(config, overrides)
     _readers_for(recipe)
+    if export_mergekit is not None:
+        _export_mergekit(recipe, export_mergekit)
     max_bytes = _parse_size(shard_size)
     with Progress(
         TextColumn("[bold]merge"),
@@ -158,6 +168,21 @@ def validate(
     else:
         console.print("ok")
     typer.echo(recipe.to_yaml())
+
+
+def _export_mergekit(recipe: object, path: Path) -> None:
+    """``--export-mergekit``: the recipe as mergekit YAML, or one line saying what
+    mergekit cannot express (exit 1, nothing merged)."""
+    from darwinmerge.errors import ConfigError
+    from darwinmerge.merge.mergekit_io import write_mergekit
+
+    try:
+        write_mergekit(recipe, path)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise ConfigError(
+            f"--export-mergekit {path}: mergekit cannot express this: {exc}"
+        ) from None
+    console.print(f"wrote mergekit config {path}")
 
 
 def _config_kind(path: Path) -> str:

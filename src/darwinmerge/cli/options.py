@@ -46,6 +46,7 @@ OPTION_PANELS: dict[str, str] = {
     "--wide": OUTPUT,
     "--json": OUTPUT,
     "--tensors": OUTPUT,
+    "--export-mergekit": OUTPUT,
     # where and how fast it runs
     "--device": PERFORMANCE,
     "--dtype": PERFORMANCE,

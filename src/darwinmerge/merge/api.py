@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from darwinmerge.checkpoint import (
     CheckpointReader,
@@ -20,6 +21,7 @@ from darwinmerge.merge.buffers import BufferPool
 from darwinmerge.merge.executor import DTYPES, alone_first, execute_plan
 from darwinmerge.merge.planner import MergePlan, TensorJob, plan_merge
 from darwinmerge.merge.recipe import Recipe
+from darwinmerge.merge.stack import stacked_config_updates, stacked_layer_types
 
 __all__ = [
     "MergeResult",
@@ -151,8 +153,12 @@ def merge_to_disk(
                 buffers=pool,
             )
             pool.clear()
-            updates = {"dtype": recipe.dtype} if recipe.dtype else None
-            copy_side_files(donor_dir, writer.tmp_dir, config_updates=updates)
+            updates: dict[str, Any] = {"dtype": recipe.dtype} if recipe.dtype else {}
+            if recipe.slices is not None:  # the stacked layers' count and types
+                types = stacked_layer_types(recipe, plan.archs)
+                config = sources[plan.donor].config
+                updates.update(stacked_config_updates(config, len(types), types))
+            copy_side_files(donor_dir, writer.tmp_dir, config_updates=updates or None)
             recipe_yaml = recipe.to_yaml()
             (writer.tmp_dir / RECIPE_FILE).write_text(recipe_yaml)
             for fname, text in extra_files:

@@ -1,10 +1,13 @@
 """mergekit YAML <-> Recipe, for the subset both can express.
 
 Import covers ``models`` or ``slices`` (every slice taking the same layer range from each
-model, slices contiguous from layer 0), per-model and global parameters given as
-scalars, gradients or ``filter`` lists, ``base_model``, ``dtype`` / ``out_dtype`` and the
-methods darwinmerge implements. Layer stacking (frankenmerges), ``modules`` and
-tokenizer surgery are refused with a one-line reason.
+model, slices contiguous from layer 0; other slices stack layers: a recipe with
+``slices``, :mod:`darwinmerge.merge.stack`), per-model and global parameters given as
+scalars, gradients or ``filter`` lists, ``base_model``, ``dtype`` / ``out_dtype`` and every
+method of mergekit 0.1.5 (a method's declaration says whether ``base_model`` is the
+recipe's base, an optional base, or, for methods that take no base, one more parent
+as mergekit merges it). ``modules`` and tokenizer surgery are refused with a
+one-line reason.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import yaml
 
 from darwinmerge.errors import ConfigError
+from darwinmerge.merge.methods import METHODS
 from darwinmerge.merge.recipe import MERGED, Recipe, Rule
 
 __all__ = [
@@ -25,6 +29,7 @@ __all__ = [
     "load_any_config",
     "recipe_from_mergekit",
     "recipe_to_mergekit",
+    "write_mergekit",
 ]
 
 # mergekit options that only change how it computes, not what: dropped on import
@@ -152,6 +157,8 @@ def recipe_from_mergekit(
                 for k, v in params.items()
                 if k not in _COMPUTE_ONLY
             }
+    elif data.get("slices") and _stacks(data["slices"]):
+        return _stacked_recipe(data, method, global_params, base_path, source, root)
     elif data.get("slices"):
         top_level, global_params = global_params, {}
         expect_start = 0
@@ -213,9 +220,12 @@ def recipe_from_mergekit(
         if len(others) != 1:
             raise ConfigError(f"{source}: slerp merges base_model with exactly one other model")
         parent_paths, recipe_base = [base_path, others[0]], None
-    elif method in _TASK_VECTOR:
+    elif method in _TASK_VECTOR or _declared(method, "needs_base"):
         if base_path is None:
             raise ConfigError(f"{source}: {method} needs base_model")
+        parent_paths, recipe_base = [p for p in order if p != base_path], base_path
+    elif base_path is not None and _declared(method, "optional_base"):
+        # nuslerp, multislerp: with a base they interpolate the task vectors
         parent_paths, recipe_base = [p for p in order if p != base_path], base_path
     else:
         parent_paths, recipe_base = list(order), None
@@ -240,6 +250,113 @@ def recipe_from_mergekit(
     return recipe.resolved_paths(root) if root is not None else recipe
 
 
+def _source_models(sl: Mapping[str, Any], where: str) -> list[str]:
+    return [
+        _model_path(s.get("model"), f"{where}.sources[{i}]")
+        for i, s in enumerate(sl.get("sources") or [])
+    ]
+
+
+def _stacks(slices: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether mergekit ``slices`` stack layers: a slice takes different ranges from its
+    models, the slices do not continue each other from layer 0, or they take different
+    models (else every slice merges the same layers of the same models)."""
+    expect, models = 0, None
+    for i, sl in enumerate(slices):
+        ranges = {tuple(s.get("layer_range", ())) for s in sl.get("sources") or []}
+        these = _source_models(sl, f"slices[{i}]")
+        if len(ranges) != 1 or (models is not None and these != models):
+            return True
+        start, end = next(iter(ranges))
+        if start != expect:
+            return True
+        expect, models = end, these
+    return False
+
+
+def _stacked_recipe(
+    data: Mapping[str, Any],
+    method: str,
+    global_params: dict[str, Any],
+    base_path: str | None,
+    source: str,
+    root: Path | None,
+) -> Recipe:
+    """mergekit slices that stack layers as a recipe with ``slices``. slerp's
+    ``base_model`` is the first source of each slice (its t = 0 end)."""
+    paths: list[str] = []
+    slices: list[dict[str, Any]] = []
+    raw = list(data["slices"])
+    for si, sl in enumerate(raw):
+        where = f"{source}: slices[{si}]"
+        if sl.get("base_model") is not None:
+            raise ConfigError(f"{where}.base_model: a per-slice base model is not supported")
+        sources = []
+        for mi, s in enumerate(sl.get("sources") or []):
+            path = _model_path(s.get("model"), f"{where}.sources[{mi}]")
+            if path not in paths:
+                paths.append(path)
+            layer_range = s.get("layer_range")
+            if not (isinstance(layer_range, list | tuple) and len(layer_range) == 2):
+                raise ConfigError(f"{where}.sources[{mi}].layer_range: expected [start, end]")
+            params = {
+                k: _schedule(v, f"{where}.sources[{mi}].parameters.{k}")
+                for k, v in (s.get("parameters") or {}).items()
+                if k not in _COMPUTE_ONLY
+            }
+            sources.append(
+                {"path": path, "layers": [int(x) for x in layer_range], "parameters": params}
+            )
+        if method == "slerp" and base_path is not None:  # the t = 0 end first
+            sources.sort(key=lambda src: src["path"] != base_path)
+        slices.append(
+            {
+                "sources": sources,
+                "parameters": {
+                    k: _schedule(v, f"{where}.parameters.{k}")
+                    for k, v in (sl.get("parameters") or {}).items()
+                    if k not in _COMPUTE_ONLY
+                },
+            }
+        )
+    names = dict(zip(paths, _unique_names(paths), strict=True))
+    recipe_slices = [
+        {
+            "sources": [
+                {
+                    "parent": names[src["path"]],
+                    "layers": src["layers"],
+                    "parameters": src["parameters"],
+                }
+                for src in sl["sources"]
+            ],
+            "parameters": sl["parameters"],
+        }
+        for sl in slices
+    ]
+    uses_base = method not in ("slerp",) and (
+        method in _TASK_VECTOR or _declared(method, "takes_base")
+    )
+    recipe = Recipe.parse(
+        {
+            "parents": [{"name": names[p], "path": p} for p in paths],
+            "base": base_path if uses_base else None,
+            "method": method,
+            "parameters": global_params,
+            "dtype": data.get("out_dtype") or data.get("dtype"),
+            "slices": recipe_slices,
+        },
+        source=source,
+    )
+    return recipe.resolved_paths(root) if root is not None else recipe
+
+
+def _declared(method: str, flag: str) -> bool:
+    """A flag of the method's declaration (False for a name not declared: the recipe
+    then reports the unknown method with its did-you-mean)."""
+    return method in METHODS and bool(getattr(METHODS.get(method), flag))
+
+
 def _unique_names(paths: list[str]) -> list[str]:
     names: list[str] = []
     for p in paths:
@@ -260,50 +377,107 @@ def _export_schedule(value: Any, where: str) -> Any:
             raise ConfigError(
                 f"{where}: per-layer-range rules are not expressible as mergekit models"
             )
-        filt = rule.filter
+        filters: list[str | None] = [rule.filter]
         if rule.component is not None:
+            # a group (attention: attn + linear_attn) is one filter rule per component
             comps = sorted(rule.components() or ())
-            if filt is not None or len(comps) != 1 or comps[0] not in _COMPONENT_FILTERS:
+            if rule.filter is not None or not all(c in _COMPONENT_FILTERS for c in comps):
                 raise ConfigError(
                     f"{where}: component rule {rule.component!r} has no mergekit filter"
                 )
-            filt = _COMPONENT_FILTERS[comps[0]]
-        item: dict[str, Any] = {"value": rule.value}
-        if filt is not None:
-            item["filter"] = filt
-        out.append(item)
+            filters = [_COMPONENT_FILTERS[c] for c in comps]
+        for filt in filters:
+            item: dict[str, Any] = {"value": rule.value}
+            if filt is not None:
+                item["filter"] = filt
+            out.append(item)
     return out
 
 
+#: darwinmerge's own methods: mergekit has no equivalent
+_OWN_METHODS = frozenset({"trimmed_lerp", "trimmed_task_lerp"})
+
+
+def _export_params(params: Mapping[str, Any], where: str) -> dict[str, Any]:
+    return {k: _export_schedule(v, f"{where}.{k}") for k, v in params.items()}
+
+
 def recipe_to_mergekit(recipe: Recipe) -> dict[str, Any]:
-    """The mergekit config for a recipe, where expressible (else ConfigError saying why)."""
+    """The mergekit config for a recipe, where expressible (else ConfigError saying why).
+
+    A base the method does not use is left out (mergekit would merge it as one more
+    model); a stacked recipe becomes ``slices``."""
+    if recipe.method in _OWN_METHODS:
+        raise ConfigError(
+            f"method {recipe.method} is darwinmerge's own; mergekit has no equivalent"
+        )
     if recipe.transplants:
         raise ConfigError("expert transplants are not expressible in mergekit")
     if recipe.revive is not None:
         raise ConfigError("dead-expert revival (revive:) is not expressible in mergekit")
     if recipe.router != MERGED:
         raise ConfigError("a per-layer router source is not expressible in mergekit")
-    models: list[dict[str, Any]] = []
-    for p in recipe.parents:
-        entry: dict[str, Any] = {"model": p.path}
-        if p.parameters:
-            entry["parameters"] = {
-                k: _export_schedule(v, f"parents[{p.name}].{k}") for k, v in p.parameters.items()
-            }
-        models.append(entry)
     out: dict[str, Any] = {"merge_method": recipe.method}
-    if recipe.method == "slerp":
-        out["base_model"] = recipe.parents[0].path
-    elif recipe.base:
-        out["base_model"] = recipe.base
-    out["models"] = models
+    if recipe.slices is not None:
+        out.update(_slices_to_mergekit(recipe))
+    else:
+        models: list[dict[str, Any]] = []
+        for p in recipe.parents:
+            entry: dict[str, Any] = {"model": p.path}
+            if p.parameters:
+                entry["parameters"] = _export_params(p.parameters, f"parents[{p.name}]")
+            models.append(entry)
+        if recipe.method == "slerp":
+            out["base_model"] = recipe.parents[0].path
+        elif recipe.base and (
+            recipe.method in _TASK_VECTOR or _declared(recipe.method, "takes_base")
+        ):
+            out["base_model"] = recipe.base
+        out["models"] = models
     if recipe.parameters:
-        out["parameters"] = {
-            k: _export_schedule(v, f"parameters.{k}") for k, v in recipe.parameters.items()
-        }
+        out["parameters"] = _export_params(recipe.parameters, "parameters")
     if recipe.dtype:
         out["dtype"] = recipe.dtype
     return out
+
+
+def _slices_to_mergekit(recipe: Recipe) -> dict[str, Any]:
+    """``slices`` (and slerp's ``base_model``: the first source of every slice)."""
+    assert recipe.slices is not None
+    out: dict[str, Any] = {}
+    if recipe.method == "slerp":
+        firsts = {sl.sources[0].parent for sl in recipe.slices}
+        if len(firsts) != 1:
+            raise ConfigError(
+                "slices: slerp's t = 0 end differs between slices "
+                f"({', '.join(sorted(firsts))}); mergekit takes one base_model"
+            )
+        out["base_model"] = recipe.parent(firsts.pop()).path
+    slices = []
+    for i, sl in enumerate(recipe.slices):
+        sources = []
+        for j, src in enumerate(sl.sources):
+            parent = recipe.parent(src.parent)
+            entry: dict[str, Any] = {"model": parent.path, "layer_range": list(src.layers)}
+            params = {**parent.parameters, **src.parameters}
+            if params:
+                entry["parameters"] = _export_params(params, f"slices[{i}].sources[{j}]")
+            sources.append(entry)
+        item: dict[str, Any] = {"sources": sources}
+        if sl.parameters:
+            item["parameters"] = _export_params(sl.parameters, f"slices[{i}].parameters")
+        slices.append(item)
+    out["slices"] = slices
+    return out
+
+
+def write_mergekit(recipe: Recipe, path: str | Path) -> Path:
+    """Write the recipe as a mergekit YAML at ``path`` (ConfigError, one line, naming
+    what mergekit cannot express, and nothing written, where it cannot)."""
+    data = recipe_to_mergekit(recipe)
+    path = Path(path)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def apply_overrides(

@@ -64,13 +64,15 @@ class ParamSpec:
     low_open: bool = False
     high_open: bool = False
     per_model: bool = False
-    kind: Literal["float", "bool"] = "float"
+    kind: Literal["float", "bool", "int"] = "float"
 
     def check(self, value: object) -> bool:
         """Whether ``value`` is valid for this parameter."""
         if self.kind == "bool":
             return isinstance(value, bool)
         if not _real(value):
+            return False
+        if self.kind == "int" and not float(value).is_integer():  # type: ignore[arg-type]
             return False
         v = float(value)  # type: ignore[arg-type]
         if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
@@ -84,12 +86,13 @@ class ParamSpec:
         if self.kind == "bool":
             return "true or false"
         if self.low is None and self.high is None:
-            return "a finite number"
+            return "a finite whole number" if self.kind == "int" else "a finite number"
         lo = "(" if self.low_open or self.low is None else "["
         hi = ")" if self.high_open or self.high is None else "]"
         a = "-inf" if self.low is None else f"{self.low:g}"
         b = "inf" if self.high is None else f"{self.high:g}"
-        return f"a number in {lo}{a}, {b}{hi}"
+        what = "a whole number" if self.kind == "int" else "a number"
+        return f"{what} in {lo}{a}, {b}{hi}"
 
     def with_default(self, default: float | bool | None) -> ParamSpec:
         return replace(self, default=default)
@@ -125,9 +128,17 @@ class MergeMethod:
     fn: MethodFn = _not_loaded
     min_inputs: int = 1
     max_inputs: int | None = None
+    #: the base is used when given, not required (nuslerp, multislerp: with a base they
+    #: interpolate the task vectors ``x_i - base`` and add the base back)
+    optional_base: bool = False
     #: a rule joining several per-model parameters (DELLA: density +/- epsilon inside
     #: (0, 1)): given one model's complete parameters, what is wrong, or None
     joint_check: Callable[[Mapping[str, float | bool]], str | None] | None = None
+
+    @property
+    def takes_base(self) -> bool:
+        """Whether a given base is passed to ``fn`` (required or optional)."""
+        return self.needs_base or self.optional_base
 
     @property
     def model_params(self) -> dict[str, float | bool | None]:
@@ -242,6 +253,90 @@ for _method in (
         params={"density": DENSITY, "t": T},
         min_inputs=2,
         max_inputs=2,
+    ),
+):
+    METHODS.add(_method.name, _method)
+
+# ---- the methods ported from mergekit 0.1.5 (maths in ops/spherical.py, ops/consensus.py,
+# ops/selective.py); parameter names are mergekit's, so its YAML reads as is ----------
+
+_FLAG_OFF = ParamSpec(False, kind="bool")
+_FLAG_ON = ParamSpec(True, kind="bool")
+_NONNEGATIVE = ParamSpec(0.0, low=0.0)
+
+for _method in (
+    # spherical interpolation of two models (of their task vectors with a base)
+    MergeMethod(
+        "nuslerp",
+        needs_base=False,
+        optional_base=True,
+        random=False,
+        params={"weight": WEIGHT, "nuslerp_row_wise": _FLAG_OFF, "nuslerp_flatten": _FLAG_ON},
+        min_inputs=2,
+        max_inputs=2,
+    ),
+    MergeMethod(
+        "multislerp",
+        needs_base=False,
+        optional_base=True,
+        random=False,
+        params={
+            "weight": WEIGHT,
+            "normalize_weights": _FLAG_ON,
+            "eps": ParamSpec(1e-8, low=0.0, low_open=True),
+        },
+    ),
+    MergeMethod(
+        "karcher",
+        needs_base=False,
+        random=False,
+        params={
+            "max_iter": ParamSpec(10, low=0.0, kind="int"),
+            "tol": _NONNEGATIVE.with_default(1e-5),
+        },
+    ),
+    MergeMethod(
+        "model_stock",
+        needs_base=True,
+        random=False,
+        params={"filter_wise": _FLAG_OFF},
+        min_inputs=2,
+    ),
+    MergeMethod(
+        "sce",
+        needs_base=True,
+        random=False,
+        params={"select_topk": ParamSpec(1.0, low=0.0, high=1.0, low_open=True)},
+    ),
+    MergeMethod(
+        "nearswap",
+        needs_base=True,
+        random=False,
+        params={"t": _NONNEGATIVE.with_default(None)},
+        min_inputs=1,
+        max_inputs=1,
+    ),
+    MergeMethod("arcee_fusion", needs_base=True, random=False, params={}, max_inputs=1),
+    MergeMethod(
+        "ram", needs_base=True, random=False, params={"epsilon": _NONNEGATIVE.with_default(1e-5)}
+    ),
+    MergeMethod(
+        "ramplus_tl",
+        needs_base=True,
+        random=False,
+        params={
+            "r": _NONNEGATIVE.with_default(0.1),
+            "alpha": _NONNEGATIVE.with_default(0.2),
+            "epsilon": _NONNEGATIVE.with_default(1e-5),
+        },
+    ),
+    # one model's tensors, optionally scaled: the building block of stacked slices
+    MergeMethod(
+        "passthrough",
+        needs_base=False,
+        random=False,
+        params={"scale": ParamSpec(1.0, per_model=True)},
+        max_inputs=1,
     ),
 ):
     METHODS.add(_method.name, _method)

@@ -362,12 +362,17 @@ def _check_fits(recipe: Recipe, matching: Matching) -> None:
 def assign(recipe: Recipe, matching: Matching) -> MergePlan:
     """Put a recipe on a :class:`Matching`: one job per output tensor with its method
     parameters, router source, transplants (revival included) and seed key."""
+    if recipe.slices is not None:
+        raise MergeError(
+            "a recipe with slices (layer stacking) is planned by plan_merge as a whole, "
+            "not assigned to a matching of same-shaped parents"
+        )
     _check_fits(recipe, matching)
     method = METHODS.get(recipe.method)
     out_arch = matching.out_arch
     num_layers = out_arch.num_layers
     notes = list(matching.notes)
-    if matching.has_base and not method.needs_base:
+    if matching.has_base and not method.takes_base:
         notes.append(f"the base is not used: {method.name} takes no base model")
     all_transplants = list(recipe.transplants)
     if recipe.revive is not None:
@@ -434,7 +439,12 @@ def assign(recipe: Recipe, matching: Matching) -> MergePlan:
 
 def plan_merge(recipe: Recipe, sources: Sequence[TensorSource]) -> MergePlan:
     """Plan a merge (``assign(recipe, match_parents(recipe, sources))``). ``sources`` are
-    the parents in recipe order, then the base if any."""
+    the parents in recipe order, then the base if any. A recipe with ``slices`` is a
+    stacked child (:func:`darwinmerge.merge.stack.plan_stacked`)."""
+    if recipe.slices is not None:
+        from darwinmerge.merge.stack import plan_stacked
+
+        return plan_stacked(recipe, sources)
     n_parents = len(recipe.parents)
     expected = n_parents + (1 if recipe.base else 0)
     if len(sources) != expected:
@@ -529,7 +539,7 @@ def _merge_job(
         dtype=dtype,
         action=action,
         inputs=inputs,
-        base=base if action == "merge" and method.needs_base else None,
+        base=base if action == "merge" and method.takes_base else None,
         method=recipe.method if action == "merge" else "",
         model_params=tuple(model_params),
         params=params,

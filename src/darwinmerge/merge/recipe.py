@@ -35,6 +35,8 @@ __all__ = [
     "RouterRule",
     "Rule",
     "Schedule",
+    "Slice",
+    "SliceSource",
     "Transplant",
     "load_recipe",
     "resolve_schedule",
@@ -118,6 +120,37 @@ class ParentSpec(_Frozen):
     parameters: dict[str, Schedule] = Field(default_factory=dict)
 
 
+class SliceSource(_Frozen):
+    """Layers ``[start, end)`` of one parent (mergekit's ``layer_range``) in a slice, with
+    per-model parameters for this slice (over the parent's own)."""
+
+    parent: str
+    layers: tuple[int, int]
+    parameters: dict[str, Schedule] = Field(default_factory=dict)
+
+    @field_validator("layers")
+    @classmethod
+    def _range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 0 or v[1] <= v[0]:
+            raise ValueError(f"layers must be [start, end) with 0 <= start < end, got {list(v)}")
+        return v
+
+
+class Slice(_Frozen):
+    """Consecutive output layers: layer ``j`` of the slice merges layer ``start + j`` of
+    each source (every source spans the same number of layers); ``parameters`` apply to
+    this slice over the recipe's. Schedules resolve over the slice's own layers
+    (``t = j / (n - 1)``), as mergekit does."""
+
+    sources: Annotated[list[SliceSource], Field(min_length=1)]
+    parameters: dict[str, Schedule] = Field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        start, end = self.sources[0].layers
+        return end - start
+
+
 class RouterRule(_Frozen):
     layers: tuple[int, int] | None = None
     source: str
@@ -179,12 +212,16 @@ class Recipe(_Frozen):
     unknown_tensors: Literal["error", "donor"] = "error"
     dtype: Literal["float32", "float16", "bfloat16"] | None = None
     seed: int = 0
+    #: layer stacking (frankenmerges, depth up-scaling): the child's layers are these
+    #: slices in order; the donor gives the config, side files and tensors outside layers
+    slices: list[Slice] | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
         problems: list[str] = []
         names = [p.name for p in self.parents]
-        if len(names) < 2 and self.base is None:
+        single = self.method in METHODS and METHODS.get(self.method).max_inputs == 1
+        if len(names) < 2 and self.base is None and not single:
             problems.append("parents: merge at least two parents (or one parent onto a base)")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -216,6 +253,8 @@ class Recipe(_Frozen):
         if len(seen) != len(self.transplants):
             problems.append("transplants: the same (layer, expert) appears twice")
         problems.extend(_method_problems(self))
+        if self.slices is not None:
+            problems.extend(_slice_problems(self))
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -304,8 +343,8 @@ def _method_problems(recipe: Recipe) -> list[str]:
                 continue
             problems.extend(_range_problems(where, schedule, spec, method.name))
     for key, spec in method.params.items():
-        if spec.default is not None or key in recipe.parameters:
-            continue
+        if spec.default is not None or key in recipe.parameters or recipe.slices is not None:
+            continue  # (stacked slices may give it per slice: checked when planned)
         if not spec.per_model:
             problems.append(f"parameters.{key}: {method.name}'s parameter {key!r} has no value")
             continue
@@ -325,8 +364,65 @@ def _method_problems(recipe: Recipe) -> list[str]:
     if method.needs_base and recipe.base is None:
         problems.append(f"base: method {method.name} needs a base model")
     n = len(recipe.parents)
-    if n < method.min_inputs or (method.max_inputs is not None and n > method.max_inputs):
+    too_few_or_many = n < method.min_inputs or (
+        method.max_inputs is not None and n > method.max_inputs
+    )
+    if too_few_or_many and recipe.slices is None:  # (stacked: counted per slice)
         problems.append(f"parents: {method.name} merges {method.inputs_text()} parents, got {n}")
+    return problems
+
+
+def _slice_problems(recipe: Recipe) -> list[str]:
+    """Layer stacking: known parents, equal ranges per slice, input counts per slice,
+    parameter values; what stacking cannot combine with is refused."""
+    problems: list[str] = []
+    if recipe.base is not None:
+        problems.append("slices: layer stacking with a base model is not supported; drop base")
+    if recipe.transplants or recipe.revive is not None or recipe.router != MERGED:
+        problems.append(
+            "slices: layer stacking takes no transplants, revive or router rules "
+            "(the child's layers are not the parents' layers)"
+        )
+    if not recipe.slices:
+        problems.append("slices: give at least one slice")
+        return problems
+    names = {p.name for p in recipe.parents}
+    method = METHODS.get(recipe.method) if recipe.method in METHODS else None
+    for i, sl in enumerate(recipe.slices):
+        lengths = {s.layers[1] - s.layers[0] for s in sl.sources}
+        if len(lengths) != 1:
+            problems.append(
+                f"slices[{i}]: every source must span the same number of layers, got "
+                + ", ".join(f"{s.parent} {list(s.layers)}" for s in sl.sources)
+            )
+        for j, src in enumerate(sl.sources):
+            if src.parent not in names:
+                problems.append(
+                    f"slices[{i}].sources[{j}].parent: {src.parent!r} is not a parent "
+                    f"({', '.join(sorted(names))})"
+                )
+        if method is None:
+            continue
+        n = len(sl.sources)
+        if n < method.min_inputs or (method.max_inputs is not None and n > method.max_inputs):
+            problems.append(
+                f"slices[{i}].sources: {method.name} merges {method.inputs_text()} sources, got {n}"
+            )
+        for key, schedule in sl.parameters.items():
+            spec = method.params.get(key)
+            if spec is None:
+                problems.append(f"slices[{i}].parameters.{key}: not a parameter of {method.name}")
+            else:
+                where = f"slices[{i}].parameters.{key}"
+                problems.extend(_range_problems(where, schedule, spec, method.name))
+        for j, src in enumerate(sl.sources):
+            for key, schedule in src.parameters.items():
+                spec = method.params.get(key)
+                where = f"slices[{i}].sources[{j}].parameters.{key}"
+                if spec is None or not spec.per_model:
+                    problems.append(f"{where}: not a per-model parameter of {method.name}")
+                else:
+                    problems.extend(_range_problems(where, schedule, spec, method.name))
     return problems
 
 

@@ -18,21 +18,25 @@ from darwinmerge.merge.ops.catalog import (
     task_arithmetic,
     ties,
 )
+from darwinmerge.merge.ops.consensus import model_stock, ram, ramplus_tl, sce
 from darwinmerge.merge.ops.groups import as_groups, compute_dtype
 from darwinmerge.merge.ops.interpolation import SLERP_DOT_THRESHOLD, linear, slerp
 from darwinmerge.merge.ops.selection import rank_window_mask
+from darwinmerge.merge.ops.selective import arcee_fusion, nearswap, passthrough
 from darwinmerge.merge.ops.sparsify import della_probabilities
+from darwinmerge.merge.ops.spherical import karcher, multislerp, nuslerp, nuslerp_t
 from darwinmerge.merge.ops.streamed import kth_by_bits
 from darwinmerge.merge.ops.task_vectors import Sparsifier, draw_masks, generalized_task_arithmetic
 from darwinmerge.merge.ops.trimmed import trimmed_lerp, trimmed_task_lerp
 
 __all__ = [
-    "METHODS",
     "MergeMethod",
+    "METHODS",
     "ParamSpec",
     "SLERP_DOT_THRESHOLD",
     "Sparsifier",
     "apply_method",
+    "arcee_fusion",
     "as_groups",
     "breadcrumbs",
     "breadcrumbs_ties",
@@ -45,9 +49,19 @@ __all__ = [
     "draw_masks",
     "draw_method_masks",
     "generalized_task_arithmetic",
+    "karcher",
     "kth_by_bits",
     "linear",
+    "model_stock",
+    "multislerp",
+    "nearswap",
+    "nuslerp",
+    "nuslerp_t",
+    "passthrough",
+    "ram",
+    "ramplus_tl",
     "rank_window_mask",
+    "sce",
     "slerp",
     "task_arithmetic",
     "ties",

@@ -106,7 +106,7 @@ def apply_method(
         raise MergeError(f"{name}: no input tensors")
     if method.needs_base and base is None:
         raise ConfigError(f"{name}: needs a base tensor (task vectors are taken against it)")
-    if not method.needs_base and base is not None:
+    if not method.takes_base and base is not None:
         raise ConfigError(f"{name}: takes no base tensor; pass the parents as tensors")
     if len(tensors) < method.min_inputs or (
         method.max_inputs is not None and len(tensors) > method.max_inputs

@@ -16,7 +16,7 @@ import torch
 
 from darwinmerge.errors import ConfigError, MergeError
 
-__all__ = ["as_groups", "check_inputs", "compute_dtype", "group_count"]
+__all__ = ["as_groups", "by_group", "check_inputs", "compute_dtype", "group_count"]
 
 
 def compute_dtype(reference: torch.Tensor) -> torch.dtype:
@@ -33,6 +33,12 @@ def group_count(shape: torch.Size, group_dims: int) -> int:
 def as_groups(x: torch.Tensor, group_dims: int) -> torch.Tensor:
     """View (copy only when not viewable) ``x`` as ``[groups, elements_per_group]``."""
     return x.reshape(group_count(x.shape, group_dims), -1)
+
+
+def by_group(x: torch.Tensor, group_dims: int) -> torch.Tensor:
+    """View ``x`` (shape ``[*G, *S]``) as ``[prod(G), *S]``: one leading group axis, each
+    group keeping its own shape (rows and columns stay rows and columns)."""
+    return x.reshape(group_count(x.shape, group_dims), *x.shape[group_dims:])
 
 
 def check_inputs(
