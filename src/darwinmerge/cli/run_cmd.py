@@ -33,15 +33,12 @@ def print_final_table(
             table.add_row(*row)
         console.print(table)
         return
-    console.print(narrow_table(title, *final_scores_table(scores)))
+    console.print(title)
+    console.print(narrow_table(*final_scores_table(scores)))
     console.print("vs PARENT: child - parent; p: exact paired test (child against that parent)")
     console.print()
-    console.print(
-        narrow_table(
-            "95% intervals; items only the child / only the parent got right",
-            *final_intervals_table(scores),
-        )
-    )
+    console.print("95% intervals; items only the child / only the parent got right")
+    console.print(narrow_table(*final_intervals_table(scores)))
 
 
 def run_command(
