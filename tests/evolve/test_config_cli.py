@@ -46,7 +46,11 @@ def test_parse_overrides_and_relative_paths(micro_zoo, tmp_path):  # noqa: F811
         ({"optimizer": {"name": "cma"}}, "unknown optimizer 'cma' (did you mean 'cmaes'?)"),
         ({"bounds": {"ratio": [0.2, 1.5]}}, "0 <= low < high <= 1"),
         ({"fitness": {"subset": 0}}, "items per category"),
-        ({"optimizer": {"name": "nsga2"}, "early_stop": {"enabled": False}}, "fitness.keep"),
+        ({"fitness": {"keep": "reasoning"}}, "fitness.keep: a second objective needs"),
+        (
+            {"optimizer": {"name": "nsga2"}, "fitness": {"keep": "reasoning"}},
+            "early_stop.enabled: not available with two objectives",
+        ),
         (
             {"space": {"kind": "seed", "max_blocks": 0}},
             "space: seed.max_blocks: Input should be greater than or equal to 1",

@@ -151,3 +151,62 @@ def test_negative_balance_moves_probability_to_the_loaded_experts() -> None:
     assert p1[0] > p0[0]
     low = int(p0[1:].argmin()) + 1
     assert p1[low] < p0[low]
+
+
+def test_the_routing_criterion_is_measured_and_recorded(cold: tuple[Path, dict]) -> None:
+    """The build records the rounds the routing phase went on for and the dead fraction
+    it measured after each; the last row says whether the criterion held."""
+    _, manifest = cold
+    until = micro_config(seed=1).collapsed.until
+    got = manifest[MOTHER_COLLAPSED]["collapse"]
+    assert 0 <= got["rounds"] <= until.max_rounds
+    assert got["extra_steps"] == got["rounds"] * until.round_steps
+    assert len(got["dead_fraction"]) == got["rounds"] + 1
+    last = torch.tensor(got["dead_fraction"][-1])
+    assert got["met"] == bool((last >= until.min_dead).double().mean() >= until.layer_share)
+    # it stopped as soon as the criterion held, or at the cap
+    assert got["met"] or got["rounds"] == until.max_rounds
+    for row in got["dead_fraction"][:-1]:
+        assert not bool((torch.tensor(row) >= until.min_dead).double().mean() >= until.layer_share)
+
+
+def test_criterion_counts_layers_with_enough_dead_experts() -> None:
+    from darwinmerge.zoo.build import DeadCriterion
+
+    crit = DeadCriterion(threshold=0.05, min_dead=0.5, layer_share=0.5)
+    fair = torch.ones(4, 8)
+    assert not crit.met(fair)
+    half_dead = fair.clone()
+    half_dead[:2, :4] = 0.01  # 2 of 4 layers with 4 of 8 experts below 0.05
+    assert crit.met(half_dead)
+    one_layer = fair.clone()
+    one_layer[0, :8] = 0.0
+    assert not crit.met(one_layer)  # 1 layer of 4 < layer_share
+    edge = fair.clone()
+    edge[:2, :4] = 0.05  # at the threshold is not dead (strictly below)
+    assert not crit.met(edge)
+
+
+def test_routed_utilisation_is_a_share_of_the_fair_load() -> None:
+    """Sum over experts of u = E: every token fills top_k slots, and the fair share is
+    tokens * top_k / E."""
+    from darwinmerge.zoo.build import micro_config
+    from darwinmerge.zoo.skills import Doc
+    from darwinmerge.zoo.train import build_model, routed_utilisation
+
+    cfg = micro_config(seed=0)
+    model = build_model(cfg.model, 64, 0, 0)
+    docs = [Doc("reasoning", "calc 1+2\n", "1+2=3", "3"), Doc("reasoning", "calc 4+4\n", "", "8")]
+
+    def encode(s: str) -> list[int]:
+        return [min(63, b) for b in s.encode()]
+
+    model.train()
+    util = routed_utilisation(model, docs, encode, 0)
+    assert model.training  # the mode is given back
+    E = cfg.model.num_experts
+    assert util.shape == (cfg.model.num_layers, E)
+    assert torch.all(util >= 0)
+    torch.testing.assert_close(
+        util.sum(-1), torch.full((cfg.model.num_layers,), float(E), dtype=torch.float64)
+    )

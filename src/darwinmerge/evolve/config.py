@@ -175,12 +175,10 @@ class EvolveConfig(_Frozen):
     def _cross(self) -> EvolveConfig:
         problems: list[str] = []
         fit = self.fitness
-        if self.optimizer.name == "nsga2" and fit.keep is None:
-            problems.append("fitness.keep: nsga2 optimises two objectives; name the category")
         if fit.keep is not None and self.optimizer.name != "nsga2":
             problems.append("fitness.keep: a second objective needs optimizer.name=nsga2")
-        if self.early_stop.enabled and self.optimizer.name == "nsga2":
-            problems.append("early_stop.enabled: not available with two objectives (nsga2)")
+        if self.early_stop.enabled and fit.keep is not None:
+            problems.append("early_stop.enabled: not available with two objectives (fitness.keep)")
         if self.backend.name == "vllm" and self.workers.n > 1 and not self.backend.device:
             problems.append("backend.device: vllm workers need a cuda device")
         if problems:

@@ -59,6 +59,7 @@ __all__ = [
     "MOTHER_COLLAPSED",
     "CollapsePhase",
     "CollapseConfig",
+    "DeadCriterion",
     "ZooConfig",
     "micro_config",
     "build_zoo",
@@ -90,13 +91,44 @@ class CollapsePhase(BaseModel):
     load-balancing loss) added to the LM loss; negative rewards concentrated routing."""
 
 
+class DeadCriterion(BaseModel):
+    """When the collapsed mother's routing is collapsed enough: in at least
+    ``layer_share`` of the MoE layers, at least ``min_dead`` of the experts have a
+    utilisation below ``threshold`` of a fair share (the MRI's dead-expert rule), measured
+    on ``docs`` REASONING documents of their own stream. Until it holds, the phase
+    ``after_phase`` goes on for rounds of ``round_steps`` steps, at most ``max_rounds``.
+
+    Why: how far the same training collapses her routing depends on the machine's
+    floating point (one build had 40-60 % dead experts, another's least-used expert kept
+    0.108 of a fair share after the same steps). Training to a measured criterion makes
+    "many of her experts are dead" hold on any build; the rounds taken and the measured
+    fractions are recorded in ``zoo.json``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threshold: float = Field(default=0.05, gt=0.0, lt=1.0)
+    min_dead: float = Field(default=0.5, gt=0.0, le=1.0)
+    layer_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    after_phase: int = Field(default=0, ge=0)
+    round_steps: int = Field(default=100, ge=1)
+    max_rounds: int = Field(default=10, ge=0)
+    docs: int = Field(default=96, ge=1)
+    stream_seed: int = 4
+
+    def met(self, util: torch.Tensor) -> bool:
+        dead = (util < self.threshold).to(torch.float64).mean(-1)
+        return bool((dead >= self.min_dead).to(torch.float64).mean() >= self.layer_share)
+
+
 class CollapseConfig(BaseModel):
     """The second mother, ``mother_collapsed``: the saved father fine-tuned on REASONING
-    only, phase after phase on one data stream (``stream_seed``)."""
+    only, phase after phase on one data stream (``stream_seed``); the routing phase goes
+    on until ``until`` holds (None: the phases' steps only)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     stream_seed: int = 3
+    until: DeadCriterion | None = DeadCriterion()
     phases: tuple[CollapsePhase, ...] = (
         # the routers and their input norms on REASONING, rewarding concentrated routing;
         # AdamW's weight decay (1.0) shrinks the router rows that get no gradient
@@ -173,6 +205,7 @@ def micro_config(seed: int = 0) -> ZooConfig:
             ),
         ),
         collapsed=CollapseConfig(
+            until=DeadCriterion(round_steps=1, max_rounds=2, docs=4),
             phases=(
                 CollapsePhase(
                     train=TrainConfig(
@@ -196,7 +229,7 @@ def micro_config(seed: int = 0) -> ZooConfig:
                         train_only=("mlp.experts",),
                     ),
                 ),
-            )
+            ),
         ),
     )
 
@@ -401,6 +434,7 @@ def _build_collapsed(
         return list(tok.encode(s).ids)
 
     stats: list[TrainStats] = []
+    collapse: dict[str, Any] | None = None
     for i, phase in enumerate(col.phases):
         tc = phase.train
         batches = packed_batches(
@@ -410,15 +444,63 @@ def _build_collapsed(
         stats.append(
             train_steps(model, batches, tc, on_step=step_say, router_balance=phase.router_balance)
         )
+        if col.until is not None and i == col.until.after_phase:
+            collapse = _collapse_until(model, batches, phase, col.until, world, held, encode)
+            say(collapse.pop("say"))
     state = copy.deepcopy(model.state_dict())
     _save_parent(model, state, tok, dest)
-    return {
+    entry: dict[str, Any] = {
         "config": col.model_dump(mode="json"),
         "from": "father",
         "father_sha256": father_hash,
         "weights_sha256": state_dict_hash(state),
         "train": [st.to_dict() for st in stats],
         "seconds": round(time.perf_counter() - t0, 1),
+    }
+    if collapse is not None:
+        entry["collapse"] = collapse
+    return entry
+
+
+def _collapse_until(
+    model: torch.nn.Module,
+    batches: Any,
+    phase: CollapsePhase,
+    until: DeadCriterion,
+    world: Any,
+    held: set[str],
+    encode: Callable[[str], list[int]],
+) -> dict[str, Any]:
+    """Go on with ``phase`` in rounds until ``until`` holds (or ``max_rounds``); return the
+    rounds taken, the measured dead fraction per layer after each, and whether it held."""
+    from darwinmerge.zoo.train import routed_utilisation
+
+    eos_id = int(model.config.eos_token_id)  # type: ignore[union-attr, arg-type]
+    docs = list(
+        itertools.islice(
+            training_docs(world, {"reasoning": 1.0}, stream_seed=until.stream_seed, held_out=held),
+            until.docs,
+        )
+    )
+    more = phase.train.model_copy(update={"steps": until.round_steps, "warmup": 0})
+    history: list[list[float]] = []
+    rounds = 0
+    while True:
+        util = routed_utilisation(model, docs, encode, eos_id)
+        history.append([round(float(v), 4) for v in (util < until.threshold).double().mean(-1)])
+        if until.met(util) or rounds >= until.max_rounds:
+            break
+        train_steps(model, batches, more, router_balance=phase.router_balance)
+        rounds += 1
+    met = until.met(util)
+    return {
+        "rounds": rounds,
+        "extra_steps": rounds * until.round_steps,
+        "dead_fraction": history,
+        "min_utilisation": [round(float(v), 4) for v in util.min(-1).values],
+        "met": met,
+        "say": f"{MOTHER_COLLAPSED}: routing criterion {'met' if met else 'NOT met'} after "
+        f"{rounds} extra round(s); dead fraction per layer {history[-1]}",
     }
 
 

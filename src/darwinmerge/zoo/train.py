@@ -34,6 +34,7 @@ __all__ = [
     "encode_doc",
     "packed_batches",
     "routing_balance",
+    "routed_utilisation",
     "train_steps",
 ]
 
@@ -226,6 +227,39 @@ class _RouterTap:
     def close(self) -> None:
         for h in self._handles:
             h.remove()
+
+
+@torch.no_grad()
+def routed_utilisation(
+    model: torch.nn.Module, docs: Sequence[Doc], encode: Callable[[str], list[int]], eos_id: int
+) -> torch.Tensor:
+    """Expert utilisation ``u[l, e]`` of every MoE layer on ``docs`` (each document run
+    alone, prompt + completion + EOS, so no padding is counted): the tokens whose top-k
+    holds expert ``e``, divided by the fair share ``tokens * top_k / E`` (1.0 is a fair
+    share; the MRI's definition, ``docs/mri.md``)."""
+    tap = _RouterTap(model)
+    was_training = model.training
+    model.eval()
+    counts: torch.Tensor | None = None
+    tokens = 0
+    try:
+        for doc in docs:
+            ids, _ = encode_doc(encode, doc, eos_id)
+            model(input_ids=torch.tensor([ids]))
+            per_layer = []
+            for z in tap.logits:
+                chosen = z.float().topk(tap.top_k, dim=-1).indices.reshape(-1)
+                per_layer.append(torch.bincount(chosen, minlength=z.shape[-1]))
+            tap.logits.clear()
+            layer_counts = torch.stack(per_layer).to(torch.float64)
+            counts = layer_counts if counts is None else counts + layer_counts
+            tokens += len(ids)
+    finally:
+        tap.close()
+        model.train(was_training)
+    if counts is None:
+        raise ValueError("routed_utilisation needs at least one document")
+    return counts / (tokens * tap.top_k / counts.shape[-1])
 
 
 def train_steps(

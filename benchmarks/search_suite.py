@@ -1,0 +1,502 @@
+"""Every search arm on every problem of the merge-problem suite, judged on held-out items.
+
+    python benchmarks/search_suite.py --zoo runs/zoo --suite runs/suite --out runs/search_suite
+    python benchmarks/search_suite.py --small --out /tmp/ss     # micro zoo + suite, seconds
+
+Per problem (``darwinmerge.zoo.problems``): parents ``a`` and ``b`` (+ base) scored once on
+the test split, with the 50/50 linear merge; the ceiling (the macro average of the
+parents' per-category best, or the test score of a long search's winner on the whole
+fitness split, whichever is higher) and the headroom (ceiling minus the best of a, b and
+linear).
+
+Arms: ``prior`` (the MRI prior's own start child, zero evaluations), ``blind`` (CMA-ES from
+mean 0.5 / sigma 1/6, mergekit-evolve's start), ``guided`` (CMA-ES from the MRI prior),
+``random``, ``tpe`` and ``nsga2`` (a GA as Mergenetic runs it; single objective here). Each
+arm runs ``max(budgets)`` evaluations per search seed on the *fitness* split only (the
+tasks it is given hold no test item, so the search cannot read the test split), then for
+every budget ``k`` the child the arm would return after ``k`` evaluations (the best
+fitness among its first ``k`` trials) is scored on the test split. The metric is that test
+score: its median and a 95% interval across seeds, its gain over the arm's own start
+(trial 0), and an exact paired test of winner against start pooled over seeds.
+
+Outputs in ``--out``: ``search_suite.json`` (every number), ``search_suite.md`` (the tables),
+``curves_<problem>.png`` (anytime test curves per arm), and the work folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ARMS = ("prior", "blind", "guided", "random", "tpe", "nsga2")
+ESSENTIAL = ("prior", "blind", "guided")
+
+
+# --------------------------------------------------------------------------- setup
+def _suite(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
+    from darwinmerge.zoo.build import ZooConfig, build_zoo, micro_config
+    from darwinmerge.zoo.problems import SuiteConfig, build_suite, micro_suite_config
+
+    zoo, suite = args.zoo.resolve(), args.suite.resolve()
+    say = (lambda m: print(m, file=sys.stderr)) if args.verbose else None
+    build_zoo(zoo, micro_config(args.seed) if args.small else ZooConfig(seed=args.seed), log=say)
+    cfg = micro_suite_config() if args.small else SuiteConfig()
+    only = tuple(args.problems) if args.problems else None
+    manifest = build_suite(suite, zoo, cfg, only=only, log=say)
+    return zoo, suite, manifest
+
+
+def _fitness_tasks(zoo: Path, work: Path) -> tuple[str, list[Any]]:
+    """A tasks folder with the fitness split only (what every arm searches on), and the
+    test items (what every returned child is judged on)."""
+    import darwinmerge.zoo.tasks  # noqa: F401  (registers the zoo task source)
+    from darwinmerge.evaluate.tasks import load_tasks
+
+    every = load_tasks(f"zoo:{zoo}", split=None)
+    fit = load_tasks(f"zoo:{zoo}", split="fitness")
+    folder = work / "fitness_tasks" / "tasks"
+    folder.mkdir(parents=True, exist_ok=True)
+    for cat in sorted({it.category for it in every}):
+        rows = [json.dumps(it.to_dict(), sort_keys=True) for it in fit if it.category == cat]
+        (folder / f"{cat}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return f"zoo:{folder}", load_tasks(f"zoo:{zoo}", split="test")
+
+
+def _scans(zoo: Path, paths: dict[str, Path | None], work: Path) -> Path:
+    from darwinmerge.mri.pipeline import MriConfig, compare_models
+
+    folder = work / "mri"
+    if not (folder / "comparison.json").is_file():
+        cfg = MriConfig(probes=(f"zoo@{zoo}",))
+        result = compare_models(paths["a"], paths["b"], cfg, base=paths["base"])  # type: ignore[arg-type]
+        folder.mkdir(parents=True, exist_ok=True)
+        result.save(folder)
+    return folder
+
+
+def _config(
+    args: argparse.Namespace,
+    paths: dict[str, Path | None],
+    tasks: str,
+    arm: str,
+    seed: int,
+    scans: Path,
+    trials: int,
+    subset: int | float,
+) -> Any:
+    from darwinmerge.evolve.config import EvolveConfig
+
+    optimizer = {"guided": "cmaes", "blind": "cmaes"}.get(arm, arm)
+    prior: dict[str, Any] = {"kind": "blind"}
+    if arm == "guided":
+        prior = {"kind": "mri", "scans": str(scans)}
+    data: dict[str, Any] = {
+        "parents": {"a": str(paths["a"]), "b": str(paths["b"])},
+        "tasks": tasks,
+        "space": {"kind": args.space, "max_blocks": args.max_blocks},
+        "prior": prior,
+        "optimizer": {"name": optimizer, "seed": seed},
+        "trials": trials,
+        "fitness": {"subset": subset, "chunk_size": 10_000},
+        "early_stop": {"enabled": False},
+        "backend": {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens},
+        "select": {"top_k": 1, "write_child": False},
+    }
+    if paths["base"] is not None:
+        data["base"] = str(paths["base"])
+    data["fitness"].update(args.fitness_extra)
+    return EvolveConfig.model_validate(data)
+
+
+def start_yaml(cfg: Any) -> str:
+    """The recipe of the arm's own start: its prior's mean genome, decoded."""
+    import numpy as np
+
+    from darwinmerge.evolve.api import space_and_prior
+    from darwinmerge.evolve.optimizer import SearchBox
+
+    space, prior = space_and_prior(cfg)
+    names = [g.name if hasattr(g, "name") else str(g) for g in space.genes]
+    box = SearchBox.from_prior(names, prior).narrowed(dict(cfg.bounds))
+    return str(space.decode(np.asarray(box.mean, dtype=float)).to_yaml())
+
+
+# --------------------------------------------------------------------------- scoring
+class Judge:
+    """Scores recipes (YAML) and parents on the test split, once each (cached by text)."""
+
+    def __init__(self, paths: dict[str, Path | None], test_items: list[Any], args: Any) -> None:
+        from darwinmerge.evaluate.tasks import TaskItem
+        from darwinmerge.evolve.workers import CandidateWorker, WorkerSpec
+
+        cats = tuple(sorted({it.category for it in test_items}))
+        spec = WorkerSpec(
+            parents=(("a", str(paths["a"])), ("b", str(paths["b"]))),
+            base=str(paths["base"]) if paths["base"] is not None else None,
+            items=(TaskItem(id="-", category="-", prompt="test", answer="-"),),
+            categories=cats,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+        )
+        self.worker = CandidateWorker(spec, "judge")
+        self.items = test_items
+        self.cache: dict[str, dict[str, Any]] = {}
+
+    def score(self, which: str) -> dict[str, Any]:
+        key = hashlib.sha256(which.encode()).hexdigest()[:16]
+        if key not in self.cache:
+            res = self.worker.evaluate_model(which, self.items)
+            self.cache[key] = {
+                "overall": res.overall.score,
+                "categories": {c: s.score for c, s in res.categories.items()},
+                "correct": {it.id: bool(it.correct) for it in res.items},
+                "key": key,
+            }
+        return self.cache[key]
+
+
+def linear_yaml(paths: dict[str, Path | None]) -> str:
+    import yaml
+
+    return yaml.safe_dump(
+        {
+            "method": "linear",
+            "parents": [
+                {"name": "a", "path": str(paths["a"]), "parameters": {"weight": 0.5}},
+                {"name": "b", "path": str(paths["b"]), "parameters": {"weight": 0.5}},
+            ],
+            "donor": "a",
+        },
+        sort_keys=False,
+    )
+
+
+def anytime(records: list[dict[str, Any]], budgets: list[int]) -> dict[int, dict[str, Any]]:
+    """For each budget ``k``: the trial the arm would return after its first ``k`` trials
+    (the best first objective among complete trials numbered below ``k``; ties go to the
+    earlier trial)."""
+    out: dict[int, dict[str, Any]] = {}
+    for k in budgets:
+        pool = [
+            r
+            for r in records
+            if r["number"] < k and r["state"] == "complete" and r["values"] and r["recipe"]
+        ]
+        if pool:
+            out[k] = min(pool, key=lambda r: (-r["values"][0], r["number"]))
+    return out
+
+
+def paired_p(wins: int, losses: int) -> float:
+    from darwinmerge.evaluate.stats import mcnemar_exact
+
+    return mcnemar_exact(wins, losses)
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """95% t-interval of the mean across seeds (the spread of what a user would get)."""
+    n = len(values)
+    if n < 2:
+        return (values[0], values[0]) if values else (math.nan, math.nan)
+    tq = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}
+    half = tq.get(n, 1.96) * statistics.stdev(values) / math.sqrt(n)
+    mean = statistics.fmean(values)
+    return (mean - half, mean + half)
+
+
+# --------------------------------------------------------------------------- one problem
+def run_problem(
+    args: argparse.Namespace, zoo: Path, suite: Path, name: str, hard: bool
+) -> dict[str, Any]:
+    from darwinmerge.evolve.api import evolve
+    from darwinmerge.zoo.problems import problem_parents
+
+    work = args.out / name
+    work.mkdir(parents=True, exist_ok=True)
+    paths = problem_parents(suite, name)
+    tasks, test_items = _fitness_tasks(zoo, args.out)
+    scans = _scans(zoo, paths, work)
+    judge = Judge(paths, test_items, args)
+    t0 = time.perf_counter()
+    ref = {
+        "a": judge.score("parent:a"),
+        "b": judge.score("parent:b"),
+        "linear": judge.score(linear_yaml(paths)),
+    }
+    cats = sorted(ref["a"]["categories"])
+    percat = statistics.fmean(
+        max(ref["a"]["categories"][c], ref["b"]["categories"][c]) for c in cats
+    )
+    best_ref = max(r["overall"] for r in ref.values())
+    long_search = None
+    if args.ceiling_trials:
+        cfg = _config(args, paths, tasks, "guided", 0, scans, args.ceiling_trials, 1.0)
+        evolve(cfg, work / "ceiling", force=True)
+        recs = json.loads((work / "ceiling" / "evolution.json").read_text())["trials"]
+        top = anytime(recs, [args.ceiling_trials])[args.ceiling_trials]
+        long_search = judge.score(top["recipe"])["overall"]
+    ceiling = max(percat, long_search if long_search is not None else -1.0)
+    row: dict[str, Any] = {
+        "problem": name,
+        "hard": hard,
+        "a": ref["a"]["overall"],
+        "b": ref["b"]["overall"],
+        "linear": ref["linear"]["overall"],
+        "percat_ceiling": percat,
+        "long_search": long_search,
+        "ceiling": ceiling,
+        "headroom": ceiling - best_ref,
+        "best_reference": best_ref,
+        "arms": {},
+    }
+    budgets = sorted(args.budgets)
+    top_budget = budgets[-1]
+    for arm in args.arms:
+        if arm == "prior":
+            # the MRI prior's own start child: no evaluation at all
+            cfg = _config(args, paths, tasks, "guided", 0, scans, top_budget, args.subset)
+            start = judge.score(start_yaml(cfg))
+            runs = [{"seed": 0, "test": {k: start["overall"] for k in budgets}}]
+            row["arms"][arm] = summarise_arm(runs, budgets)
+            continue
+        seeds = args.seeds if arm in ESSENTIAL else args.extra_seeds
+        runs = []
+        for seed in range(seeds):
+            out = work / f"{arm}-{seed}"
+            cfg = _config(args, paths, tasks, arm, seed, scans, top_budget, args.subset)
+            if not (out / "evolution.json").exists():
+                evolve(cfg, out, force=True)
+            recs = json.loads((out / "evolution.json").read_text())["trials"]
+            picks = anytime(recs, budgets)
+            start = judge.score(start_yaml(cfg))
+            tests = {k: judge.score(p["recipe"]) for k, p in picks.items()}
+            final = tests[max(tests)]
+            wins = sum(final["correct"][i] and not start["correct"][i] for i in start["correct"])
+            losses = sum(start["correct"][i] and not final["correct"][i] for i in start["correct"])
+            runs.append(
+                {
+                    "seed": seed,
+                    "test": {k: t["overall"] for k, t in tests.items()},
+                    "fitness": {k: p["values"][0] for k, p in picks.items()},
+                    "trial": {k: p["number"] for k, p in picks.items()},
+                    "start": start["overall"],
+                    "wins": wins,
+                    "losses": losses,
+                }
+            )
+        row["arms"][arm] = summarise_arm(runs, budgets)
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def summarise_arm(runs: list[dict[str, Any]], budgets: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {"runs": runs, "budgets": {}}
+    for k in budgets:
+        vals = [r["test"][k] for r in runs if k in r["test"]]
+        if not vals:
+            continue
+        low, high = interval(vals)
+        out["budgets"][k] = {"median": statistics.median(vals), "low": low, "high": high}
+    searched = [r for r in runs if "start" in r]
+    if searched:
+        top = max(budgets)
+        gains = [r["test"][top] - r["start"] for r in searched if top in r["test"]]
+        wins = sum(r["wins"] for r in searched)
+        losses = sum(r["losses"] for r in searched)
+        out["gain_over_start"] = statistics.fmean(gains) if gains else math.nan
+        out["pooled"] = {"wins": wins, "losses": losses, "p": paired_p(wins, losses)}
+    return out
+
+
+# --------------------------------------------------------------------------- verdicts
+def targets(rows: list[dict[str, Any]], budgets: list[int]) -> dict[str, Any]:
+    top = max(budgets)
+    ten = 10 if 10 in budgets else budgets[min(1, len(budgets) - 1)]
+
+    def med(row: dict[str, Any], arm: str, k: int) -> float:
+        return row["arms"].get(arm, {}).get("budgets", {}).get(k, {}).get("median", math.nan)
+
+    open_rows = [r for r in rows if not r["hard"]]
+    early = [med(r, "guided", ten) >= med(r, "blind", top) for r in open_rows]
+    beats_start = [
+        r["problem"]
+        for r in rows
+        if r["arms"].get("guided", {}).get("pooled", {}).get("p", 1.0) < 0.05
+        and r["arms"]["guided"].get("gain_over_start", 0.0) > 0
+    ]
+    closes = [
+        r["problem"]
+        for r in rows
+        if r["headroom"] > 0 and med(r, "guided", top) - r["best_reference"] >= r["headroom"] / 2
+    ]
+    never_below = [med(r, "guided", top) >= med(r, "blind", top) - 0.01 for r in rows]
+    return {
+        f"guided median at {ten} >= blind's at {top} on every problem with headroom": all(early)
+        and bool(early),
+        "the search's winner beats its start (pooled p < 0.05) on >= 4 problems": len(beats_start)
+        >= 4,
+        "the final child closes >= half the headroom on >= 4 problems": len(closes) >= 4,
+        f"guided at {top} never below blind by more than 0.01": all(never_below),
+        "_beats_start": beats_start,
+        "_closes_half": closes,
+    }
+
+
+def markdown(rows: list[dict[str, Any]], budgets: list[int], verdicts: dict[str, Any]) -> str:
+    lines = [
+        "| problem | a | b | linear | ceiling (per-category best / long search) | headroom |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        ls = f"{r['long_search']:.3f}" if r["long_search"] is not None else "-"
+        tag = " (hard)" if r["hard"] else ""
+        lines.append(
+            f"| {r['problem']}{tag} | {r['a']:.3f} | {r['b']:.3f} | {r['linear']:.3f} | "
+            f"{r['ceiling']:.3f} ({r['percat_ceiling']:.3f} / {ls}) | {r['headroom']:+.3f} |"
+        )
+    lines += [
+        "",
+        "Test score of the child each arm returns (median over seeds [95% interval]):",
+        "",
+    ]
+    head = "| problem | arm | " + " | ".join(f"{k} evals" for k in budgets)
+    lines += [head + " | gain over start | winner vs start (pooled) |"]
+    lines += ["|---|---|" + "---:|" * len(budgets) + "---:|---|"]
+    for r in rows:
+        for arm, s in r["arms"].items():
+            cells = []
+            for k in budgets:
+                b = s["budgets"].get(k)
+                cells.append(f"{b['median']:.3f} [{b['low']:.3f}, {b['high']:.3f}]" if b else "-")
+            gain = s.get("gain_over_start")
+            pooled = s.get("pooled")
+            gain_cell = f"{gain:+.3f}" if gain is not None else "-"
+            pooled_cell = (
+                f"{pooled['wins']} won / {pooled['losses']} lost, p = {pooled['p']:.3g}"
+                if pooled
+                else "-"
+            )
+            lines.append(
+                f"| {r['problem']} | {arm} | {' | '.join(cells)} | {gain_cell} | {pooled_cell} |"
+            )
+    lines += ["", "| target | met |", "|---|---|"]
+    for name, ok in verdicts.items():
+        if not name.startswith("_"):
+            lines.append(f"| {name} | {'met' if ok else 'NOT met'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], budgets: list[int], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for r in rows:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for arm, s in r["arms"].items():
+            ks = [k for k in budgets if k in s["budgets"]]
+            med = [s["budgets"][k]["median"] for k in ks]
+            lo = [s["budgets"][k]["low"] for k in ks]
+            hi = [s["budgets"][k]["high"] for k in ks]
+            ax.plot(ks, med, marker="o", label=arm)
+            ax.fill_between(ks, lo, hi, alpha=0.15)
+        for ref, style in (("a", ":"), ("b", "--"), ("linear", "-.")):
+            ax.axhline(r[ref], color="grey", linestyle=style, linewidth=1, label=ref)
+        ax.axhline(r["ceiling"], color="black", linewidth=1, label="ceiling")
+        ax.set_xscale("log")
+        ax.set_xticks(budgets)
+        ax.set_xticklabels([str(k) for k in budgets])
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel("test score of the returned child")
+        ax.set_title(r["problem"])
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out / f"curves_{r['problem']}.png", dpi=100)
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--zoo", type=Path, default=Path("runs/zoo"))
+    p.add_argument("--suite", type=Path, default=Path("runs/suite"))
+    p.add_argument("--out", type=Path, default=Path("runs/search_suite"))
+    p.add_argument("--seed", type=int, default=0, help="zoo seed (the suite is built from it)")
+    p.add_argument("--problems", type=lambda s: s.split(","), default=None)
+    p.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS))
+    p.add_argument(
+        "--budgets", type=lambda s: [int(x) for x in s.split(",")], default=[5, 10, 20, 40]
+    )
+    p.add_argument("--seeds", type=int, default=5, help="search seeds of prior/blind/guided")
+    p.add_argument("--extra-seeds", type=int, default=2, help="search seeds of the other arms")
+    p.add_argument("--subset", type=int, default=20, help="fitness items per category")
+    p.add_argument("--ceiling-trials", type=int, default=0, help="a long guided search (0: off)")
+    p.add_argument("--space", default="seed")
+    p.add_argument("--max-blocks", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument(
+        "--fitness", action="append", default=[], help="extra fitness key=value (repeatable)"
+    )
+    p.add_argument("--small", action="store_true", help="micro zoo and suite (for tests)")
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.arms) - set(ARMS))
+    if unknown:
+        p.error(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+    args.fitness_extra = dict(kv.partition("=")[::2] for kv in args.fitness)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    args = parse(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    load_start = os.getloadavg()
+    zoo, suite, manifest = _suite(args)
+    rows = []
+    for name, entry in manifest["problems"].items():
+        print(f"problem {name} ...", file=sys.stderr, flush=True)
+        rows.append(run_problem(args, zoo, suite, name, bool(entry["hard"])))
+    budgets = sorted(args.budgets)
+    verdicts = targets(rows, budgets)
+    payload = {
+        "format": "darwinmerge-search-suite/1",
+        "zoo_seed": args.seed,
+        "small": args.small,
+        "budgets": budgets,
+        "seeds": args.seeds,
+        "extra_seeds": args.extra_seeds,
+        "subset": args.subset,
+        "rows": rows,
+        "targets": verdicts,
+        "seconds": round(time.perf_counter() - start, 1),
+        "load": {"start": load_start, "end": os.getloadavg()},
+    }
+    (args.out / "search_suite.json").write_text(json.dumps(payload, indent=2) + "\n")
+    text = markdown(rows, budgets, verdicts)
+    (args.out / "search_suite.md").write_text(text)
+    plot(rows, budgets, args.out)
+    print(text)
+    print(
+        f"{payload['seconds']} s; load average {load_start[0]:.2f} at the start, "
+        f"{payload['load']['end'][0]:.2f} at the end"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""The search-suite benchmark: its selection and statistics on synthetic records, and its
+small mode end to end (micro zoo, one problem, every arm)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location(
+        "search_suite", ROOT / "benchmarks" / "search_suite.py"
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rec(number: int, value: float | None, state: str = "complete") -> dict:
+    return {
+        "number": number,
+        "state": state,
+        "values": None if value is None else [value],
+        "recipe": f"r{number}",
+    }
+
+
+def test_anytime_returns_the_best_fitness_seen_within_each_budget() -> None:
+    ss = _module()
+    records = [
+        _rec(0, 0.5),
+        _rec(1, 0.7),
+        _rec(2, 0.9, state="pruned"),  # a stopped candidate is never returned
+        _rec(3, 0.7),  # a tie goes to the earlier trial
+        _rec(4, 0.8),
+        _rec(5, None, state="fail"),
+    ]
+    picks = ss.anytime(records, [1, 2, 4, 5, 40])
+    assert {k: p["number"] for k, p in picks.items()} == {1: 0, 2: 1, 4: 1, 5: 4, 40: 4}
+    assert ss.anytime([_rec(0, None, "fail")], [1]) == {}
+
+
+def test_interval_is_the_t_interval_of_the_mean() -> None:
+    ss = _module()
+    low, high = ss.interval([0.6, 0.7, 0.8])
+    # mean 0.7, sd 0.1, t(2) = 4.30: 0.7 +- 4.30 * 0.1 / sqrt(3)
+    assert low == pytest.approx(0.7 - 0.24826, rel=1e-3)
+    assert high == pytest.approx(0.7 + 0.24826, rel=1e-3)
+    assert ss.interval([0.5]) == (0.5, 0.5)
+
+
+def _row(name: str, hard: bool, guided: dict, blind: dict, headroom: float, p: float) -> dict:
+    def arm(meds: dict) -> dict:
+        return {
+            "budgets": {k: {"median": v, "low": v, "high": v} for k, v in meds.items()},
+            "gain_over_start": 0.02,
+            "pooled": {"wins": 10, "losses": 2, "p": p},
+        }
+
+    return {
+        "problem": name,
+        "hard": hard,
+        "headroom": headroom,
+        "best_reference": 0.6,
+        "arms": {"guided": arm(guided), "blind": arm(blind)},
+    }
+
+
+def test_targets_read_the_rows() -> None:
+    ss = _module()
+    good = {5: 0.62, 10: 0.66, 20: 0.67, 40: 0.68}
+    blind = {5: 0.60, 10: 0.61, 20: 0.63, 40: 0.65}
+    rows = [_row(f"p{i}", False, good, blind, 0.1, 0.01) for i in range(4)]
+    rows.append(_row("hard", True, blind, good, 0.0, 0.5))  # guided below blind by 0.03
+    v = ss.targets(rows, [5, 10, 20, 40])
+    keys = [k for k in v if not k.startswith("_")]
+    assert v[keys[0]] is True  # 0.66 at 10 >= 0.65 at 40 on every open problem
+    assert v[keys[1]] is True and len(v["_beats_start"]) == 4
+    assert v[keys[2]] is True  # 0.68 - 0.6 >= 0.1 / 2 on the four open problems
+    assert v[keys[3]] is False  # the hard problem: 0.65 < 0.68 - 0.01
+    rows[0]["arms"]["guided"]["budgets"][10]["median"] = 0.64
+    assert ss.targets(rows, [5, 10, 20, 40])[keys[0]] is False
+
+
+def test_small_mode_runs_every_arm(tmp_path: Path) -> None:
+    out = tmp_path / "ss"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "search_suite.py"),
+            "--small",
+            "--zoo",
+            str(tmp_path / "zoo"),
+            "--suite",
+            str(tmp_path / "suite"),
+            "--out",
+            str(out),
+            "--problems",
+            "golden_layer",
+            "--budgets",
+            "1,2",
+            "--seeds",
+            "2",
+            "--extra-seeds",
+            "1",
+            "--subset",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((out / "search_suite.json").read_text())
+    (row,) = data["rows"]
+    assert row["problem"] == "golden_layer" and row["hard"] is False
+    assert set(row["arms"]) == {"prior", "blind", "guided", "random", "tpe", "nsga2"}
+    assert len(row["arms"]["guided"]["runs"]) == 2 and len(row["arms"]["tpe"]["runs"]) == 1
+    for run in row["arms"]["blind"]["runs"]:
+        assert set(run["test"]) == {"1", "2"}  # JSON keys
+        assert run["trial"]["1"] == 0 and run["trial"]["2"] in (0, 1)
+        assert 0.0 <= run["start"] <= 1.0
+    assert row["ceiling"] >= row["percat_ceiling"] >= max(row["a"], row["b"]) - 1e-12
+    assert row["headroom"] == pytest.approx(row["ceiling"] - row["best_reference"])
+    assert (out / "curves_golden_layer.png").stat().st_size > 1000
+    assert "| golden_layer | guided |" in (out / "search_suite.md").read_text()
+    # the search never read the test split: its tasks hold fitness items only
+    import darwinmerge.zoo.tasks  # noqa: F401
+    from darwinmerge.evaluate.tasks import load_tasks
+
+    searched = load_tasks(f"zoo:{out / 'fitness_tasks'}", split=None)
+    assert searched and load_tasks(f"zoo:{out / 'fitness_tasks'}", split="test") == []
