@@ -177,7 +177,7 @@ def test_every_help_lists_options_inputs_output_behaviour_performance():
 
 def test_out_means_the_output_folder_everywhere():
     """Every command that writes a folder takes --out (merge and zoo build also OUT)."""
-    writes_a_folder = ("merge", "run", "evolve", "mri", "health", "zoo build", "demo")
+    writes_a_folder = ("merge", "run", "evolve", "mri", "health", "zoo build", "zoo suite", "demo")
     commands = _commands()
     for name in writes_a_folder:
         opts = [o for p in commands[name].params for o in p.opts]  # type: ignore[attr-defined]
