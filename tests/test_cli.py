@@ -177,7 +177,7 @@ def test_every_help_lists_options_inputs_output_behaviour_performance():
 
 def test_out_means_the_output_folder_everywhere():
     """Every command that writes a folder takes --out (merge and zoo build also OUT)."""
-    writes_a_folder = ("merge", "run", "evolve", "mri", "health", "zoo build", "demo")
+    writes_a_folder = ("merge", "run", "evolve", "mri", "health", "zoo build", "zoo suite", "demo")
     commands = _commands()
     for name in writes_a_folder:
         opts = [o for p in commands[name].params for o in p.opts]  # type: ignore[attr-defined]
@@ -194,6 +194,8 @@ def test_output_folder_from_argument_or_option(tmp_path: Path):
     assert output_folder(a, a) == (a, [])
     # with --out, a key=value in OUT's place is the first override
     assert output_folder(Path("t=0.4"), a, ["seed=3"]) == (a, ["t=0.4", "seed=3"])
+    odd = tmp_path / "t=0.4"  # a folder so named, given both ways, is the folder
+    assert output_folder(odd, odd, ["seed=3"]) == (odd, ["seed=3"])
     with pytest.raises(ConfigError, match="two output folders"):
         output_folder(a, b)
     with pytest.raises(ConfigError, match="no output folder"):

@@ -142,7 +142,9 @@ def test_eval_tables_fit_80_columns() -> None:
     _assert_table_fits(text, header, rows)
     assert "A = startcheckpoint-with-a-long-folder-name" in text.replace("\n", "")
 
-    text = _render(lambda c: _print_result(c, "startcheckpoint", results["child"]))
+    name = "startcheckpoint-with-a-long-folder-name"
+    text = _render(lambda c: _print_result(c, name, results["child"]))
+    assert f"{name} (exact_match)" in text.splitlines()[0]
     rows = [
         [cat, str(s.n), f"{s.score:.3f}", f"[{s.ci_low:.3f}, {s.ci_high:.3f}]"]
         for cat, s in results["child"].table().items()

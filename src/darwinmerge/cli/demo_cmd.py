@@ -48,9 +48,9 @@ def demo(
     def on_trial(event: Any) -> None:
         fit = "-" if event.fitness is None else f"{event.fitness:.3f}"
         best = "-" if event.best is None else f"{event.best:.3f}"
-        console.print(
-            f"  candidate {event.finished:>2}/{event.budget}  {event.state:<8} fitness {fit}  "
-            f"best {best}  {event.merge_seconds:.2f} s merge + {event.eval_seconds:.2f} s eval"
+        console.print(  # one line of a log file's 80 columns
+            f"  candidate {event.finished:>2}/{event.budget}  {event.state:<8}  fitness {fit}  "
+            f"best {best}  merge {event.merge_seconds:.1f} s  eval {event.eval_seconds:.1f} s"
         )
 
     result = run_demo(

@@ -53,7 +53,8 @@ def _print_result(console: Any, name: str, result: Any) -> None:
     ]
     header = ["category", "n", "score", "95% CI"]
     caption = "overall = mean of categories"
-    console.print(narrow_table(f"{name} ({result.scorer})", header, rows, caption=caption))
+    console.print(f"{name} ({result.scorer})")  # a long name wraps here, not in the table
+    console.print(narrow_table(header, rows, caption=caption))
 
 
 def _print_comparison(console: Any, comp: Any) -> None:
@@ -77,7 +78,7 @@ def _print_comparison(console: Any, comp: Any) -> None:
     ]
     # the names on a line of their own: a long name wraps there, never inside the table
     console.print(f"paired: A = {comp.name_a}  vs  B = {comp.name_b}  (alpha {comp.alpha})")
-    table = narrow_table(None, header, rows)
+    table = narrow_table(header, rows)
     table.columns[-1].justify = "left"
     console.print(table)
 

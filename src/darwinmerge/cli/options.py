@@ -115,13 +115,16 @@ def output_folder(
     ``key=value`` overrides. With ``--out``, a positional ``key=value`` is an override
     (``darwin merge CONFIG --out DIR seed=3``); both folders given must be the same."""
     extra = list(overrides or [])
-    if option is not None and positional is not None and "=" in str(positional):
-        extra.insert(0, str(positional))
-        positional = None
-    if positional is not None and option is not None and positional.resolve() != option.resolve():
-        raise ConfigError(
-            f"two output folders: OUT {positional} and --out {option}; give one of them"
-        )
+    if option is not None and positional is not None:
+        if positional.resolve() == option.resolve():
+            positional = None
+        elif "=" in str(positional):
+            extra.insert(0, str(positional))
+            positional = None
+        else:
+            raise ConfigError(
+                f"two output folders: OUT {positional} and --out {option}; give one of them"
+            )
     out = option if option is not None else positional
     if out is None:
         raise ConfigError("no output folder: give OUT or --out DIR")

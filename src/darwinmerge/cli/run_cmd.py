@@ -34,15 +34,12 @@ def print_final_table(
         console.print(table)
         _print_start(console, scores)
         return
-    console.print(narrow_table(title, *final_scores_table(scores)))
+    console.print(title)
+    console.print(narrow_table(*final_scores_table(scores)))
     console.print("vs PARENT: child - parent; p: exact paired test (child against that parent)")
     console.print()
-    console.print(
-        narrow_table(
-            "95% intervals; items only the child / only the parent got right",
-            *final_intervals_table(scores),
-        )
-    )
+    console.print("95% intervals; items only the child / only the parent got right")
+    console.print(narrow_table(*final_intervals_table(scores)))
     _print_start(console, scores)
 
 

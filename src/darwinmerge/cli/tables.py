@@ -1,5 +1,7 @@
 """The terminal tables' one style: a rule under the header, two spaces between columns,
-no frame, so the commands' tables fit an 80-column terminal or log file."""
+no frame, so the commands' tables fit an 80-column terminal or log file. A table's title
+is printed by the caller as a line above it (a long name or path wraps there, at the
+terminal's width, not at the table's)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ __all__ = ["narrow_table"]
 
 
 def narrow_table(
-    title: str | None,
     header: Sequence[str],
     rows: Sequence[Sequence[str]],
     *,
@@ -24,8 +25,6 @@ def narrow_table(
     from rich.table import Table
 
     table = Table(
-        title=title,
-        title_justify="left",
         caption=caption,
         caption_justify="left",
         box=box.SIMPLE_HEAD,
