@@ -217,6 +217,13 @@ def match_parents(
         base = recipe.base is not None if base is None else base
         donor = donor or recipe.donor_name
         unknown_tensors = unknown_tensors or recipe.unknown_tensors
+        if recipe.tokenizer_source is not None and not all(
+            getattr(s, "vocabulary_aligned", False) for s in sources
+        ):
+            raise MergeError(
+                "tokenizer_source: the parents must be read on the child's vocabulary; "
+                "open them with merge.api.open_sources (or merge.vocab.align_vocabulary)"
+            )
     else:
         parent_names = list(parents)
         base = bool(base)
