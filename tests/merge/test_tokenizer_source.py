@@ -7,24 +7,18 @@ token more (and two more embedding rows)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from darwinmerge.errors import ConfigError
 from darwinmerge.merge import Recipe, load_any_config, merge_to_disk
 from darwinmerge.merge.mergekit_io import recipe_to_mergekit
 from darwinmerge.zoo.tiny import build_tiny_model, save_tiny
 
-from .conftest import read_tensors
-
-ROOT = Path(__file__).resolve().parents[2]
-MK_PY = ROOT / ".venv-mergekit" / "bin" / "python"
+from .conftest import read_tensors, require_mergekit, run_mergekit
 
 TIES = [
     {"model": "a", "parameters": {"weight": 0.6, "density": 0.5}},
@@ -66,10 +60,7 @@ def _save_tokenizer(out: Path, vocab: dict[str, int], added: tuple[str, ...] = (
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    if not MK_PY.exists():
-        if os.environ.get("DARWIN_SKIP_MERGEKIT") == "1":
-            pytest.skip("DARWIN_SKIP_MERGEKIT=1")
-        pytest.fail("mergekit reference venv missing: run `make mergekit-venv`")
+    require_mergekit()
     root = tmp_path_factory.mktemp("tok")
     words = ["<eos>"] + [f"t{i}" for i in range(1, 128)]
     base = {w: i for i, w in enumerate(words)}
@@ -84,19 +75,11 @@ def runs(tmp_path_factory) -> Path:
     ):
         out = save_tiny(build_tiny_model("qwen3", seed=seed, vocab_size=size), root / name)
         _save_tokenizer(out, vocab, added)
-    jobs = []
-    for name, cfg in CONFIGS.items():
-        full = {**cfg, "tokenizer_source": name.split("_")[1], "dtype": "float32"}
-        (root / f"{name}.yaml").write_text(yaml.safe_dump(full))
-        jobs.append([str(root / f"{name}.yaml"), str(root / f"mk-{name}")])
-    (root / "jobs.json").write_text(json.dumps(jobs))
-    subprocess.run(
-        [str(MK_PY), str(ROOT / "tools" / "mergekit_run.py"), str(root / "jobs.json")],
-        check=True,
-        cwd=root,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-    )
+    full = {
+        name: {**cfg, "tokenizer_source": name.split("_")[1], "dtype": "float32"}
+        for name, cfg in CONFIGS.items()
+    }
+    run_mergekit(root, full)
     return root
 
 
