@@ -6,6 +6,7 @@ the 3:1 linear/full attention pattern or is refused in one line."""
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from darwinmerge.errors import ConfigError, MergeError
-from darwinmerge.merge import Recipe, load_any_config, merge_to_disk
+from darwinmerge.merge import Recipe, load_any_config, merge_to_disk, plan_merge
+from darwinmerge.merge.api import open_sources
 from darwinmerge.zoo.tiny import build_tiny_model, save_tiny
 
 from .conftest import read_tensors, require_mergekit, run_mergekit
@@ -89,6 +91,9 @@ def test_stacked_child_equals_mergekit_and_loads(runs: Path, name: str) -> None:
         assert "layer_types" in error, error
     config = json.loads((out / "config.json").read_text())
     assert config["num_hidden_layers"] == n and len(config["layer_types"]) == n
+    with ExitStack() as stack:  # the plan describes the child (`darwin validate` prints it)
+        plan = plan_merge(recipe, open_sources(recipe, stack))
+    assert plan.out_arch.num_layers == n and plan.out_arch.layer_types == config["layer_types"]
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)

@@ -21,7 +21,7 @@ from darwinmerge.merge.buffers import BufferPool
 from darwinmerge.merge.executor import DTYPES, alone_first, execute_plan
 from darwinmerge.merge.planner import MergePlan, TensorJob, plan_merge
 from darwinmerge.merge.recipe import Recipe
-from darwinmerge.merge.stack import stacked_config_updates, stacked_layer_types
+from darwinmerge.merge.stack import stacked_config_updates
 
 __all__ = [
     "MergeResult",
@@ -159,8 +159,8 @@ def merge_to_disk(
             )
             pool.clear()
             updates: dict[str, Any] = {"dtype": recipe.dtype} if recipe.dtype else {}
-            if recipe.slices is not None:  # the stacked layers' count and types
-                types = stacked_layer_types(recipe, plan.archs)
+            if plan.stacked is not None:  # the stacked layers' count and types
+                types = plan.stacked.layer_types
                 config = sources[plan.donor].config
                 updates.update(stacked_config_updates(config, len(types), types))
             alignment = getattr(sources[0], "alignment", None)

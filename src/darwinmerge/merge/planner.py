@@ -91,10 +91,12 @@ class MergePlan:
     donor: int
     jobs: list[TensorJob]
     notes: list[str]
+    #: the child's architecture where it is not the donor's (stacked layers)
+    stacked: Architecture | None = None
 
     @property
     def out_arch(self) -> Architecture:
-        return self.archs[self.donor]
+        return self.stacked if self.stacked is not None else self.archs[self.donor]
 
 
 def arch_of(source: TensorSource) -> Architecture:
