@@ -3,9 +3,6 @@ child in mergekit as in darwin; what mergekit cannot express is refused in one l
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +16,10 @@ from darwinmerge.errors import ConfigError
 from darwinmerge.merge.mergekit_io import recipe_from_mergekit, recipe_to_mergekit
 from darwinmerge.zoo.tiny import build_tiny_model, save_tiny
 
-from .conftest import read_tensors, write_recipe
+from .conftest import read_tensors, require_mergekit, run_mergekit_jobs, write_recipe
 from .test_mergekit_e2e import CONFIGS
 from .test_stacking import CONFIGS as STACKED
 
-ROOT = Path(__file__).resolve().parents[2]
-MK_PY = ROOT / ".venv-mergekit" / "bin" / "python"
 runner = CliRunner()
 
 
@@ -83,10 +78,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 def test_exported_yaml_gives_the_same_child_in_mergekit(parents: Path) -> None:
-    if not MK_PY.exists():
-        if os.environ.get("DARWIN_SKIP_MERGEKIT") == "1":
-            pytest.skip("DARWIN_SKIP_MERGEKIT=1")
-        pytest.fail("mergekit reference venv missing: run `make mergekit-venv`")
+    require_mergekit()
     jobs = []
     for name, fields in RECIPES.items():
         recipe = write_recipe(parents / f"{name}.yaml", **fields)
@@ -98,14 +90,7 @@ def test_exported_yaml_gives_the_same_child_in_mergekit(parents: Path) -> None:
         assert result.exit_code == 0, result.output
         assert yaml.safe_load(exported.read_text())["merge_method"] == fields["method"]
         jobs.append([str(exported), str(parents / f"mk-{name}")])
-    (parents / "jobs.json").write_text(json.dumps(jobs))
-    subprocess.run(
-        [str(MK_PY), str(ROOT / "tools" / "mergekit_run.py"), str(parents / "jobs.json")],
-        check=True,
-        cwd=parents,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-    )
+    run_mergekit_jobs(parents, jobs)
     for name in RECIPES:
         ours, theirs = read_tensors(parents / f"dw-{name}"), read_tensors(parents / f"mk-{name}")
         assert ours.keys() == theirs.keys(), name

@@ -7,22 +7,15 @@ mergekit-venv``, part of ``make test``); set DARWIN_SKIP_MERGEKIT=1 to skip know
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from darwinmerge.merge import load_any_config, merge_to_disk
 from darwinmerge.zoo.tiny import build_tiny_model, save_tiny
 
-from .conftest import read_tensors
-
-ROOT = Path(__file__).resolve().parents[2]
-MK_PY = ROOT / ".venv-mergekit" / "bin" / "python"
+from .conftest import read_tensors, require_mergekit, run_mergekit
 
 CONFIGS = {
     "linear": {
@@ -163,27 +156,11 @@ CONFIGS = {
 
 @pytest.fixture(scope="module")
 def mergekit_outputs(tmp_path_factory):
-    if not MK_PY.exists():
-        if os.environ.get("DARWIN_SKIP_MERGEKIT") == "1":
-            pytest.skip("DARWIN_SKIP_MERGEKIT=1")
-        pytest.fail("mergekit reference venv missing: run `make mergekit-venv`")
+    require_mergekit()
     root = tmp_path_factory.mktemp("mk")
     for tag, seed in (("a", 0), ("b", 1), ("base", 2)):
         save_tiny(build_tiny_model("llama", seed=seed), root / tag)
-    jobs = []
-    for name, cfg in CONFIGS.items():
-        path = root / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        jobs.append([str(path), str(root / f"mk-{name}")])
-    (root / "jobs.json").write_text(json.dumps(jobs))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [str(MK_PY), str(ROOT / "tools" / "mergekit_run.py"), str(root / "jobs.json")],
-        check=True,
-        cwd=root,
-        env=env,
-        capture_output=True,
-    )
+    run_mergekit(root, CONFIGS)
     return root
 
 

@@ -6,23 +6,19 @@ the 3:1 linear/full attention pattern or is refused in one line."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from darwinmerge.errors import ConfigError, MergeError
-from darwinmerge.merge import Recipe, load_any_config, merge_to_disk
+from darwinmerge.merge import Recipe, load_any_config, merge_to_disk, plan_merge
+from darwinmerge.merge.api import open_sources
 from darwinmerge.zoo.tiny import build_tiny_model, save_tiny
 
-from .conftest import read_tensors
-
-ROOT = Path(__file__).resolve().parents[2]
-MK_PY = ROOT / ".venv-mergekit" / "bin" / "python"
+from .conftest import read_tensors, require_mergekit, run_mergekit
 
 
 def _src(model: str, start: int, end: int, **parameters: Any) -> dict[str, Any]:
@@ -68,25 +64,11 @@ LAYERS = {"frankenmerge": 6, "depth_upscale_scaled": 7, "shifted_linear": 4}
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    if not MK_PY.exists():
-        if os.environ.get("DARWIN_SKIP_MERGEKIT") == "1":
-            pytest.skip("DARWIN_SKIP_MERGEKIT=1")
-        pytest.fail("mergekit reference venv missing: run `make mergekit-venv`")
+    require_mergekit()
     root = tmp_path_factory.mktemp("stack")
     for tag, seed in (("a", 0), ("b", 1)):
         save_tiny(build_tiny_model("qwen3", seed=seed), root / tag)
-    jobs = []
-    for name, cfg in CONFIGS.items():
-        (root / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
-        jobs.append([str(root / f"{name}.yaml"), str(root / f"mk-{name}")])
-    (root / "jobs.json").write_text(json.dumps(jobs))
-    subprocess.run(
-        [str(MK_PY), str(ROOT / "tools" / "mergekit_run.py"), str(root / "jobs.json")],
-        check=True,
-        cwd=root,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-    )
+    run_mergekit(root, CONFIGS)
     return root
 
 
@@ -109,6 +91,9 @@ def test_stacked_child_equals_mergekit_and_loads(runs: Path, name: str) -> None:
         assert "layer_types" in error, error
     config = json.loads((out / "config.json").read_text())
     assert config["num_hidden_layers"] == n and len(config["layer_types"]) == n
+    with ExitStack() as stack:  # the plan describes the child (`darwin validate` prints it)
+        plan = plan_merge(recipe, open_sources(recipe, stack))
+    assert plan.out_arch.num_layers == n and plan.out_arch.layer_types == config["layer_types"]
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)

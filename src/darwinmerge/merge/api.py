@@ -21,7 +21,7 @@ from darwinmerge.merge.buffers import BufferPool
 from darwinmerge.merge.executor import DTYPES, alone_first, execute_plan
 from darwinmerge.merge.planner import MergePlan, TensorJob, plan_merge
 from darwinmerge.merge.recipe import Recipe
-from darwinmerge.merge.stack import stacked_config_updates, stacked_layer_types
+from darwinmerge.merge.stack import stacked_config_updates
 
 __all__ = [
     "MergeResult",
@@ -80,7 +80,8 @@ def open_sources(
     recipe: Recipe, stack: ExitStack, *, allow_pickle: bool = False, page_cache: str = "keep"
 ) -> list[CheckpointReader]:
     """Open the recipe's parents (then its base); ``page_cache`` as in
-    :func:`page_cache_drop`, over all of them together."""
+    :func:`page_cache_drop`, over all of them together. With ``tokenizer_source`` the
+    readers are seen on the child's vocabulary (:mod:`darwinmerge.merge.vocab`)."""
     paths = [p.path for p in recipe.parents] + ([recipe.base] if recipe.base else [])
     # FP8 block-quantized parents are read dequantized to the child's dtype (bf16 default)
     fp8_to = DTYPES[recipe.dtype or "bfloat16"]
@@ -91,6 +92,10 @@ def open_sources(
     if page_cache_drop(page_cache, sum(r.file_bytes for r in readers)):
         for r in readers:
             r.drop_cache = True
+    if recipe.tokenizer_source is not None:  # embeddings and lm_head on the child's vocabulary
+        from darwinmerge.merge.vocab import align_vocabulary
+
+        return align_vocabulary(recipe, readers)[0]  # type: ignore[return-value]
     return readers
 
 
@@ -154,11 +159,18 @@ def merge_to_disk(
             )
             pool.clear()
             updates: dict[str, Any] = {"dtype": recipe.dtype} if recipe.dtype else {}
-            if recipe.slices is not None:  # the stacked layers' count and types
-                types = stacked_layer_types(recipe, plan.archs)
+            if plan.stacked is not None:  # the stacked layers' count and types
+                types = plan.stacked.layer_types
                 config = sources[plan.donor].config
                 updates.update(stacked_config_updates(config, len(types), types))
+            alignment = getattr(sources[0], "alignment", None)
+            if alignment is not None:  # tokenizer_source: the child's vocabulary size
+                size = {"vocab_size": alignment.size}
+                nested = "text_config" in sources[plan.donor].config
+                updates.update({"text_config": size} if nested else size)
             copy_side_files(donor_dir, writer.tmp_dir, config_updates=updates or None)
+            if alignment is not None:
+                alignment.save_tokenizer(writer.tmp_dir)
             recipe_yaml = recipe.to_yaml()
             (writer.tmp_dir / RECIPE_FILE).write_text(recipe_yaml)
             for fname, text in extra_files:

@@ -6,8 +6,8 @@ model, slices contiguous from layer 0; other slices stack layers: a recipe with
 scalars, gradients or ``filter`` lists, ``base_model``, ``dtype`` / ``out_dtype`` and every
 method of mergekit 0.1.5 (a method's declaration says whether ``base_model`` is the
 recipe's base, an optional base, or, for methods that take no base, one more parent
-as mergekit merges it). ``modules`` and tokenizer surgery are refused with a
-one-line reason.
+as mergekit merges it), ``tokenizer_source: base | union``. ``modules``, a model as
+tokenizer source and the ``tokenizer`` section are refused with a one-line reason.
 """
 
 from __future__ import annotations
@@ -128,10 +128,11 @@ def recipe_from_mergekit(
     for key in ("modules", "tokenizer", "chat_template"):
         if data.get(key):
             raise ConfigError(f"{source}: mergekit '{key}' is not supported by darwinmerge")
-    if data.get("tokenizer_source") not in (None, "base"):
+    tokenizer_source = data.get("tokenizer_source")
+    if tokenizer_source not in (None, "base", "union"):
         raise ConfigError(
-            f"{source}: tokenizer_source {data['tokenizer_source']!r} is not supported; "
-            f"the child takes the donor parent's tokenizer"
+            f"{source}: tokenizer_source {tokenizer_source!r} is not supported; "
+            "use base or union (or leave it out: the donor parent's tokenizer files)"
         )
     base = data.get("base_model")
     base_path = _model_path(base, f"{source}: base_model") if base is not None else None
@@ -237,6 +238,12 @@ def recipe_from_mergekit(
     for name, path in zip(names, parent_paths, strict=True):
         parents.append({"name": name, "path": path, "parameters": per_model.get(path, {})})
     dtype = data.get("out_dtype") or data.get("dtype")
+    fields: dict[str, Any] = {}
+    if tokenizer_source is not None:
+        fields["tokenizer_source"] = tokenizer_source
+        if recipe_base is None and base_path in parent_paths:
+            # mergekit's tokenizer base is its base_model: here the donor
+            fields["donor"] = names[parent_paths.index(base_path)]
     recipe = Recipe.parse(
         {
             "parents": parents,
@@ -244,6 +251,7 @@ def recipe_from_mergekit(
             "method": method,
             "parameters": global_params,
             "dtype": dtype,
+            **fields,
         },
         source=source,
     )
@@ -438,6 +446,35 @@ def recipe_to_mergekit(recipe: Recipe) -> dict[str, Any]:
         out["parameters"] = _export_params(recipe.parameters, "parameters")
     if recipe.dtype:
         out["dtype"] = recipe.dtype
+    if recipe.tokenizer_source is not None:
+        out.update(_tokenizer_to_mergekit(recipe, out.get("base_model")))
+    return out
+
+
+def _tokenizer_to_mergekit(recipe: Recipe, base_model: str | None) -> dict[str, Any]:
+    """``tokenizer_source``, and ``base_model`` where needed: mergekit's tokenizer base
+    is its base_model, ours the recipe's base, else its donor."""
+    out: dict[str, Any] = {"tokenizer_source": recipe.tokenizer_source}
+    if recipe.base is not None:
+        if base_model != recipe.base:  # a base the method does not take
+            raise ConfigError(
+                f"tokenizer_source: {recipe.method} takes no base, so mergekit cannot "
+                "take the tokenizer base from it"
+            )
+        return out
+    donor = recipe.parent(recipe.donor_name).path
+    if base_model is not None and base_model != donor:
+        raise ConfigError(
+            f"tokenizer_source: mergekit's tokenizer base would be {base_model}, the "
+            f"recipe's is its donor {recipe.donor_name}"
+        )
+    if base_model is None:
+        if _declared(recipe.method, "optional_base"):
+            raise ConfigError(
+                f"tokenizer_source: {recipe.method} without a base has no base_model to "
+                "name the tokenizer base in mergekit"
+            )
+        out["base_model"] = donor  # a method that ignores it: only the tokenizer's base
     return out
 
 

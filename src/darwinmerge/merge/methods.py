@@ -14,7 +14,7 @@ A plug-in method declares and implements itself in one step:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -37,7 +37,9 @@ __all__ = [
     "MergeMethod",
     "MethodFn",
     "ParamSpec",
+    "PlainCall",
     "implement",
+    "implement_plain",
 ]
 
 #: ``fn(tensors, *, base, model_params, params, group_dims, generator) -> Tensor``
@@ -168,6 +170,29 @@ def implement(name: str, fn: MethodFn) -> None:
     if method.fn is not _not_loaded:
         raise ValueError(f"merge method {name!r} already has an implementation")
     object.__setattr__(method, "fn", fn)  # the declaration stays the one registry entry
+
+
+#: ``call(tensors, base, model_params, params, group_dims) -> Tensor``
+PlainCall: TypeAlias = "Callable[..., torch.Tensor]"
+
+
+def implement_plain(name: str, call: PlainCall) -> None:
+    """Attach a deterministic method given as ``call(tensors, base, model_params, params,
+    group_dims)`` (the complete per-model and global parameters): the uniform ``fn``
+    signature is written once, here, for every such method."""
+
+    def fn(
+        tensors: Sequence[torch.Tensor],
+        *,
+        base: torch.Tensor | None,
+        model_params: Sequence[Mapping[str, float]],
+        params: Mapping[str, float | bool],
+        group_dims: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        return call(tensors, base, model_params, params, group_dims)
+
+    implement(name, fn)
 
 
 # ---- the built-in declarations (defaults are mergekit 0.1.5's) ----------------------

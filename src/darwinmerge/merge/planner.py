@@ -91,10 +91,12 @@ class MergePlan:
     donor: int
     jobs: list[TensorJob]
     notes: list[str]
+    #: the child's architecture where it is not the donor's (stacked layers)
+    stacked: Architecture | None = None
 
     @property
     def out_arch(self) -> Architecture:
-        return self.archs[self.donor]
+        return self.stacked if self.stacked is not None else self.archs[self.donor]
 
 
 def arch_of(source: TensorSource) -> Architecture:
@@ -217,6 +219,13 @@ def match_parents(
         base = recipe.base is not None if base is None else base
         donor = donor or recipe.donor_name
         unknown_tensors = unknown_tensors or recipe.unknown_tensors
+        if recipe.tokenizer_source is not None and not all(
+            getattr(s, "vocabulary_aligned", False) for s in sources
+        ):
+            raise MergeError(
+                "tokenizer_source: the parents must be read on the child's vocabulary; "
+                "open them with merge.api.open_sources (or merge.vocab.align_vocabulary)"
+            )
     else:
         parent_names = list(parents)
         base = bool(base)

@@ -215,6 +215,10 @@ class Recipe(_Frozen):
     #: layer stacking (frankenmerges, depth up-scaling): the child's layers are these
     #: slices in order; the donor gives the config, side files and tensors outside layers
     slices: list[Slice] | None = None
+    #: the child's tokenizer: the donor's files as they are (None), the tokenizer base's
+    #: (``base``: the base model, else the donor) or the ``union`` of every model's, with
+    #: embeddings and lm_head rebuilt on it (mergekit's tokenizer_source; merge/vocab.py)
+    tokenizer_source: Literal["base", "union"] | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
@@ -255,6 +259,8 @@ class Recipe(_Frozen):
         problems.extend(_method_problems(self))
         if self.slices is not None:
             problems.extend(_slice_problems(self))
+            if self.tokenizer_source is not None:
+                problems.append("tokenizer_source: does not combine with slices")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from darwinmerge.arch import Architecture, text_config
+from darwinmerge.arch import Architecture, detect_architecture, text_config
 from darwinmerge.errors import MergeError
 from darwinmerge.merge.planner import (
     Fetch,
@@ -232,7 +232,7 @@ def plan_stacked(recipe: Recipe, sources: Sequence[TensorSource]) -> MergePlan:
     if len(sources) != len(recipe.parents):
         raise MergeError(f"plan_stacked needs {len(recipe.parents)} sources, got {len(sources)}")
     archs = [arch_of(s) for s in sources]
-    stacked_layer_types(recipe, archs)
+    layer_types = stacked_layer_types(recipe, archs)
     names = [p.name for p in recipe.parents]
     jobs: list[TensorJob] = []
     notes: list[str] = []
@@ -269,4 +269,8 @@ def plan_stacked(recipe: Recipe, sources: Sequence[TensorSource]) -> MergePlan:
         f"stacked {offset} layers from {len(recipe.slices)} slices "
         f"(the donor {names[donor]} has {archs[donor].num_layers})"
     )
-    return MergePlan(recipe=recipe, archs=archs, donor=donor, jobs=jobs, notes=notes)
+    config = _with_layers(dict(sources[donor].config), offset, layer_types)
+    stacked = detect_architecture(config, [j.name for j in jobs], {j.name: j.shape for j in jobs})
+    return MergePlan(
+        recipe=recipe, archs=archs, donor=donor, jobs=jobs, notes=notes, stacked=stacked
+    )

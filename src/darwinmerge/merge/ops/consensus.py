@@ -28,11 +28,11 @@ float32 (float64 for float64 inputs), result in the base's dtype.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from darwinmerge.merge.methods import implement
+from darwinmerge.merge.methods import implement_plain
 from darwinmerge.merge.ops.groups import by_group, check_inputs, compute_dtype
 
 __all__ = ["model_stock", "ram", "ramplus_tl", "sce"]
@@ -188,65 +188,30 @@ def ramplus_tl(
 
 # ---- attached to the declarations (merge/methods.py) ----------------------------------
 
-
-def _model_stock_fn(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    model_params: Sequence[Mapping[str, float]],
-    params: Mapping[str, float | bool],
-    group_dims: int = 0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    filter_wise = bool(params["filter_wise"])
-    return model_stock(tensors, base=base, filter_wise=filter_wise, group_dims=group_dims)
-
-
-def _sce_fn(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    model_params: Sequence[Mapping[str, float]],
-    params: Mapping[str, float | bool],
-    group_dims: int = 0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    select_topk = float(params["select_topk"])
-    return sce(tensors, base=base, select_topk=select_topk, group_dims=group_dims)
-
-
-def _ram_fn(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    model_params: Sequence[Mapping[str, float]],
-    params: Mapping[str, float | bool],
-    group_dims: int = 0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    return ram(tensors, base=base, epsilon=float(params["epsilon"]), group_dims=group_dims)
-
-
-def _ramplus_tl_fn(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    model_params: Sequence[Mapping[str, float]],
-    params: Mapping[str, float | bool],
-    group_dims: int = 0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    return ramplus_tl(
-        tensors,
+implement_plain(
+    "model_stock",
+    lambda xs, base, mp, p, g: model_stock(
+        xs, base=base, filter_wise=bool(p["filter_wise"]), group_dims=g
+    ),
+)
+implement_plain(
+    "sce",
+    lambda xs, base, mp, p, g: sce(
+        xs, base=base, select_topk=float(p["select_topk"]), group_dims=g
+    ),
+)
+implement_plain(
+    "ram",
+    lambda xs, base, mp, p, g: ram(xs, base=base, epsilon=float(p["epsilon"]), group_dims=g),
+)
+implement_plain(
+    "ramplus_tl",
+    lambda xs, base, mp, p, g: ramplus_tl(
+        xs,
         base=base,
-        r=float(params["r"]),
-        alpha=float(params["alpha"]),
-        epsilon=float(params["epsilon"]),
-        group_dims=group_dims,
-    )
-
-
-implement("model_stock", _model_stock_fn)
-implement("sce", _sce_fn)
-implement("ram", _ram_fn)
-implement("ramplus_tl", _ramplus_tl_fn)
+        r=float(p["r"]),
+        alpha=float(p["alpha"]),
+        epsilon=float(p["epsilon"]),
+        group_dims=g,
+    ),
+)

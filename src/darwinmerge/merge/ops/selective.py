@@ -19,11 +19,9 @@ base's dtype (passthrough: the input's).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import torch
 
-from darwinmerge.merge.methods import implement
+from darwinmerge.merge.methods import implement_plain
 from darwinmerge.merge.ops.groups import by_group, check_inputs, compute_dtype
 
 __all__ = ["arcee_fusion", "nearswap", "passthrough"]
@@ -94,43 +92,11 @@ def passthrough(
 
 # ---- attached to the declarations (merge/methods.py) ----------------------------------
 
-
-def _nearswap_fn(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    model_params: Sequence[Mapping[str, float]],
-    params: Mapping[str, float | bool],
-    group_dims: int = 0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    return nearswap(base, tensors[0], t=float(params["t"]), group_dims=group_dims)
-
-
-def _arcee_fusion_fn(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    model_params: Sequence[Mapping[str, float]],
-    params: Mapping[str, float | bool],
-    group_dims: int = 0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    return arcee_fusion(base, tensors[0], group_dims=group_dims)
-
-
-def _passthrough_fn(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, float]],
-    params: Mapping[str, float | bool],
-    group_dims: int = 0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    return passthrough(tensors[0], scale=float(model_params[0]["scale"]), group_dims=group_dims)
-
-
-implement("nearswap", _nearswap_fn)
-implement("arcee_fusion", _arcee_fusion_fn)
-implement("passthrough", _passthrough_fn)
+implement_plain(
+    "nearswap", lambda xs, base, mp, p, g: nearswap(base, xs[0], t=float(p["t"]), group_dims=g)
+)
+implement_plain("arcee_fusion", lambda xs, base, mp, p, g: arcee_fusion(base, xs[0], group_dims=g))
+implement_plain(
+    "passthrough",
+    lambda xs, base, mp, p, g: passthrough(xs[0], scale=float(mp[0]["scale"]), group_dims=g),
+)

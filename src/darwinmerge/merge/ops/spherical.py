@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from darwinmerge.errors import ConfigError, MergeError
-from darwinmerge.merge.methods import implement
+from darwinmerge.merge.methods import implement_plain
 from darwinmerge.merge.ops.groups import by_group, check_inputs, compute_dtype
 
 __all__ = ["karcher", "multislerp", "nuslerp", "nuslerp_t"]
@@ -200,63 +200,32 @@ def _weights(model_params: Sequence[Mapping[str, float]]) -> list[float]:
     return [float(p["weight"]) for p in model_params]
 
 
-def _nuslerp_fn(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, float]],
-    params: Mapping[str, float | bool],
-    group_dims: int = 0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    weights = _weights(model_params)
-    return nuslerp(
-        tensors[0],
-        tensors[1],
-        t=nuslerp_t(weights[0], weights[1]),
+implement_plain(
+    "nuslerp",
+    lambda xs, base, mp, p, g: nuslerp(
+        xs[0],
+        xs[1],
+        t=nuslerp_t(*_weights(mp)),
         base=base,
-        row_wise=bool(params["nuslerp_row_wise"]),
-        flatten=bool(params["nuslerp_flatten"]),
-        group_dims=group_dims,
-    )
-
-
-def _multislerp_fn(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, float]],
-    params: Mapping[str, float | bool],
-    group_dims: int = 0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    return multislerp(
-        tensors,
-        weights=_weights(model_params),
+        row_wise=bool(p["nuslerp_row_wise"]),
+        flatten=bool(p["nuslerp_flatten"]),
+        group_dims=g,
+    ),
+)
+implement_plain(
+    "multislerp",
+    lambda xs, base, mp, p, g: multislerp(
+        xs,
+        weights=_weights(mp),
         base=base,
-        normalize_weights=bool(params["normalize_weights"]),
-        eps=float(params["eps"]),
-        group_dims=group_dims,
-    )
-
-
-def _karcher_fn(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor | None,
-    model_params: Sequence[Mapping[str, float]],
-    params: Mapping[str, float | bool],
-    group_dims: int = 0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    return karcher(
-        tensors,
-        max_iter=int(params["max_iter"]),
-        tol=float(params["tol"]),
-        group_dims=group_dims,
-    )
-
-
-implement("nuslerp", _nuslerp_fn)
-implement("multislerp", _multislerp_fn)
-implement("karcher", _karcher_fn)
+        normalize_weights=bool(p["normalize_weights"]),
+        eps=float(p["eps"]),
+        group_dims=g,
+    ),
+)
+implement_plain(
+    "karcher",
+    lambda xs, base, mp, p, g: karcher(
+        xs, max_iter=int(p["max_iter"]), tol=float(p["tol"]), group_dims=g
+    ),
+)
