@@ -255,6 +255,7 @@ def run_problem(
         "ceiling": ceiling,
         "headroom": ceiling - best_ref,
         "best_reference": best_ref,
+        "categories": {name: r["categories"] for name, r in ref.items()},
         "arms": {},
     }
     budgets = sorted(args.budgets)

@@ -143,6 +143,7 @@ def _ft(
 REASONING = {"reasoning": 1.0}
 CODE = {"code": 1.0}
 LOGIC = {"logic": 1.0}
+GOLDEN_MIX = {"reasoning": 0.4, "logic": 0.4, "code": 0.07, "multilingual": 0.07, "knowledge": 0.06}
 
 
 def _layers(*idx: int, part: str = "") -> tuple[str, ...]:
@@ -172,14 +173,15 @@ def default_problems() -> tuple[Problem, ...]:
         ),
         Problem(
             name="golden_layer",
-            intent="the mother's REASONING skill is trained into layer 3 alone, then her "
-            "layers 0-2 are over-trained on REASONING at a high rate (her breadth lost "
-            "there): only a per-layer recipe (father at 0-2, mother at 3) keeps both",
+            intent="the mother's REASONING and LOGIC are trained into layer 3 alone (on a "
+            "mix that keeps the other skills there), then her layers 0-2 are trained on "
+            "REASONING and LOGIC only (her breadth lost there): only a per-layer recipe "
+            "(father at 0-2, mother at 3) keeps both",
             a=ParentSpec(zoo="father"),
             b=ParentSpec(
                 phases=(
-                    _ft(REASONING, 200, 3e-3, _layers(3)),
-                    _ft(REASONING, 150, 1e-2, _layers(0, 1, 2)),
+                    _ft(GOLDEN_MIX, 300, 3e-3, _layers(3)),
+                    _ft({"reasoning": 0.5, "logic": 0.5}, 150, 3e-3, _layers(0, 1, 2)),
                 ),
                 stream_seed=21,
             ),
