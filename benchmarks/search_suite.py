@@ -469,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
     zoo, suite, manifest = _suite(args)
     rows = []
-    for name, entry in manifest["problems"].items():
+    wanted = args.problems or list(manifest["problems"])
+    for name in wanted:
+        entry = manifest["problems"][name]
         print(f"problem {name} ...", file=sys.stderr, flush=True)
         rows.append(run_problem(args, zoo, suite, name, bool(entry["hard"])))
     budgets = sorted(args.budgets)
