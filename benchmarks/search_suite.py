@@ -4,10 +4,11 @@
     python benchmarks/search_suite.py --small --out /tmp/ss     # micro zoo + suite, seconds
 
 Per problem (``darwinmerge.zoo.problems``): parents ``a`` and ``b`` (+ base) scored once on
-the test split, with the 50/50 linear merge; the ceiling (the macro average of the
-parents' per-category best, or the test score of a long search's winner on the whole
-fitness split, whichever is higher) and the headroom (ceiling minus the best of a, b and
-linear).
+the test split, with the 50/50 linear merge; the ceiling (the highest of: the macro
+average of the parents' per-category best, the test score of a long search's winner on
+the whole fitness split when ``--ceiling-trials`` asks for one, and the best test score
+of any child this run scored, since each is reachable) and the headroom (ceiling minus
+the best of a, b and linear).
 
 Arms: ``prior`` (the MRI prior's own start child, zero evaluations), ``blind`` (CMA-ES from
 mean 0.5 / sigma 1/6, mergekit-evolve's start), ``guided`` (CMA-ES from the MRI prior),
@@ -294,6 +295,12 @@ def run_problem(
                 }
             )
         row["arms"][arm] = summarise_arm(runs, budgets)
+    # every child scored above is a lower bound of what a long search can reach: the
+    # ceiling is never below the best of them (a higher ceiling only makes the
+    # "closes half the headroom" target harder)
+    row["best_child"] = max(v["overall"] for v in judge.cache.values())
+    row["ceiling"] = max(row["ceiling"], row["best_child"])
+    row["headroom"] = row["ceiling"] - best_ref
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
 
@@ -353,7 +360,8 @@ def targets(rows: list[dict[str, Any]], budgets: list[int]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], budgets: list[int], verdicts: dict[str, Any]) -> str:
     lines = [
-        "| problem | a | b | linear | ceiling (per-category best / long search) | headroom |",
+        "| problem | a | b | linear | ceiling (per-category best / long search / best child) "
+        "| headroom |",
         "|---|---:|---:|---:|---|---:|",
     ]
     for r in rows:
@@ -361,7 +369,8 @@ def markdown(rows: list[dict[str, Any]], budgets: list[int], verdicts: dict[str,
         tag = " (hard)" if r["hard"] else ""
         lines.append(
             f"| {r['problem']}{tag} | {r['a']:.3f} | {r['b']:.3f} | {r['linear']:.3f} | "
-            f"{r['ceiling']:.3f} ({r['percat_ceiling']:.3f} / {ls}) | {r['headroom']:+.3f} |"
+            f"{r['ceiling']:.3f} ({r['percat_ceiling']:.3f} / {ls} / {r['best_child']:.3f}) | "
+            f"{r['headroom']:+.3f} |"
         )
     lines += [
         "",

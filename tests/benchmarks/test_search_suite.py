@@ -131,6 +131,12 @@ def test_small_mode_runs_every_arm(tmp_path: Path) -> None:
         assert run["trial"]["1"] == 0 and run["trial"]["2"] in (0, 1)
         assert 0.0 <= run["start"] <= 1.0
     assert row["ceiling"] >= row["percat_ceiling"] >= max(row["a"], row["b"]) - 1e-12
+    assert row["ceiling"] >= row["best_child"] >= row["linear"]
+    runs = [r for arm in row["arms"].values() for r in arm["runs"]]
+    returned = [t for r in runs for t in r["test"].values()] + [
+        r["start"] for r in runs if "start" in r
+    ]
+    assert row["best_child"] == pytest.approx(max([*returned, row["a"], row["b"], row["linear"]]))
     assert row["headroom"] == pytest.approx(row["ceiling"] - row["best_reference"])
     assert (out / "curves_golden_layer.png").stat().st_size > 1000
     assert "| golden_layer | guided |" in (out / "search_suite.md").read_text()
