@@ -141,7 +141,7 @@ def test_backend_picks_the_engine_per_family(tmp_path: Path) -> None:
     folder = tmp_path / "p"
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "qwen3_5_moe_text"}')
-    cfg = BackendConfig(name="vllm", families={"qwen3_5_moe_text": "transformers"})
+    cfg = BackendConfig(name="vllm", families={"qwen3_5_moe": "transformers"})
     assert cfg.engine_for(folder) == "transformers"
     assert BackendConfig(name="vllm", families={"llama": "transformers"}).engine_for(folder) == (
         "vllm"

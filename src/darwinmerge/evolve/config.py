@@ -105,7 +105,8 @@ class WorkersConfig(_Frozen):
 class BackendConfig(_Frozen):
     name: Literal["transformers", "vllm", "sglang"] = "transformers"
     families: dict[str, Literal["transformers", "vllm", "sglang"]] = Field(default_factory=dict)
-    """The engine per model family (``config.json``'s ``model_type``), over ``name``:
+    """The engine per model family (``config.json``'s ``model_type``, a ``_text`` suffix
+    optional), over ``name``:
     ``{qwen3_moe: vllm, qwen3_5_moe: transformers}``. Where vLLM cannot score a family on
     this machine, the worker says why in one line and scores with transformers."""
     device: str = "cpu"
@@ -125,8 +126,9 @@ class BackendConfig(_Frozen):
             return self.name
         text = config.get("text_config") or {}
         for model_type in (config.get("model_type"), text.get("model_type")):
-            if model_type in self.families:
-                return self.families[model_type]
+            for name in (model_type, str(model_type).removesuffix("_text")):
+                if name in self.families:
+                    return self.families[name]
         return self.name
 
 
