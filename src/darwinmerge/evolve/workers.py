@@ -132,7 +132,7 @@ class CandidateWorker:
         tokenizer = load_tokenizer(spec.parents[0][1])
         self.tokenizer = tokenizer
         if spec.backend in ENGINES:
-            reason = engine_unsupported(spec.backend, spec.parents[0][1])
+            reason = engine_unsupported(spec.backend, spec.parents[0][1], spec.dtype)
             if reason is None:
                 self._init_vllm(paths)
                 return
@@ -177,7 +177,6 @@ class CandidateWorker:
             **_engine_options(spec.backend),
         )
         self.backend = self.engine
-        atol, rtol = default_tolerance(spec.dtype)
         ids = []
         for it in spec.items[:3]:
             row = self.tokenizer(it.prompt)["input_ids"][-48:]
@@ -186,7 +185,7 @@ class CandidateWorker:
         if not ids:
             raise EvaluationError("vllm: no item prompt has two tokens to check swaps on")
         self._check_ids = tuple(ids)
-        self._tolerance = (atol, rtol)
+        self._tolerance = default_tolerance(spec.dtype)
         self._restart_dir: Any = None
 
     def _swap_vllm(self, changed: set[str] | None) -> None:
@@ -206,8 +205,8 @@ class CandidateWorker:
                 logits = self.child(input_ids=torch.tensor([row])).logits[0].float()
                 lp = logits.log_softmax(-1)
                 expected.append(tuple(float(lp[i, row[i + 1]]) for i in range(len(row) - 1)))
-        atol, rtol = self._tolerance
-        check = SwapCheck(self._check_ids, tuple(expected), atol=atol, rtol=rtol)
+        atol, rtol, quantile = self._tolerance
+        check = SwapCheck(self._check_ids, tuple(expected), atol, rtol, quantile)
 
         def folder() -> str:
             old, self._restart_dir = (
@@ -345,14 +344,14 @@ class CandidateWorker:
 ENGINES = ("vllm", "sglang")
 
 
-def engine_unsupported(engine: str, folder: str) -> str | None:
+def engine_unsupported(engine: str, folder: str, dtype: str = "auto") -> str | None:
     """Why ``engine`` cannot score the parents in ``folder`` here (one line), or None."""
     from darwinmerge.errors import MissingDependencyError
 
     if engine == "vllm":
         from darwinmerge.evaluate.backends.vllm_backend import vllm_unsupported
 
-        return vllm_unsupported(folder)
+        return vllm_unsupported(folder, dtype)
     from darwinmerge.evaluate.backends.sglang_backend import import_sglang
 
     try:

@@ -29,17 +29,22 @@ __all__ = ["CheckedEngine", "SwapCheck", "default_tolerance"]
 class SwapCheck:
     """Reference token sequences and their per-token log-probabilities (token ``i`` given
     tokens ``< i``, from position 1), computed by darwin from the candidate's weights.
-    An engine passes when every token's log-probability is within
-    ``atol + rtol * |expected|`` of darwin's."""
+    An engine passes when a ``quantile`` of the tokens (all of them by default) have a
+    log-probability within ``atol + rtol * |expected|`` of darwin's, and no token is NaN.
+    In half precision a few tokens may route to another expert (a near tie of the router
+    rounded otherwise) and move by a few tenths; a wrong or half-swapped model moves
+    nearly every token."""
 
     token_ids: tuple[tuple[int, ...], ...]
     expected: tuple[tuple[float, ...], ...]
     atol: float = 2e-3
     rtol: float = 1e-3
+    quantile: float = 1.0
 
     def excess(self, got: Sequence[Sequence[float]]) -> float:
-        """The largest ``|got - expected| - tolerance`` (> 0 fails; NaN counts as inf)."""
-        worst = -math.inf
+        """``|got - expected| - tolerance`` at the ``quantile`` of the tokens (the largest
+        by default; > 0 fails; NaN, or a row of another length, is inf)."""
+        over: list[float] = []
         for row, want in zip(got, self.expected, strict=True):
             if len(row) != len(want):
                 return math.inf
@@ -47,14 +52,18 @@ class SwapCheck:
                 d = abs(g - w)
                 if not math.isfinite(d):
                     return math.inf
-                worst = max(worst, d - (self.atol + self.rtol * abs(w)))
-        return worst
+                over.append(d - (self.atol + self.rtol * abs(w)))
+        if not over:
+            return math.inf
+        over.sort()
+        return over[max(0, math.ceil(self.quantile * len(over)) - 1)]
 
 
-def default_tolerance(dtype: str) -> tuple[float, float]:
-    """(atol, rtol) of :class:`SwapCheck` for an engine dtype: float32 kernels agree with
-    transformers to about 1e-5 per token; half precision to a few hundredths."""
-    return (2e-3, 1e-3) if dtype in ("float32", "auto") else (0.1, 0.02)
+def default_tolerance(dtype: str) -> tuple[float, float, float]:
+    """(atol, rtol, quantile) of :class:`SwapCheck` for an engine dtype: float32 kernels
+    agree with transformers to about 1e-5 per token (every token checked); in half
+    precision most tokens agree to a few hundredths (90% of tokens checked)."""
+    return (2e-3, 1e-3, 1.0) if dtype in ("float32", "auto") else (0.1, 0.02, 0.9)
 
 
 class CheckedEngine:

@@ -122,10 +122,12 @@ def _cpu_head_size_ok(size: int) -> bool:
     return size in (32, 64) or size >= 80
 
 
-def vllm_unsupported(folder: str | Path) -> str | None:
-    """Why vLLM cannot score the model folder ``folder`` on this machine (one line), or
-    None: vLLM missing, or on vLLM's CPU build a head size its attention does not take
-    or a family it does not run (see docs/evaluation.md, "What runs where")."""
+def vllm_unsupported(folder: str | Path, dtype: str = "auto") -> str | None:
+    """Why vLLM cannot score the model folder ``folder`` in ``dtype`` on this machine (one
+    line), or None: vLLM missing, or on vLLM's CPU build a head size its attention does not
+    take, or Qwen3.5-MoE outside what the CPU build runs (bfloat16, linear-attention head
+    dims 64 and 128, torchvision importable) (docs/evaluation.md, "What runs where")."""
+    import importlib.util
     import json
 
     try:
@@ -148,15 +150,24 @@ def vllm_unsupported(folder: str | Path) -> str | None:
             f"({family}) has {head}"
         )
     if str(family).startswith("qwen3_5"):
-        return CPU_QWEN3_5_REASON
+        linear = {int(text.get(k) or 0) for k in ("linear_key_head_dim", "linear_value_head_dim")}
+        if dtype != "bfloat16":
+            return f"vLLM's CPU build runs Qwen3.5's linear attention in bfloat16 only, not {dtype}"
+        if not linear <= CPU_LINEAR_HEAD_DIMS:
+            return (
+                f"vLLM's CPU build runs Qwen3.5's linear attention with head dims "
+                f"{sorted(CPU_LINEAR_HEAD_DIMS)}; {folder} has {sorted(linear)}"
+            )
+        if importlib.util.find_spec("torchvision") is None:
+            return (
+                "vLLM's qwen3_5 imports torchvision (transformers' image processor), which is "
+                "not importable here; put tests/evaluate/vllm_stub on PYTHONPATH"
+            )
     return None
 
 
-#: see docs/evaluation.md: the CPU build's Qwen3.5 (gated delta net) path
-CPU_QWEN3_5_REASON = (
-    "vLLM's CPU build does not run Qwen3.5-MoE's linear attention for darwin "
-    "(bfloat16 only, and it needs torchvision); scored with transformers"
-)
+#: linear-attention (gated delta net) head dims the CPU build's kernels take (0.32)
+CPU_LINEAR_HEAD_DIMS = {64, 128}
 
 
 class VLLMBackend(CheckedEngine):
