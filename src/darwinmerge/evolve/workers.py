@@ -153,14 +153,13 @@ class CandidateWorker:
         self.child: Any = getattr(self.backend, "model", child)
 
     def _init_vllm(self, paths: list[str]) -> None:
-        """vLLM: the merge runs into a resident transformers child, as on the transformers
+        """vLLM or SGLang: the merge runs into a resident transformers child, as on the transformers
         backend; that child is darwin's own copy of the candidate. Each candidate's changed
         tensors (whole vLLM layers, checkpoint names) go to the engine by
         :meth:`VLLMBackend.swap <darwinmerge.evaluate.backends.vllm_backend.VLLMBackend.swap>`,
         which checks the engine's log-probabilities on a few item prompts against the
         child's and restarts the engine on the child's folder, or refuses, when they
         differ (``evaluate/backends/vllm_backend.py``)."""
-
         from darwinmerge.evaluate.backends.sglang_backend import SGLangBackend
         from darwinmerge.evaluate.backends.vllm_backend import VLLMBackend, default_tolerance
         from darwinmerge.merge.executor import StateDictSource
@@ -199,6 +198,8 @@ class CandidateWorker:
 
         state = self.child.state_dict()
         names = set(state) if changed is None else _layer_groups(changed, state)
+        if not names:  # the engine already holds this candidate, checked
+            return
         expected = []
         with torch.inference_mode():
             for row in self._check_ids:
@@ -221,8 +222,6 @@ class CandidateWorker:
                 old.cleanup()
             return str(self._restart_dir.name)
 
-        if not names:  # the engine already holds this candidate, checked
-            return
         self.engine.swap(_checkpoint_tensors(self.child, state, names), check, folder)
 
     # ------------------------------------------------------------------ merge

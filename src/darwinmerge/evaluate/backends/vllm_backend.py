@@ -233,9 +233,10 @@ class VLLMBackend(CheckedEngine):
     ) -> float:
         """Write ``tensors`` (checkpoint names and layout; whole vLLM layers: a layer
         given in part is loaded with the rest uninitialised) to a tmpfs folder and
-        reload them in place on every worker; returns the seconds it took. The engine
-        is marked unusable until a check passes (:meth:`swap`) or ``trust`` is set by
-        the caller (:meth:`load_state`)."""
+        reload them in place on every worker (``folder`` is not needed: vLLM reloads the
+        tensors given); returns the seconds it took. The engine is marked unusable until
+        a check passes (:meth:`swap`) or :meth:`load_state` marks it usable. The workers
+        read the folder, so they run on this machine (one node)."""
         from safetensors.torch import save_file
 
         start = time.perf_counter()
