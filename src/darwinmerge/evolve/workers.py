@@ -244,6 +244,13 @@ class CandidateWorker:
             changed = {n for n, sig in after.items() if before.get(n) != sig}
             self._swap_vllm(changed if self.engine.usable else None)
 
+    def close(self) -> None:
+        """Shut a serving engine (and its processes and tmpfs folders) down; nothing to
+        do for the transformers backend."""
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
     def _vllm(self) -> bool:
         return self.spec.backend in ENGINES and hasattr(self, "_check_ids")
 
@@ -433,7 +440,7 @@ class InProcessPool:
         return [self.worker.score(r) for r in requests]
 
     def close(self) -> None:
-        pass
+        pass  # the worker stays usable: the selection scores with it after the search
 
 
 def import_ray() -> Any:

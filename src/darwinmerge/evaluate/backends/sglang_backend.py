@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,8 @@ class SGLangBackend(CheckedEngine):
         )
         base = Path(swap_dir) if swap_dir else (SHM if SHM.is_dir() else None)
         self.scratch = Path(tempfile.mkdtemp(prefix="darwin-sglang-", dir=base))
+        # removed with the backend even when close() is never called (tmpfs is memory)
+        weakref.finalize(self, shutil.rmtree, self.scratch, True)
         self.engine: Any = None
         CheckedEngine.__init__(self)
         self.restart(model)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,8 @@ class VLLMBackend(CheckedEngine):
         self.stop_at_answer_line = stop_at_answer_line
         base = Path(swap_dir) if swap_dir else (SHM if SHM.is_dir() else None)
         self.scratch = Path(tempfile.mkdtemp(prefix="darwin-vllm-", dir=base))
+        # removed with the backend even when close() is never called (tmpfs is memory)
+        weakref.finalize(self, shutil.rmtree, self.scratch, True)
         self.llm: Any = None
         CheckedEngine.__init__(self)
         self.restart(model)
