@@ -6,8 +6,9 @@
 #      (linear), and checks the CUDA child equals the CPU child within 1 bf16 ulp on a
 #      sample of tensors,
 #   3. runs darwin mri on a 2-layer real-shape model on the GPU,
-#   4. where vLLM is installed: loads the 2-layer model, swaps merged weights in place and
-#      generates (and swaps back).
+#   4. where vLLM is installed: loads the 2-layer real-shape Qwen3.5-MoE, swaps a merged child
+#      in place with darwin's checked swap (push + reference log-probabilities), swaps back,
+#      and times a full engine restart against it; the same with SGLang where it is installed.
 # Without a GPU it prints one line and exits 0.
 #   bash benchmarks/gpu_check.sh [WORKDIR]     (default /tmp/darwin-gpu-check; ~40 GB of disk)
 # Dry run of the same steps on a CPU with tiny shapes (checks the script itself):
@@ -88,11 +89,13 @@ models:
   - {model: $W/m2, parameters: {weight: 0.3}}
   - {model: $W/mother2, parameters: {weight: 0.7}}
 YAML
-if "$PY" -c "import vllm" 2>/dev/null; then
+if "$PY" -c "import vllm" 2>/dev/null || "$PY" -c "import sglang" 2>/dev/null; then
   "$PY" benchmarks/scale_merge.py --build "[$(spec "$W/mother2" 4 false false 2)]"
   OMP_NUM_THREADS=8 "$DARWIN" merge "$W/m2.yaml" "$W/m2-child" --device "$DEV" >/dev/null 2>&1
+  "$PY" benchmarks/gpu_check.py save_tokenizer "$W/m2-child"
   "$PY" benchmarks/gpu_check.py vllm_swap "$W/m2" "$W/m2-child"
+  "$PY" benchmarks/gpu_check.py sglang_swap "$W/m2" "$W/m2-child"
 else
-  echo "vllm: not installed here; in-place weight swap not checked"
+  echo "vllm / sglang: not installed here; checked weight swaps not checked"
 fi
 echo "gpu_check: done in $(( $(date +%s) - t0 )) s"

@@ -155,13 +155,19 @@ def test_backend_construction_errors(tmp_path: Path, tok: Any) -> None:
         TransformersBackend(tiny_model(tok))
     with pytest.raises(ConfigError, match="batch_size"):
         TransformersBackend(tiny_model(tok), tok, batch_size=0)
-    assert BACKENDS.names() == ["transformers", "vllm"]
+    assert sorted(BACKENDS.names()) == ["sglang", "transformers", "vllm"]
 
 
 def test_vllm_missing_dependency(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
     with pytest.raises(MissingDependencyError, match=r"pip install 'darwinmerge\[vllm\]'"):
         make_backend("vllm", tmp_path)
+
+
+def test_sglang_missing_dependency(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "sglang", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install sglang"):
+        make_backend("sglang", tmp_path)
 
 
 @pytest.mark.parametrize("family", ["qwen3_5_moe", "qwen3_moe"])

@@ -142,6 +142,45 @@ def test_mt_stream_draws_what_torch_rand_draws(seed: int, sizes: list[int]) -> N
     assert torch.equal(torch.rand(1000, generator=ours), torch.rand(1000, generator=theirs))
 
 
+def test_stream_check_passes_on_this_torch_and_catches_a_stream_that_differs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The once-per-process check against torch's own generator: true on this torch; a
+    compiled stream that draws other numbers (as a torch with another generator would
+    look) is caught, and MTStream then draws through torch.rand: the same numbers, bits
+    and generator state as torch."""
+    monkeypatch.setattr(fused, "_stream_verdict", None)
+    assert fused.stream_matches_torch() is True
+    assert fused.MTStream(torch.Generator()).exact
+
+    def off_by_one_draw(state: np.ndarray, pos: np.ndarray, out: np.ndarray) -> None:
+        real(state, pos, out)
+        out[1:] = out[:-1].copy()  # one draw late: a stream that is not torch's
+
+    real = fused._mt_uniform
+    monkeypatch.setattr(fused, "_mt_uniform", off_by_one_draw)
+    monkeypatch.setattr(fused, "_stream_verdict", None)
+    assert fused.stream_matches_torch() is False
+    ours, theirs = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    m, rows = 2000, 4
+    x = torch.randn(m, generator=torch.Generator().manual_seed(6))
+    base = torch.zeros(m)
+    with fused.MTStream(ours) as stream:
+        assert not stream.exact
+        drawn = stream.uniform(torch.empty(700))
+        got = torch.empty((m + 7) // 8, dtype=torch.uint8)
+        sums = (torch.zeros(rows, dtype=torch.float64), torch.zeros(rows, dtype=torch.float64))
+        stream.keep_bits(0.3, got, x, base, rows, sums)
+    assert torch.equal(drawn, torch.rand(700, generator=theirs))
+    want = torch.empty_like(got)
+    want_sums = (torch.zeros(rows, dtype=torch.float64), torch.zeros(rows, dtype=torch.float64))
+    fused.keep_bits(torch.rand(m, generator=theirs), 0.3, want, x, base, rows, want_sums)
+    assert torch.equal(got, want) and torch.equal(sums[1], want_sums[1])
+    assert 0 < float(sums[1].sum()) < float(sums[0].sum())
+    assert torch.equal(ours.get_state(), theirs.get_state())
+    monkeypatch.setattr(fused, "_stream_verdict", None)  # the next caller checks again
+
+
 def _sequential_sums(
     x: torch.Tensor, base: torch.Tensor, keep: torch.Tensor, rows: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

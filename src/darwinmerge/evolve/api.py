@@ -197,7 +197,7 @@ def worker_spec(config: EvolveConfig, items: list[Any], categories: list[str]) -
         categories=tuple(categories),
         scorer=config.fitness.scorer,
         chunk_size=config.fitness.chunk_size,
-        backend=config.backend.name,
+        backend=config.backend.engine_for(next(iter(config.parents.values()))),
         batch_size=config.backend.batch_size,
         max_new_tokens=config.backend.max_new_tokens,
         device=config.backend.device,

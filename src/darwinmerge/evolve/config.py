@@ -103,11 +103,33 @@ class WorkersConfig(_Frozen):
 
 
 class BackendConfig(_Frozen):
-    name: Literal["transformers", "vllm"] = "transformers"
+    name: Literal["transformers", "vllm", "sglang"] = "transformers"
+    families: dict[str, Literal["transformers", "vllm", "sglang"]] = Field(default_factory=dict)
+    """The engine per model family (``config.json``'s ``model_type``, a ``_text`` suffix
+    optional), over ``name``:
+    ``{qwen3_moe: vllm, qwen3_5_moe: transformers}``. Where vLLM cannot score a family on
+    this machine, the worker says why in one line and scores with transformers."""
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     batch_size: int = Field(default=16, ge=1)
     max_new_tokens: int = Field(default=32, ge=1)
+
+    def engine_for(self, parent: str | Path) -> str:
+        """The engine asked for the family of the model folder ``parent``."""
+        if not self.families:
+            return self.name
+        import json
+
+        try:
+            config = json.loads((Path(parent) / "config.json").read_text())
+        except (OSError, ValueError):
+            return self.name
+        text = config.get("text_config") or {}
+        for model_type in (config.get("model_type"), text.get("model_type")):
+            for name in (model_type, str(model_type).removesuffix("_text")):
+                if name in self.families:
+                    return self.families[name]
+        return self.name
 
 
 class SelectConfig(_Frozen):

@@ -14,8 +14,10 @@ installed, :func:`import_ray` raises with the install hint.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -129,9 +131,14 @@ class CandidateWorker:
         paths = [p for _, p in spec.parents] + ([spec.base] if spec.base else [])
         tokenizer = load_tokenizer(spec.parents[0][1])
         self.tokenizer = tokenizer
-        if spec.backend == "vllm":
-            self._init_vllm(paths)
-            return
+        if spec.backend in ENGINES:
+            reason = engine_unsupported(spec.backend, spec.parents[0][1], spec.dtype)
+            if reason is None:
+                self._init_vllm(paths)
+                return
+            print(f"backend {spec.backend} -> transformers: {reason}", file=sys.stderr, flush=True)
+            spec = dataclasses.replace(spec, backend="transformers")
+            self.spec = spec
         self.sources = [StateDictSource.from_model(_load_model(p, spec.dtype)) for p in paths]
         child = _load_model(spec.parents[0][1], spec.dtype)
         self.backend = make_backend(
@@ -146,27 +153,76 @@ class CandidateWorker:
         self.child: Any = getattr(self.backend, "model", child)
 
     def _init_vllm(self, paths: list[str]) -> None:
-        """vLLM: parents resident as checkpoint-named dicts, the child a dict of the same
-        names, each candidate swapped into the engine with ``backend.load_state`` (vLLM's
-        own ``load_weights``, see ``evaluate/backends/vllm_backend.py``)."""
-        from darwinmerge.checkpoint import CheckpointReader
-        from darwinmerge.evaluate.backends import make_backend
+        """vLLM or SGLang: the merge runs into a resident transformers child, as on the transformers
+        backend; that child is darwin's own copy of the candidate. Each candidate's changed
+        tensors (whole vLLM layers, checkpoint names) go to the engine by
+        :meth:`VLLMBackend.swap <darwinmerge.evaluate.backends.vllm_backend.VLLMBackend.swap>`,
+        which checks the engine's log-probabilities on a few item prompts against the
+        child's and restarts the engine on the child's folder, or refuses, when they
+        differ (``evaluate/backends/vllm_backend.py``)."""
+        from darwinmerge.evaluate.backends.sglang_backend import SGLangBackend
+        from darwinmerge.evaluate.backends.vllm_backend import VLLMBackend, default_tolerance
         from darwinmerge.merge.executor import StateDictSource
 
-        self.sources = []
-        for p in paths:
-            with CheckpointReader(p) as reader:
-                tensors = {n: reader.get(n) for n in reader.keys()}
-                self.sources.append(StateDictSource(tensors, reader.config))
-        self.child = {}
         spec = self.spec
-        self.backend = make_backend(
-            "vllm",
+        self.sources = [StateDictSource.from_model(_load_model(p, spec.dtype)) for p in paths]
+        self.child = _load_model(spec.parents[0][1], spec.dtype)
+        engine_cls: Any = SGLangBackend if spec.backend == "sglang" else VLLMBackend
+        self.engine = engine_cls(
             spec.parents[0][1],
             batch_size=spec.batch_size,
             max_new_tokens=spec.max_new_tokens,
             dtype=spec.dtype,
+            **_engine_options(spec.backend),
         )
+        self.backend = self.engine
+        ids = []
+        for it in spec.items[:3]:
+            row = self.tokenizer(it.prompt)["input_ids"][-48:]
+            if len(row) >= 2:
+                ids.append(tuple(int(i) for i in row))
+        if not ids:
+            raise EvaluationError("vllm: no item prompt has two tokens to check swaps on")
+        self._check_ids = tuple(ids)
+        self._tolerance = default_tolerance(spec.dtype)
+        self._restart_dir: Any = None
+
+    def _swap_vllm(self, changed: set[str] | None) -> None:
+        """Swap the resident child into the engine: the tensors named in ``changed``
+        (model state-dict names; None: every tensor), checked (see :meth:`_init_vllm`)."""
+        import tempfile
+
+        import torch
+
+        from darwinmerge.evaluate.backends.vllm_backend import SwapCheck
+
+        state = self.child.state_dict()
+        names = set(state) if changed is None else _layer_groups(changed, state)
+        if not names:  # the engine already holds this candidate, checked
+            return
+        expected = []
+        with torch.inference_mode():
+            for row in self._check_ids:
+                logits = self.child(input_ids=torch.tensor([row])).logits[0].float()
+                lp = logits.log_softmax(-1)
+                expected.append(tuple(float(lp[i, row[i + 1]]) for i in range(len(row) - 1)))
+        atol, rtol, quantile = self._tolerance
+        check = SwapCheck(self._check_ids, tuple(expected), atol, rtol, quantile)
+
+        def folder() -> str:
+            old, self._restart_dir = (
+                self._restart_dir,
+                tempfile.TemporaryDirectory(
+                    prefix="darwin-candidate-", dir=str(self.engine.scratch)
+                ),
+            )
+            self.child.save_pretrained(self._restart_dir.name)
+            self.tokenizer.save_pretrained(self._restart_dir.name)
+            if old is not None:
+                old.cleanup()
+            return str(self._restart_dir.name)
+
+        self.engine.swap(_checkpoint_tensors(self.child, state, names), check, folder)
 
     # ------------------------------------------------------------------ merge
     def _apply(self, recipe: Any) -> None:
@@ -181,19 +237,26 @@ class CandidateWorker:
             # the base is a source only for spaces whose recipes use it
             sources = self.sources[: len(names) + (1 if recipe.base else 0)]
             self._merger = ResidentMerge(self.child, sources, match_parents(recipe, sources))
+        before = dict(self._merger._signatures) if self._vllm() else {}
         self._merger.apply(recipe)
-        if isinstance(self.child, dict):  # vLLM: the engine holds the weights
-            self.backend.load_state(self.child)
+        if self._vllm():  # the engine takes the tensors whose merge changed
+            after = self._merger._signatures
+            changed = {n for n, sig in after.items() if before.get(n) != sig}
+            self._swap_vllm(changed if self.engine.usable else None)
+
+    def close(self) -> None:
+        """Shut a serving engine (and its processes and tmpfs folders) down; nothing to
+        do for the transformers backend."""
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
+    def _vllm(self) -> bool:
+        return self.spec.backend in ENGINES and hasattr(self, "_check_ids")
 
     def _check_logits(self) -> None:
         """One forward pass on a short prompt: NaN/Inf logits fail the candidate."""
         import torch
-
-        if isinstance(self.child, dict):  # vLLM: through the engine's log-probabilities
-            value = self.backend.loglikelihood([(self.spec.items[0].prompt, " a")])[0]
-            if not math.isfinite(value):
-                raise EvaluationError("the merged child gives NaN/Inf logits")
-            return
 
         ids = self.tokenizer(self.spec.items[0].prompt, return_tensors="pt")["input_ids"]
         device = next(self.child.parameters()).device
@@ -215,13 +278,11 @@ class CandidateWorker:
             name = which.removeprefix("parent:")
             source = self.sources[names.index(name)]
             weights = {k: source.get(k) for k in source.keys()}
-            if isinstance(self.child, dict):  # vLLM: the engine holds the weights
-                self.child.update({k: t.clone() for k, t in weights.items()})
-                self.backend.load_state(self.child)
-            else:
-                write_into_model(self.child, weights)
+            write_into_model(self.child, weights)
             if self._merger is not None:
                 self._merger.forget()
+            if self._vllm():  # the whole parent, checked
+                self._swap_vllm(None)
         else:
             self._apply(Recipe.from_yaml(which, source="selected candidate"))
         return evaluate(
@@ -285,6 +346,79 @@ class CandidateWorker:
         return result
 
 
+#: serving engines scored through checked swaps
+ENGINES = ("vllm", "sglang")
+
+
+def engine_unsupported(engine: str, folder: str, dtype: str = "auto") -> str | None:
+    """Why ``engine`` cannot score the parents in ``folder`` here (one line), or None."""
+    from darwinmerge.errors import MissingDependencyError
+
+    if engine == "vllm":
+        from darwinmerge.evaluate.backends.vllm_backend import vllm_unsupported
+
+        return vllm_unsupported(folder, dtype)
+    from darwinmerge.evaluate.backends.sglang_backend import import_sglang
+
+    try:
+        import_sglang()
+    except MissingDependencyError as exc:
+        return str(exc)
+    return None
+
+
+def _engine_options(engine: str) -> dict[str, Any]:
+    """Engine options from ``DARWIN_VLLM_OPTIONS`` / ``DARWIN_SGLANG_OPTIONS`` (a JSON
+    object, e.g. ``{"enforce_eager": true, "max_model_len": 2048}``); none by default."""
+    import json
+
+    key = f"DARWIN_{engine.upper()}_OPTIONS"
+    raw = os.environ.get(key, "").strip()
+    if not raw:
+        return {}
+    try:
+        options = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise EvaluationError(f"{key} is not a JSON object ({exc})") from None
+    if not isinstance(options, dict):
+        raise EvaluationError(f"{key} must be a JSON object of engine options")
+    return options
+
+
+def _layer_groups(changed: set[str], state: dict[str, Any]) -> set[str]:
+    """``changed`` widened to whole sub-blocks (``...layers.N.self_attn``, ``...mlp``):
+    vLLM fuses q/k/v, gate/up and every expert of a layer into one module, and its
+    in-place reload processes a module given in part with the rest uninitialised."""
+    import re
+
+    block = re.compile(r"^(.*\.layers\.\d+\.[^.]+)\.")
+    prefixes = set()
+    for name in changed:
+        match = block.match(name)
+        prefixes.add(match.group(1) + "." if match else name)
+    return {n for n in state if any(n == p or n.startswith(p) for p in prefixes)}
+
+
+def _checkpoint_tensors(model: Any, state: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    """The named model tensors in the checkpoint's names and layout (transformers'
+    reverse weight conversion: fused experts back to per-expert tensors where the
+    family's checkpoints have them); tied names that share one storage given once."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    seen: set[int] = set()
+    subset = {}
+    for name in state:  # state-dict order: the embedding before a tied lm_head
+        if name not in names:
+            continue
+        t = state[name]
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        subset[name] = t
+    out: dict[str, Any] = revert_weight_conversion(model, subset)
+    return out
+
+
 def _digest(items: Sequence[Any]) -> str:
     import hashlib
 
@@ -306,7 +440,7 @@ class InProcessPool:
         return [self.worker.score(r) for r in requests]
 
     def close(self) -> None:
-        pass
+        pass  # the worker stays usable: the selection scores with it after the search
 
 
 def import_ray() -> Any:

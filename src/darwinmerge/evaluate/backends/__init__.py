@@ -1,6 +1,8 @@
-"""Model runners: transformers (default) and vLLM (optional)."""
+"""Model runners: transformers (default), vLLM and SGLang (optional, checked swaps)."""
 
 from darwinmerge.evaluate.backends.base import BACKENDS, Backend, BackendFactory, make_backend
+from darwinmerge.evaluate.backends.checked import CheckedEngine, SwapCheck
+from darwinmerge.evaluate.backends.sglang_backend import SGLangBackend
 from darwinmerge.evaluate.backends.stopping import ANSWER_LINE_STOP, answer_line_end
 from darwinmerge.evaluate.backends.transformers_backend import TransformersBackend
 from darwinmerge.evaluate.backends.vllm_backend import VLLMBackend, import_vllm
@@ -10,6 +12,9 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "BackendFactory",
+    "CheckedEngine",
+    "SGLangBackend",
+    "SwapCheck",
     "TransformersBackend",
     "VLLMBackend",
     "answer_line_end",

@@ -12,7 +12,9 @@ pass:
 * :func:`bucket_members`: the flat positions, per group, of the entries in one bucket;
 * :class:`MTStream` and :func:`keep_bits`: DARE's draws (torch's mt19937 stream) and
   their packed keep bits with the L1 rescale sums (:meth:`MTStream.keep_bits` does both
-  in one loop, without the float32 draws);
+  in one loop, without the float32 draws); the stream is checked against torch's own
+  generator once per process (:func:`stream_matches_torch`) and is ``torch.rand`` where
+  this torch draws otherwise;
 * :func:`mix`: the mix pass (rank-window or Bernoulli keep masks, weights, TIES sign
   consensus and normalisation, lambda, the base) writing the output dtype.
 
@@ -48,6 +50,7 @@ __all__ = [
     "keep_bits",
     "keep_threshold",
     "mix",
+    "stream_matches_torch",
     "supported",
 ]
 
@@ -534,19 +537,63 @@ def keep_threshold(density: float) -> int:
     return math.ceil(p * (1 << 24))  # p * 2^24 is exact in float64
 
 
+_stream_verdict: bool | None = None
+_stream_lock = threading.Lock()
+
+
+def stream_matches_torch() -> bool:
+    """Whether :class:`MTStream` reproduces this torch's CPU generator: the same
+    ``torch.rand`` numbers across a 624-word regeneration, and the same generator state
+    afterwards. Checked once per process (a few microseconds), so a torch release that
+    lays out its generator state or draws differently makes :class:`MTStream` fall back
+    to ``torch.rand`` instead of drawing other numbers."""
+    global _stream_verdict
+    with _stream_lock:
+        if _stream_verdict is None:
+            _stream_verdict = _check_stream()
+        return _stream_verdict
+
+
+def _check_stream() -> bool:
+    if numba is None:
+        return False
+    for seed, lead, size in ((0, 3, 1500), (20_260_101, 0, 700)):
+        ours = torch.Generator().manual_seed(seed)
+        theirs = torch.Generator().manual_seed(seed)
+        torch.rand(lead, generator=ours)
+        torch.rand(lead, generator=theirs)
+        try:
+            with MTStream(ours, _verified=True) as stream:
+                got = stream.uniform(torch.empty(size))
+        except Exception:  # another state layout: not ours to read
+            return False
+        want = torch.rand(size, generator=theirs)
+        if not torch.equal(got, want) or not torch.equal(ours.get_state(), theirs.get_state()):
+            return False
+        if not torch.equal(torch.rand(8, generator=ours), torch.rand(8, generator=theirs)):
+            return False
+    return True
+
+
 class MTStream:
     """Draw ``torch.rand`` values of a CPU ``torch.Generator`` in a compiled loop.
 
     Reads the generator's mt19937 state once, draws with :func:`uniform` (the same
     numbers and the same state as ``torch.rand(..., generator=g)``, tested), and writes
     the state back on :meth:`close` (or leaving the ``with`` block), so later torch draws
-    continue the stream. Nothing else may draw from the generator meanwhile.
+    continue the stream. Nothing else may draw from the generator meanwhile. Where
+    :func:`stream_matches_torch` finds this torch draws otherwise, ``exact`` is False and
+    every draw is ``torch.rand`` on the generator itself (the same results, slower).
     """
 
     # CPUGeneratorImplState: seed u64 @0, left i32 @8, seeded i32 @12, next u64 @16,
     # state u64[624] @24, then the normal-sample cache (kept as it was)
-    def __init__(self, generator: torch.Generator) -> None:
+    def __init__(self, generator: torch.Generator, *, _verified: bool = False) -> None:
         self.generator = generator
+        #: draws in the compiled loop (False: through torch.rand)
+        self.exact = _verified or stream_matches_torch()
+        if not self.exact:
+            return
         self._raw = generator.get_state().numpy().copy()
         if self._raw.size != 5056:
             raise RuntimeError(f"unexpected CPU generator state of {self._raw.size} bytes")
@@ -557,6 +604,8 @@ class MTStream:
 
     def uniform(self, out: torch.Tensor) -> torch.Tensor:
         """Fill the float32 CPU tensor ``out`` as ``torch.rand`` would; returns ``out``."""
+        if not self.exact:
+            return out.copy_(torch.rand(out.shape, generator=self.generator))
         _mt_uniform(self._state, self._pos, out.numpy())
         return out
 
@@ -573,10 +622,16 @@ class MTStream:
         the same bits, sums and generator state as :meth:`uniform` into a buffer and then
         :func:`keep_bits` on it, at a fraction of the cost (the comparison is made on the
         24-bit integers, against :func:`keep_threshold`)."""
+        if not self.exact:
+            drawn = torch.rand(x.numel(), generator=self.generator)
+            keep_bits(drawn, density, packed, x, base, rows, sums)
+            return
         threshold = np.int32(keep_threshold(density))
         _keep_tiles(self._state, self._pos, threshold, *_bits_args(packed, x, base, rows, sums))
 
     def close(self) -> None:
+        if not self.exact:
+            return
         raw = self._raw
         raw[8:12] = np.array([self._pos[0]], dtype=np.int32).view(np.uint8)
         raw[16:24] = np.array([self._pos[1]], dtype=np.uint64).view(np.uint8)
