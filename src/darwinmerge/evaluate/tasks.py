@@ -34,7 +34,7 @@ Split = Literal["fitness", "test"]
 SPLITS: tuple[str, ...] = ("fitness", "test", "all")
 DEFAULT_SALT = "darwin-split-v1"
 
-_FIELDS = {"id", "category", "prompt", "answer", "choices"}
+_FIELDS = {"id", "category", "prompt", "answer", "choices", "target"}
 _REQUIRED = ("id", "category", "prompt", "answer")
 
 
@@ -52,6 +52,16 @@ class TaskItem:
     prompt: str
     answer: str
     choices: tuple[str, ...] | None = None
+    target: str | None = None
+    """The whole gold continuation of ``prompt`` when the model is expected to write
+    more than the answer (a worked trace, then ``ANSWER: ...``); JSONL key ``target``.
+    The continuous scorers (``gold_logprob``, ``gold_prob``) score its log-probability
+    and fall back to ``answer`` when it is absent."""
+
+    @property
+    def gold(self) -> str:
+        """The gold continuation: ``target`` when given, else ``answer``."""
+        return self.target if self.target is not None else self.answer
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -62,6 +72,8 @@ class TaskItem:
         }
         if self.choices is not None:
             out["choices"] = list(self.choices)
+        if self.target is not None:
+            out["target"] = self.target
         return out
 
 
@@ -167,12 +179,16 @@ def _item_from_record(record: object, where: str) -> TaskItem:
                 f"{where}: field 'answer' {record['answer']!r} is not one of 'choices'"
             )
         choices = tuple(choices)
+    target = record.get("target")
+    if target is not None and (not isinstance(target, str) or not target):
+        raise EvaluationError(f"{where}: field 'target' must be a non-empty string")
     return TaskItem(
         id=record["id"],
         category=record["category"],
         prompt=record["prompt"],
         answer=record["answer"],
         choices=choices,
+        target=target,
     )
 
 
