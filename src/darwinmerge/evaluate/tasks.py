@@ -28,6 +28,7 @@ __all__ = [
     "load_tasks",
     "check_unique_ids",
     "stratified_subset",
+    "fresh_subset",
 ]
 
 Split = Literal["fitness", "test"]
@@ -143,6 +144,22 @@ def stratified_subset(
     slots.sort(key=lambda s: (s[0], s[1]))
     out = [kept[cat][j] for _, cat, j in slots]
     return out
+
+
+def fresh_subset(
+    items: Sequence[TaskItem],
+    used: Sequence[TaskItem],
+    n_or_fraction: int | float,
+    *,
+    seed: int = 1,
+) -> list[TaskItem]:
+    """A :func:`stratified_subset` of the ``items`` whose ids are not in ``used`` (e.g.
+    fitness-split items the search never scored, for re-scoring its best candidates);
+    empty when every item was used. Pass fitness-split items only: the split is the
+    caller's, this function never reads another."""
+    taken = {it.id for it in used}
+    rest = [it for it in items if it.id not in taken]
+    return stratified_subset(rest, n_or_fraction, seed=seed) if rest else []
 
 
 def _item_from_record(record: object, where: str) -> TaskItem:

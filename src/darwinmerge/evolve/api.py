@@ -39,7 +39,12 @@ from darwinmerge.evolve.runner import (
     run_search,
     stop_audit,
 )
-from darwinmerge.evolve.select import Selection, choose_winner, honest_selection
+from darwinmerge.evolve.select import (
+    Selection,
+    choose_winner,
+    honest_selection,
+    rescore_winner,
+)
 from darwinmerge.evolve.study import (
     create_study,
     load_study,
@@ -196,6 +201,7 @@ def worker_spec(config: EvolveConfig, items: list[Any], categories: list[str]) -
         items=tuple(items),
         categories=tuple(categories),
         scorer=config.fitness.scorer,
+        score=config.fitness.score,
         chunk_size=config.fitness.chunk_size,
         backend=config.backend.name,
         batch_size=config.backend.batch_size,
@@ -298,7 +304,7 @@ def _finish(
     local: CandidateWorker | None = None,
 ) -> EvolveResult:
     from darwinmerge.evaluate.results_io import write_json_atomic
-    from darwinmerge.evaluate.tasks import filter_split, stratified_subset
+    from darwinmerge.evaluate.tasks import filter_split, fresh_subset, stratified_subset
 
     records = trial_records(study)
     audit = stop_audit(records)
@@ -316,6 +322,18 @@ def _finish(
     winner = choose_winner(
         study, keep=config.fitness.keep, father_keep=father_keep, tolerance=config.fitness.tolerance
     )
+    rescored: list[dict[str, Any]] = []
+    sel = config.select
+    if winner is not None and sel.rescore_top > 1 and config.fitness.keep is None:
+        fit = filter_split(every, "fitness", test_fraction=config.test_fraction)
+        sub = stratified_subset(fit, config.fitness.subset, seed=config.fitness.subset_seed)
+        fresh = fresh_subset(fit, sub, sel.rescore_items, seed=sel.rescore_seed)
+        if fresh:
+            tester = tester or _tester(config, categories)
+            winner, rescored = rescore_winner(study, tester, fresh, top=sel.rescore_top)
+            say(f"re-scored the best {len(rescored)} on {len(fresh)} fresh fitness items")
+        else:
+            say("select.rescore_top: no fitness item is left outside the search's subset")
     if winner is None:
         failed = {"format": "darwinmerge-evolution/1", "winner": None, "trials": records}
         write_json_atomic(out / EVOLUTION_FILE, failed, force=True)
@@ -349,6 +367,8 @@ def _finish(
             "genes": winner.user_attrs.get("genes"),
         },
         "early_stop": {**config.early_stop.model_dump(), **audit},
+        "score": config.fitness.score,
+        "rescore": rescored,
         "selection": selection.to_dict() if selection else None,
         "seconds": round(time.perf_counter() - start, 2),
         "trials": records,
@@ -386,12 +406,19 @@ def _summary_md(payload: dict[str, Any], selection: Selection | None) -> tuple[s
     search = (
         f"- optimizer: `{payload['optimizer']}`, {len(rows)} trials ({done} complete, "
         f"{stopped} stopped early, {failed} failed)\n"
-        f"- fitness: mean accuracy over {', '.join(payload['categories'])} (fitness split)\n"
+        f"- fitness: mean {payload.get('score', 'accuracy')} over "
+        f"{', '.join(payload['categories'])} (fitness split)\n"
         f"- winner: trial {payload['winner']['trial']}, fitness "
         f"{(payload['winner']['values'] or [float('nan')])[0]:.4f}\n"
         f"- early stopping saved {es['items_saved']} of "
         f"{es['items_used'] + es['items_saved']} item evaluations"
     )
+    if payload.get("rescore"):
+        again = payload["rescore"]
+        search += (
+            f"\n- the best {len(again)} re-scored on {again[0]['fresh_items']} fresh fitness "
+            f"items; the winner is the best on the pooled items"
+        )
     if selection is None:
         return search, "No test split items."
     lines = ["| model | test overall | 95% CI |", "|---|---|---|"]
