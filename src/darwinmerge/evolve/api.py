@@ -95,7 +95,9 @@ def _gene_names(space: Any) -> list[str]:
 
 def space_and_prior(config: EvolveConfig) -> tuple[Any, Any]:
     """The genome space of ``config`` and its :class:`~darwinmerge.evolve.prior.Prior`
-    (blind, or from the ``darwin mri compare`` folder ``prior.scans``), reasons included."""
+    (blind, or from the ``darwin mri compare`` folder ``prior.scans``), reasons included.
+    With ``prior.trust: gene`` the space is a :class:`~darwinmerge.evolve.space_trust.
+    TrustedSpace` (one more gene) and the prior its start."""
     from darwinmerge.evolve.prior import blind_prior, prior_from_scans
     from darwinmerge.evolve.space import SPACE_ADAPTER, SpaceContext, build_space
 
@@ -111,7 +113,12 @@ def space_and_prior(config: EvolveConfig) -> tuple[Any, Any]:
     if config.prior.kind == "blind":
         return space, blind_prior(space)
     assert config.prior.scans is not None
-    return space, prior_from_scans(space, config.prior.scans, target=config.prior.target)
+    prior = prior_from_scans(space, config.prior.scans, target=config.prior.target)
+    if config.prior.trust == "gene":
+        from darwinmerge.evolve.space_trust import TrustedSpace, trusted_prior
+
+        return TrustedSpace(space, prior.mean), trusted_prior(prior)
+    return space, prior
 
 
 def _build_space_and_prior(config: EvolveConfig) -> tuple[Any, SearchBox]:
@@ -259,8 +266,10 @@ def run_evolution(
         study = create_study(
             storage, sampler, box=box, directions=objective.directions, attrs=attrs
         )
-        if opt.name in ENQUEUE_PRIOR:
-            study.enqueue_trial(dict(zip(box.names, box.mean, strict=True)))
+        if opt.name in ENQUEUE_PRIOR:  # the prior's start (a trusted space: tau = 1)
+            first = getattr(space, "start_genome", None)
+            first = box.mean if first is None else first
+            study.enqueue_trial(dict(zip(box.names, map(float, first), strict=True)))
     spec = worker_spec(config, subset, categories)
     if config.workers.n > 1:
         pool: Any = RayPool(

@@ -56,11 +56,17 @@ class PriorConfig(_Frozen):
     kind: Literal["blind", "mri"] = "blind"
     scans: str | None = None
     target: str | None = None
+    trust: Literal["fixed", "gene"] = "fixed"
+    """``fixed``: search the prior's box around its genome. ``gene``: add the
+    ``mri_trust`` gene and search a free genome over the full box, blended with the
+    prior's (``evolve/space_trust.py``): the scans cannot trap the search in a wrong box."""
 
     @model_validator(mode="after")
     def _needs_scans(self) -> PriorConfig:
         if self.kind == "mri" and not self.scans:
             raise ValueError("prior.scans: the mri prior needs a `darwin mri compare` folder")
+        if self.trust == "gene" and self.kind != "mri":
+            raise ValueError("prior.trust: the trust gene blends an mri prior; set kind: mri")
         return self
 
 
