@@ -39,7 +39,8 @@ def test_test_split_is_never_read_during_the_search(micro_zoo, monkeypatch, tmp_
 
     monkeypatch.setattr(TransformersBackend, "generate", spy)
     monkeypatch.setattr(evolve_api, "honest_selection", selection_spy)
-    cfg = EvolveConfig.model_validate(config_data(micro_zoo, trials=5))
+    data = config_data(micro_zoo, trials=5, fitness={"score": "accuracy"})  # generation
+    cfg = EvolveConfig.model_validate(data)
     space = TwoGeneSpace(micro_zoo / "father", micro_zoo / "mother")
     result = run_evolution(cfg, space, blind_box(["t_mlp", "t_rest"]), tmp_path / "run")
     search_splits = {split[p] for p in seen["search"]}

@@ -61,6 +61,7 @@ __all__ = [
     "check_evolve_config",
     "evolve",
     "fitness_subset",
+    "fitness_score",
     "run_evolution",
     "space_and_prior",
     "worker_spec",
@@ -199,7 +200,21 @@ def _items(config: EvolveConfig) -> tuple[list[Any], list[Any], list[Any], list[
     return every, fitness, subset, categories
 
 
-def worker_spec(config: EvolveConfig, items: list[Any], categories: list[str]) -> WorkerSpec:
+def fitness_score(config: EvolveConfig, items: list[Any]) -> str:
+    """The score the search optimises: ``fitness.score``, with ``auto`` resolved to
+    ``gold_prob`` when every item has a gold ``target`` and no ``keep`` objective is set,
+    else to ``accuracy``."""
+    score = config.fitness.score
+    if score != "auto":
+        return score
+    if config.fitness.keep is None and items and all(it.target is not None for it in items):
+        return "gold_prob"
+    return "accuracy"
+
+
+def worker_spec(
+    config: EvolveConfig, items: list[Any], categories: list[str], score: str | None = None
+) -> WorkerSpec:
     es = config.early_stop
     rule = EarlyStopRule(z=es.z, min_items=es.min_items) if es.enabled else None
     return WorkerSpec(
@@ -208,7 +223,7 @@ def worker_spec(config: EvolveConfig, items: list[Any], categories: list[str]) -
         items=tuple(items),
         categories=tuple(categories),
         scorer=config.fitness.scorer,
-        score=config.fitness.score,
+        score=score or fitness_score(config, items),
         chunk_size=config.fitness.chunk_size,
         backend=config.backend.name,
         batch_size=config.backend.batch_size,
@@ -317,15 +332,16 @@ def _finish(
 
     records = trial_records(study)
     audit = stop_audit(records)
+    fit = filter_split(every, "fitness", test_fraction=config.test_fraction)
+    sub = stratified_subset(fit, config.fitness.subset, seed=config.fitness.subset_seed)
+    score = fitness_score(config, sub)
     father = config.father
     father_keep = None
     selection: Selection | None = None
     child: Path | None = None
     tester: CandidateWorker | None = local
     if config.fitness.keep is not None:
-        tester = local or _tester(config, categories)
-        fit = filter_split(every, "fitness", test_fraction=config.test_fraction)
-        sub = stratified_subset(fit, config.fitness.subset, seed=config.fitness.subset_seed)
+        tester = local or _tester(config, categories, score)
         res = tester.evaluate_model(f"parent:{father}", sub)
         father_keep = res.categories[config.fitness.keep].score
     winner = choose_winner(
@@ -334,11 +350,9 @@ def _finish(
     rescored: list[dict[str, Any]] = []
     sel = config.select
     if winner is not None and sel.rescore_top > 1 and config.fitness.keep is None:
-        fit = filter_split(every, "fitness", test_fraction=config.test_fraction)
-        sub = stratified_subset(fit, config.fitness.subset, seed=config.fitness.subset_seed)
         fresh = fresh_subset(fit, sub, sel.rescore_items, seed=sel.rescore_seed)
         if fresh:
-            tester = tester or _tester(config, categories)
+            tester = tester or _tester(config, categories, score)
             winner, rescored = rescore_winner(study, tester, fresh, top=sel.rescore_top)
             say(f"re-scored the best {len(rescored)} on {len(fresh)} fresh fitness items")
         else:
@@ -353,7 +367,7 @@ def _finish(
     # only now, after the search, is the test split read
     test_items = filter_split(every, "test", test_fraction=config.test_fraction)
     if test_items:
-        tester = tester or _tester(config, categories)
+        tester = tester or _tester(config, categories, score)
         selection = honest_selection(
             study,
             tester,
@@ -376,7 +390,7 @@ def _finish(
             "genes": winner.user_attrs.get("genes"),
         },
         "early_stop": {**config.early_stop.model_dump(), **audit},
-        "score": config.fitness.score,
+        "score": score,
         "rescore": rescored,
         "selection": selection.to_dict() if selection else None,
         "seconds": round(time.perf_counter() - start, 2),
@@ -398,11 +412,11 @@ def _finish(
     )
 
 
-def _tester(config: EvolveConfig, categories: list[str]) -> CandidateWorker:
+def _tester(config: EvolveConfig, categories: list[str], score: str) -> CandidateWorker:
     from darwinmerge.evaluate.tasks import TaskItem
 
     dummy = TaskItem(id="-", category="-", prompt="test", answer="-")
-    spec = worker_spec(config, [dummy], categories)
+    spec = worker_spec(config, [dummy], categories, score)
     return CandidateWorker(spec, "selection")
 
 

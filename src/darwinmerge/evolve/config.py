@@ -77,8 +77,11 @@ class FitnessConfig(_Frozen):
     ``score``: ``accuracy`` (each item right or wrong by ``scorer``: generation and
     exact match, or multiple choice), or a continuous score from one forward pass per
     item, no generation: ``gold_prob`` (the probability of the item's gold continuation,
-    on accuracy's [0, 1] scale) or ``gold_logprob`` (its log). The early-stop rule only
-    applies to ``accuracy``."""
+    on accuracy's [0, 1] scale) or ``gold_logprob`` (its log). ``auto`` (default):
+    ``gold_prob`` when every fitness item carries a gold ``target`` (the zoo's do) and
+    no ``keep`` objective is set, else ``accuracy`` (benchmarks/fitness_noise.py: on the
+    demo zoo gold_prob's item noise is a third of exact match's and it ranks candidates
+    closer to their test accuracy). The early-stop rule only applies to ``accuracy``."""
 
     categories: list[str] | None = None
     keep: str | None = None
@@ -89,7 +92,7 @@ class FitnessConfig(_Frozen):
     subset_seed: int = 0
     chunk_size: int = Field(default=16, ge=1)
     scorer: str = "auto"
-    score: Literal["accuracy", "gold_prob", "gold_logprob"] = "accuracy"
+    score: Literal["auto", "accuracy", "gold_prob", "gold_logprob"] = "auto"
 
     @field_validator("subset")
     @classmethod
@@ -209,7 +212,7 @@ class EvolveConfig(_Frozen):
         fit = self.fitness
         if self.optimizer.name == "nsga2" and fit.keep is None:
             problems.append("fitness.keep: nsga2 optimises two objectives; name the category")
-        if fit.keep is not None and fit.score != "accuracy":
+        if fit.keep is not None and fit.score not in ("auto", "accuracy"):
             problems.append("fitness.keep: the second objective needs fitness.score=accuracy")
         if fit.keep is not None and self.optimizer.name != "nsga2":
             problems.append("fitness.keep: a second objective needs optimizer.name=nsga2")
