@@ -28,8 +28,13 @@ Per score and item set (columns):
 * ``reliab.``: ``1 - mean paired noise variance / between variance`` (share of the
   between-candidate spread that is not item noise; 1 is noiseless);
 * ``spearman``: rank correlation across candidates with test exact match;
+* ``spearman near``: the same among the first arm's candidates only (around the MRI
+  prior's start: the neighbourhood a guided search explores);
 * ``pick test``: test exact match of the candidate this fitness ranks first, against
   the best and the median candidate's test score (table footer).
+
+``--pair A,B`` names the parents' folders inside ``--zoo`` (default father,mother); the
+tasks are the zoo folder's ``tasks/``.
 """
 
 from __future__ import annotations
@@ -54,6 +59,11 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def _groups(cats: list[str]) -> list[np.ndarray]:
+    """Item indices per category, categories sorted."""
+    return [np.array([i for i, c in enumerate(cats) if c == n]) for n in sorted(set(cats))]
+
+
 def _macro(values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     """Macro mean over categories of ``values[:, idx]`` per row (candidates)."""
     return np.mean([values[:, idx].mean(axis=1) for idx in groups], axis=0)
@@ -64,8 +74,7 @@ def noise_row(
 ) -> dict[str, float]:
     """The table's numbers for one score: ``values[c, i]`` per candidate and item."""
     rng = np.random.default_rng(seed)
-    names = sorted(set(cats))
-    groups = [np.array([i for i, c in enumerate(cats) if c == n]) for n in names]
+    groups = _groups(cats)
     fit = _macro(values, groups)
     draws = np.empty((boot, values.shape[0]))
     for b in range(boot):
@@ -96,12 +105,14 @@ def _draw(box: Any, n: int, rng: np.random.Generator) -> list[np.ndarray]:
     return out
 
 
-def _config(zoo: Path, prior: dict[str, Any], subset: int | float, batch: int) -> Any:
+def _config(
+    zoo: Path, prior: dict[str, Any], subset: int | float, batch: int, pair: tuple[str, str]
+) -> Any:
     from darwinmerge.evolve.config import EvolveConfig
 
     return EvolveConfig.model_validate(
         {
-            "parents": {"father": str(zoo / "father"), "mother": str(zoo / "mother")},
+            "parents": {pair[0]: str(zoo / pair[0]), pair[1]: str(zoo / pair[1])},
             "tasks": f"zoo:{zoo}",
             "space": {"kind": "seed", "max_blocks": 3},
             "prior": prior,
@@ -112,14 +123,14 @@ def _config(zoo: Path, prior: dict[str, Any], subset: int | float, batch: int) -
     )
 
 
-def _ensure_scans(zoo: Path, scans: Path) -> None:
+def _ensure_scans(zoo: Path, scans: Path, pair: tuple[str, str]) -> None:
     if (scans / "comparison.json").is_file():
         return
     from darwinmerge.mri.config import MriConfig
     from darwinmerge.mri.pipeline import compare_models
 
     print(f"building the MRI comparison into {scans} ...", file=sys.stderr)
-    result = compare_models(zoo / "father", zoo / "mother", MriConfig(probes=(f"zoo@{zoo}",)))
+    result = compare_models(zoo / pair[0], zoo / pair[1], MriConfig(probes=(f"zoo@{zoo}",)))
     scans.mkdir(parents=True, exist_ok=True)
     result.save(scans)
 
@@ -131,12 +142,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from darwinmerge.evolve.workers import CandidateWorker
 
     zoo = args.zoo.resolve()
-    blind_cfg = _config(zoo, {"kind": "blind"}, args.subset, args.batch_size)
+    pair = tuple(args.pair.split(","))
+    if len(pair) != 2:
+        raise SystemExit(f"--pair: two folder names of the zoo, got {args.pair!r}")
+    blind_cfg = _config(zoo, {"kind": "blind"}, args.subset, args.batch_size, pair)
     arms = [("blind", blind_cfg)]
     if args.scans is not None:
-        _ensure_scans(zoo, args.scans.resolve())
+        _ensure_scans(zoo, args.scans.resolve(), pair)
         mri = {"kind": "mri", "scans": str(args.scans.resolve())}
-        arms.insert(0, ("prior", _config(zoo, mri, args.subset, args.batch_size)))
+        arms.insert(0, ("prior", _config(zoo, mri, args.subset, args.batch_size, pair)))
     rng = np.random.default_rng(args.seed)
     genomes: list[tuple[str, Any, np.ndarray]] = []
     per_arm = [args.candidates // len(arms)] * len(arms)
@@ -176,10 +190,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
     em_f, em_t, lp = np.array(em_fit), np.array(em_test), np.array(logp)
     test_cats = [it.category for it in test]
-    test_groups = [
-        np.array([i for i, c in enumerate(test_cats) if c == n]) for n in sorted(set(test_cats))
-    ]
-    true = _macro(em_t, test_groups)
+    true = _macro(em_t, _groups(test_cats))
     sub_cats = [c for c, keep in zip(fit_cats, in_sub, strict=True) if keep]
     scores = {"exact_match": em_f, "gold_prob": np.exp(lp), "gold_logprob": lp}
     rows = []
@@ -189,6 +200,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             ("fit-all", np.ones_like(in_sub), fit_cats),
         ):
             row = noise_row(values[:, cols], cats, true, boot=args.boot, seed=args.seed)
+            fit = _macro(values[:, cols], _groups(cats))
+            near = np.array([arm == arms[0][0] for arm, _, _ in genomes])
+            row["spearman_near"] = _spearman(fit[near], true[near]) if near.sum() > 2 else None
+            row["fitness"] = [float(v) for v in fit]
             rows.append({"score": name, "items": where, **row})
     test_row = noise_row(em_t, test_cats, true, boot=args.boot, seed=args.seed)
     n_gen = len(genomes) * (len(fit_all) + len(test))
@@ -220,14 +235,15 @@ def render(res: dict[str, Any]) -> str:
         f"subset), {res['test_items']} test items, {res['boot']} bootstrap resamples",
         "",
         "| score | items | n | sd 1 cand | sd paired | sd between | reliab. | spearman "
-        "| pick test |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| spearman near | pick test |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
+        near = "-" if r["spearman_near"] is None else f"{r['spearman_near']:+.2f}"
         lines.append(
             f"| {r['score']} | {r['items']} | {r['n']} | {r['sd_single']:.3g} | "
             f"{r['sd_paired']:.3g} | {r['sd_between']:.3g} | {r['reliability']:.2f} | "
-            f"{r['spearman_test']:+.2f} | {r['pick_test']:.4f} |"
+            f"{r['spearman_test']:+.2f} | {near} | {r['pick_test']:.4f} |"
         )
     lines += [
         "",
@@ -246,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", type=Path, default=None)
     ap.add_argument("--scans", type=Path, default=None)
+    ap.add_argument("--pair", default="father,mother", help="the parents' folders in --zoo")
     ap.add_argument("--candidates", type=int, default=30)
     ap.add_argument("--subset", type=int, default=40)
     ap.add_argument("--boot", type=int, default=1000)
