@@ -286,6 +286,9 @@ def run_evolution(
             first = box.mean if first is None else first
             study.enqueue_trial(dict(zip(box.names, map(float, first), strict=True)))
     spec = worker_spec(config, subset, categories)
+    if spec.score != "accuracy":
+        note = " (early stop applies to accuracy only)" if config.early_stop.enabled else ""
+        say(f"fitness: mean {spec.score} over {len(subset)} items{note}")
     if config.workers.n > 1:
         pool: Any = RayPool(
             spec, config.workers.n, address=config.workers.ray_address, init_options=ray_init
