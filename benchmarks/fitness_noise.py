@@ -227,6 +227,44 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def selection_rows(
+    res: dict[str, Any], *, visited: int = 16, top: int = 5, draws: int = 2000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """What each rule picks among ``visited`` candidates drawn from the measured ones
+    (``draws`` times): the mean test score of its pick and the mean regret (the best
+    drawn candidate's test score minus the pick's). Rules: the best by a score on the
+    search's subset; and the ``top`` best by it re-scored on the whole fitness split
+    (the subset plus every fresh item: ``select.rescore_top``'s pooled value, up to the
+    categories' weights)."""
+    test = np.array([c["test_em"] for c in res["candidates"]])
+    fit = {(r["score"], r["items"]): np.array(r["fitness"]) for r in res["rows"]}
+    sub = next(items for _, items in fit if items != "fit-all")
+    rng = np.random.default_rng(seed)
+    n = len(test)
+    k = min(visited, n)
+    picks: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(draws):
+        idx = rng.choice(n, size=k, replace=False)
+        best = test[idx].max()
+        for score in ("exact_match", "gold_prob"):
+            f_sub, f_all = fit[(score, sub)][idx], fit[(score, "fit-all")][idx]
+            plain = idx[int(np.argmax(f_sub))]
+            order = np.argsort(-f_sub, kind="stable")[:top]
+            again = idx[order[int(np.argmax(f_all[order]))]]
+            for name, pick in ((f"{score} best", plain), (f"{score} + rescore", again)):
+                picks.setdefault(name, []).append((test[pick], best - test[pick]))
+    return [
+        {
+            "rule": name,
+            "test": float(np.mean([t for t, _ in v])),
+            "regret": float(np.mean([r for _, r in v])),
+            "visited": k,
+            "top": top,
+        }
+        for name, v in picks.items()
+    ]
+
+
 def render(res: dict[str, Any]) -> str:
     t = res["test"]
     lines = [
@@ -255,6 +293,18 @@ def render(res: dict[str, Any]) -> str:
         f"gold log-prob {res['ms_per_item']['gold_logprob']:.1f} ms (one forward pass); "
         f"load average {', '.join(f'{x:.2f}' for x in res['load'])}.",
     ]
+    sel = res.get("selection") or []
+    if sel:
+        lines += [
+            "",
+            f"Selection among {sel[0]['visited']} visited candidates (random draws of the "
+            f"measured ones); rescore: the best {sel[0]['top']} re-scored on the whole "
+            "fitness split:",
+            "",
+            "| rule | mean test of the pick | mean regret vs the best visited |",
+            "|---|---|---|",
+            *[f"| {r['rule']} | {r['test']:.4f} | {r['regret']:.4f} |" for r in sel],
+        ]
     return "\n".join(lines)
 
 
@@ -270,7 +320,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--small", action="store_true", help="a micro zoo, 4 candidates")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--from-json", type=Path, default=None, help="re-render a saved run")
     args = ap.parse_args(argv)
+    if args.from_json is not None:
+        res = json.loads(args.from_json.read_text())
+        res["selection"] = selection_rows(res, visited=min(16, len(res["candidates"])))
+        print(render(res))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         if args.small:
             from darwinmerge.zoo.build import build_zoo, micro_config
@@ -282,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.zoo is None:
             ap.error("--zoo is required (or --small)")
         res = measure(args)
+    res["selection"] = selection_rows(res, visited=min(16, len(res["candidates"])))
     print(render(res))
     if args.out:
         args.out.write_text(json.dumps(res, indent=2))

@@ -71,3 +71,26 @@ def test_small_mode_runs_end_to_end(tmp_path: Path) -> None:
     for r in res["rows"]:
         assert r["sd_single"] >= 0.0 and r["sd_paired"] >= 0.0 and r["n"] > 0
     assert res["fitness_items"] + res["test_items"] == 100
+
+
+def test_selection_rows_rescoring_on_more_items_lowers_the_regret() -> None:
+    selection_rows = _module().selection_rows
+    rng = np.random.default_rng(3)
+    true = np.linspace(0.70, 0.80, 30)
+    rows = []
+    for score, noise in (("exact_match", 0.03), ("gold_prob", 0.01)):
+        rows.append({"score": score, "items": "fit-40", "fitness": true + rng.normal(0, noise, 30)})
+        rows.append({"score": score, "items": "fit-all", "fitness": true + rng.normal(0, 1e-4, 30)})
+    res = {"candidates": [{"test_em": float(t)} for t in true], "rows": rows}
+    out = {r["rule"]: r for r in selection_rows(res, visited=16, top=5, draws=500)}
+    assert set(out) == {
+        "exact_match best",
+        "exact_match + rescore",
+        "gold_prob best",
+        "gold_prob + rescore",
+    }
+    for r in out.values():  # the regret is the best visited minus the pick: >= 0
+        assert r["regret"] >= 0.0 and 0.70 <= r["test"] <= 0.80
+    # less noise picks better; re-scoring the top 5 on (nearly) noiseless items too
+    assert out["gold_prob best"]["regret"] < out["exact_match best"]["regret"]
+    assert out["exact_match + rescore"]["regret"] < out["exact_match best"]["regret"]
