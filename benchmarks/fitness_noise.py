@@ -28,8 +28,8 @@ Per score and item set (columns):
 * ``reliab.``: ``1 - mean paired noise variance / between variance`` (share of the
   between-candidate spread that is not item noise; 1 is noiseless);
 * ``spearman``: rank correlation across candidates with test exact match;
-* ``spearman near``: the same among the first arm's candidates only (around the MRI
-  prior's start: the neighbourhood a guided search explores);
+* ``spearman near`` / ``far``: the same among the first arm's candidates only (around
+  the MRI prior's start: the neighbourhood a guided search explores) / the others;
 * ``pick test``: test exact match of the candidate this fitness ranks first, against
   the best and the median candidate's test score (table footer).
 
@@ -201,8 +201,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ):
             row = noise_row(values[:, cols], cats, true, boot=args.boot, seed=args.seed)
             fit = _macro(values[:, cols], _groups(cats))
-            near = np.array([arm == arms[0][0] for arm, _, _ in genomes])
-            row["spearman_near"] = _spearman(fit[near], true[near]) if near.sum() > 2 else None
             row["fitness"] = [float(v) for v in fit]
             rows.append({"score": name, "items": where, **row})
     test_row = noise_row(em_t, test_cats, true, boot=args.boot, seed=args.seed)
@@ -224,6 +222,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         },
         "load": os.getloadavg(),
         "boot": args.boot,
+    }
+
+
+def arm_stats(res: dict[str, Any]) -> None:
+    """Per row, the Spearman among the first arm's candidates (``spearman_near``) and
+    among the others (``spearman_far``); per arm, the test scores' spread (in place)."""
+    arms = [c["arm"] for c in res["candidates"]]
+    test = np.array([c["test_em"] for c in res["candidates"]])
+    near = np.array([a == arms[0] for a in arms])
+    for row in res["rows"]:
+        fit = np.array(row["fitness"])
+        for key, m in (("spearman_near", near), ("spearman_far", ~near)):
+            row[key] = _spearman(fit[m], test[m]) if m.sum() > 2 else None
+    res["arms"] = {
+        a: {"n": int(m.sum()), "test_sd": float(test[m].std(ddof=1)) if m.sum() > 1 else 0.0}
+        for a in dict.fromkeys(arms)
+        for m in [np.array([x == a for x in arms])]
     }
 
 
@@ -273,22 +288,26 @@ def render(res: dict[str, Any]) -> str:
         f"subset), {res['test_items']} test items, {res['boot']} bootstrap resamples",
         "",
         "| score | items | n | sd 1 cand | sd paired | sd between | reliab. | spearman "
-        "| spearman near | pick test |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| spearman near | spearman far | pick test |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
-        near = "-" if r["spearman_near"] is None else f"{r['spearman_near']:+.2f}"
+        near, far = (
+            "-" if r.get(k) is None else f"{r[k]:+.2f}" for k in ("spearman_near", "spearman_far")
+        )
         lines.append(
             f"| {r['score']} | {r['items']} | {r['n']} | {r['sd_single']:.3g} | "
             f"{r['sd_paired']:.3g} | {r['sd_between']:.3g} | {r['reliability']:.2f} | "
-            f"{r['spearman_test']:+.2f} | {near} | {r['pick_test']:.4f} |"
+            f"{r['spearman_test']:+.2f} | {near} | {far} | {r['pick_test']:.4f} |"
         )
     lines += [
         "",
         f"True quality (test exact match over candidates): best {t['best']:.4f}, median "
         f"{t['median']:.4f}, SD between {t['sd_between']:.4f}; its own item noise: "
         f"SD 1 cand {t['sd_single']:.4f}, paired {t['sd_paired']:.4f}, reliability "
-        f"{t['reliability']:.2f}.",
+        f"{t['reliability']:.2f}. Test SD within each arm: "
+        + ", ".join(f"{a} {v['test_sd']:.4f} (n={v['n']})" for a, v in res["arms"].items())
+        + ".",
         f"Cost per item: exact match {res['ms_per_item']['exact_match']:.1f} ms (generation), "
         f"gold log-prob {res['ms_per_item']['gold_logprob']:.1f} ms (one forward pass); "
         f"load average {', '.join(f'{x:.2f}' for x in res['load'])}.",
@@ -324,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.from_json is not None:
         res = json.loads(args.from_json.read_text())
+        arm_stats(res)
         res["selection"] = selection_rows(res, visited=min(16, len(res["candidates"])))
         print(render(res))
         return 0
@@ -338,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.zoo is None:
             ap.error("--zoo is required (or --small)")
         res = measure(args)
+    arm_stats(res)
     res["selection"] = selection_rows(res, visited=min(16, len(res["candidates"])))
     print(render(res))
     if args.out:
