@@ -58,7 +58,8 @@ def _config(args: argparse.Namespace, prior: dict[str, Any], seed: int) -> Any:
             "prior": prior,
             "optimizer": {"name": "cmaes", "seed": seed, "popsize": args.popsize},
             "trials": args.trials,
-            "fitness": {"subset": args.subset, "chunk_size": args.chunk},
+            # exact match: this benchmark measures the early-stop rule (0/1 items)
+            "fitness": {"subset": args.subset, "chunk_size": args.chunk, "score": "accuracy"},
             "early_stop": {"enabled": True, "audit": True, "z": args.z},
             "backend": {"batch_size": args.batch_size, "max_new_tokens": 32},
             "select": {"top_k": args.top_k, "write_child": False},

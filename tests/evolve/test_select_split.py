@@ -39,7 +39,8 @@ def test_test_split_is_never_read_during_the_search(micro_zoo, monkeypatch, tmp_
 
     monkeypatch.setattr(TransformersBackend, "generate", spy)
     monkeypatch.setattr(evolve_api, "honest_selection", selection_spy)
-    cfg = EvolveConfig.model_validate(config_data(micro_zoo, trials=5))
+    data = config_data(micro_zoo, trials=5, fitness={"score": "accuracy"})  # generation
+    cfg = EvolveConfig.model_validate(data)
     space = TwoGeneSpace(micro_zoo / "father", micro_zoo / "mother")
     result = run_evolution(cfg, space, blind_box(["t_mlp", "t_rest"]), tmp_path / "run")
     search_splits = {split[p] for p in seen["search"]}
@@ -90,3 +91,55 @@ def test_upper_confidence_bound_formula():
     # too few items of a category: never stops
     assert not rule.should_stop({"a": (0, 1), "b": (0, 10)}, planned, ["a", "b"], best=0.9)
     assert fitness_of({"a": (3, 4), "b": (1, 4)}, ["a", "b"]) == 0.5
+
+
+def test_continuous_fitness_and_rescoring_read_only_the_fitness_split(
+    micro_zoo,  # noqa: F811
+    monkeypatch,
+    tmp_path,
+):
+    items = load_tasks(f"zoo:{micro_zoo}", split=None)
+    split = {it.prompt: split_of(it.id) for it in items}
+    phase = {"name": "search"}
+    seen: dict[str, list[str]] = {"search": [], "selection": []}
+    original_ll = TransformersBackend.loglikelihood
+
+    def spy(self, requests):
+        seen[phase["name"]].extend(p for p, _ in requests if p in split)
+        return original_ll(self, requests)
+
+    original_selection = evolve_api.honest_selection
+
+    def selection_spy(*args, **kwargs):
+        phase["name"] = "selection"
+        return original_selection(*args, **kwargs)
+
+    monkeypatch.setattr(TransformersBackend, "loglikelihood", spy)
+    monkeypatch.setattr(evolve_api, "honest_selection", selection_spy)
+    cfg = EvolveConfig.model_validate(
+        config_data(
+            micro_zoo,
+            trials=5,
+            fitness={"score": "gold_prob"},
+            select={"rescore_top": 3, "write_child": False},
+        )
+    )
+    space = TwoGeneSpace(micro_zoo / "father", micro_zoo / "mother")
+    result = run_evolution(cfg, space, blind_box(["t_mlp", "t_rest"]), tmp_path / "run")
+    assert seen["search"] and {split[p] for p in seen["search"]} == {"fitness"}
+    record = json.loads((tmp_path / "run" / "evolution.json").read_text())
+    assert record["score"] == "gold_prob"
+    for row in record["trials"]:  # the fitness is the macro mean of the gold probability
+        assert row["items_used"] == 20
+        assert all(0.0 < v < 1.0 for v in row["fitness"].values())
+        assert row["values"][0] == pytest.approx(np.mean(list(row["fitness"].values())))
+    # the best three re-scored on every fitness item the search did not use
+    n_fit = sum(s == "fitness" for s in split.values())
+    rescore = record["rescore"]
+    assert len(rescore) == 3 and {r["fresh_items"] for r in rescore} == {n_fit - 20}
+    best = max(rescore, key=lambda r: r["pooled_fitness"])
+    assert result.winner == best["trial"] == record["winner"]["trial"]
+    for r in rescore:
+        want = (20 * r["search_fitness"] + (n_fit - 20) * r["fresh_fitness"]) / n_fit
+        assert r["pooled_fitness"] == pytest.approx(want)
+    assert [c["trial"] for c in record["selection"]["candidates"]][0] == result.winner

@@ -79,3 +79,31 @@ def test_zoo_source_by_seed_and_default(tmp_path: Path) -> None:
     assert len(seeded) == len(default) and seeded[0].prompt != default[0].prompt
     with pytest.raises(ConfigError, match="not a zoo folder"):
         TASK_SOURCES.get("zoo")(str(tmp_path))
+
+
+def test_zoo_items_carry_gold_targets_even_from_an_old_folder(zoo: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+    import warnings
+
+    every = load_tasks(f"zoo:{zoo}", split="all")
+    for it in every:  # the gold target is the trace, then the answer line
+        assert it.target is not None and it.target.endswith(f"\nANSWER: {it.answer}")
+    # a folder built before the field existed: its files lack `target`
+    old = tmp_path / "old"
+    (old / "tasks").mkdir(parents=True)
+    shutil.copy(zoo / "zoo.json", old / "zoo.json")
+    for f in (zoo / "tasks").glob("*.jsonl"):
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        for r in rows:
+            del r["target"]
+        (old / "tasks" / f.name).write_text("\n".join(json.dumps(r) for r in rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # regenerated from the seeded world: no warning
+        again = load_tasks(f"zoo:{old}", split="all")
+    assert [it.to_dict() for it in again] == [it.to_dict() for it in every]
+    # without a readable manifest the items keep no target, and a warning says so
+    (old / "zoo.json").write_text("{}")
+    with pytest.warns(UserWarning, match="bare answer"):
+        bare = load_tasks(f"zoo:{old}", split="all")
+    assert all(it.target is None and it.gold == it.answer for it in bare)

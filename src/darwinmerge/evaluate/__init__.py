@@ -21,13 +21,17 @@ from darwinmerge.evaluate.results import (
     ChunkReport,
     EvalResult,
     Score,
+    category_values,
     evaluate,
     summarise,
 )
 from darwinmerge.evaluate.results_io import results_payload, write_json_atomic
 from darwinmerge.evaluate.scorers import (
+    CONTINUOUS_SCORERS,
     SCORERS,
     ExactMatch,
+    GoldLogprob,
+    GoldProb,
     ItemResult,
     MCLoglik,
     Scorer,
@@ -53,6 +57,7 @@ from darwinmerge.evaluate.tasks import (
 
 __all__ = [
     "BACKENDS",
+    "CONTINUOUS_SCORERS",
     "DEFAULT_ANSWER_PATTERN",
     "OVERALL",
     "SCORERS",
@@ -64,6 +69,8 @@ __all__ = [
     "Comparison",
     "EvalResult",
     "ExactMatch",
+    "GoldLogprob",
+    "GoldProb",
     "ItemResult",
     "MCLoglik",
     "PairedRow",
@@ -74,6 +81,7 @@ __all__ = [
     "TransformersBackend",
     "VLLMBackend",
     "answer_line_end",
+    "category_values",
     "compare",
     "evaluate",
     "filter_split",

@@ -17,7 +17,15 @@ from darwinmerge.evaluate.scorers import ItemResult, Scorer, make_scorer
 from darwinmerge.evaluate.stats import macro_interval, wilson_interval
 from darwinmerge.evaluate.tasks import TaskItem, check_unique_ids
 
-__all__ = ["Score", "EvalResult", "ChunkReport", "evaluate", "summarise", "OVERALL"]
+__all__ = [
+    "Score",
+    "EvalResult",
+    "ChunkReport",
+    "evaluate",
+    "summarise",
+    "category_values",
+    "OVERALL",
+]
 
 OVERALL = "overall"
 
@@ -65,6 +73,19 @@ def summarise(
     else:
         micro = Score(float("nan"), 0.0, 1.0, 0, 0)
     return cats, macro, micro
+
+
+def category_values(items: Sequence[ItemResult]) -> dict[str, tuple[float, int]]:
+    """``{category: (mean value, n)}`` of a continuous scorer's results (``value``); an
+    item without a value raises (a generative or MC result)."""
+    sums: dict[str, list[float]] = {}
+    for it in items:
+        if it.value is None:
+            raise EvaluationError(f"item {it.id!r} has no continuous value (use gold_logprob)")
+        row = sums.setdefault(it.category, [0.0, 0.0])
+        row[0] += it.value
+        row[1] += 1
+    return {c: (total / n, int(n)) for c, (total, n) in sorted(sums.items())}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,16 @@
   continuation of the prompt; the argmax is the prediction (ties go to the first
   choice). The length-normalised variant divides each sum by the choice's UTF-8 byte
   length and is kept as ``correct_norm``.
+* ``gold_logprob`` (continuous, no generation): one forward pass per item; the value is
+  ``L = log p(gold | prompt) = sum_i log softmax(logits_i)[gold_i]`` over the gold
+  continuation's tokens (natural log), where gold is the item's ``target`` (the whole
+  worked answer) or, without one, its ``answer``. ``correct`` is ``L > log(1/2)``: a
+  continuation with probability above 1/2 has every token above 1/2, so greedy
+  decoding writes exactly it (a sufficient, not a necessary, condition of a right
+  greedy answer).
+* ``gold_prob``: the same forward pass, value ``exp(L)`` in [0, 1], the probability
+  that sampling at temperature 1 writes the gold continuation; its mean over items is
+  the expected exact match of that sampler, on accuracy's scale.
 """
 
 from __future__ import annotations
@@ -31,6 +41,9 @@ __all__ = [
     "SCORERS",
     "ExactMatch",
     "MCLoglik",
+    "GoldLogprob",
+    "GoldProb",
+    "CONTINUOUS_SCORERS",
     "make_scorer",
 ]
 
@@ -39,7 +52,8 @@ __all__ = [
 class ItemResult:
     """The outcome on one item. ``prediction`` is the raw generation (exact match) or
     the chosen choice (multiple choice); ``extracted`` is the extracted answer (None
-    when none was found); ``loglikelihoods`` holds the per-choice sums for MC items."""
+    when none was found); ``loglikelihoods`` holds the per-choice sums for MC items;
+    ``value`` is the continuous scorers' per-item score (None for the others)."""
 
     id: str
     category: str
@@ -48,6 +62,7 @@ class ItemResult:
     correct: bool
     correct_norm: bool | None = None
     loglikelihoods: tuple[float, ...] | None = None
+    value: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -61,6 +76,8 @@ class ItemResult:
             out["correct_norm"] = self.correct_norm
         if self.loglikelihoods is not None:
             out["loglikelihoods"] = list(self.loglikelihoods)
+        if self.value is not None:
+            out["value"] = self.value
         return out
 
 
@@ -152,6 +169,50 @@ class MCLoglik:
                 )
             )
         return results
+
+
+CONTINUOUS_SCORERS: tuple[str, ...] = ("gold_logprob", "gold_prob")
+"""Scorers whose ``ItemResult.value`` is the per-item score (the fitness averages it)."""
+
+_HALF = math.log(0.5)
+
+
+def _gold_loglik(backend: Backend, items: Sequence[TaskItem]) -> list[float]:
+    lls = backend.loglikelihood([(it.prompt, it.gold) for it in items])
+    if len(lls) != len(items):
+        raise EvaluationError(f"backend returned {len(lls)} log-likelihoods for {len(items)} items")
+    for it, v in zip(items, lls, strict=True):
+        if math.isnan(v):
+            raise EvaluationError(f"item {it.id!r}: log-likelihood of the gold answer is NaN")
+    return lls
+
+
+@SCORERS.register("gold_logprob")
+@dataclass(frozen=True)
+class GoldLogprob:
+    """``value``: log-probability of the gold continuation (``target`` or ``answer``)."""
+
+    name: str = "gold_logprob"
+
+    def score(self, backend: Backend, items: Sequence[TaskItem]) -> list[ItemResult]:
+        return [
+            ItemResult(it.id, it.category, it.gold, None, ll > _HALF, value=ll)
+            for it, ll in zip(items, _gold_loglik(backend, items), strict=True)
+        ]
+
+
+@SCORERS.register("gold_prob")
+@dataclass(frozen=True)
+class GoldProb:
+    """``value``: probability ``exp(log p(gold | prompt))`` of the gold continuation."""
+
+    name: str = "gold_prob"
+
+    def score(self, backend: Backend, items: Sequence[TaskItem]) -> list[ItemResult]:
+        return [
+            ItemResult(it.id, it.category, it.gold, None, ll > _HALF, value=math.exp(ll))
+            for it, ll in zip(items, _gold_loglik(backend, items), strict=True)
+        ]
 
 
 def make_scorer(name: str, **options: Any) -> Scorer:

@@ -28,13 +28,14 @@ __all__ = [
     "load_tasks",
     "check_unique_ids",
     "stratified_subset",
+    "fresh_subset",
 ]
 
 Split = Literal["fitness", "test"]
 SPLITS: tuple[str, ...] = ("fitness", "test", "all")
 DEFAULT_SALT = "darwin-split-v1"
 
-_FIELDS = {"id", "category", "prompt", "answer", "choices"}
+_FIELDS = {"id", "category", "prompt", "answer", "choices", "target"}
 _REQUIRED = ("id", "category", "prompt", "answer")
 
 
@@ -52,6 +53,16 @@ class TaskItem:
     prompt: str
     answer: str
     choices: tuple[str, ...] | None = None
+    target: str | None = None
+    """The whole gold continuation of ``prompt`` when the model is expected to write
+    more than the answer (a worked trace, then ``ANSWER: ...``); JSONL key ``target``.
+    The continuous scorers (``gold_logprob``, ``gold_prob``) score its log-probability
+    and fall back to ``answer`` when it is absent."""
+
+    @property
+    def gold(self) -> str:
+        """The gold continuation: ``target`` when given, else ``answer``."""
+        return self.target if self.target is not None else self.answer
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -62,6 +73,8 @@ class TaskItem:
         }
         if self.choices is not None:
             out["choices"] = list(self.choices)
+        if self.target is not None:
+            out["target"] = self.target
         return out
 
 
@@ -133,6 +146,22 @@ def stratified_subset(
     return out
 
 
+def fresh_subset(
+    items: Sequence[TaskItem],
+    used: Sequence[TaskItem],
+    n_or_fraction: int | float,
+    *,
+    seed: int = 1,
+) -> list[TaskItem]:
+    """A :func:`stratified_subset` of the ``items`` whose ids are not in ``used`` (e.g.
+    fitness-split items the search never scored, for re-scoring its best candidates);
+    empty when every item was used. Pass fitness-split items only: the split is the
+    caller's, this function never reads another."""
+    taken = {it.id for it in used}
+    rest = [it for it in items if it.id not in taken]
+    return stratified_subset(rest, n_or_fraction, seed=seed) if rest else []
+
+
 def _item_from_record(record: object, where: str) -> TaskItem:
     if not isinstance(record, dict):
         raise EvaluationError(f"{where}: expected a JSON object, got {type(record).__name__}")
@@ -167,12 +196,16 @@ def _item_from_record(record: object, where: str) -> TaskItem:
                 f"{where}: field 'answer' {record['answer']!r} is not one of 'choices'"
             )
         choices = tuple(choices)
+    target = record.get("target")
+    if target is not None and (not isinstance(target, str) or not target):
+        raise EvaluationError(f"{where}: field 'target' must be a non-empty string")
     return TaskItem(
         id=record["id"],
         category=record["category"],
         prompt=record["prompt"],
         answer=record["answer"],
         choices=choices,
+        target=target,
     )
 
 

@@ -28,11 +28,12 @@ if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
         scan_evidence,
     )
     from darwinmerge.evolve.runner import Objective, TrialEvent, run_search
-    from darwinmerge.evolve.select import Selection, honest_selection
+    from darwinmerge.evolve.select import Selection, honest_selection, rescore_winner
     from darwinmerge.evolve.space import SpaceConfig, build_space, parse_space_config
     from darwinmerge.evolve.space_layerwise import LayerwiseSpace, LayerwiseSpaceConfig
     from darwinmerge.evolve.space_mergekit import MergekitEvolveSpace, MergekitEvolveSpaceConfig
     from darwinmerge.evolve.space_seed import SeedSpace, SeedSpaceConfig
+    from darwinmerge.evolve.space_trust import TrustedSpace, trusted_prior
     from darwinmerge.evolve.workers import (
         CandidateRequest,
         CandidateResult,
@@ -59,12 +60,14 @@ __all__ = [
     "SeedSpaceConfig",
     "SpaceConfig",
     "SpaceContext",
+    "TrustedSpace",
     "blind_prior",
     "build_space",
     "mri_prior",
     "parse_space_config",
     "prior_from_scans",
     "scan_evidence",
+    "trusted_prior",
     # search
     "EVOLUTION_FILE",
     "OPTIMIZERS",
@@ -89,6 +92,7 @@ __all__ = [
     "is_evolve_config",
     "load_evolve_config",
     "make_sampler",
+    "rescore_winner",
     "run_evolution",
     "run_search",
 ]

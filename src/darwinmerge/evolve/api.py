@@ -39,7 +39,12 @@ from darwinmerge.evolve.runner import (
     run_search,
     stop_audit,
 )
-from darwinmerge.evolve.select import Selection, choose_winner, honest_selection
+from darwinmerge.evolve.select import (
+    Selection,
+    choose_winner,
+    honest_selection,
+    rescore_winner,
+)
 from darwinmerge.evolve.study import (
     create_study,
     load_study,
@@ -56,6 +61,7 @@ __all__ = [
     "check_evolve_config",
     "evolve",
     "fitness_subset",
+    "fitness_score",
     "run_evolution",
     "space_and_prior",
     "worker_spec",
@@ -90,7 +96,9 @@ def _gene_names(space: Any) -> list[str]:
 
 def space_and_prior(config: EvolveConfig) -> tuple[Any, Any]:
     """The genome space of ``config`` and its :class:`~darwinmerge.evolve.prior.Prior`
-    (blind, or from the ``darwin mri compare`` folder ``prior.scans``), reasons included."""
+    (blind, or from the ``darwin mri compare`` folder ``prior.scans``), reasons included.
+    With ``prior.trust: gene`` the space is a :class:`~darwinmerge.evolve.space_trust.
+    TrustedSpace` (one more gene) and the prior its start."""
     from darwinmerge.evolve.prior import blind_prior, prior_from_scans
     from darwinmerge.evolve.space import SPACE_ADAPTER, SpaceContext, build_space
 
@@ -106,7 +114,12 @@ def space_and_prior(config: EvolveConfig) -> tuple[Any, Any]:
     if config.prior.kind == "blind":
         return space, blind_prior(space)
     assert config.prior.scans is not None
-    return space, prior_from_scans(space, config.prior.scans, target=config.prior.target)
+    prior = prior_from_scans(space, config.prior.scans, target=config.prior.target)
+    if config.prior.trust == "gene":
+        from darwinmerge.evolve.space_trust import TrustedSpace, trusted_prior
+
+        return TrustedSpace(space, prior.mean), trusted_prior(prior)
+    return space, prior
 
 
 def _build_space_and_prior(config: EvolveConfig) -> tuple[Any, SearchBox]:
@@ -187,7 +200,21 @@ def _items(config: EvolveConfig) -> tuple[list[Any], list[Any], list[Any], list[
     return every, fitness, subset, categories
 
 
-def worker_spec(config: EvolveConfig, items: list[Any], categories: list[str]) -> WorkerSpec:
+def fitness_score(config: EvolveConfig, items: list[Any]) -> str:
+    """The score the search optimises: ``fitness.score``, with ``auto`` resolved to
+    ``gold_prob`` when every item has a gold ``target`` and no ``keep`` objective is set,
+    else to ``accuracy``."""
+    score = config.fitness.score
+    if score != "auto":
+        return score
+    if config.fitness.keep is None and items and all(it.target is not None for it in items):
+        return "gold_prob"
+    return "accuracy"
+
+
+def worker_spec(
+    config: EvolveConfig, items: list[Any], categories: list[str], score: str | None = None
+) -> WorkerSpec:
     es = config.early_stop
     rule = EarlyStopRule(z=es.z, min_items=es.min_items) if es.enabled else None
     return WorkerSpec(
@@ -196,6 +223,7 @@ def worker_spec(config: EvolveConfig, items: list[Any], categories: list[str]) -
         items=tuple(items),
         categories=tuple(categories),
         scorer=config.fitness.scorer,
+        score=score or fitness_score(config, items),
         chunk_size=config.fitness.chunk_size,
         backend=config.backend.engine_for(next(iter(config.parents.values()))),
         batch_size=config.backend.batch_size,
@@ -253,9 +281,14 @@ def run_evolution(
         study = create_study(
             storage, sampler, box=box, directions=objective.directions, attrs=attrs
         )
-        if opt.name in ENQUEUE_PRIOR:
-            study.enqueue_trial(dict(zip(box.names, box.mean, strict=True)))
+        if opt.name in ENQUEUE_PRIOR:  # the prior's start (a trusted space: tau = 1)
+            first = getattr(space, "start_genome", None)
+            first = box.mean if first is None else first
+            study.enqueue_trial(dict(zip(box.names, map(float, first), strict=True)))
     spec = worker_spec(config, subset, categories)
+    if spec.score != "accuracy":
+        note = " (early stop applies to accuracy only)" if config.early_stop.enabled else ""
+        say(f"fitness: mean {spec.score} over {len(subset)} items{note}")
     if config.workers.n > 1:
         pool: Any = RayPool(
             spec, config.workers.n, address=config.workers.ray_address, init_options=ray_init
@@ -298,24 +331,35 @@ def _finish(
     local: CandidateWorker | None = None,
 ) -> EvolveResult:
     from darwinmerge.evaluate.results_io import write_json_atomic
-    from darwinmerge.evaluate.tasks import filter_split, stratified_subset
+    from darwinmerge.evaluate.tasks import filter_split, fresh_subset, stratified_subset
 
     records = trial_records(study)
     audit = stop_audit(records)
+    fit = filter_split(every, "fitness", test_fraction=config.test_fraction)
+    sub = stratified_subset(fit, config.fitness.subset, seed=config.fitness.subset_seed)
+    score = fitness_score(config, sub)
     father = config.father
     father_keep = None
     selection: Selection | None = None
     child: Path | None = None
     tester: CandidateWorker | None = local
     if config.fitness.keep is not None:
-        tester = local or _tester(config, categories)
-        fit = filter_split(every, "fitness", test_fraction=config.test_fraction)
-        sub = stratified_subset(fit, config.fitness.subset, seed=config.fitness.subset_seed)
+        tester = local or _tester(config, categories, score)
         res = tester.evaluate_model(f"parent:{father}", sub)
         father_keep = res.categories[config.fitness.keep].score
     winner = choose_winner(
         study, keep=config.fitness.keep, father_keep=father_keep, tolerance=config.fitness.tolerance
     )
+    rescored: list[dict[str, Any]] = []
+    sel = config.select
+    if winner is not None and sel.rescore_top > 1 and config.fitness.keep is None:
+        fresh = fresh_subset(fit, sub, sel.rescore_items, seed=sel.rescore_seed)
+        if fresh:
+            tester = tester or _tester(config, categories, score)
+            winner, rescored = rescore_winner(study, tester, fresh, top=sel.rescore_top)
+            say(f"re-scored the best {len(rescored)} on {len(fresh)} fresh fitness items")
+        else:
+            say("select.rescore_top: no fitness item is left outside the search's subset")
     if winner is None:
         failed = {"format": "darwinmerge-evolution/1", "winner": None, "trials": records}
         write_json_atomic(out / EVOLUTION_FILE, failed, force=True)
@@ -326,7 +370,7 @@ def _finish(
     # only now, after the search, is the test split read
     test_items = filter_split(every, "test", test_fraction=config.test_fraction)
     if test_items:
-        tester = tester or _tester(config, categories)
+        tester = tester or _tester(config, categories, score)
         selection = honest_selection(
             study,
             tester,
@@ -349,6 +393,8 @@ def _finish(
             "genes": winner.user_attrs.get("genes"),
         },
         "early_stop": {**config.early_stop.model_dump(), **audit},
+        "score": score,
+        "rescore": rescored,
         "selection": selection.to_dict() if selection else None,
         "seconds": round(time.perf_counter() - start, 2),
         "trials": records,
@@ -369,11 +415,11 @@ def _finish(
     )
 
 
-def _tester(config: EvolveConfig, categories: list[str]) -> CandidateWorker:
+def _tester(config: EvolveConfig, categories: list[str], score: str) -> CandidateWorker:
     from darwinmerge.evaluate.tasks import TaskItem
 
     dummy = TaskItem(id="-", category="-", prompt="test", answer="-")
-    spec = worker_spec(config, [dummy], categories)
+    spec = worker_spec(config, [dummy], categories, score)
     return CandidateWorker(spec, "selection")
 
 
@@ -386,12 +432,19 @@ def _summary_md(payload: dict[str, Any], selection: Selection | None) -> tuple[s
     search = (
         f"- optimizer: `{payload['optimizer']}`, {len(rows)} trials ({done} complete, "
         f"{stopped} stopped early, {failed} failed)\n"
-        f"- fitness: mean accuracy over {', '.join(payload['categories'])} (fitness split)\n"
+        f"- fitness: mean {payload.get('score', 'accuracy')} over "
+        f"{', '.join(payload['categories'])} (fitness split)\n"
         f"- winner: trial {payload['winner']['trial']}, fitness "
         f"{(payload['winner']['values'] or [float('nan')])[0]:.4f}\n"
         f"- early stopping saved {es['items_saved']} of "
         f"{es['items_used'] + es['items_saved']} item evaluations"
     )
+    if payload.get("rescore"):
+        again = payload["rescore"]
+        search += (
+            f"\n- the best {len(again)} re-scored on {again[0]['fresh_items']} fresh fitness "
+            f"items; the winner is the best on the pooled items"
+        )
     if selection is None:
         return search, "No test split items."
     lines = ["| model | test overall | 95% CI |", "|---|---|---|"]

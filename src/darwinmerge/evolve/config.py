@@ -56,17 +56,32 @@ class PriorConfig(_Frozen):
     kind: Literal["blind", "mri"] = "blind"
     scans: str | None = None
     target: str | None = None
+    trust: Literal["fixed", "gene"] = "fixed"
+    """``fixed``: search the prior's box around its genome. ``gene``: add the
+    ``mri_trust`` gene and search a free genome over the full box, blended with the
+    prior's (``evolve/space_trust.py``): the scans cannot trap the search in a wrong box."""
 
     @model_validator(mode="after")
     def _needs_scans(self) -> PriorConfig:
         if self.kind == "mri" and not self.scans:
             raise ValueError("prior.scans: the mri prior needs a `darwin mri compare` folder")
+        if self.trust == "gene" and self.kind != "mri":
+            raise ValueError("prior.trust: the trust gene blends an mri prior; set kind: mri")
         return self
 
 
 class FitnessConfig(_Frozen):
-    """Fitness = mean accuracy over ``categories`` (all when None) on a seeded stratified
-    ``subset`` of the fitness split (an int: items per category; a float: a share)."""
+    """Fitness = mean score over ``categories`` (all when None) on a seeded stratified
+    ``subset`` of the fitness split (an int: items per category; a float: a share).
+
+    ``score``: ``accuracy`` (each item right or wrong by ``scorer``: generation and
+    exact match, or multiple choice), or a continuous score from one forward pass per
+    item, no generation: ``gold_prob`` (the probability of the item's gold continuation,
+    on accuracy's [0, 1] scale) or ``gold_logprob`` (its log). ``auto`` (default):
+    ``gold_prob`` when every fitness item carries a gold ``target`` (the zoo's do) and
+    no ``keep`` objective is set, else ``accuracy`` (benchmarks/fitness_noise.py: on the
+    demo zoo gold_prob's item noise is a third of exact match's and it ranks candidates
+    closer to their test accuracy). The early-stop rule only applies to ``accuracy``."""
 
     categories: list[str] | None = None
     keep: str | None = None
@@ -77,6 +92,7 @@ class FitnessConfig(_Frozen):
     subset_seed: int = 0
     chunk_size: int = Field(default=16, ge=1)
     scorer: str = "auto"
+    score: Literal["auto", "accuracy", "gold_prob", "gold_logprob"] = "auto"
 
     @field_validator("subset")
     @classmethod
@@ -133,9 +149,28 @@ class BackendConfig(_Frozen):
 
 
 class SelectConfig(_Frozen):
+    """``top_k`` candidates go to the test split. ``rescore_top`` (0: off): before the
+    winner is chosen, that many best candidates by search fitness are scored again, with
+    the search's own score, on fresh fitness-split items the search never used
+    (``rescore_items``: per category, or a share of the unused items; ``rescore_seed``
+    draws them), and the winner is the best on the pooled items. The test split is not
+    read."""
+
     top_k: int = Field(default=3, ge=1)
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     write_child: bool = True
+    rescore_top: int = Field(default=0, ge=0)
+    rescore_items: int | float = 1.0
+    rescore_seed: int = 1
+
+    @field_validator("rescore_items")
+    @classmethod
+    def _rescore_items(cls, v: int | float) -> int | float:
+        if isinstance(v, bool) or (isinstance(v, int) and v < 1):
+            raise ValueError(f"an int rescore_items is items per category (>= 1), got {v}")
+        if isinstance(v, float) and not 0.0 < v <= 1.0:
+            raise ValueError(f"a float rescore_items is a share in (0, 1], got {v}")
+        return v
 
 
 class EvolveConfig(_Frozen):
@@ -197,6 +232,8 @@ class EvolveConfig(_Frozen):
     def _cross(self) -> EvolveConfig:
         problems: list[str] = []
         fit = self.fitness
+        if fit.keep is not None and fit.score not in ("auto", "accuracy"):
+            problems.append("fitness.keep: the second objective needs fitness.score=accuracy")
         if fit.keep is not None and self.optimizer.name != "nsga2":
             problems.append("fitness.keep: a second objective needs optimizer.name=nsga2")
         if self.early_stop.enabled and fit.keep is not None:

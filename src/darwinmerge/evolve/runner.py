@@ -32,15 +32,17 @@ _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 @dataclass(frozen=True)
 class Objective:
-    """Fitness = mean accuracy over ``categories``; with ``keep`` (NSGA-II) a second
-    objective, the accuracy on that category."""
+    """Fitness = mean score over ``categories`` (accuracy, or a continuous score's mean
+    value); with ``keep`` (NSGA-II) a second objective, the score on that category."""
 
     categories: tuple[str, ...]
     keep: str | None = None
 
     def values(self, result: CandidateResult) -> list[float]:
         out = [result.fitness]
-        if self.keep is not None:
+        if self.keep is not None and result.values:
+            out.append(result.values.get(self.keep, float("nan")))
+        elif self.keep is not None:
             k, n = result.categories.get(self.keep, [0, 0])
             out.append(k / n if n else float("nan"))
         return out
@@ -96,9 +98,12 @@ def best_value(study: optuna.Study) -> float | None:
 
 
 def _record(trial: optuna.Trial, result: CandidateResult) -> None:
-    trial.set_user_attr(
-        "fitness", {c: (k / n if n else None) for c, (k, n) in result.categories.items()}
+    per_category: dict[str, float | None] = (
+        dict(result.values)
+        if result.values
+        else {c: (k / n if n else None) for c, (k, n) in result.categories.items()}
     )
+    trial.set_user_attr("fitness", per_category)
     trial.set_user_attr("counts", result.categories)
     trial.set_user_attr("items_used", result.items_used)
     trial.set_user_attr("items_planned", result.items_planned)

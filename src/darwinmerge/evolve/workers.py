@@ -52,6 +52,10 @@ class WorkerSpec:
     items: tuple[TaskItem, ...]
     categories: tuple[str, ...]
     scorer: str = "auto"
+    score: str = "accuracy"
+    """``accuracy`` (``scorer``'s right / wrong per item) or a continuous scorer
+    (``gold_prob``, ``gold_logprob``: the fitness averages its per-item value; the
+    early-stop rule, a bound on 0/1 items, is then not applied)."""
     chunk_size: int = 16
     backend: str = "transformers"
     batch_size: int = 16
@@ -78,6 +82,8 @@ class CandidateResult:
     fitness: float = float("nan")
     categories: dict[str, list[int]] = field(default_factory=dict)
     """category -> [correct, scored]"""
+    values: dict[str, float] = field(default_factory=dict)
+    """category -> mean continuous value (only with a continuous ``score``)"""
     items_used: int = 0
     items_planned: int = 0
     merge_seconds: float = 0.0
@@ -290,8 +296,26 @@ class CandidateWorker:
         )
 
     # ------------------------------------------------------------------ score
+    @property
+    def _scorer(self) -> str:
+        return self.spec.scorer if self.spec.score == "accuracy" else self.spec.score
+
+    def fitness(self, recipe_yaml: str, items: Sequence[TaskItem]) -> tuple[float, int]:
+        """(fitness, items) of a recipe on ``items`` with the search's own score (the
+        macro mean over the spec's categories), all items, no early stop: the
+        re-scoring of the best candidates on fresh fitness items."""
+        from darwinmerge.evaluate.results import category_values, evaluate
+        from darwinmerge.merge.recipe import Recipe
+
+        self._apply(Recipe.from_yaml(recipe_yaml, source="re-scored candidate"))
+        ev = evaluate(self.backend, list(items), scorer=self._scorer, chunk_size=256)
+        if self.spec.score == "accuracy":
+            return fitness_of(category_counts(ev.items), self.spec.categories), ev.n
+        values = {c: v for c, (v, _) in category_values(ev.items).items()}
+        return _macro(values, self.spec.categories), ev.n
+
     def score(self, request: CandidateRequest) -> CandidateResult:
-        from darwinmerge.evaluate.results import ChunkReport, evaluate
+        from darwinmerge.evaluate.results import ChunkReport, category_values, evaluate
         from darwinmerge.merge.recipe import Recipe
 
         spec = self.spec
@@ -304,7 +328,7 @@ class CandidateWorker:
             result.merge_seconds = time.perf_counter() - t0
             t1 = time.perf_counter()
             self._check_logits()
-            rule = spec.rule
+            rule = spec.rule if spec.score == "accuracy" else None
 
             def on_chunk(report: ChunkReport) -> bool:
                 if rule is None or result.stop_at is not None or report.done >= report.total:
@@ -318,7 +342,7 @@ class CandidateWorker:
             ev = evaluate(
                 self.backend,
                 list(spec.items),
-                scorer=spec.scorer,
+                scorer=self._scorer,
                 chunk_size=spec.chunk_size,
                 on_chunk=on_chunk,
             )
@@ -339,6 +363,9 @@ class CandidateWorker:
         if spec.audit and result.stop_at is not None:
             result.full_fitness = fitness_of(counts, spec.categories)
         partial = fitness_of(counts, spec.categories)
+        if spec.score != "accuracy":
+            result.values = {c: v for c, (v, _) in category_values(ev.items).items()}
+            partial = _macro(result.values, spec.categories)
         result.fitness = partial
         result.state = "pruned" if ev.stopped else "complete"
         if not math.isfinite(partial):
@@ -419,12 +446,21 @@ def _checkpoint_tensors(model: Any, state: dict[str, Any], names: set[str]) -> d
     return out
 
 
+def _macro(values: dict[str, float], categories: Sequence[str]) -> float:
+    """Mean over ``categories`` of their mean values (NaN when one has no items)."""
+    if not categories:
+        return float("nan")
+    return sum(values.get(c, float("nan")) for c in categories) / len(categories)
+
+
 def _digest(items: Sequence[Any]) -> str:
     import hashlib
 
     h = hashlib.sha256()
     for it in items:
-        lls = ",".join(float(v).hex() for v in (it.loglikelihoods or ()))
+        lls = ",".join(
+            float(v).hex() for v in (it.loglikelihoods or (() if it.value is None else (it.value,)))
+        )
         h.update(f"{it.id}\0{it.prediction}\0{lls}\n".encode())
     return h.hexdigest()
 

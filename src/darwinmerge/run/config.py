@@ -44,6 +44,8 @@ class PriorSection(_Frozen):
 
     kind: Literal["mri", "blind"] = "mri"
     target: str | None = None
+    trust: Literal["fixed", "gene"] = "fixed"
+    """``gene``: the MRI-trust gene (docs/evolve.md, "Guidance that cannot trap")."""
 
 
 class HealthSection(_Frozen):
@@ -144,7 +146,7 @@ class RunConfig(_Frozen):
     def evolve_data(self, scans: str) -> dict[str, Any]:
         prior: dict[str, Any] = {"kind": self.prior.kind}
         if self.prior.kind == "mri":
-            prior.update(scans=scans, target=self.prior.target)
+            prior.update(scans=scans, target=self.prior.target, trust=self.prior.trust)
         select = {**self.evolve.get("select", {}), "write_child": True}  # Phase 3 reads it
         return {
             **self.evolve,

@@ -3,7 +3,8 @@
 Every family produces *documents* of the form ``prompt + completion`` where the
 completion is ``"<trace>\\nANSWER: <answer>"``: a short worked trace, then the answer line
 the evaluation's default extractor reads. Evaluation items are TaskItem-compatible
-dicts ``{id, category, prompt, answer}`` whose ``prompt`` ends where the model continues.
+dicts ``{id, category, prompt, answer, target}`` whose ``prompt`` ends where the model
+continues and whose ``target`` is the gold completion.
 
 Categories (the seed's probe categories):
 
@@ -230,9 +231,17 @@ def _eval_docs(world: SkillWorld, category: str, n: int) -> list[Doc]:
 
 
 def eval_items(world: SkillWorld, category: str, n: int) -> list[dict[str, str]]:
-    """``n`` distinct evaluation items with stable ids ``f"{category}-{k:04d}"``."""
+    """``n`` distinct evaluation items with stable ids ``f"{category}-{k:04d}"``; each
+    carries its gold ``target`` (the worked trace and the answer line, what a perfect
+    model writes after the prompt) for the continuous scorers."""
     return [
-        {"id": f"{category}-{k:04d}", "category": category, "prompt": d.prompt, "answer": d.answer}
+        {
+            "id": f"{category}-{k:04d}",
+            "category": category,
+            "prompt": d.prompt,
+            "answer": d.answer,
+            "target": d.completion,
+        }
         for k, d in enumerate(_eval_docs(world, category, n))
     ]
 
