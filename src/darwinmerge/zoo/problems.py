@@ -143,6 +143,7 @@ def _ft(
 REASONING = {"reasoning": 1.0}
 CODE = {"code": 1.0}
 LOGIC = {"logic": 1.0}
+TWO_SKILLS = {"reasoning": 0.5, "logic": 0.5}
 GOLDEN_MIX = {"reasoning": 0.4, "logic": 0.4, "code": 0.07, "multilingual": 0.07, "knowledge": 0.06}
 
 
@@ -181,7 +182,7 @@ def default_problems() -> tuple[Problem, ...]:
             b=ParentSpec(
                 phases=(
                     _ft(GOLDEN_MIX, 300, 3e-3, _layers(3)),
-                    _ft({"reasoning": 0.5, "logic": 0.5}, 150, 3e-3, _layers(0, 1, 2)),
+                    _ft(TWO_SKILLS, 150, 3e-3, _layers(0, 1, 2)),
                 ),
                 stream_seed=21,
             ),
@@ -225,8 +226,8 @@ def default_problems() -> tuple[Problem, ...]:
         Problem(
             name="deep",
             intent="a deeper model (8 layers, 16 experts, top-2) pre-trained on the broad "
-            "mix; the mother is its REASONING fine-tune of the routed experts of layers 4-7 "
-            "and the output head: per-layer structure has room",
+            "mix; the mother is its REASONING + LOGIC fine-tune of the routed experts of "
+            "layers 4-7 and then of the output head: per-layer structure has room",
             pretrain=Pretrain(
                 model=deep,
                 train=TrainConfig(steps=600, lr=3e-3, warmup=30),
@@ -236,8 +237,8 @@ def default_problems() -> tuple[Problem, ...]:
             b=ParentSpec(
                 start="pretrained",
                 phases=(
-                    _ft(REASONING, 200, 2e-3, _layers(4, 5, 6, 7, part="mlp.experts")),
-                    _ft(REASONING, 60, 1e-2, ("lm_head", "model.norm.")),
+                    _ft(TWO_SKILLS, 250, 2e-3, _layers(4, 5, 6, 7, part="mlp.experts")),
+                    _ft(TWO_SKILLS, 60, 1e-2, ("lm_head", "model.norm.")),
                 ),
                 stream_seed=61,
             ),
