@@ -39,6 +39,32 @@ def _print_verdict(console: Any, verdict: Any) -> None:
         )
         table.add_row(f"L{layer}", f"{c[layer]:.3f}", f"{a[layer]:.3f}", f"{b[layer]:.3f}", flags)
     console.print(table)
+    loc = verdict.localization
+    if loc is not None:
+        table = Table(
+            title="Localization: probe loss drop with the child's layer replaced "
+            f"(flagged above {loc['margin']:.1%})"
+        )
+        for col in ("layer", "span", "parent A", "parent B", "weights off the span", "flag"):
+            table.add_column(col, justify="left" if col in ("layer", "flag") else "right")
+        base = float(np.mean(loc["loss"]))
+        rec = {
+            k: (base - np.asarray(v, dtype=float).mean(0)) / base for k, v in loc["swapped"].items()
+        }
+        for layer in range(verdict.num_layers):
+            off = []
+            for comp, ts in loc["span_t"].items():
+                t, d = ts[layer], loc["span_dist"][comp][layer]
+                if (np.isfinite(t) and not -0.05 <= t <= 1.05) or d > 0.05:
+                    off.append(f"{comp} t={t:.2f}")
+            rank = loc["flagged"].index(layer) + 1 if layer in loc["flagged"] else None
+            table.add_row(
+                f"L{layer}",
+                *(f"{rec[k][layer]:+.1%}" for k in ("span", "A", "B")),
+                ", ".join(off) or "-",
+                f"#{rank}" if rank else "",
+            )
+        console.print(table)
     console.print(verdict.summary)
 
 
@@ -83,8 +109,15 @@ def health_command(
     move_step: float = typer.Option(0.5, help="Prescribed share of the way toward a parent."),
     density_factor: float = typer.Option(0.7, help="Prescribed density factor (interference)."),
     upstream_first: bool = typer.Option(
-        True, "--upstream-first/--every-layer", help="Prescribe for the earliest flagged layer."
+        True, "--upstream-first/--every-layer", help="BI rules: earliest flagged layer only."
     ),
+    locate: bool = typer.Option(
+        True, "--localize/--no-localize", help="Swap scans that locate the damaged layer."
+    ),
+    localize_margin: float = typer.Option(
+        0.03, help="Flag a layer whose replacement lowers the probe loss by this share."
+    ),
+    localize_layers: int = typer.Option(1, help="Prescribe for this many localized layers."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer folder (default: each model's)."),
     max_length: int = typer.Option(128, help="Tokens per probe."),
     batch_size: int = typer.Option(16, help="Probes per forward pass."),
@@ -97,7 +130,7 @@ def health_command(
     from pydantic import ValidationError
     from rich.console import Console
 
-    from darwinmerge.health import HealthOptions, run_health
+    from darwinmerge.health import HealthOptions, LocalizeOptions, run_health
     from darwinmerge.merge import load_recipe
     from darwinmerge.mri import MriConfig
     from darwinmerge.report import health_section, write_report
@@ -115,6 +148,7 @@ def health_command(
             density_factor=density_factor,
             upstream_first=upstream_first,
         )
+        lopt = LocalizeOptions(margin=localize_margin, max_layers=localize_layers)
         cfg = MriConfig.model_validate(
             {
                 "probes": tuple(probes or ["builtin"]),
@@ -154,6 +188,8 @@ def health_command(
         mri_dir=mri,
         fitness_items=items,
         rounds=rounds,
+        localize_options=lopt,
+        locate=locate,
     )
     if run.swapped:
         console.print("note: --parents swapped to follow the recipe's order (A = t 0)")
