@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from darwinmerge.health import (
+    Localization,
     LocalizeOptions,
     SetLayerT,
     apply_changes,
@@ -217,3 +218,48 @@ def test_set_layer_t_on_weights_slerp_and_transplants():
     assert layer_t(out, 2, "attn", 4) == pytest.approx(0.3)
     # JSON round trip
     assert change_from_dict(change_to_dict(change)) == change
+
+
+def _loc(flagged: list[int], recovery: list[float]) -> Localization:
+    L = len(recovery)
+    base = [2.0, 2.0]
+    span = [[2.0 * (1 - r) for r in recovery]] * 2
+    return Localization(
+        categories=["REASONING", "CODE"],
+        num_layers=L,
+        loss_tokens="completion",
+        loss=base,
+        swapped={"span": span, "A": [[2.0] * L] * 2, "B": [[2.1] * L] * 2},
+        span_t={"attn": [0.5, 2.0, 0.5, 0.5]},
+        span_dist={"attn": [0.0, 0.0, 0.0, 0.0]},
+        t_ref={"attn": 0.5},
+        recovery=recovery,
+        best=["span"] * L,
+        flagged=flagged,
+        margin=0.03,
+    )
+
+
+def test_report_and_summary_show_the_localization():
+    from darwinmerge.report import health_section
+
+    from .scans import MID, A, B, trio
+
+    v = health_check(*trio(MID, A, B), localization=_loc([1], [0.0, 0.25, 0.01, 0.0]))
+    assert not v.healthy and v.localized == [1]
+    assert v.prescription[0] == SetLayerT(1, (("attn", 0.5),), v.prescription[0].reason)
+    assert "L1 (put back into the parents' span: probe loss 25.0% lower)" in v.summary
+    sec = health_section(v)
+    table = sec.find("Localization")
+    assert table.rows[1][:4] == ("L1", "+25.0%", "+0.0%", "-5.0%")
+    assert "attn t=2.00" in table.rows[1][4] and table.rows[1][5] == "#1"
+    # healthy: what was checked and what it does not rule out
+    ok = health_check(*trio(MID, A, B), localization=_loc([], [0.0, 0.01, 0.0, 0.0]))
+    assert ok.healthy
+    assert "probe sequences" in ok.summary and "does not rule out" in ok.summary
+    assert "No single layer explains a problem" in ok.summary
+    # a round trip keeps the localization
+    from darwinmerge.health import Verdict
+
+    back = Verdict.from_dict(v.to_dict())
+    assert back.localized == [1] and back.prescription == v.prescription
