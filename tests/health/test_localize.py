@@ -98,7 +98,7 @@ def test_overshot_layer_is_flagged_there_and_its_prescription_recovers(trained_p
     for comp, ts in loc.span_t.items():
         assert ts[DAMAGED] == pytest.approx(OVERSHOOT, rel=1e-4), comp
         assert loc.t_ref[comp] == pytest.approx(0.5, rel=1e-4)
-        assert loc.off_span(DAMAGED) and not loc.off_span((DAMAGED + 1) % 4)
+    assert loc.deviating[DAMAGED] and not loc.deviating[(DAMAGED + 1) % 4]
     verdict = health_check(
         run_scan(child, pb, model_name="child"),
         run_scan(a, pb, model_name="a"),

@@ -45,18 +45,15 @@ def _print_verdict(console: Any, verdict: Any) -> None:
             title="Localization: probe loss drop with the child's layer replaced "
             f"(flagged above {loc['margin']:.1%})"
         )
-        for col in ("layer", "span", "parent A", "parent B", "weights off the span", "flag"):
+        for col in ("layer", "span", "parent A", "parent B", "deviating weights", "flag"):
             table.add_column(col, justify="left" if col in ("layer", "flag") else "right")
         base = float(np.mean(loc["loss"]))
         rec = {
             k: (base - np.asarray(v, dtype=float).mean(0)) / base for k, v in loc["swapped"].items()
         }
         for layer in range(verdict.num_layers):
-            off = []
-            for comp, ts in loc["span_t"].items():
-                t, d = ts[layer], loc["span_dist"][comp][layer]
-                if (np.isfinite(t) and not -0.05 <= t <= 1.05) or d > 0.05:
-                    off.append(f"{comp} t={t:.2f}")
+            dev = loc.get("deviating") or [[] for _ in range(verdict.num_layers)]
+            off = [f"{c} t={loc['span_t'][c][layer]:.2f}" for c in dev[layer]]
             rank = loc["flagged"].index(layer) + 1 if layer in loc["flagged"] else None
             table.add_row(
                 f"L{layer}",

@@ -228,17 +228,12 @@ def prescribe(
     return changes
 
 
-#: components whose t deviates from the child's usual one by more than this (or that
-#: leave the parents' line by more than this share of |B - A|) are named in a SetLayerT
-DEVIATION = 0.05
-
-
 def prescribe_localized(loc: Localization, max_layers: int = 1) -> list[RecipeChange]:
     """One change per localized layer (the ``max_layers`` largest recoveries): the
     candidate that recovered the most, as a recipe change. ``span``: :class:`SetLayerT`
     with the child's usual t (clipped to [0, 1]) for the components that deviate from it
-    (every component when none visibly does); ``A`` / ``B``: the whole layer moved to
-    that parent (:class:`MoveLayerT`, step 1)."""
+    (``Localization.deviating``; every component when none does); ``A`` / ``B``: the
+    whole layer moved to that parent (:class:`MoveLayerT`, step 1)."""
     out: list[RecipeChange] = []
     for layer in loc.flagged[:max_layers]:
         gain = loc.recovery[layer]
@@ -246,14 +241,8 @@ def prescribe_localized(loc: Localization, max_layers: int = 1) -> list[RecipeCh
         why = f"probe loss {gain:.1%} lower with this layer"
         if best == "span":
             finite = {c: t for c, t in loc.t_ref.items() if np.isfinite(t)}
-            off = [
-                c
-                for c, t in finite.items()
-                if not np.isfinite(loc.span_t[c][layer])
-                or abs(loc.span_t[c][layer] - t) > DEVIATION
-                or loc.span_dist[c][layer] > DEVIATION
-            ]
-            comps = off or list(finite)
+            dev = loc.deviating[layer] if loc.deviating else []
+            comps = [c for c in dev if c in finite] or list(finite)
             values = tuple((c, float(min(max(finite[c], 0.0), 1.0))) for c in comps)
             out.append(
                 SetLayerT(

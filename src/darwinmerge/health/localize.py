@@ -17,9 +17,17 @@ of B; outside [0, 1] the layer extrapolates past a parent) and the distance from
 through the parents ``dist = |w - t d| / |d|`` (0 for any linear mix of the parents).
 
 The **recovery** of a candidate at layer ``l`` is the relative drop of the child's macro
-probe loss (mean over categories): ``(loss - loss_swapped) / loss``. A layer is flagged
-when its best recovery exceeds :attr:`LocalizeOptions.margin` (the calibration is in
-``docs/health.md``); flagged layers are ranked by that recovery, largest first.
+probe loss (mean over categories): ``(loss - loss_swapped) / loss``. A layer
+**deviates** when some component's t differs from ``t_ref`` by more than
+:attr:`LocalizeOptions.deviation` or leaves the parents' line by more than that share of
+``|B - A|``. A layer is flagged (:func:`flag_layers`) when
+
+* its best recovery exceeds :attr:`LocalizeOptions.margin` (whatever its weights), or
+* it deviates and putting it back into the span recovers more than
+  :attr:`LocalizeOptions.deviation_margin`;
+
+flagged layers are ranked by their best recovery, largest first. The margins are
+calibrated on the damage ``benchmarks/health_validation.py`` builds (``docs/health.md``).
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ __all__ = [
     "CANDIDATES",
     "LocalizeOptions",
     "Localization",
+    "deviating_components",
+    "flag_layers",
     "layer_components",
     "localize",
     "span_projection",
@@ -59,6 +69,11 @@ class LocalizeOptions(BaseModel):
     #: a layer is flagged when some candidate lowers the child's macro probe loss by more
     #: than this share of it
     margin: float = Field(default=0.03, ge=0.0)
+    #: a component deviates when its t is this far from the child's usual t, or its
+    #: weights this far (relative to |B - A|) from the parents' line
+    deviation: float = Field(default=0.05, ge=0.0)
+    #: a deviating layer is flagged when the span candidate recovers more than this
+    deviation_margin: float = Field(default=0.01, ge=0.0)
     #: at most this many flagged layers get a prescription (largest recovery first)
     max_layers: int = Field(default=1, ge=1)
 
@@ -77,8 +92,10 @@ class Localization:
     t_ref: dict[str, float]  # component -> median t over layers (the span candidate's t)
     recovery: list[float]  # [L] best relative loss drop of any candidate
     best: list[str]  # [L] the candidate that gives it
-    flagged: list[int]  # layers with recovery > margin, largest recovery first
+    flagged: list[int]  # flag_layers: largest recovery first
     margin: float
+    deviating: list[list[str]] = field(default_factory=list)  # [L] deviating components
+    deviation_margin: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def recovery_of(self, candidate: str) -> np.ndarray:
@@ -86,16 +103,6 @@ class Localization:
         base = float(np.mean(self.loss))
         sw = np.asarray(self.swapped[candidate], dtype=float).mean(axis=0)
         return np.asarray((base - sw) / base if base > 0 else np.zeros_like(sw))
-
-    def off_span(self, layer: int, tol: float = 0.05) -> list[str]:
-        """Components of ``layer`` whose weights leave the parents' span: ``t`` outside
-        ``[-tol, 1 + tol]`` or ``dist > tol``."""
-        out = []
-        for comp, ts in self.span_t.items():
-            t, d = ts[layer], self.span_dist[comp][layer]
-            if (np.isfinite(t) and not -tol <= t <= 1 + tol) or d > tol:
-                out.append(comp)
-        return out
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
@@ -212,6 +219,38 @@ def typical_t(span_t: dict[str, list[float]]) -> dict[str, float]:
     return out
 
 
+def deviating_components(
+    span_t: dict[str, list[float]],
+    span_dist: dict[str, list[float]],
+    t_ref: dict[str, float],
+    layer: int,
+    tol: float,
+) -> list[str]:
+    """Components of ``layer`` whose t is more than ``tol`` from ``t_ref`` or whose
+    weights are more than ``tol`` x |B - A| off the parents' line."""
+    out = []
+    for comp, ts in span_t.items():
+        t, ref, d = ts[layer], t_ref.get(comp, float("nan")), span_dist[comp][layer]
+        far = np.isfinite(t) and np.isfinite(ref) and abs(t - ref) > tol
+        if far or d > tol:
+            out.append(comp)
+    return out
+
+
+def flag_layers(
+    recovery: dict[str, np.ndarray], deviating: Sequence[Sequence[str]], opt: LocalizeOptions
+) -> list[int]:
+    """The flagged layers, largest best recovery first: best recovery above ``margin``,
+    or deviating weights whose span candidate recovers more than ``deviation_margin``."""
+    best = np.max(np.stack([np.asarray(recovery[c]) for c in CANDIDATES]), axis=0)
+    span = np.asarray(recovery["span"])
+    hit = [
+        bool(best[i] > opt.margin or (deviating[i] and span[i] > opt.deviation_margin))
+        for i in range(len(best))
+    ]
+    return [int(i) for i in np.argsort(-best, kind="stable") if hit[i]]
+
+
 @torch.no_grad()
 def localize(
     child: nn.Module,
@@ -256,7 +295,8 @@ def localize(
     stack = np.stack([rec[n] for n in CANDIDATES])  # [K, L]
     best_idx = stack.argmax(axis=0)
     recovery = stack.max(axis=0)
-    flagged = [int(i) for i in np.argsort(-recovery, kind="stable") if recovery[i] > opt.margin]
+    deviating = [deviating_components(span_t, span_dist, t_ref, i, opt.deviation) for i in range(L)]
+    flagged = flag_layers(rec, deviating, opt)
     return Localization(
         categories=list(batches.categories),
         num_layers=L,
@@ -270,4 +310,6 @@ def localize(
         best=[CANDIDATES[int(k)] for k in best_idx],
         flagged=flagged,
         margin=opt.margin,
+        deviating=deviating,
+        deviation_margin=opt.deviation_margin,
     )
