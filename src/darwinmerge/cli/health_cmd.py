@@ -114,6 +114,9 @@ def health_command(
     localize_margin: float = typer.Option(
         0.03, help="Flag a layer whose replacement lowers the probe loss by this share."
     ),
+    localize_deviation_margin: float = typer.Option(
+        0.01, help="Flag a deviating layer whose return to the span lowers the loss this much."
+    ),
     localize_layers: int = typer.Option(1, help="Prescribe for this many localized layers."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer folder (default: each model's)."),
     max_length: int = typer.Option(128, help="Tokens per probe."),
@@ -145,7 +148,11 @@ def health_command(
             density_factor=density_factor,
             upstream_first=upstream_first,
         )
-        lopt = LocalizeOptions(margin=localize_margin, max_layers=localize_layers)
+        lopt = LocalizeOptions(
+            margin=localize_margin,
+            deviation_margin=localize_deviation_margin,
+            max_layers=localize_layers,
+        )
         cfg = MriConfig.model_validate(
             {
                 "probes": tuple(probes or ["builtin"]),
