@@ -22,12 +22,12 @@ probe loss (mean over categories): ``(loss - loss_swapped) / loss``. A layer
 :attr:`LocalizeOptions.deviation` or leaves the parents' line by more than that share of
 ``|B - A|``. A layer is flagged (:func:`flag_layers`) when
 
-* its best recovery exceeds :attr:`LocalizeOptions.margin` (whatever its weights), or
 * it deviates and putting it back into the span recovers more than
-  :attr:`LocalizeOptions.deviation_margin`;
+  :attr:`LocalizeOptions.deviation_margin` (ranked first, by that recovery), or
+* its best recovery exceeds :attr:`LocalizeOptions.margin` (ranked after, by it).
 
-flagged layers are ranked by their best recovery, largest first. The margins are
-calibrated on the damage ``benchmarks/health_validation.py`` builds (``docs/health.md``).
+The margins are calibrated on the damage ``benchmarks/health_validation.py`` builds
+(``docs/health.md``).
 """
 
 from __future__ import annotations
@@ -240,15 +240,21 @@ def deviating_components(
 def flag_layers(
     recovery: dict[str, np.ndarray], deviating: Sequence[Sequence[str]], opt: LocalizeOptions
 ) -> list[int]:
-    """The flagged layers, largest best recovery first: best recovery above ``margin``,
-    or deviating weights whose span candidate recovers more than ``deviation_margin``."""
+    """The flagged layers, most likely damaged first: deviating layers whose span
+    candidate recovers more than ``deviation_margin`` (by that recovery), then the other
+    layers whose best recovery exceeds ``margin`` (by best recovery).
+
+    A deviation that costs probe loss is direct evidence of damage at that layer; a layer
+    that only a parent's copy improves is evidence that the parent is better there, which
+    an undamaged merge shows too, so it needs the larger margin and comes second."""
     best = np.max(np.stack([np.asarray(recovery[c]) for c in CANDIDATES]), axis=0)
     span = np.asarray(recovery["span"])
-    hit = [
-        bool(best[i] > opt.margin or (deviating[i] and span[i] > opt.deviation_margin))
-        for i in range(len(best))
-    ]
-    return [int(i) for i in np.argsort(-best, kind="stable") if hit[i]]
+    L = len(best)
+    first = [i for i in range(L) if deviating[i] and span[i] > opt.deviation_margin]
+    second = [i for i in range(L) if i not in first and best[i] > opt.margin]
+    first.sort(key=lambda i: -span[i])
+    second.sort(key=lambda i: -best[i])
+    return [int(i) for i in first + second]
 
 
 @torch.no_grad()
