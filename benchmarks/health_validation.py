@@ -16,8 +16,9 @@ untouched):
 | ``overshoot{T}`` | U | every component ``(1 - T, T)``: ``W = F + T (M - F)`` |
 | ``scale{s}`` | W | every weight times ``s`` |
 | ``wrong`` | W | ``t -> 1 - t`` for every component (the other parent's share) |
-| ``attn`` / ``router`` / ``experts`` | W | that component alone ``(1 - 2.5, 2.5)`` |
-| ``revive`` | W | half the experts transplanted from the father (router rows along) |
+| ``attn`` / ``router`` | W | that component alone, weights times 0.3 |
+| ``experts`` | W | the routed experts alone at ``(1 - 2.5, 2.5)`` |
+| ``revive`` | W | experts 0..E/2-1 revived as copies of the father's E/2..E-1 (router rows along) |
 
 For every child: its test score (greedy exact match, macro over categories, ``--n-test``
 items per category, stratified), the health verdict with localization (probes
@@ -116,13 +117,16 @@ def damaged(kind: str, base: Any, layer: int, L: int, num_experts: int) -> Any:
         w = {c: ((1 - t(c)) * s, t(c) * s) for c in comps}
     elif kind == "wrong":
         w = {c: (t(c), 1 - t(c)) for c in comps}
-    elif kind in ("attn", "router", "experts"):
+    elif kind in ("attn", "router"):  # the zoo's parents are equal there: scale
         names = {"attn": ("attn", "linear_attn")}.get(kind, (kind,))
-        w = {c: (-1.5, 2.5) for c in comps if c in names}
-    elif kind == "revive":
+        w = {c: ((1 - t(c)) * 0.3, t(c) * 0.3) for c in comps if c in names}
+    elif kind == "experts":
+        w = {c: (-1.5, 2.5) for c in comps if c == "experts"}
+    elif kind == "revive":  # slots 0..E/2-1 revived as copies of the father's others
+        half = num_experts // 2
         tps = [
-            Transplant(layer=layer, expert=e, source=base.parents[0].name)
-            for e in range(num_experts // 2)
+            Transplant(layer=layer, expert=e, source=base.parents[0].name, source_expert=e + half)
+            for e in range(half)
         ]
         return base.model_copy(update={"transplants": list(base.transplants) + tps})
     else:

@@ -112,7 +112,7 @@ def health_command(
         True, "--localize/--no-localize", help="Swap scans that locate the damaged layer."
     ),
     localize_margin: float = typer.Option(
-        0.03, help="Flag a layer whose replacement lowers the probe loss by this share."
+        0.04, help="Flag a layer whose replacement lowers the probe loss by this share."
     ),
     localize_deviation_margin: float = typer.Option(
         0.01, help="Flag a deviating layer whose return to the span lowers the loss this much."

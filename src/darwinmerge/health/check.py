@@ -240,10 +240,11 @@ def prescribe_localized(loc: Localization, max_layers: int = 1) -> list[RecipeCh
         best = loc.best[layer]
         why = f"probe loss {gain:.1%} lower with this layer"
         if best == "span":
-            finite = {c: t for c, t in loc.t_ref.items() if np.isfinite(t)}
+            # t_ref NaN: the parents are equal there, any t gives their weights (0 is used)
+            ref = {c: (t if np.isfinite(t) else 0.0) for c, t in loc.t_ref.items()}
             dev = loc.deviating[layer] if loc.deviating else []
-            comps = [c for c in dev if c in finite] or list(finite)
-            values = tuple((c, float(min(max(finite[c], 0.0), 1.0))) for c in comps)
+            comps = dev or [c for c, t in loc.t_ref.items() if np.isfinite(t)]
+            values = tuple((c, float(min(max(ref[c], 0.0), 1.0))) for c in comps)
             out.append(
                 SetLayerT(
                     layer,

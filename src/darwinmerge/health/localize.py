@@ -68,7 +68,7 @@ class LocalizeOptions(BaseModel):
 
     #: a layer is flagged when some candidate lowers the child's macro probe loss by more
     #: than this share of it
-    margin: float = Field(default=0.03, ge=0.0)
+    margin: float = Field(default=0.04, ge=0.0)
     #: a component deviates when its t is this far from the child's usual t, or its
     #: weights this far (relative to |B - A|) from the parents' line
     deviation: float = Field(default=0.05, ge=0.0)
