@@ -263,3 +263,24 @@ def test_report_and_summary_show_the_localization():
 
     back = Verdict.from_dict(v.to_dict())
     assert back.localized == [1] and back.prescription == v.prescription
+
+
+def test_a_worse_loss_with_no_localized_layer_says_so_and_names_suspects():
+    from .scans import MID, A, B, make_scan
+
+    loss_a, loss_b = [1.0, 1.0], [1.1, 1.1]
+    worse = make_scan(MID, name="c", loss=np.array([1.5, 1.5]))
+    loc = _loc([], [0.0, 0.01, 0.0, 0.0])
+    loc.deviating = [["experts"], [], [], []]
+    v = health_check(
+        worse,
+        make_scan(A, name="a", loss=np.array(loss_a)),
+        make_scan(B, name="b", loss=np.array(loss_b)),
+        localization=loc,
+    )
+    assert not v.healthy and v.localized == []
+    assert "No single layer explains a problem" in v.summary
+    assert "still worse than both parents'" in v.summary
+    assert "Suspects by weights alone" in v.summary and "L0 (experts)" in v.summary
+    assert "the whole recipe's t moved toward the better parent" in v.summary
+    assert not any(isinstance(c, SetLayerT) for c in v.prescription)

@@ -42,13 +42,27 @@ def _localization(v: Verdict) -> list[str]:
         f"by parent A's, parent B's or the parents' span lowers the probe loss by at most "
         f"{_pct(max(rec) if rec else 0.0)} (L{worst}; a layer is flagged above {_pct(margin)})."
     )
-    if any(c.status == "worse" for c in v.losses):
+    if not any(c.status == "worse" for c in v.losses):
+        return [text]
+    text += (
+        " The probe loss is still worse than both parents': the damage is spread over "
+        "layers, outside them (embeddings, final norm, output head), or in a layer whose "
+        "fix shows little on the probes."
+    )
+    dev = loc.get("deviating") or []
+    suspects = [i for i, comps in enumerate(dev) if comps]
+    if suspects:
         text += (
-            " The probe loss is still worse than both parents': the damage is spread over "
-            "layers (or outside them: embeddings, final norm, output head). Try the whole "
-            "recipe's t moved toward the better parent, a lower density for sparsifying "
-            "methods, or another search; a one-layer change will not fix it."
+            " Suspects by weights alone (they deviate from the child's usual t): "
+            + "; ".join(f"L{i} ({', '.join(dev[i])})" for i in suspects)
+            + "; try their t set back to the usual one first (SetLayerT), then"
         )
+    else:
+        text += " Try"
+    text += (
+        " the whole recipe's t moved toward the better parent, a lower density for "
+        "sparsifying methods, or another search."
+    )
     return [text]
 
 
