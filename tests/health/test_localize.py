@@ -284,3 +284,19 @@ def test_a_worse_loss_with_no_localized_layer_says_so_and_names_suspects():
     assert "Suspects by weights alone" in v.summary and "L0 (experts)" in v.summary
     assert "the whole recipe's t moved toward the better parent" in v.summary
     assert not any(isinstance(c, SetLayerT) for c in v.prescription)
+
+
+def test_deviation_is_relative_to_the_childs_usual_t_and_distance():
+    from darwinmerge.health.localize import deviating_components
+
+    # a TIES-like child: every layer 0.3 off the line, t 0.5; layer 2 further off
+    span_t = {"experts": [0.5, 0.5, 0.5, 0.5], "attn": [0.5, 0.5, 0.5, 0.62]}
+    span_dist = {"experts": [0.3, 0.3, 0.42, 0.3], "attn": [0.0, 0.0, 0.0, 0.0]}
+    ref = typical_t(span_t)
+    got = [deviating_components(span_t, span_dist, ref, i, 0.05) for i in range(4)]
+    assert got == [[], [], ["experts"], ["attn"]]
+    # equal parents (t NaN): judged by distance alone
+    got = deviating_components(
+        {"norm": [float("nan")] * 3}, {"norm": [0.0, 0.7, 0.0]}, {"norm": float("nan")}, 1, 0.05
+    )
+    assert got == ["norm"]

@@ -20,7 +20,8 @@ The **recovery** of a candidate at layer ``l`` is the relative drop of the child
 probe loss (mean over categories): ``(loss - loss_swapped) / loss``. A layer
 **deviates** when some component's t differs from ``t_ref`` by more than
 :attr:`LocalizeOptions.deviation` or leaves the parents' line by more than that share of
-``|B - A|``. A layer is flagged (:func:`flag_layers`) when
+``|B - A|`` beyond its usual distance (the median over layers). A layer is flagged
+(:func:`flag_layers`) when
 
 * it deviates and putting it back into the span recovers more than
   :attr:`LocalizeOptions.deviation_margin` (ranked first, by that recovery), or
@@ -206,8 +207,8 @@ REFERENCE_GROUPS = {"attn": "attention", "linear_attn": "attention"}
 
 
 def typical_t(span_t: dict[str, list[float]]) -> dict[str, float]:
-    """Per component: the median over layers of its projection t, pooled within
-    :data:`REFERENCE_GROUPS` (NaN where the parents are equal everywhere)."""
+    """Per component: the median over layers of its projection t (or of any per-layer
+    value), pooled within :data:`REFERENCE_GROUPS` (NaN where no layer has one)."""
     pooled: dict[str, list[float]] = {}
     for comp, ts in span_t.items():
         key = REFERENCE_GROUPS.get(comp, comp)
@@ -226,13 +227,18 @@ def deviating_components(
     layer: int,
     tol: float,
 ) -> list[str]:
-    """Components of ``layer`` whose t is more than ``tol`` from ``t_ref`` or whose
-    weights are more than ``tol`` x |B - A| off the parents' line."""
+    """Components of ``layer`` whose t is more than ``tol`` from ``t_ref``, or whose
+    distance from the parents' line exceeds the component's usual one (the median over
+    layers, :func:`typical_t` pooling) by more than ``tol`` x |B - A|. A merge that leaves
+    the line everywhere (TIES, DARE) deviates only where a layer is unusual."""
+    d_ref = typical_t(span_dist)
     out = []
     for comp, ts in span_t.items():
         t, ref, d = ts[layer], t_ref.get(comp, float("nan")), span_dist[comp][layer]
         far = np.isfinite(t) and np.isfinite(ref) and abs(t - ref) > tol
-        if far or d > tol:
+        usual = d_ref.get(comp, 0.0)
+        off = np.isfinite(d) and d - (usual if np.isfinite(usual) else 0.0) > tol
+        if far or off:
             out.append(comp)
     return out
 
