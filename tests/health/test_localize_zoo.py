@@ -109,12 +109,14 @@ def test_undamaged_50_50_child_is_not_flagged(zoo_setup):
 
 def test_benchmark_fast_mode(trained_zoo):
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "health_validation.py"
     spec = importlib.util.spec_from_file_location("health_validation", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
     spec.loader.exec_module(mod)
     summary = mod.main(["--zoo", str(trained_zoo), "--fast"])
     a = summary["all"]
