@@ -205,6 +205,13 @@ def test_set_layer_t_on_weights_slerp_and_transplants():
     )
     out = apply_changes(with_tp, [change], 4)
     assert [(tp.layer, tp.expert) for tp in out.transplants] == [(2, 0)]
+    # so do they when the whole layer is taken from a parent (not for a partial move)
+    from darwinmerge.health import MoveLayerT
+
+    out = apply_changes(with_tp, [MoveLayerT(1, "B", 1.0, "x")], 4)
+    assert [(tp.layer, tp.expert) for tp in out.transplants] == [(2, 0)]
+    out = apply_changes(with_tp, [MoveLayerT(1, "B", 0.5, "x")], 4)
+    assert len(out.transplants) == 2
     # slerp pins t
     slerp = Recipe.parse(
         {

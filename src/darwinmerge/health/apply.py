@@ -193,15 +193,19 @@ def _usual_sum(recipe: Recipe, component: str, n: int) -> float:
     return sums[mid] if len(sums) % 2 else 0.5 * (sums[mid - 1] + sums[mid])
 
 
+def _drop_transplants(recipe: Recipe, layer: int) -> Recipe:
+    kept = [tp for tp in recipe.transplants if tp.layer != layer]
+    if len(kept) == len(recipe.transplants):
+        return recipe
+    return recipe.model_copy(update={"transplants": kept})
+
+
 def _set_t(recipe: Recipe, change: SetLayerT, n: int) -> Recipe:
     """Pin ``t`` of each named component of the layer (slerp-like methods) or the
     weights ``s * (1 - t, t)`` (weight methods, ``s`` = :func:`_usual_sum`)."""
     layer = change.layer
-    names = {c for c, _ in change.values}
-    if names & {"experts", "router"} and any(tp.layer == layer for tp in recipe.transplants):
-        # the layer's experts are merged at t again: its transplants go
-        kept = [tp for tp in recipe.transplants if tp.layer != layer]
-        recipe = recipe.model_copy(update={"transplants": kept})
+    if {c for c, _ in change.values} & {"experts", "router"}:
+        recipe = _drop_transplants(recipe, layer)  # merged at t again: transplants go
     values = {c: t for c, t in change.values if layer_t(recipe, layer, c, n) is not None}
     if not values:
         return recipe
@@ -269,6 +273,9 @@ def apply_changes(recipe: Recipe, changes: Iterable[RecipeChange], num_layers: i
         if not 0 <= change.layer < num_layers:
             raise ConfigError(f"{change.describe()}: layer outside 0..{num_layers - 1}")
         if isinstance(change, MoveLayerT):
+            if change.step >= 1.0 and set(_components(change.component)) & {"experts", "router"}:
+                # the layer's experts come from that parent now: its transplants go
+                out = _drop_transplants(out, change.layer)
             out = _move(out, change.layer, change.component, change.toward, change.step, num_layers)
         elif isinstance(change, ScaleDensity):
             out = _scale_density(out, change, num_layers)
