@@ -53,7 +53,10 @@ def test_health_writes_verdict_scans_and_report(zoo, tmp_path):
     page = (out / "report.html").read_text()
     # bars + lines, plus the strength map when some cell reaches half a margin
     strong = np.abs(np.asarray(v.strength)).max() >= 0.5
-    assert page.count("data:image/png;base64,") == (3 if strong else 2)
+    # and the localization's loss-drop bars (localization is on by default)
+    assert v.localization is not None and len(v.localization["recovery"]) == 4
+    assert "Localization" in res.output
+    assert page.count("data:image/png;base64,") == (3 if strong else 2) + 1
     assert "Child vs parents: importance per layer" in page
     again = _health(zoo, "child", out)
     assert isinstance(again.exception, OutputExistsError)

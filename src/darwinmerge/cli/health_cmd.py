@@ -39,6 +39,29 @@ def _print_verdict(console: Any, verdict: Any) -> None:
         )
         table.add_row(f"L{layer}", f"{c[layer]:.3f}", f"{a[layer]:.3f}", f"{b[layer]:.3f}", flags)
     console.print(table)
+    loc = verdict.localization
+    if loc is not None:
+        table = Table(
+            title="Localization: probe loss drop with the child's layer replaced "
+            f"(flagged above {loc['margin']:.1%})"
+        )
+        for col in ("layer", "span", "parent A", "parent B", "deviating weights", "flag"):
+            table.add_column(col, justify="left" if col in ("layer", "flag") else "right")
+        base = float(np.mean(loc["loss"]))
+        rec = {
+            k: (base - np.asarray(v, dtype=float).mean(0)) / base for k, v in loc["swapped"].items()
+        }
+        for layer in range(verdict.num_layers):
+            dev = loc.get("deviating") or [[] for _ in range(verdict.num_layers)]
+            off = [f"{c} t={loc['span_t'][c][layer]:.2f}" for c in dev[layer]]
+            rank = loc["flagged"].index(layer) + 1 if layer in loc["flagged"] else None
+            table.add_row(
+                f"L{layer}",
+                *(f"{rec[k][layer]:+.1%}" for k in ("span", "A", "B")),
+                ", ".join(off) or "-",
+                f"#{rank}" if rank else "",
+            )
+        console.print(table)
     console.print(verdict.summary)
 
 
@@ -83,8 +106,18 @@ def health_command(
     move_step: float = typer.Option(0.5, help="Prescribed share of the way toward a parent."),
     density_factor: float = typer.Option(0.7, help="Prescribed density factor (interference)."),
     upstream_first: bool = typer.Option(
-        True, "--upstream-first/--every-layer", help="Prescribe for the earliest flagged layer."
+        True, "--upstream-first/--every-layer", help="BI rules: earliest flagged layer only."
     ),
+    locate: bool = typer.Option(
+        True, "--localize/--no-localize", help="Swap scans that locate the damaged layer."
+    ),
+    localize_margin: float = typer.Option(
+        0.04, help="Flag a layer whose replacement lowers the probe loss by this share."
+    ),
+    localize_deviation_margin: float = typer.Option(
+        0.01, help="Flag a deviating layer whose return to the span lowers the loss this much."
+    ),
+    localize_layers: int = typer.Option(1, help="Prescribe for this many localized layers."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer folder (default: each model's)."),
     max_length: int = typer.Option(128, help="Tokens per probe."),
     batch_size: int = typer.Option(16, help="Probes per forward pass."),
@@ -97,7 +130,7 @@ def health_command(
     from pydantic import ValidationError
     from rich.console import Console
 
-    from darwinmerge.health import HealthOptions, run_health
+    from darwinmerge.health import HealthOptions, LocalizeOptions, run_health
     from darwinmerge.merge import load_recipe
     from darwinmerge.mri import MriConfig
     from darwinmerge.report import health_section, write_report
@@ -114,6 +147,11 @@ def health_command(
             move_step=move_step,
             density_factor=density_factor,
             upstream_first=upstream_first,
+        )
+        lopt = LocalizeOptions(
+            margin=localize_margin,
+            deviation_margin=localize_deviation_margin,
+            max_layers=localize_layers,
         )
         cfg = MriConfig.model_validate(
             {
@@ -154,6 +192,8 @@ def health_command(
         mri_dir=mri,
         fitness_items=items,
         rounds=rounds,
+        localize_options=lopt,
+        locate=locate,
     )
     if run.swapped:
         console.print("note: --parents swapped to follow the recipe's order (A = t 0)")

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
         RecipeChange,
         Revive,
         ScaleDensity,
+        SetLayerT,
         SetRouter,
         change_from_dict,
         change_to_dict,
@@ -28,7 +29,9 @@ if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
         health_check,
         layer_flags,
         prescribe,
+        prescribe_localized,
     )
+    from darwinmerge.health.localize import Localization, LocalizeOptions, localize
     from darwinmerge.health.options import HealthOptions
     from darwinmerge.health.pipeline import HealthRun, order_parents, run_health, saved_parent_scans
     from darwinmerge.health.repair import RepairAttempt, RepairResult, repair
@@ -50,6 +53,8 @@ __all__ = [
     "HealthOptions",
     "HealthRun",
     "LayerFlag",
+    "Localization",
+    "LocalizeOptions",
     "MoveLayerT",
     "RecipeChange",
     "RepairAttempt",
@@ -57,6 +62,7 @@ __all__ = [
     "Revive",
     "RoutingFlag",
     "ScaleDensity",
+    "SetLayerT",
     "SetRouter",
     "Verdict",
     "apply_changes",
@@ -68,8 +74,10 @@ __all__ = [
     "health_check",
     "layer_flags",
     "layer_t",
+    "localize",
     "order_parents",
     "prescribe",
+    "prescribe_localized",
     "repair",
     "run_health",
     "saved_parent_scans",

@@ -20,7 +20,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.health.changes import MoveLayerT, RecipeChange, Revive, ScaleDensity, SetRouter
+from darwinmerge.health.changes import (
+    MoveLayerT,
+    RecipeChange,
+    Revive,
+    ScaleDensity,
+    SetLayerT,
+    SetRouter,
+)
 from darwinmerge.health.verdict import Verdict
 from darwinmerge.merge.recipe import (
     COMPONENT_GROUPS,
@@ -172,6 +179,51 @@ def _move(recipe: Recipe, layer: int, comp: str | None, toward: str, step: float
     return recipe.model_copy(update={"parents": parents})
 
 
+def _usual_sum(recipe: Recipe, component: str, n: int) -> float:
+    """Median of ``w_A + w_B`` of ``component`` over the recipe's layers (1 when none)."""
+    sums = []
+    for layer in range(n):
+        w = _weights(recipe, layer, component, n)
+        if w is not None:
+            sums.append(w[0] + w[1])
+    if not sums:
+        return 1.0
+    sums.sort()
+    mid = len(sums) // 2
+    return sums[mid] if len(sums) % 2 else 0.5 * (sums[mid - 1] + sums[mid])
+
+
+def _drop_transplants(recipe: Recipe, layer: int) -> Recipe:
+    kept = [tp for tp in recipe.transplants if tp.layer != layer]
+    if len(kept) == len(recipe.transplants):
+        return recipe
+    return recipe.model_copy(update={"transplants": kept})
+
+
+def _set_t(recipe: Recipe, change: SetLayerT, n: int) -> Recipe:
+    """Pin ``t`` of each named component of the layer (slerp-like methods) or the
+    weights ``s * (1 - t, t)`` (weight methods, ``s`` = :func:`_usual_sum`)."""
+    layer = change.layer
+    if {c for c, _ in change.values} & {"experts", "router"}:
+        recipe = _drop_transplants(recipe, layer)  # merged at t again: transplants go
+    values = {c: t for c, t in change.values if layer_t(recipe, layer, c, n) is not None}
+    if not values:
+        return recipe
+    if _t_method(recipe):
+        params = _pin(dict(recipe.parameters), "t", layer, values)
+        return recipe.model_copy(update={"parameters": params})
+    new_w: tuple[dict[str, float], dict[str, float]] = ({}, {})
+    for c, t in values.items():
+        s = _usual_sum(recipe, c, n)
+        new_w[0][c] = s * (1.0 - t)
+        new_w[1][c] = s * t
+    parents = [
+        p.model_copy(update={"parameters": _pin(dict(p.parameters), "weight", layer, vals)})
+        for p, vals in zip(recipe.parents, new_w, strict=True)
+    ]
+    return recipe.model_copy(update={"parents": parents})
+
+
 def _scale_density(recipe: Recipe, change: ScaleDensity, n: int) -> Recipe:
     if "density" not in _method_params(recipe):
         return _move(
@@ -221,9 +273,14 @@ def apply_changes(recipe: Recipe, changes: Iterable[RecipeChange], num_layers: i
         if not 0 <= change.layer < num_layers:
             raise ConfigError(f"{change.describe()}: layer outside 0..{num_layers - 1}")
         if isinstance(change, MoveLayerT):
+            if change.step >= 1.0 and set(_components(change.component)) & {"experts", "router"}:
+                # the layer's experts come from that parent now: its transplants go
+                out = _drop_transplants(out, change.layer)
             out = _move(out, change.layer, change.component, change.toward, change.step, num_layers)
         elif isinstance(change, ScaleDensity):
             out = _scale_density(out, change, num_layers)
+        elif isinstance(change, SetLayerT):
+            out = _set_t(out, change, num_layers)
         elif isinstance(change, Revive):
             out = _revive(out, change)
         else:

@@ -19,6 +19,7 @@ __all__ = [
     "RecipeChange",
     "Revive",
     "ScaleDensity",
+    "SetLayerT",
     "SetRouter",
     "Side",
     "change_from_dict",
@@ -98,13 +99,31 @@ class SetRouter:
         return f"L{self.layer}: router from parent {self.source}"
 
 
-RecipeChange = MoveLayerT | ScaleDensity | Revive | SetRouter
+@dataclass(frozen=True)
+class SetLayerT:
+    """Set ``t`` (the share of parent B) of each named component of ``layer``:
+    ``values`` is ``((component, t), ...)``. Weight methods get the pair
+    ``s * (1 - t, t)`` with ``s`` the median of ``w_A + w_B`` over the recipe's layers for
+    that component (the layer's weights are put back on the recipe's usual scale)."""
+
+    layer: int
+    values: tuple[tuple[str, float], ...]
+    reason: str
+    kind: Literal["set_t"] = field(default="set_t", init=False)
+
+    def describe(self) -> str:
+        vals = ", ".join(f"{c} {t:.2f}" for c, t in self.values)
+        return f"L{self.layer}: set t to {vals}"
+
+
+RecipeChange = MoveLayerT | ScaleDensity | Revive | SetRouter | SetLayerT
 
 _KINDS: dict[str, type[Any]] = {
     "move_t": MoveLayerT,
     "scale_density": ScaleDensity,
     "revive": Revive,
     "set_router": SetRouter,
+    "set_t": SetLayerT,
 }
 
 
@@ -112,6 +131,8 @@ def change_to_dict(change: RecipeChange) -> dict[str, Any]:
     out = dataclasses.asdict(change)
     if "experts" in out:
         out["experts"] = list(out["experts"])
+    if "values" in out:
+        out["values"] = [[c, float(t)] for c, t in out["values"]]
     return out
 
 
@@ -123,6 +144,8 @@ def change_from_dict(data: dict[str, Any]) -> RecipeChange:
     kwargs = {k: v for k, v in data.items() if k != "kind"}
     if "experts" in kwargs:
         kwargs["experts"] = tuple(int(e) for e in kwargs["experts"])
+    if "values" in kwargs:
+        kwargs["values"] = tuple((str(c), float(t)) for c, t in kwargs["values"])
     try:
         obj: RecipeChange = cls(**kwargs)
     except TypeError as exc:

@@ -15,15 +15,24 @@ from darwinmerge.health.changes import (
     RecipeChange,
     Revive,
     ScaleDensity,
+    SetLayerT,
     SetRouter,
     Side,
 )
+from darwinmerge.health.localize import Localization, LocalizeOptions
 from darwinmerge.health.options import HealthOptions
 from darwinmerge.health.summary import summarise_verdict
 from darwinmerge.health.verdict import CategoryLoss, LayerFlag, RoutingFlag, Verdict
 from darwinmerge.mri.scan import Scan
 
-__all__ = ["check_comparable", "flag_strength", "health_check", "layer_flags", "prescribe"]
+__all__ = [
+    "check_comparable",
+    "flag_strength",
+    "health_check",
+    "layer_flags",
+    "prescribe",
+    "prescribe_localized",
+]
 
 _LABELS = ("child", "parent A", "parent B")
 
@@ -219,17 +228,65 @@ def prescribe(
     return changes
 
 
+def prescribe_localized(loc: Localization, max_layers: int = 1) -> list[RecipeChange]:
+    """One change per localized layer (the ``max_layers`` largest recoveries): the
+    candidate that recovered the most, as a recipe change. ``span``: :class:`SetLayerT`
+    with the child's usual t (clipped to [0, 1]) for the components that deviate from it
+    (``Localization.deviating``; every component when none does); ``A`` / ``B``: the
+    whole layer moved to that parent (:class:`MoveLayerT`, step 1)."""
+    out: list[RecipeChange] = []
+    for layer in loc.flagged[:max_layers]:
+        gain = loc.recovery[layer]
+        best = loc.best[layer]
+        why = f"probe loss {gain:.1%} lower with this layer"
+        if best == "span":
+            # t_ref NaN: the parents are equal there, any t gives their weights (0 is used)
+            ref = {c: (t if np.isfinite(t) else 0.0) for c, t in loc.t_ref.items()}
+            dev = loc.deviating[layer] if loc.deviating else []
+            comps = dev or [c for c, t in loc.t_ref.items() if np.isfinite(t)]
+            values = tuple((c, float(min(max(ref[c], 0.0), 1.0))) for c in comps)
+            out.append(
+                SetLayerT(
+                    layer,
+                    values,
+                    f"{why} put back into the parents' span at the child's usual t "
+                    f"({', '.join(comps)} deviate{'s' if len(comps) == 1 else ''})",
+                )
+            )
+        else:
+            side: Side = "A" if best == "A" else "B"
+            out.append(MoveLayerT(layer, side, 1.0, f"{why} taken from parent {side}"))
+    return out
+
+
 def health_check(
-    child: Scan, parent_a: Scan, parent_b: Scan, options: HealthOptions | None = None
+    child: Scan,
+    parent_a: Scan,
+    parent_b: Scan,
+    options: HealthOptions | None = None,
+    *,
+    localization: Localization | None = None,
+    localize_options: LocalizeOptions | None = None,
 ) -> Verdict:
     """Compare the child's scan with both parents' layer by layer (see ``docs/health.md``).
-    ``parent_a`` is the recipe's first parent (t = 0), ``parent_b`` its second (t = 1)."""
+    ``parent_a`` is the recipe's first parent (t = 0), ``parent_b`` its second (t = 1).
+    With ``localization`` (:func:`darwinmerge.health.localize.localize`) its flagged
+    layers decide the layer part of the verdict and of the prescription; the BI flags
+    are then reported as information only."""
     opt = options or HealthOptions()
     check_comparable(child, parent_a, parent_b)
     cats = list(child.categories)
     flags = layer_flags(child.bi, parent_a.bi, parent_b.bi, cats, opt)
     routing = _routing_flags(child, parent_a, parent_b, opt) if child.is_moe else []
     losses = _losses(child, parent_a, parent_b, opt)
+    if localization is not None:
+        lopt = localize_options or LocalizeOptions(margin=localization.margin)
+        layer_changes = prescribe_localized(localization, lopt.max_layers)
+        prescription = layer_changes + prescribe(
+            [], routing, child.bi, parent_a.bi, parent_b.bi, cats, opt
+        )
+    else:
+        prescription = prescribe(flags, routing, child.bi, parent_a.bi, parent_b.bi, cats, opt)
     verdict = Verdict(
         child=child.model,
         parent_a=parent_a.model,
@@ -245,7 +302,10 @@ def health_check(
         layer_flags=flags,
         routing_flags=routing,
         losses=losses,
-        prescription=prescribe(flags, routing, child.bi, parent_a.bi, parent_b.bi, cats, opt),
+        prescription=prescription,
+        localization=None if localization is None else localization.to_dict(),
+        probe_sequences=len(child.seq_category),
+        probe_targets=int(np.asarray(child.nll_count).sum()),
     )
     verdict.summary = summarise_verdict(verdict)
     return verdict

@@ -14,6 +14,7 @@ from pathlib import Path
 from darwinmerge.errors import ConfigError
 from darwinmerge.evaluate import TaskItem
 from darwinmerge.health.check import health_check
+from darwinmerge.health.localize import Localization, LocalizeOptions, localize
 from darwinmerge.health.options import HealthOptions
 from darwinmerge.health.repair import RepairResult, repair
 from darwinmerge.health.verdict import Verdict
@@ -65,6 +66,40 @@ def saved_parent_scans(mri_dir: str | Path, a: str | Path, b: str | Path) -> tup
     )
 
 
+def _localize(
+    child: str | Path,
+    parent_a: str | Path,
+    parent_b: str | Path,
+    cfg: MriConfig,
+    opt: LocalizeOptions,
+    progress: ProgressFactory | None,
+) -> Localization:
+    """Load the three models and localize (probes tokenised with the child's tokenizer,
+    as its scan was)."""
+    from darwinmerge.mri.pipeline import load_model
+    from darwinmerge.mri.probes import resolve_probes, tokenize_probes
+
+    model, tok = load_model(child, cfg)
+    ma, _ = load_model(parent_a, cfg)
+    mb, _ = load_model(parent_b, cfg)
+    batches = tokenize_probes(
+        resolve_probes(cfg.probes), tok, max_length=cfg.max_length, batch_size=cfg.batch_size
+    )
+    tick = progress("localize (3 swap scans)", 1) if progress is not None else None
+    loc = localize(
+        model,
+        ma,
+        mb,
+        batches,
+        loss_tokens=cfg.loss,
+        options=opt,
+        budget_bytes=cfg.swap_budget_bytes,
+    )
+    if tick is not None:
+        tick(1)
+    return loc
+
+
 def run_health(
     child: str | Path,
     parent_a: str | Path,
@@ -77,10 +112,14 @@ def run_health(
     fitness_items: Sequence[TaskItem] | None = None,
     rounds: int = 3,
     progress: ProgressFactory | None = None,
+    localize_options: LocalizeOptions | None = None,
+    locate: bool = True,
 ) -> HealthRun:
-    """Scan, check and (with ``fitness_items`` and a ``recipe``) repair in up to
-    ``rounds`` rounds (rescan + re-check after each kept one). Parents follow the
-    recipe's order when one is given (swapped if needed)."""
+    """Scan, localize (unless ``locate`` is off: three swap scans of the child, against
+    parent A, parent B and the parents' span), check and (with ``fitness_items`` and a
+    ``recipe``) repair in up to ``rounds`` rounds (rescan, localize and re-check after
+    each kept one). Parents follow the recipe's order when one is given (swapped if
+    needed)."""
     swapped = order_parents(recipe, parent_a, parent_b) if recipe is not None else False
     if swapped:
         parent_a, parent_b = parent_b, parent_a
@@ -89,7 +128,9 @@ def run_health(
     else:
         sa, sb = scan_model(parent_a, cfg, progress), scan_model(parent_b, cfg, progress)
     sc = scan_model(child, cfg, progress)
-    verdict = health_check(sc, sa, sb, options)
+    lopt = localize_options or LocalizeOptions()
+    loc = _localize(child, parent_a, parent_b, cfg, lopt, progress) if locate else None
+    verdict = health_check(sc, sa, sb, options, localization=loc, localize_options=lopt)
     run = HealthRun(sc, sa, sb, verdict, swapped=swapped)
     if fitness_items is None:
         return run
@@ -108,7 +149,12 @@ def run_health(
 
     def recheck(r: Recipe) -> Verdict:
         scan = fitness.scan(r, batches, name=f"{child} (repaired)", options=cfg.scan_options())
-        return health_check(scan, sa, sb, options)
+        relocated = None
+        if locate:
+            pa, pb = fitness.parents[0], fitness.parents[1]
+            model = fitness.backend.model
+            relocated = localize(model, pa, pb, batches, loss_tokens=cfg.loss, options=lopt)
+        return health_check(scan, sa, sb, options, localization=relocated, localize_options=lopt)
 
     run.repair = repair(recipe, verdict, merge_and_score=fitness, recheck=recheck, rounds=rounds)
     return run

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from darwinmerge.health.verdict import LayerFlag, Verdict
 
-__all__ = ["summarise_verdict"]
+__all__ = ["healthy_scope", "summarise_verdict"]
 
 
 def _layers(flags: list[LayerFlag]) -> str:
@@ -15,6 +15,84 @@ def _layers(flags: list[LayerFlag]) -> str:
     for f in flags:
         by_layer.setdefault(f.layer, []).append(f.category)
     return "; ".join(f"L{layer} ({', '.join(cats)})" for layer, cats in sorted(by_layer.items()))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _localization(v: Verdict) -> list[str]:
+    """Sentences on the swap-scan localization (empty when it was not run)."""
+    loc = v.localization
+    if loc is None:
+        return []
+    rec = loc["recovery"]
+    flagged = loc["flagged"]
+    margin = loc["margin"]
+    words = {"span": "put back into the parents' span", "A": "from parent A", "B": "from parent B"}
+    if flagged:
+        ranked = "; ".join(
+            f"L{layer} ({words[loc['best'][layer]]}: probe loss {_pct(rec[layer])} lower)"
+            for layer in flagged
+        )
+        return [f"Damaged layer(s), most likely first: {ranked}."]
+    worst = max(range(len(rec)), key=lambda i: rec[i]) if rec else 0
+    text = (
+        f"No single layer explains a problem: replacing any one of the {v.num_layers} layers "
+        f"by parent A's, parent B's or the parents' span lowers the probe loss by at most "
+        f"{_pct(max(rec) if rec else 0.0)} (L{worst}; a layer is flagged above {_pct(margin)})."
+    )
+    if not any(c.status == "worse" for c in v.losses):
+        return [text]
+    text += (
+        " The probe loss is still worse than both parents': the damage is spread over "
+        "layers, outside them (embeddings, final norm, output head), or in a layer whose "
+        "fix shows little on the probes."
+    )
+    dev = loc.get("deviating") or []
+    suspects = [i for i, comps in enumerate(dev) if comps]
+    if suspects:
+        text += (
+            " Suspects by weights alone (they deviate from the child's usual t): "
+            + "; ".join(f"L{i} ({', '.join(dev[i])})" for i in suspects)
+            + "; try their t set back to the usual one first (SetLayerT), then"
+        )
+    else:
+        text += " Try"
+    text += (
+        " the whole recipe's t moved toward the better parent, a lower density for "
+        "sparsifying methods, or another search."
+    )
+    return [text]
+
+
+def healthy_scope(v: Verdict) -> list[str]:
+    """What the check looked at and what a healthy verdict does not rule out."""
+    probes = (
+        f"{v.probe_sequences} probe sequences ({v.probe_targets} scored tokens) in "
+        f"{len(v.categories)} categories ({', '.join(v.categories)})"
+    )
+    checked = [
+        f"Checked on {probes}: the probe loss per category against both parents",
+        "block influence per layer and category against the parents' band",
+    ]
+    if v.sparse_layers:
+        checked.append("router entropy and dead / revived experts per sparse layer")
+    if v.localization is not None:
+        checked.append(
+            f"and, for each of the {v.num_layers} layers, the probe loss with that layer "
+            "replaced by parent A's, parent B's and the parents' span (three swap scans), "
+            "with the layer's weight-space position against the parents"
+        )
+    return [
+        ", ".join(checked) + ".",
+        "A healthy verdict does not rule out: a loss on tasks or skills the probes do not "
+        "cover; damage spread thinly over many layers (each below the margin) or outside "
+        "the decoder layers (embeddings, final norm, output head); a child that is worse "
+        "than a better recipe would be while still between its parents; effects of "
+        "generation (sampling, long outputs) that a next-token loss on short probes does "
+        "not see. Score the child on held-out tasks to know.",
+    ]
 
 
 def summarise_verdict(v: Verdict) -> str:
@@ -29,8 +107,20 @@ def summarise_verdict(v: Verdict) -> str:
     revived = [f for f in v.routing_flags if f.kind == "experts_revived"]
     worse = [c for c in v.losses if c.status == "worse"]
     better = [c for c in v.losses if c.status == "better"]
+    localized = v.localization is not None
     if v.healthy:
         parts.append("Verdict: healthy - no issues detected.")
+        parts.extend(_localization(v))
+        if localized:
+            parts.extend(healthy_scope(v))
+    elif localized:
+        n = len(v.localized)
+        parts.append(f"Verdict: needs attention - {n} localized layer(s) of {v.num_layers}.")
+        parts.extend(_localization(v))
+    else:
+        n = len({f.layer for f in v.layer_flags})
+        parts.append(f"Verdict: needs attention - {n} flagged layer(s) of {v.num_layers}.")
+    if v.healthy and not localized:
         parts.append(
             f"No layer where the child's importance exceeds both parents' by more than "
             f"max({opt['interference_rel']:g} x the higher parent, {opt['interference_abs']:g}) "
@@ -39,18 +129,16 @@ def summarise_verdict(v: Verdict) -> str:
             f"than max({opt['function_loss_rel']:g} x it, {opt['function_loss_abs']:g}) "
             "(function loss)."
         )
-    else:
-        n = len({f.layer for f in v.layer_flags})
-        parts.append(f"Verdict: needs attention - {n} flagged layer(s) of {v.num_layers}.")
+    info = " (information: the localization decides)" if localized else ""
     if inter:
         parts.append(
             "Interference (the child's layer transforms its input more than both parents', "
-            f"a sign of conflicting weights): {_layers(inter)}."
+            f"a sign of conflicting weights){info}: {_layers(inter)}."
         )
     if lost:
         parts.append(
-            "Function loss (a parent's layer is important and the child's collapsed): "
-            f"{_layers(lost)}."
+            "Function loss (a parent's layer is important and the child's collapsed)"
+            f"{info}: {_layers(lost)}."
         )
     if collapse:
         parts.append(
@@ -84,7 +172,7 @@ def summarise_verdict(v: Verdict) -> str:
     if v.prescription:
         parts.append("Prescription: " + "; ".join(c.describe() for c in v.prescription) + ".")
     flagged = sorted({f.layer for f in v.layer_flags})
-    if opt.get("upstream_first", False) and len(flagged) > 1:
+    if not localized and opt.get("upstream_first", False) and len(flagged) > 1:
         rest = ", ".join(f"L{i}" for i in flagged[1:])
         parts.append(
             f"Layers after L{flagged[0]} ({rest}) see the changed output of L{flagged[0]} and "

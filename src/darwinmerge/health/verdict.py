@@ -91,12 +91,23 @@ class Verdict:
     prescription: list[RecipeChange]
     summary: str = ""
     notes: list[str] = field(default_factory=list)
+    #: the swap-scan localization (``Localization.to_dict()``), when it was run
+    localization: dict[str, Any] | None = None
+    probe_sequences: int = 0  # probe sequences of the scans
+    probe_targets: int = 0  # scored tokens (the scans' loss targets) over them
+
+    @property
+    def localized(self) -> list[int]:
+        """Layers the localization flagged, largest recovery first ([] when not run)."""
+        return [] if self.localization is None else list(self.localization["flagged"])
 
     @property
     def healthy(self) -> bool:
-        """No layer flag, no died experts, no entropy collapse, no worse probe loss."""
+        """No localized layer (or, without localization, no BI layer flag), no died
+        experts, no entropy collapse, no worse probe loss."""
+        layer_problem = bool(self.localized if self.localization is not None else self.layer_flags)
         return not (
-            self.layer_flags
+            layer_problem
             or any(f.kind != "experts_revived" for f in self.routing_flags)
             or any(c.status == "worse" for c in self.losses)
         )
@@ -138,6 +149,7 @@ class Verdict:
         ]
         kw["losses"] = [CategoryLoss(**x) for x in data["losses"]]
         kw["prescription"] = [change_from_dict(x) for x in data["prescription"]]
+        kw.setdefault("localization", None)
         return cls(**kw)
 
     def save(self, out_dir: str | Path) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from darwinmerge.health.summary import healthy_scope
 from darwinmerge.health.verdict import Verdict
 from darwinmerge.report.html import SECTIONS
 from darwinmerge.report.info import (
@@ -36,6 +37,56 @@ def _mean(rows: list[list[float]]) -> np.ndarray:
 
 def _f(x: float, digits: int = 3) -> str:
     return "n/a" if not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _localization_blocks(v: Verdict) -> list[Block]:
+    """The swap-scan evidence: loss drop per layer and candidate, weight-space position."""
+    loc = v.localization
+    if loc is None:
+        return [TextInfo("Localization was not run (--no-localize): no layer is named.")]
+    base = float(np.mean(loc["loss"]))
+    rec = {
+        k: (base - np.asarray(val, dtype=float).mean(axis=0)) / base if base > 0 else None
+        for k, val in loc["swapped"].items()
+    }
+    rows = []
+    for layer in range(v.num_layers):
+        pos = "; ".join(
+            f"{c} t={_f(ts[layer], 2)} d={_f(loc['span_dist'][c][layer], 2)}"
+            for c, ts in loc["span_t"].items()
+            if np.isfinite(ts[layer]) or np.isfinite(loc["span_dist"][c][layer])
+        )
+        rank = loc["flagged"].index(layer) + 1 if layer in loc["flagged"] else None
+        rows.append(
+            (
+                f"L{layer}",
+                *(
+                    "n/a" if rec[k] is None else f"{100 * rec[k][layer]:+.1f}%"  # type: ignore[index]
+                    for k in ("span", "A", "B")
+                ),
+                pos,
+                f"#{rank}" if rank else "",
+            )
+        )
+    return [
+        BarsInfo(
+            "Probe loss drop with one layer replaced",
+            tuple(f"L{i}" for i in range(v.num_layers)),
+            {"best candidate": np.asarray(loc["recovery"], dtype=float) * 100},
+            ylabel="% of the child's probe loss",
+            caption=f"A layer is flagged when some candidate lowers the loss by more than "
+            f"{100 * loc['margin']:.1f}% (docs/health.md, Calibration).",
+        ),
+        TableInfo(
+            "Localization",
+            ("layer", "span", "parent A", "parent B", "weights: t, distance from the span", "flag"),
+            tuple(rows),
+            caption="Loss drop (macro over categories) with the child's layer replaced by "
+            "the parents' interpolation at the child's usual t (span), by parent A's or by "
+            "parent B's. t: the layer's projection on the line A -> B (0 = A, 1 = B); d: its "
+            "distance from that line / |B - A|.",
+        ),
+    ]
 
 
 def health_section(verdict: Verdict) -> SectionInfo:
@@ -87,9 +138,10 @@ def health_section(verdict: Verdict) -> SectionInfo:
                 f"parents' band (a flag needs more than 1); no map drawn."
             )
         )
+    blocks.extend(_localization_blocks(v))
     blocks.append(
         TableInfo(
-            "Flagged layers",
+            "Flagged layers" + (" (BI; information)" if v.localization is not None else ""),
             ("layer", "category", "flag", "child BI", "A BI", "B BI", "excess", "margin", "x"),
             tuple(
                 (
@@ -148,6 +200,7 @@ def health_section(verdict: Verdict) -> SectionInfo:
             caption="Parent A is the recipe's first parent (t = 0), B its second (t = 1).",
         )
     )
+    blocks.append(TextInfo("What this check covers. " + " ".join(healthy_scope(v))))
     blocks.append(
         TableInfo(
             "Thresholds",
