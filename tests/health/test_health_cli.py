@@ -124,9 +124,12 @@ def test_repair_on_a_damaged_child(zoo, tmp_path, monkeypatch):
         ev, "load_tasks", lambda spec, **kw: splits.append(kw.get("split")) or real(spec, **kw)
     )
     out = tmp_path / "rep"
+    # the BI-flag prescription (--no-localize): the micro zoo's barely trained layers move
+    # the probe loss too little for the calibrated localization margins, which
+    # tests/health/test_localize.py checks on a trained pair
     res = _health(
         zoo, "damaged", out, "--recipe", str(zoo / "damaged.yaml"), "--repair",
-        "--tasks", f"zoo:{zoo}", "--per-category", "4", "--rounds", "2",
+        "--tasks", f"zoo:{zoo}", "--per-category", "4", "--rounds", "2", "--no-localize",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert splits == ["fitness"]  # the repair never reads the test split
