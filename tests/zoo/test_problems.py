@@ -127,3 +127,8 @@ def test_suite_is_deterministic_cached_and_completed(
         build_suite(tmp_path / "s3", zoo, micro_suite_config(), only=("oposite_layers",))
     with pytest.raises(ConfigError, match="no problem 'nope'"):
         problem_parents(suite, "nope")
+    # the zoo itself (or a folder holding it) is never taken for a suite, even with force
+    for target in (zoo, zoo.parent):
+        with pytest.raises(ConfigError, match="holds the zoo"):
+            build_suite(target, zoo, micro_suite_config(), only=("deep",), force=True)
+    assert (zoo / "zoo.json").is_file() and (zoo / "father" / "config.json").is_file()

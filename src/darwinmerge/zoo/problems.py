@@ -460,6 +460,11 @@ def build_suite(
                 PROBLEMS.get(name)  # raises with the known names and a did-you-mean
         problems = [known[n] for n in only]
     zoo_cfg, zoo_manifest = _zoo_config(zoo)
+    if (out / "zoo.json").exists() or out.resolve() in (zoo, *zoo.parents):
+        raise ConfigError(
+            f"{out} holds the zoo (or contains it); the suite needs a folder of its own, "
+            f"e.g. {zoo.parent / 'suite'}"
+        )
     key = {"format": SUITE_FORMAT, "zoo_sha256": _zoo_hashes(zoo_manifest)}
     manifest = read_suite(out) if out.exists() else None
     if out.exists() and (manifest is None or {k: manifest.get(k) for k in key} != key):
