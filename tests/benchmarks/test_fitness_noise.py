@@ -3,7 +3,6 @@ noise, and its small mode end to end on a micro zoo."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import subprocess
@@ -14,17 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.benchmarks.scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _module() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "fitness_noise", ROOT / "benchmarks" / "fitness_noise.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("fitness_noise")
 
 
 def test_bootstrap_sd_matches_the_binomial_and_pairing_removes_shared_difficulty() -> None:

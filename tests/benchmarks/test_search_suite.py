@@ -3,26 +3,22 @@ small mode end to end (micro zoo, one problem, every arm)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.benchmarks.scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location(
-        "search_suite", ROOT / "benchmarks" / "search_suite.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _module() -> Any:
+    return load_benchmark("search_suite")
 
 
 def _rec(number: int, value: float | None, state: str = "complete") -> dict:
