@@ -89,3 +89,18 @@ def test_selection_rows_rescoring_on_more_items_lowers_the_regret() -> None:
     # less noise picks better; re-scoring the top 5 on (nearly) noiseless items too
     assert out["gold_prob best"]["regret"] < out["exact_match best"]["regret"]
     assert out["exact_match + rescore"]["regret"] < out["exact_match best"]["regret"]
+
+
+def test_spearman_averages_tied_ranks() -> None:
+    fn = _module()
+    # ranks of [1, 2, 2, 3] are [1, 2.5, 2.5, 4]; hand-computed Pearson of the ranks
+    a = np.array([1.0, 2.0, 2.0, 3.0])
+    assert fn._ranks(a).tolist() == [1.0, 2.5, 2.5, 4.0]
+    b = np.array([10.0, 30.0, 20.0, 40.0])  # ranks 1, 3, 2, 4
+    ra, rb = np.array([1, 2.5, 2.5, 4]), np.array([1, 3, 2, 4.0])
+    expected = ((ra - ra.mean()) * (rb - rb.mean())).sum() / math.sqrt(
+        ((ra - ra.mean()) ** 2).sum() * ((rb - rb.mean()) ** 2).sum()
+    )
+    assert fn._spearman(a, b) == pytest.approx(expected, rel=1e-12)
+    assert fn._spearman(b, -b) == pytest.approx(-1.0)
+    assert math.isnan(fn._spearman(np.ones(4), b))
