@@ -132,3 +132,24 @@ def test_suite_is_deterministic_cached_and_completed(
         with pytest.raises(ConfigError, match="holds the zoo"):
             build_suite(target, zoo, micro_suite_config(), only=("deep",), force=True)
     assert (zoo / "zoo.json").is_file() and (zoo / "father" / "config.json").is_file()
+
+
+def test_a_pretrained_parent_needs_a_pretraining() -> None:
+    from pydantic import ValidationError
+
+    from darwinmerge.zoo.problems import ParentSpec, Problem
+
+    with pytest.raises(ValidationError, match="'pretrained' parents need `pretrain`"):
+        Problem(name="p", intent="-", a=ParentSpec(start="pretrained"), b=ParentSpec(zoo="mother"))
+    with pytest.raises(ValidationError, match="need `pretrain`"):
+        Problem(
+            name="p",
+            intent="-",
+            a=ParentSpec(zoo="father"),
+            b=ParentSpec(zoo="mother"),
+            base="pretrained_base",
+        )
+    assert (
+        Problem(name="p", intent="-", a=ParentSpec(zoo="father"), b=ParentSpec(zoo="mother")).base
+        == "zoo:base"
+    )

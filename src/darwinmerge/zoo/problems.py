@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from darwinmerge.errors import CheckpointError, ConfigError, OutputExistsError
 from darwinmerge.registry import Registry
@@ -121,6 +121,13 @@ class Problem(BaseModel):
     """``zoo:NAME`` (a zoo parent), ``pretrained_base`` or None."""
     pretrain: Pretrain | None = None
     hard: bool = False
+
+    @model_validator(mode="after")
+    def _pretrain_given(self) -> Problem:
+        uses = [s.start for s in (self.a, self.b) if s.zoo is None] + [self.base or ""]
+        if self.pretrain is None and any(u.startswith("pretrained") for u in uses):
+            raise ValueError(f"problem {self.name!r}: 'pretrained' parents need `pretrain`")
+        return self
 
 
 def _ft(
@@ -378,9 +385,9 @@ class _Builder:
     ) -> dict[str, Any]:
         """Train one parent into ``folder/<which>``; its manifest entry."""
         if spec.zoo is not None:
-            folder = self.zoo / spec.zoo
-            if not (folder / "config.json").exists():
-                raise CheckpointError(f"{folder}: the zoo lacks {spec.zoo}; run `darwin zoo build`")
+            given = self.zoo / spec.zoo
+            if not (given / "config.json").exists():
+                raise CheckpointError(f"{given}: the zoo lacks {spec.zoo}; run `darwin zoo build`")
             return {"path": f"zoo:{spec.zoo}"}
         if spec.start in ("pretrained", "pretrained_base"):
             model, snaps = self.pretrained
