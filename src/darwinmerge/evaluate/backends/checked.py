@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,7 @@ def default_tolerance(dtype: str) -> tuple[float, float, float]:
     return (2e-3, 1e-3, 1.0) if dtype in ("float32", "auto") else (0.1, 0.02, 0.9)
 
 
-class CheckedEngine:
+class CheckedEngine(ABC):
     """Checked swaps over an engine's ``push`` (in place), ``restart`` (a fresh engine on
     a model folder) and ``prompt_logprobs`` (per-token log-probabilities)."""
 
@@ -80,16 +81,19 @@ class CheckedEngine:
         #: per swap: (path taken, seconds)
         self.history: list[tuple[str, float]] = []
 
+    @abstractmethod
     def push(
         self, tensors: Mapping[str, torch.Tensor], folder: Callable[[], str | Path] | None = None
     ) -> float:
-        raise NotImplementedError
+        """Implemented by each engine."""
 
+    @abstractmethod
     def restart(self, folder: str | Path) -> float:
-        raise NotImplementedError
+        """Implemented by each engine."""
 
+    @abstractmethod
     def prompt_logprobs(self, token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
-        raise NotImplementedError
+        """Implemented by each engine."""
 
     def verify(self, check: SwapCheck) -> float:
         """:meth:`SwapCheck.excess` of the engine's log-probabilities (> 0: wrong)."""
