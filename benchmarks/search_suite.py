@@ -214,6 +214,42 @@ def interval(values: list[float]) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- one problem
+def settings_key(args: argparse.Namespace) -> str:
+    """What a problem's row depends on besides the suite (a cached row with another key is
+    recomputed; the arms' own evolution.json files are reused either way)."""
+    keys = ("budgets", "seeds", "extra_seeds", "subset", "arms", "ceiling_trials", "space")
+    keys += ("max_blocks", "fitness_extra", "rank_sample", "batch_size", "max_new_tokens")
+    data = {k: getattr(args, k, None) for k in keys}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def rank_check(records: list[dict[str, Any]], judge: Judge, n: int) -> dict[str, Any] | None:
+    """Does the score the search optimizes agree with test accuracy across candidates?
+    ``n`` trials of one search run, evenly spaced in fitness rank (so the sample spans the
+    candidates the search visits, not only its top), scored on test; their Spearman rank
+    correlation."""
+    import numpy as np
+
+    from darwinmerge.mri.compare import spearman
+
+    done = [r for r in records if r["state"] == "complete" and r["values"] and r["recipe"]]
+    unique: dict[str, dict[str, Any]] = {}
+    for r in sorted(done, key=lambda r: r["values"][0]):
+        unique.setdefault(r["recipe"], r)
+    pool = list(unique.values())
+    if n < 3 or len(pool) < 3:
+        return None
+    picks = [pool[i] for i in sorted({round(i) for i in np.linspace(0, len(pool) - 1, n)})]
+    fit = np.array([r["values"][0] for r in picks], dtype=float)
+    test = np.array([judge.score(r["recipe"])["overall"] for r in picks], dtype=float)
+    return {
+        "n": len(picks),
+        "spearman": float(spearman(fit, test)),
+        "fitness": fit.tolist(),
+        "test": test.tolist(),
+    }
+
+
 def run_problem(
     args: argparse.Namespace, zoo: Path, suite: Path, name: str, hard: bool
 ) -> dict[str, Any]:
@@ -222,6 +258,12 @@ def run_problem(
 
     work = args.out / name
     work.mkdir(parents=True, exist_ok=True)
+    cached = work / "row.json"
+    key = settings_key(args)
+    if cached.is_file():
+        saved = json.loads(cached.read_text())
+        if saved.get("settings") == key:
+            return dict(saved["row"])
     paths = problem_parents(suite, name)
     tasks, test_items = _fitness_tasks(zoo, args.out)
     scans = _scans(zoo, paths, work)
@@ -295,6 +337,17 @@ def run_problem(
                 }
             )
         row["arms"][arm] = summarise_arm(runs, budgets)
+    # the fitness against test across candidates of one unguided run (random's, else
+    # blind's): the spread a search sees, not only its winners
+    row["rank_check"] = None
+    for arm in ("random", "blind", "guided"):
+        evo = work / f"{arm}-0" / "evolution.json"
+        if arm in args.arms and evo.is_file():
+            recs = json.loads(evo.read_text())["trials"]
+            row["rank_check"] = rank_check(recs, judge, args.rank_sample)
+            if row["rank_check"] is not None:
+                row["rank_check"]["arm"] = arm
+            break
     # every child scored above is a lower bound of what a long search can reach: the
     # ceiling is never below the best of them (a higher ceiling only makes the
     # "closes half the headroom" target harder)
@@ -302,7 +355,21 @@ def run_problem(
     row["ceiling"] = max(row["ceiling"], row["best_child"])
     row["headroom"] = row["ceiling"] - best_ref
     row["seconds"] = round(time.perf_counter() - t0, 1)
+    row["load_end"] = os.getloadavg()[0]
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"settings": key, "row": row}, indent=2) + "\n")
+    os.replace(tmp, cached)
     return row
+
+
+def _problem_job(job: tuple[argparse.Namespace, Path, Path, str, bool]) -> dict[str, Any]:
+    """One problem in a worker process (``--jobs``): one torch thread there too."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    print(f"problem {job[3]} ...", file=sys.stderr, flush=True)
+    return run_problem(*job)
 
 
 def summarise_arm(runs: list[dict[str, Any]], budgets: list[int]) -> dict[str, Any]:
@@ -397,6 +464,21 @@ def markdown(rows: list[dict[str, Any]], budgets: list[int], verdicts: dict[str,
             lines.append(
                 f"| {r['problem']} | {arm} | {' | '.join(cells)} | {gain_cell} | {pooled_cell} |"
             )
+    checks = [r for r in rows if r.get("rank_check")]
+    if checks:
+        lines += [
+            "",
+            "Fitness against test across one run's candidates (evenly spaced in fitness rank):",
+            "",
+            "| problem | run | candidates | Spearman | test range |",
+            "|---|---|---:|---:|---|",
+        ]
+        for r in checks:
+            c = r["rank_check"]
+            lines.append(
+                f"| {r['problem']} | {c['arm']}-0 | {c['n']} | {c['spearman']:+.2f} | "
+                f"{min(c['test']):.3f}-{max(c['test']):.3f} |"
+            )
     lines += ["", "| target | met |", "|---|---|"]
     for name, ok in verdicts.items():
         if not name.startswith("_"):
@@ -435,6 +517,33 @@ def plot(rows: list[dict[str, Any]], budgets: list[int], out: Path) -> None:
 
 
 # --------------------------------------------------------------------------- main
+class LoadSampler:
+    """The machine's 1-minute load average, sampled in a daemon thread during the run."""
+
+    def __init__(self, every: int = 30) -> None:
+        import threading
+
+        self.every = every
+        self.samples = [os.getloadavg()[0]]
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> dict[str, Any]:
+        self._done.set()
+        self.samples.append(os.getloadavg()[0])
+        return {
+            "mean": statistics.fmean(self.samples),
+            "max": max(self.samples),
+            "every": self.every,
+            "samples": len(self.samples),
+        }
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--zoo", type=Path, default=Path("runs/zoo"))
@@ -457,6 +566,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--fitness", action="append", default=[], help="extra fitness key=value (repeatable)"
     )
+    p.add_argument(
+        "--rank-sample",
+        type=int,
+        default=8,
+        help="candidates of one run scored on test to "
+        "check the fitness's rank agreement with test (0: off)",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="problems run in parallel processes")
     p.add_argument("--small", action="store_true", help="micro zoo and suite (for tests)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -477,12 +594,17 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     load_start = os.getloadavg()
     zoo, suite, manifest = _suite(args)
-    rows = []
     wanted = args.problems or list(manifest["problems"])
-    for name in wanted:
-        entry = manifest["problems"][name]
-        print(f"problem {name} ...", file=sys.stderr, flush=True)
-        rows.append(run_problem(args, zoo, suite, name, bool(entry["hard"])))
+    jobs = [(args, zoo, suite, name, bool(manifest["problems"][name]["hard"])) for name in wanted]
+    sampler = LoadSampler()
+    if args.jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            rows = pool.map(_problem_job, jobs, chunksize=1)
+    else:
+        rows = [_problem_job(job) for job in jobs]
+    load = sampler.stop()
     budgets = sorted(args.budgets)
     verdicts = targets(rows, budgets)
     payload = {
@@ -496,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "targets": verdicts,
         "seconds": round(time.perf_counter() - start, 1),
-        "load": {"start": load_start, "end": os.getloadavg()},
+        "jobs": args.jobs,
+        "load": {"start": load_start, "end": os.getloadavg(), **load},
     }
     (args.out / "search_suite.json").write_text(json.dumps(payload, indent=2) + "\n")
     text = markdown(rows, budgets, verdicts)
@@ -505,7 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(
         f"{payload['seconds']} s; load average {load_start[0]:.2f} at the start, "
-        f"{payload['load']['end'][0]:.2f} at the end"
+        f"{payload['load']['end'][0]:.2f} at the end, mean {load['mean']:.2f}, "
+        f"max {load['max']:.2f} (1-minute load average sampled every {load['every']} s; "
+        f"{args.jobs} job(s) on {os.cpu_count()} cores)"
     )
     return 0
 
