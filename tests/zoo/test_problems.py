@@ -153,3 +153,20 @@ def test_a_pretrained_parent_needs_a_pretraining() -> None:
         Problem(name="p", intent="-", a=ParentSpec(zoo="father"), b=ParentSpec(zoo="mother")).base
         == "zoo:base"
     )
+
+
+def test_parallel_build_gives_the_same_weights(
+    built: tuple[Path, Path, dict], tmp_path: Path
+) -> None:
+    zoo, _, manifest = built
+    names = ("golden_layer", "opposite_layers")
+    par = build_suite(tmp_path / "par", zoo, micro_suite_config(), only=names, jobs=2)
+    assert set(par["problems"]) == set(names) and read_suite(tmp_path / "par") == par
+    for name in names:
+        for role in ("a", "b"):  # a trained parent's hash, or the zoo model it names
+            for key in ("path", "weights_sha256"):
+                assert par["problems"][name][role].get(key) == manifest["problems"][name][role].get(
+                    key
+                )
+        assert any("weights_sha256" in par["problems"][name][r] for r in ("a", "b"))
+    assert not any(p.name.startswith(".") for p in (tmp_path / "par").iterdir())

@@ -71,6 +71,10 @@ def zoo_suite(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an OUT that is not this suite.")
     ] = False,
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", min=1, help="Problems built at once (one process each)."),
+    ] = 1,
 ) -> None:
     """Build the merge-problem suite from a zoo (parent pairs with a known structure, for
     `benchmarks/search_suite.py`), or reuse it."""
@@ -82,7 +86,7 @@ def zoo_suite(
     out, _ = output_folder(out, out_option)
     console = Console(stderr=True)
     manifest = build_suite(
-        out, zoo, only=tuple(only) if only else None, force=force, log=console.print
+        out, zoo, only=tuple(only) if only else None, force=force, jobs=jobs, log=console.print
     )
     for name, entry in manifest["problems"].items():
         paths = problem_parents(out, name)
