@@ -88,9 +88,7 @@ def test_did_you_mean_for_an_unknown_key_at_any_depth(tmp_path: Path) -> None:
 
 def test_every_problem_of_a_file_on_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
-        validate_config(
-            MriConfig, {"batch_size": 0, "dtype": "int8", "colour": 1}, source="x.yaml"
-        )
+        validate_config(MriConfig, {"batch_size": 0, "dtype": "int8", "colour": 1}, source="x.yaml")
     msg = str(err.value)
     assert msg.startswith("x.yaml: ")
     for part in ("batch_size: Input should be greater", "dtype: dtype must be one of", "colour"):

@@ -139,4 +139,3 @@ def flag_error(
         return "--" + prefix + "-".join(str(p) for p in loc).replace("_", "-")
 
     return ConfigError(f"invalid options: {_join(_problems(exc, model, flag))}")
-
