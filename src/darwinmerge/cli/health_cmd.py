@@ -14,6 +14,7 @@ from darwinmerge.cli.fields import default, from_flags
 from darwinmerge.errors import ConfigError, OutputExistsError
 from darwinmerge.health.options import HealthOptions, LocalizeOptions
 from darwinmerge.mri.config import MriConfig
+from darwinmerge.run.config import HealthSection
 
 __all__ = ["health_command", "register"]
 
@@ -78,9 +79,9 @@ def health_command(
     recipe: Annotated[
         Path | None, typer.Option(help="The recipe the child was merged with (YAML).")
     ] = None,
-    do_repair: Annotated[
+    repair: Annotated[
         bool, typer.Option("--repair", help="Apply the prescription, keep it if fitness holds.")
-    ] = False,
+    ] = default(HealthSection, "repair"),
     tasks: Annotated[
         str | None, typer.Option(help="--repair: task spec scored on its FITNESS split.")
     ] = None,
@@ -172,13 +173,13 @@ def health_command(
     options = from_flags(HealthOptions, flags)
     lopt = from_flags(LocalizeOptions, flags, "localize_")
     cfg = from_flags(MriConfig, flags, probes=tuple(probes or ["builtin"]), swap=False)
-    if do_repair and (recipe is None or tasks is None):
+    if repair and (recipe is None or tasks is None):
         raise ConfigError("--repair needs --recipe RECIPE and --tasks SPEC (fitness split)")
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out}: exists and is not empty; pass --force to replace it")
     rec = load_recipe(recipe) if recipe is not None else None
     items = None
-    if do_repair:
+    if repair:
         from darwinmerge.evaluate import load_tasks
         from darwinmerge.evaluate.tasks import stratified_subset
 
