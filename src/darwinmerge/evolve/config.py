@@ -231,6 +231,7 @@ class EvolveSection(_Frozen):
             raise ValueError("; ".join(problems))
         return self
 
+
 #: The keys of an evolve config that a run config sets from its own fields.
 RUN_OWNED_KEYS = ("parents", "base", "tasks", "test_fraction", "prior")
 

@@ -166,9 +166,7 @@ class RunConfig(_Frozen):
         data = self.model_dump(mode="json")
         data["mri"] = self.mri.model_dump(mode="json", exclude_unset=True)
         data["evolve"] = self.evolve.model_dump(mode="json", exclude_unset=True)
-        data["health"]["options"] = self.health.options.model_dump(
-            mode="json", exclude_unset=True
-        )
+        data["health"]["options"] = self.health.options.model_dump(mode="json", exclude_unset=True)
         return data
 
     def resolved(self, root: Path) -> RunConfig:
