@@ -147,3 +147,33 @@ def test_evolve_and_run_share_the_loader(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"parents\.f: .* is not a model folder"):
         load_evolve_config(missing)
     assert load_evolve_config(missing, check_paths=False).parents["f"] == str(tmp_path / "a")
+
+
+def test_every_section_is_frozen_and_forbids_unknown_keys_at_every_depth() -> None:
+    """STYLE 5: each section model, and each model nested in it, is frozen with
+    ``extra="forbid"`` (an unknown key is an error with its did-you-mean, never ignored)."""
+    from darwinmerge.config import SECTIONS, section_model
+    from darwinmerge.config.errors import _models_in
+    from darwinmerge.errors import UnknownNameError
+
+    seen: set[type] = set()
+
+    def walk(model: type) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        cfg = model.model_config  # type: ignore[attr-defined]
+        assert cfg.get("frozen") and cfg.get("extra") == "forbid", model.__name__
+        for field in model.model_fields.values():  # type: ignore[attr-defined]
+            stack = [field.annotation]
+            while stack:
+                ann = stack.pop()
+                for sub in _models_in(ann):
+                    walk(sub)
+                stack += list(getattr(ann, "__args__", ()))
+
+    for name in SECTIONS:
+        walk(section_model(name))
+    assert len(seen) > len(SECTIONS)  # nested sections were walked too
+    with pytest.raises(UnknownNameError, match="did you mean 'health'"):
+        section_model("helth")

@@ -18,8 +18,10 @@ from darwinmerge.config.loader import (
     read_yaml_config,
     validate_config,
 )
+from darwinmerge.config.sections import SECTIONS, section_model
 
 __all__ = [
+    "SECTIONS",
     "FileConfig",
     "apply_overrides",
     "close_match_hint",
@@ -29,5 +31,6 @@ __all__ = [
     "known_keys_at",
     "load_config",
     "read_yaml_config",
+    "section_model",
     "validate_config",
 ]

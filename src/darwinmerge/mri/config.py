@@ -58,14 +58,23 @@ class MriConfig(BaseModel):
     @classmethod
     def _renamed(cls, data: Any) -> Any:
         """``seed`` and ``loss`` (the earlier names) are read as ``bootstrap_seed`` and
-        ``loss_tokens``; one key under both names is refused."""
+        ``loss_tokens`` with a deprecation note (a :class:`FutureWarning`, shown once per
+        process); one key under both names is refused."""
         if not isinstance(data, dict) or not any(k in data for k in RENAMED_KEYS):
             return data
+        import warnings
+
         data = dict(data)
         for old, new in RENAMED_KEYS.items():
             if old in data:
                 if new in data:
                     raise ValueError(f"{old} and {new} are one key ({new}); give it once")
+                warnings.warn(
+                    f"mri.{old} is the earlier name of mri.{new}; it is still read, "
+                    f"write {new} instead",
+                    FutureWarning,
+                    stacklevel=2,
+                )
                 data[new] = data.pop(old)
         return data
 
