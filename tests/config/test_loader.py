@@ -177,3 +177,25 @@ def test_every_section_is_frozen_and_forbids_unknown_keys_at_every_depth() -> No
     assert len(seen) > len(SECTIONS)  # nested sections were walked too
     with pytest.raises(UnknownNameError, match="did you mean 'health'"):
         section_model("helth")
+
+
+def test_a_run_folder_written_before_the_typed_sections_resumes(tmp_path: Path) -> None:
+    """A ledger whose config holds the sections as written, with the earlier MRI key
+    ``loss``, is the same config as the typed one: every finished phase is kept."""
+    from darwinmerge.run import RunLedger
+
+    _fake_zoo(tmp_path)
+    data = run_config_data(Path("zoo"))
+    data["mri"] = {"loss_tokens": "completion", "max_length": 64}
+    cfg = load_run_config(write_config(tmp_path / "run.yaml", data))
+    old = cfg.ledger_data()
+    old["mri"] = {"loss": "completion", "max_length": 64}  # the earlier key, as written
+    old["health"] = {"enabled": True, "repair": False, "options": {}}
+    run_dir = tmp_path / "run"
+    ledger = RunLedger.open(run_dir, old)
+    for phase in ("mri", "prior", "evolve"):
+        ledger.mark(phase, seconds=1.0)
+    assert list(RunLedger.open(run_dir, cfg.ledger_data()).phases) == ["mri", "prior", "evolve"]
+    other = {**cfg.ledger_data(), "mri": {"loss_tokens": "all", "max_length": 64}}
+    with pytest.raises(ConfigError, match=r"another config \(mri changed\)"):
+        RunLedger.open(run_dir, other)
