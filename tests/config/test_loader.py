@@ -199,3 +199,15 @@ def test_a_run_folder_written_before_the_typed_sections_resumes(tmp_path: Path) 
     other = {**cfg.ledger_data(), "mri": {"loss_tokens": "all", "max_length": 64}}
     with pytest.raises(ConfigError, match=r"another config \(mri changed\)"):
         RunLedger.open(run_dir, other)
+
+
+def test_keys_a_run_config_shares_with_an_evolve_config_have_one_default() -> None:
+    """``test_fraction``, ``base`` (and each run-owned key) mean the same in both files."""
+    from darwinmerge.evolve.config import RUN_OWNED_KEYS
+
+    assert RUN_OWNED_KEYS == ("parents", "base", "tasks", "test_fraction", "prior")
+    for key in ("base", "test_fraction"):
+        run, ev = RunConfig.model_fields[key], EvolveConfig.model_fields[key]
+        assert run.default == ev.default and run.metadata == ev.metadata, key
+    assert set(RunConfig.model_fields) >= set(RUN_OWNED_KEYS)
+    assert not set(EvolveSection.model_fields) & set(RUN_OWNED_KEYS)

@@ -232,11 +232,10 @@ class EvolveSection(_Frozen):
         return self
 
 
-#: The keys of an evolve config that a run config sets from its own fields.
-RUN_OWNED_KEYS = ("parents", "base", "tasks", "test_fraction", "prior")
-
-
 class _Sources(_Frozen):
+    """What an evolve config reads (:data:`RUN_OWNED_KEYS`: a run config sets them from
+    its own fields)."""
+
     parents: dict[str, str] = Field(min_length=2)
     """name -> model folder; the first is the father (the paired tests' reference)."""
     base: str | None = None
@@ -255,6 +254,10 @@ class _Sources(_Frozen):
         if bad:
             raise ValueError(f"parent names may use letters, digits, _ . - only: {bad}")
         return v
+
+
+#: The keys of an evolve config that a run config sets from its own fields.
+RUN_OWNED_KEYS = tuple(_Sources.model_fields)
 
 
 class EvolveConfig(EvolveSection, _Sources):
