@@ -8,10 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from darwinmerge.cli.fields import default
 from darwinmerge.errors import CheckpointError, ConfigError
-from darwinmerge.evolve.config import BackendConfig, EvolveConfig, FitnessConfig
-from darwinmerge.run.config import FinalConfig
 
 __all__ = ["register", "eval_command"]
 
@@ -91,41 +88,29 @@ def eval_command(
     tasks: Annotated[
         str,
         typer.Option("--tasks", "-t", help="zoo | jsonl:PATH | PATH | lmeval:TASK[@INCLUDE_PATH]"),
-    ] = default(EvolveConfig, "tasks"),
+    ] = "zoo",
     split: Annotated[str, typer.Option(help="test | fitness | all")] = "test",
     test_fraction: Annotated[
         float, typer.Option(help="Share of item ids in the test split.")
-    ] = default(EvolveConfig, "test_fraction"),
+    ] = 0.5,
     scorer: Annotated[
         str, typer.Option(help="auto (mc_loglik for items with choices) | exact_match | mc_loglik")
-    ] = default(FitnessConfig, "scorer"),
+    ] = "auto",
     answer_regex: Annotated[
         str | None,
         typer.Option(help="Answer regex (group 'answer' or 1); default: last 'ANSWER: X' line."),
     ] = None,
-    backend: Annotated[str, typer.Option(help="transformers | vllm")] = default(
-        BackendConfig, "name"
-    ),
-    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = default(
-        BackendConfig, "batch_size"
-    ),
-    max_new_tokens: Annotated[int, typer.Option(help="Generation length limit.")] = default(
-        BackendConfig, "max_new_tokens"
-    ),
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = default(
-        BackendConfig, "device"
-    ),
+    backend: Annotated[str, typer.Option(help="transformers | vllm")] = "transformers",
+    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Generation length limit.")] = 32,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
     tokenizer: Annotated[
         str | None,
         typer.Option(help="Tokenizer folder or hub name (default: each model's own)."),
     ] = None,
-    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = default(
-        BackendConfig, "dtype"
-    ),
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
     limit: Annotated[int | None, typer.Option(help="Keep the first N items per category.")] = None,
-    alpha: Annotated[
-        float, typer.Option(help="Significance level of the paired verdicts.")
-    ] = default(FinalConfig, "alpha"),
+    alpha: Annotated[float, typer.Option(help="Significance level of the paired verdicts.")] = 0.05,
     out: Annotated[Path | None, typer.Option(help="Write results JSON here (atomic).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:

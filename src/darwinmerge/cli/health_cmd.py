@@ -10,11 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from darwinmerge.cli.fields import default, from_flags
 from darwinmerge.errors import ConfigError, OutputExistsError
-from darwinmerge.health.options import HealthOptions, LocalizeOptions
-from darwinmerge.mri.config import MriConfig
-from darwinmerge.run.config import HealthSection
 
 __all__ = ["health_command", "register"]
 
@@ -81,7 +77,7 @@ def health_command(
     ] = None,
     repair: Annotated[
         bool, typer.Option("--repair", help="Apply the prescription, keep it if fitness holds.")
-    ] = default(HealthSection, "repair"),
+    ] = False,
     tasks: Annotated[
         str | None, typer.Option(help="--repair: task spec scored on its FITNESS split.")
     ] = None,
@@ -92,35 +88,17 @@ def health_command(
     rounds: Annotated[
         int, typer.Option(help="--repair: most rounds of repair + rescan + re-check.")
     ] = 3,
-    interference_rel: float = typer.Option(
-        default(HealthOptions, "interference_rel"), help="Interference margin x max parent BI."
-    ),
-    interference_abs: float = typer.Option(
-        default(HealthOptions, "interference_abs"), help="Interference margin floor (BI units)."
-    ),
-    function_loss_rel: float = typer.Option(
-        default(HealthOptions, "function_loss_rel"), help="Function-loss margin x min parent BI."
-    ),
-    function_loss_abs: float = typer.Option(
-        default(HealthOptions, "function_loss_abs"), help="Function-loss margin floor."
-    ),
-    material: float = typer.Option(
-        default(HealthOptions, "material"), help="Function loss only where a parent's BI >= this."
-    ),
-    entropy_margin: float = typer.Option(
-        default(HealthOptions, "entropy_margin"), help="Router entropy collapse margin (/ log E)."
-    ),
-    loss_rel: float = typer.Option(
-        default(HealthOptions, "loss_rel"), help="Probe loss 'worse': above both parents by this."
-    ),
-    move_step: float = typer.Option(
-        default(HealthOptions, "move_step"), help="Prescribed share of the way toward a parent."
-    ),
-    density_factor: float = typer.Option(
-        default(HealthOptions, "density_factor"), help="Prescribed density factor (interference)."
-    ),
+    interference_rel: float = typer.Option(0.25, help="Interference margin x max parent BI."),
+    interference_abs: float = typer.Option(0.02, help="Interference margin floor (BI units)."),
+    function_loss_rel: float = typer.Option(0.5, help="Function-loss margin x min parent BI."),
+    function_loss_abs: float = typer.Option(0.02, help="Function-loss margin floor."),
+    material: float = typer.Option(0.05, help="Function loss only where a parent's BI >= this."),
+    entropy_margin: float = typer.Option(0.1, help="Router entropy collapse margin (/ log E)."),
+    loss_rel: float = typer.Option(0.05, help="Probe loss 'worse': above both parents by this."),
+    move_step: float = typer.Option(0.5, help="Prescribed share of the way toward a parent."),
+    density_factor: float = typer.Option(0.7, help="Prescribed density factor (interference)."),
     upstream_first: bool = typer.Option(
-        default(HealthOptions, "upstream_first"),
+        True,
         "--upstream-first/--every-layer",
         help="BI rules: earliest flagged layer only.",
     ),
@@ -128,45 +106,44 @@ def health_command(
         True, "--localize/--no-localize", help="Swap scans that locate the damaged layer."
     ),
     localize_margin: float = typer.Option(
-        default(LocalizeOptions, "margin"),
+        0.04,
         help="Flag a layer whose replacement lowers the probe loss by this share.",
     ),
     localize_deviation: float = typer.Option(
-        default(LocalizeOptions, "deviation"),
+        0.05,
         help="A component deviates when its t (or weights) is this far from the layer's.",
     ),
     localize_deviation_margin: float = typer.Option(
-        default(LocalizeOptions, "deviation_margin"),
+        0.01,
         help="Flag a deviating layer whose return to the span lowers the loss this much.",
     ),
     localize_max_layers: int = typer.Option(
-        default(LocalizeOptions, "max_layers"),
+        1,
         "--localize-max-layers",
         "--localize-layers",
         help="Prescribe for this many localized layers.",
     ),
-    tokenizer: str | None = typer.Option(
-        default(MriConfig, "tokenizer"), help="Tokenizer folder (default: each model's)."
-    ),
-    max_length: int = typer.Option(default(MriConfig, "max_length"), help="Tokens per probe."),
-    batch_size: int = typer.Option(
-        default(MriConfig, "batch_size"), help="Probes per forward pass."
-    ),
+    tokenizer: str | None = typer.Option(None, help="Tokenizer folder (default: each model's)."),
+    max_length: int = typer.Option(128, help="Tokens per probe."),
+    batch_size: int = typer.Option(16, help="Probes per forward pass."),
     loss_tokens: str = typer.Option(
-        default(MriConfig, "loss_tokens"),
+        "completion",
         "--loss-tokens",
         "--loss",
         help="Probe loss over: completion | all.",
     ),
-    device: str = typer.Option(default(MriConfig, "device"), help="cpu | cuda | cuda:N"),
-    dtype: str = typer.Option(default(MriConfig, "dtype"), help="float32 | bfloat16 | float16"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
 ) -> None:
     """Child health check: interference, function loss, routing, probe loss; prescription."""
     from rich.console import Console
 
+    from darwinmerge.cli.fields import from_flags
     from darwinmerge.health import run_health
+    from darwinmerge.health.options import HealthOptions, LocalizeOptions
     from darwinmerge.merge import load_recipe
+    from darwinmerge.mri.config import MriConfig
     from darwinmerge.report import health_section, write_report
 
     flags = locals()

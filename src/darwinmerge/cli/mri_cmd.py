@@ -10,9 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from darwinmerge.cli.fields import default, from_flags
 from darwinmerge.errors import ConfigError, OutputExistsError
-from darwinmerge.mri.config import MriConfig
 
 __all__ = ["register", "mri_command"]
 
@@ -82,52 +80,42 @@ def mri_command(
     base: Annotated[
         Path | None, typer.Option(help="Common base model (compare: task vectors).")
     ] = None,
-    tokenizer: str | None = typer.Option(
-        default(MriConfig, "tokenizer"), help="Tokenizer folder (default: the model's)."
-    ),
-    max_length: int = typer.Option(
-        default(MriConfig, "max_length"), help="Tokens per probe (longer ones are cut)."
-    ),
-    batch_size: int = typer.Option(
-        default(MriConfig, "batch_size"), help="Probes per forward pass."
-    ),
-    dead_threshold: float = typer.Option(
-        default(MriConfig, "dead_threshold"), help="Dead: utilisation below this x fair share."
-    ),
+    tokenizer: str | None = typer.Option(None, help="Tokenizer folder (default: the model's)."),
+    max_length: int = typer.Option(128, help="Tokens per probe (longer ones are cut)."),
+    batch_size: int = typer.Option(16, help="Probes per forward pass."),
+    dead_threshold: float = typer.Option(0.05, help="Dead: utilisation below this x fair share."),
     dead_abs_threshold: float = typer.Option(
-        default(MriConfig, "dead_abs_threshold"),
+        0.05,
         help="Also reported: dead when below this share of all tokens.",
     ),
     loss_tokens: str = typer.Option(
-        default(MriConfig, "loss_tokens"),
+        "completion",
         "--loss-tokens",
         "--loss",
         help="Probe / swap loss over: completion (tokens after each probe's prompt) | all.",
     ),
     swap_budget_mib: float = typer.Option(
-        default(MriConfig, "swap_budget_mib"),
+        1024.0,
         help="compare: most MiB of layer inputs the swap scan keeps at once.",
     ),
     bootstrap_resamples: int = typer.Option(
-        default(MriConfig, "bootstrap_resamples"),
+        1000,
         "--bootstrap-resamples",
         "--bootstrap",
         help="Bootstrap resamples for the dead-expert interval.",
     ),
-    bootstrap_seed: int = typer.Option(
-        default(MriConfig, "bootstrap_seed"), "--bootstrap-seed", "--seed", help="Bootstrap seed."
-    ),
-    device: str = typer.Option(default(MriConfig, "device"), help="cpu | cuda | cuda:N"),
-    dtype: str = typer.Option(default(MriConfig, "dtype"), help="float32 | bfloat16 | float16"),
-    swap: bool = typer.Option(
-        default(MriConfig, "swap"), "--swap/--no-swap", help="compare: run the layer-swap scan."
-    ),
+    bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", "--seed", help="Bootstrap seed."),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+    swap: bool = typer.Option(True, "--swap/--no-swap", help="compare: run the layer-swap scan."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
 ) -> None:
     """Model MRI: probe-wise layer importance, MoE health, parent comparison."""
     from rich.console import Console
 
+    from darwinmerge.cli.fields import from_flags
     from darwinmerge.mri import compare_models, scan_model
+    from darwinmerge.mri.config import MriConfig
     from darwinmerge.report import mri_section, write_report
 
     probes = probes or ["builtin"]
