@@ -78,6 +78,9 @@ def test_did_you_mean_for_an_unknown_key_at_any_depth(tmp_path: Path) -> None:
         "mri.bootstrap_resample=50": "mri.bootstrap_resample: Extra inputs are not "
         "permitted (did you mean 'bootstrap_resamples'?)",
         "evolv.trials=3": "evolv: Extra inputs are not permitted (did you mean 'evolve'?)",
+        # a tagged union (the genome space) is walked through its tag
+        "evolve.space.max_block=3": "evolve.space: seed.max_block: Extra inputs are not "
+        "permitted (did you mean 'max_blocks'?)",
     }
     for override, needle in cases.items():
         with pytest.raises(ConfigError) as err:

@@ -57,10 +57,17 @@ def _models_in(annotation: Any) -> list[Any]:
 def _step(annotation: Any, part: str | int) -> Any | None:
     """The annotation reached from ``annotation`` by one location step (a field of a
     model, a key of a dict, an index of a list or tuple)."""
-    for model in _models_in(annotation):
+    models = _models_in(annotation)
+    for model in models:
         field = model.model_fields.get(str(part))
         if field is not None:
             return field.annotation
+    for model in models:  # a tagged union names its member by the tag (``seed.max_blocks``)
+        for field in model.model_fields.values():
+            if typing.get_origin(field.annotation) is typing.Literal and typing.get_args(
+                field.annotation
+            ) == (part,):
+                return model
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -78,9 +85,9 @@ def _step(annotation: Any, part: str | int) -> Any | None:
     return None
 
 
-def known_keys_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """The keys a mapping at location ``loc`` of ``model`` may hold (empty when ``loc``
-    does not lead to a model)."""
+def known_keys_at(model: Any, loc: Sequence[str | int]) -> list[str]:
+    """The keys a mapping at location ``loc`` of ``model`` (a model class, or a type such
+    as a tagged union of models) may hold (empty when ``loc`` does not lead to a model)."""
     annotation: Any = model
     for part in loc:
         annotation = _step(annotation, part)
@@ -94,9 +101,7 @@ def _clean_loc(loc: Sequence[str | int]) -> list[str | int]:
     return [p for p in loc if not str(p).startswith("function-")]
 
 
-def _problems(
-    exc: ValidationError, model: type[BaseModel] | None, name: Any
-) -> list[tuple[str, str]]:
+def _problems(exc: ValidationError, model: Any, name: Any) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for err in exc.errors():
         loc = _clean_loc(err["loc"])
@@ -113,9 +118,9 @@ def _join(problems: list[tuple[str, str]]) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """Every problem as ``key.path: message``, one line; with ``model`` (the model that
-    was validated), an unknown key gets its did-you-mean."""
+def format_validation_error(exc: ValidationError, model: Any = None) -> str:
+    """Every problem as ``key.path: message``, one line; with ``model`` (the model, or the
+    type of a ``TypeAdapter``, that was validated), an unknown key gets its did-you-mean."""
     return _join(_problems(exc, model, lambda loc: ".".join(str(p) for p in loc)))
 
 

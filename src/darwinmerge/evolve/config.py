@@ -205,14 +205,14 @@ class EvolveSection(_Frozen):
     @classmethod
     def _space(cls, v: dict[str, Any]) -> dict[str, Any]:
         """The genome space is a ``SpaceConfig`` (checked here, kept as data)."""
-        from darwinmerge.evolve.space import SPACE_ADAPTER
+        from darwinmerge.evolve.space import SPACE_ADAPTER, SpaceConfig
 
         try:
             SPACE_ADAPTER.validate_python(v)
         except ValidationError as exc:
             from darwinmerge.config.errors import format_validation_error
 
-            raise ValueError(format_validation_error(exc)) from None
+            raise ValueError(format_validation_error(exc, SpaceConfig)) from None
         return v
 
     @model_validator(mode="after")
