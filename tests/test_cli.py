@@ -309,7 +309,12 @@ def test_mri_config_reads_its_earlier_key_names():
 
     from darwinmerge.mri.config import MriConfig
 
-    old = MriConfig.model_validate({"seed": 3, "loss": "all"})
+    with pytest.warns(FutureWarning) as notes:
+        old = MriConfig.model_validate({"seed": 3, "loss": "all"})
+    assert sorted(str(n.message).split(";")[0] for n in notes) == [
+        "mri.loss is the earlier name of mri.loss_tokens",
+        "mri.seed is the earlier name of mri.bootstrap_seed",
+    ]
     assert old == MriConfig(bootstrap_seed=3, loss_tokens="all")
     opts = old.scan_options()
     assert (opts.bootstrap_seed, opts.loss_tokens) == (3, "all")

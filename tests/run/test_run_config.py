@@ -38,12 +38,15 @@ def test_valid_config_resolves_relative_paths(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "needle"),
     [
-        (lambda d: d["evolve"].update(trials=0), "evolve: trials"),
+        (lambda d: d["evolve"].update(trials=0), "evolve.trials: Input should be greater"),
         (lambda d: d["evolve"].update(parents={"a": "x"}), "set by the run itself"),
-        (lambda d: d["evolve"]["space"].update(kind="nope"), "evolve: space"),
-        (lambda d: d["mri"].update(dtype="int8"), "mri: dtype"),
+        (lambda d: d["evolve"]["space"].update(kind="nope"), "evolve.space"),
+        (lambda d: d["mri"].update(dtype="int8"), "mri.dtype: dtype must be one of"),
         (lambda d: d["mri"].update(probes=["x"]), "give them at the top level"),
-        (lambda d: d["health"].update(options={"material": -1}), "health.options: material"),
+        (
+            lambda d: d["health"].update(options={"material": -1}),
+            "health.options.material: Input should",
+        ),
         (lambda d: d.update(colour="blue"), "colour"),
         (lambda d: d["parents"].update(third="x"), "parents"),
     ],

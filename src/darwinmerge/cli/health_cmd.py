@@ -15,14 +15,6 @@ from darwinmerge.errors import ConfigError, OutputExistsError
 __all__ = ["health_command", "register"]
 
 
-def _options_error(exc: Any) -> ConfigError:
-    problems = "; ".join(
-        f"--{'-'.join(str(p) for p in e['loc'])}: {e['msg']}".replace("_", "-")
-        for e in exc.errors()
-    )
-    return ConfigError(f"invalid options: {problems}")
-
-
 def _print_verdict(console: Any, verdict: Any) -> None:
     from rich.table import Table
 
@@ -83,7 +75,7 @@ def health_command(
     recipe: Annotated[
         Path | None, typer.Option(help="The recipe the child was merged with (YAML).")
     ] = None,
-    do_repair: Annotated[
+    repair: Annotated[
         bool, typer.Option("--repair", help="Apply the prescription, keep it if fitness holds.")
     ] = False,
     tasks: Annotated[
@@ -106,74 +98,65 @@ def health_command(
     move_step: float = typer.Option(0.5, help="Prescribed share of the way toward a parent."),
     density_factor: float = typer.Option(0.7, help="Prescribed density factor (interference)."),
     upstream_first: bool = typer.Option(
-        True, "--upstream-first/--every-layer", help="BI rules: earliest flagged layer only."
+        True,
+        "--upstream-first/--every-layer",
+        help="BI rules: earliest flagged layer only.",
     ),
-    locate: bool = typer.Option(
+    localize: bool = typer.Option(
         True, "--localize/--no-localize", help="Swap scans that locate the damaged layer."
     ),
     localize_margin: float = typer.Option(
-        0.04, help="Flag a layer whose replacement lowers the probe loss by this share."
+        0.04,
+        help="Flag a layer whose replacement lowers the probe loss by this share.",
+    ),
+    localize_deviation: float = typer.Option(
+        0.05,
+        help="A component deviates when its t (or weights) is this far from the layer's.",
     ),
     localize_deviation_margin: float = typer.Option(
-        0.01, help="Flag a deviating layer whose return to the span lowers the loss this much."
+        0.01,
+        help="Flag a deviating layer whose return to the span lowers the loss this much.",
     ),
-    localize_layers: int = typer.Option(1, help="Prescribe for this many localized layers."),
+    localize_max_layers: int = typer.Option(
+        1,
+        "--localize-max-layers",
+        "--localize-layers",
+        help="Prescribe for this many localized layers.",
+    ),
     tokenizer: str | None = typer.Option(None, help="Tokenizer folder (default: each model's)."),
     max_length: int = typer.Option(128, help="Tokens per probe."),
     batch_size: int = typer.Option(16, help="Probes per forward pass."),
-    loss: str = typer.Option("completion", help="Probe loss over: completion | all."),
+    loss_tokens: str = typer.Option(
+        "completion",
+        "--loss-tokens",
+        "--loss",
+        help="Probe loss over: completion | all.",
+    ),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
 ) -> None:
     """Child health check: interference, function loss, routing, probe loss; prescription."""
-    from pydantic import ValidationError
     from rich.console import Console
 
-    from darwinmerge.health import HealthOptions, LocalizeOptions, run_health
+    from darwinmerge.cli.fields import from_flags
+    from darwinmerge.health import run_health
+    from darwinmerge.health.options import HealthOptions, LocalizeOptions
     from darwinmerge.merge import load_recipe
-    from darwinmerge.mri import MriConfig
+    from darwinmerge.mri.config import MriConfig
     from darwinmerge.report import health_section, write_report
 
-    try:
-        options = HealthOptions(
-            interference_rel=interference_rel,
-            interference_abs=interference_abs,
-            function_loss_rel=function_loss_rel,
-            function_loss_abs=function_loss_abs,
-            material=material,
-            entropy_margin=entropy_margin,
-            loss_rel=loss_rel,
-            move_step=move_step,
-            density_factor=density_factor,
-            upstream_first=upstream_first,
-        )
-        lopt = LocalizeOptions(
-            margin=localize_margin,
-            deviation_margin=localize_deviation_margin,
-            max_layers=localize_layers,
-        )
-        cfg = MriConfig.model_validate(
-            {
-                "probes": tuple(probes or ["builtin"]),
-                "max_length": max_length,
-                "batch_size": batch_size,
-                "loss": loss,
-                "device": device,
-                "dtype": dtype,
-                "swap": False,
-                "tokenizer": tokenizer,
-            }
-        )
-    except ValidationError as exc:
-        raise _options_error(exc) from exc
-    if do_repair and (recipe is None or tasks is None):
+    flags = locals()
+    options = from_flags(HealthOptions, flags)
+    lopt = from_flags(LocalizeOptions, flags, "localize_")
+    cfg = from_flags(MriConfig, flags, probes=tuple(probes or ["builtin"]), swap=False)
+    if repair and (recipe is None or tasks is None):
         raise ConfigError("--repair needs --recipe RECIPE and --tasks SPEC (fitness split)")
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out}: exists and is not empty; pass --force to replace it")
     rec = load_recipe(recipe) if recipe is not None else None
     items = None
-    if do_repair:
+    if repair:
         from darwinmerge.evaluate import load_tasks
         from darwinmerge.evaluate.tasks import stratified_subset
 
@@ -193,7 +176,7 @@ def health_command(
         fitness_items=items,
         rounds=rounds,
         localize_options=lopt,
-        locate=locate,
+        locate=localize,
     )
     if run.swapped:
         console.print("note: --parents swapped to follow the recipe's order (A = t 0)")

@@ -85,7 +85,8 @@ def mri_command(
     batch_size: int = typer.Option(16, help="Probes per forward pass."),
     dead_threshold: float = typer.Option(0.05, help="Dead: utilisation below this x fair share."),
     dead_abs_threshold: float = typer.Option(
-        0.05, help="Also reported: dead when below this share of all tokens."
+        0.05,
+        help="Also reported: dead when below this share of all tokens.",
     ),
     loss_tokens: str = typer.Option(
         "completion",
@@ -94,7 +95,8 @@ def mri_command(
         help="Probe / swap loss over: completion (tokens after each probe's prompt) | all.",
     ),
     swap_budget_mib: float = typer.Option(
-        1024.0, help="compare: most MiB of layer inputs the swap scan keeps at once."
+        1024.0,
+        help="compare: most MiB of layer inputs the swap scan keeps at once.",
     ),
     bootstrap_resamples: int = typer.Option(
         1000,
@@ -109,35 +111,15 @@ def mri_command(
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
 ) -> None:
     """Model MRI: probe-wise layer importance, MoE health, parent comparison."""
-    from pydantic import ValidationError
     from rich.console import Console
 
-    from darwinmerge.mri import MriConfig, compare_models, scan_model
+    from darwinmerge.cli.fields import from_flags
+    from darwinmerge.mri import compare_models, scan_model
+    from darwinmerge.mri.config import MriConfig
     from darwinmerge.report import mri_section, write_report
 
     probes = probes or ["builtin"]
-    try:
-        cfg = MriConfig(
-            probes=tuple(probes),
-            max_length=max_length,
-            batch_size=batch_size,
-            dead_threshold=dead_threshold,
-            dead_abs_threshold=dead_abs_threshold,
-            loss_tokens=loss_tokens,  # type: ignore[arg-type]  # validated by MriConfig
-            swap_budget_mib=swap_budget_mib,
-            bootstrap_resamples=bootstrap_resamples,
-            bootstrap_seed=bootstrap_seed,
-            device=device,
-            dtype=dtype,
-            swap=swap,
-            tokenizer=tokenizer,
-        )
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"invalid options: {problems}") from exc
+    cfg = from_flags(MriConfig, locals(), probes=tuple(probes))
     console = Console()
     if args[0] == "compare":
         if len(args) != 3:

@@ -16,6 +16,8 @@ from darwinmerge.errors import ConfigError
 
 __all__ = [
     "EvolveConfig",
+    "EvolveSection",
+    "RUN_OWNED_KEYS",
     "FitnessConfig",
     "OptimizerConfig",
     "EarlyStopConfig",
@@ -173,16 +175,11 @@ class SelectConfig(_Frozen):
         return v
 
 
-class EvolveConfig(_Frozen):
-    parents: dict[str, str] = Field(min_length=2)
-    """name -> model folder; the first is the father (the paired tests' reference)."""
-    base: str | None = None
-    tasks: str | list[str] = "zoo"
-    """A task spec, or a list of specs whose items are pooled (e.g. a GPQA-style JSONL and
-    an lm-eval task)."""
-    test_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+class EvolveSection(_Frozen):
+    """The search part of an evolve config: what a run config's ``evolve:`` section holds
+    (the run sets the parents, base, tasks, test fraction and prior itself)."""
+
     space: dict[str, Any]
-    prior: PriorConfig = PriorConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     trials: int = Field(default=40, ge=1)
     time_budget_s: float | None = Field(default=None, gt=0.0)
@@ -204,32 +201,22 @@ class EvolveConfig(_Frozen):
             raise ValueError(f"each bound must satisfy 0 <= low < high <= 1 (unit space): {bad}")
         return v
 
-    @field_validator("parents")
-    @classmethod
-    def _names(cls, v: dict[str, str]) -> dict[str, str]:
-        import re
-
-        bad = [n for n in v if not re.fullmatch(r"[A-Za-z0-9_.-]+", n)]
-        if bad:
-            raise ValueError(f"parent names may use letters, digits, _ . - only: {bad}")
-        return v
-
     @field_validator("space")
     @classmethod
     def _space(cls, v: dict[str, Any]) -> dict[str, Any]:
         """The genome space is a ``SpaceConfig`` (checked here, kept as data)."""
-        from darwinmerge.evolve.space import SPACE_ADAPTER
+        from darwinmerge.evolve.space import SPACE_ADAPTER, SpaceConfig
 
         try:
             SPACE_ADAPTER.validate_python(v)
         except ValidationError as exc:
-            from darwinmerge.merge.recipe import format_validation_error
+            from darwinmerge.config.errors import format_validation_error
 
-            raise ValueError(format_validation_error(exc)) from None
+            raise ValueError(format_validation_error(exc, SpaceConfig)) from None
         return v
 
     @model_validator(mode="after")
-    def _cross(self) -> EvolveConfig:
+    def _cross(self) -> EvolveSection:
         problems: list[str] = []
         fit = self.fitness
         if fit.keep is not None and fit.score not in ("auto", "accuracy"):
@@ -243,6 +230,39 @@ class EvolveConfig(_Frozen):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+class _Sources(_Frozen):
+    """What an evolve config reads (:data:`RUN_OWNED_KEYS`: a run config sets them from
+    its own fields)."""
+
+    parents: dict[str, str] = Field(min_length=2)
+    """name -> model folder; the first is the father (the paired tests' reference)."""
+    base: str | None = None
+    tasks: str | list[str] = "zoo"
+    """A task spec, or a list of specs whose items are pooled (e.g. a GPQA-style JSONL and
+    an lm-eval task)."""
+    test_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+    prior: PriorConfig = PriorConfig()
+
+    @field_validator("parents")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
+        bad = [n for n in v if not re.fullmatch(r"[A-Za-z0-9_.-]+", n)]
+        if bad:
+            raise ValueError(f"parent names may use letters, digits, _ . - only: {bad}")
+        return v
+
+
+#: The keys of an evolve config that a run config sets from its own fields.
+RUN_OWNED_KEYS = tuple(_Sources.model_fields)
+
+
+class EvolveConfig(EvolveSection, _Sources):
+    """One evolution run: the parents, tasks and prior (:data:`RUN_OWNED_KEYS`, first),
+    then the search (:class:`EvolveSection`)."""
 
     @property
     def father(self) -> str:
@@ -319,16 +339,6 @@ def load_evolve_config(
     path: str | Path, overrides: Sequence[str] = (), *, check_paths: bool = True
 ) -> EvolveConfig:
     """Parse, override (``key.sub=value``), validate and resolve an evolve YAML."""
-    from darwinmerge.merge.mergekit_io import read_yaml_config
-    from darwinmerge.merge.recipe import format_validation_error
+    from darwinmerge.config.loader import load_config
 
-    path = Path(path)
-    data = read_yaml_config(path, overrides)
-    try:
-        config = EvolveConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc)}") from None
-    config = config.resolved(path.parent)
-    if check_paths:
-        config.check_paths()
-    return config
+    return load_config(path, EvolveConfig, overrides, check_paths=check_paths)

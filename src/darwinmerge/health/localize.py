@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from darwinmerge.health.options import LocalizeOptions
 from darwinmerge.mri.compare import SWAP_BUDGET_BYTES, swap_scan
 from darwinmerge.mri.probes import ProbeBatches
 
@@ -60,23 +60,6 @@ __all__ = [
 
 #: Candidate layers tried at every layer, in this order.
 CANDIDATES = ("span", "A", "B")
-
-
-class LocalizeOptions(BaseModel):
-    """Margins of the localization (see ``docs/health.md``, "Calibration")."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    #: a layer is flagged when some candidate lowers the child's macro probe loss by more
-    #: than this share of it
-    margin: float = Field(default=0.04, ge=0.0)
-    #: a component deviates when its t is this far from the child's usual t, or its
-    #: weights this far (relative to |B - A|) from the parents' line
-    deviation: float = Field(default=0.05, ge=0.0)
-    #: a deviating layer is flagged when the span candidate recovers more than this
-    deviation_margin: float = Field(default=0.01, ge=0.0)
-    #: at most this many flagged layers get a prescription (largest recovery first)
-    max_layers: int = Field(default=1, ge=1)
 
 
 @dataclass

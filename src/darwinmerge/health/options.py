@@ -1,4 +1,5 @@
-"""The knobs of a health check: margins of every flag and the sizes of the prescribed steps.
+"""The knobs of a health check: margins of every flag, the sizes of the prescribed steps
+and the margins of the localization (torch-free: the CLI and the run config read them).
 
 Defaults are documented in ``docs/health.md`` and pinned by ``tests/health``.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["HealthOptions"]
+__all__ = ["HealthOptions", "LocalizeOptions"]
 
 
 class HealthOptions(BaseModel):
@@ -42,3 +43,20 @@ class HealthOptions(BaseModel):
     #: a damaged one sees other inputs and may be flagged for that alone; it is judged
     #: again after the repair (re-check). False: one change per flagged layer.
     upstream_first: bool = True
+
+
+class LocalizeOptions(BaseModel):
+    """Margins of the localization (see ``docs/health.md``, "Calibration")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: a layer is flagged when some candidate lowers the child's macro probe loss by more
+    #: than this share of it
+    margin: float = Field(default=0.04, ge=0.0)
+    #: a component deviates when its t is this far from the child's usual t, or its
+    #: weights this far (relative to |B - A|) from the parents' line
+    deviation: float = Field(default=0.05, ge=0.0)
+    #: a deviating layer is flagged when the span candidate recovers more than this
+    deviation_margin: float = Field(default=0.01, ge=0.0)
+    #: at most this many flagged layers get a prescription (largest recovery first)
+    max_layers: int = Field(default=1, ge=1)

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from darwinmerge.config.loader import apply_overrides, read_yaml_config
 from darwinmerge.errors import ConfigError
 from darwinmerge.merge.methods import METHODS
 from darwinmerge.merge.recipe import MERGED, Recipe, Rule
@@ -515,56 +516,6 @@ def write_mergekit(recipe: Recipe, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def apply_overrides(
-    data: dict[str, Any], overrides: Sequence[str], *, source: str
-) -> dict[str, Any]:
-    """``key.sub=value`` overrides (value parsed as YAML) applied to a parsed config."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(
-                f"override {item!r}: expected key=value (e.g. seed=3 or parameters.t=0.4)"
-            )
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
-        node: Any = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            elif isinstance(node, dict):
-                node = node.setdefault(part, {})
-            else:
-                raise ConfigError(
-                    f"override {item!r}: {source} has no field {part!r} to descend into"
-                )
-        last = parts[-1]
-        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
-            node[int(last)] = value
-        elif isinstance(node, dict):
-            node[last] = value
-        else:
-            raise ConfigError(f"override {item!r}: cannot set {last!r} in {source}")
-    return data
-
-
-def read_yaml_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The mapping of a YAML config file with ``key.sub=value`` overrides applied (every
-    config kind: recipes, mergekit YAMLs, evolve and run configs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return apply_overrides(data, overrides, source=str(path))
 
 
 def load_any_config(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from darwinmerge.config.errors import config_error, format_validation_error
 from darwinmerge.errors import ConfigError
 from darwinmerge.merge.methods import METHODS, MergeMethod, ParamSpec
 
@@ -296,7 +297,7 @@ class Recipe(_Frozen):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+            raise config_error(source, exc, cls) from None
 
     def resolved_paths(self, root: Path) -> Recipe:
         """Parent and base paths made absolute relative to ``root`` (the YAML's folder)."""
@@ -470,16 +471,6 @@ def _range_problems(where: str, schedule: Schedule, spec: ParamSpec, method: str
         for path, value in values
         if not spec.check(value)
     ]
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    # pydantic reports each union member's failure; keep the distinct messages
-    return "; ".join(dict.fromkeys(parts))
 
 
 def load_recipe(path: str | Path) -> Recipe:

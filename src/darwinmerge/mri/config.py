@@ -38,11 +38,11 @@ class MriConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     probes: tuple[str, ...] = ("builtin",)
-    max_length: int = Field(128, ge=2)
-    batch_size: int = Field(16, ge=1)
-    dead_threshold: float = Field(DEAD_THRESHOLD, gt=0.0, lt=1.0)
-    dead_abs_threshold: float = Field(DEAD_ABS_THRESHOLD, gt=0.0, lt=1.0)
-    bootstrap_resamples: int = Field(1000, ge=10)
+    max_length: int = Field(default=128, ge=2)
+    batch_size: int = Field(default=16, ge=1)
+    dead_threshold: float = Field(default=DEAD_THRESHOLD, gt=0.0, lt=1.0)
+    dead_abs_threshold: float = Field(default=DEAD_ABS_THRESHOLD, gt=0.0, lt=1.0)
+    bootstrap_resamples: int = Field(default=1000, ge=10)
     bootstrap_seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
@@ -52,20 +52,29 @@ class MriConfig(BaseModel):
     #: (``completion``) or every real token (``all``).
     loss_tokens: Literal["completion", "all"] = "completion"
     #: Most MiB of recorded layer inputs the swap scan keeps at once.
-    swap_budget_mib: float = Field(1024.0, gt=0.0)
+    swap_budget_mib: float = Field(default=1024.0, gt=0.0)
 
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:
         """``seed`` and ``loss`` (the earlier names) are read as ``bootstrap_seed`` and
-        ``loss_tokens``; one key under both names is refused."""
+        ``loss_tokens`` with a deprecation note (a :class:`FutureWarning`, shown once per
+        process); one key under both names is refused."""
         if not isinstance(data, dict) or not any(k in data for k in RENAMED_KEYS):
             return data
+        import warnings
+
         data = dict(data)
         for old, new in RENAMED_KEYS.items():
             if old in data:
                 if new in data:
                     raise ValueError(f"{old} and {new} are one key ({new}); give it once")
+                warnings.warn(
+                    f"mri.{old} is the earlier name of mri.{new}; it is still read, "
+                    f"write {new} instead",
+                    FutureWarning,
+                    stacklevel=2,
+                )
                 data[new] = data.pop(old)
         return data
 

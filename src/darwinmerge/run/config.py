@@ -16,9 +16,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from darwinmerge.errors import ConfigError
+from darwinmerge.evolve.config import RUN_OWNED_KEYS, EvolveConfig, EvolveSection
+from darwinmerge.health.options import HealthOptions
+from darwinmerge.mri.config import MriConfig
 
 __all__ = [
     "FinalConfig",
@@ -29,9 +32,6 @@ __all__ = [
     "is_run_config",
     "load_run_config",
 ]
-
-#: The keys of EvolveConfig a run config sets itself (from the run's own fields).
-_RUN_OWNED = ("parents", "base", "tasks", "test_fraction", "prior")
 
 
 class _Frozen(BaseModel):
@@ -49,25 +49,13 @@ class PriorSection(_Frozen):
 
 
 class HealthSection(_Frozen):
-    """Phase 3. ``options``: :class:`~darwinmerge.health.HealthOptions` fields (margins,
+    """Phase 3. ``options``: :class:`~darwinmerge.health.HealthOptions` (margins,
     prescription steps). ``repair``: apply the prescription, re-merge in memory and keep
     it only when the fitness split does not drop."""
 
     enabled: bool = True
     repair: bool = False
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("options")
-    @classmethod
-    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from darwinmerge.health.options import HealthOptions
-        from darwinmerge.merge.recipe import format_validation_error
-
-        try:
-            HealthOptions.model_validate(v)
-        except ValidationError as exc:
-            raise ValueError(format_validation_error(exc)) from None
-        return v
+    options: HealthOptions = HealthOptions()
 
 
 class FinalConfig(_Frozen):
@@ -81,6 +69,10 @@ class FinalConfig(_Frozen):
     compare the child with it: did the search add anything on held-out items?"""
 
 
+#: Where the prior's scans lie before the run folder is known (checking a config).
+_SCANS_PLACEHOLDER = "<run>/mri"
+
+
 class RunConfig(_Frozen):
     parents: dict[str, str] = Field(min_length=2, max_length=2)
     """name -> model folder; the first is the father."""
@@ -89,31 +81,25 @@ class RunConfig(_Frozen):
     """A task spec, or a list of specs whose items are pooled."""
     test_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
     probes: list[str] = Field(default_factory=lambda: ["builtin"], min_length=1)
-    mri: dict[str, Any] = Field(default_factory=dict)
+    mri: MriConfig = MriConfig()
+    """The options of Phase 0 (its ``probes`` are the top-level ``probes``)."""
     prior: PriorSection = PriorSection()
-    evolve: dict[str, Any]
+    evolve: EvolveSection
     health: HealthSection = HealthSection()
     final: FinalConfig = FinalConfig()
     report: bool = True
 
-    @field_validator("mri")
+    @field_validator("mri", mode="before")
     @classmethod
-    def _mri(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from darwinmerge.merge.recipe import format_validation_error
-        from darwinmerge.mri.config import MriConfig
-
-        if "probes" in v:
+    def _mri(cls, v: Any) -> Any:
+        if isinstance(v, Mapping) and "probes" in v:
             raise ValueError("probes: give them at the top level (`probes:`), not under mri")
-        try:
-            MriConfig.model_validate(v)
-        except ValidationError as exc:
-            raise ValueError(format_validation_error(exc)) from None
         return v
 
-    @field_validator("evolve")
+    @field_validator("evolve", mode="before")
     @classmethod
-    def _evolve(cls, v: dict[str, Any]) -> dict[str, Any]:
-        owned = sorted(k for k in v if k in _RUN_OWNED)
+    def _evolve(cls, v: Any) -> Any:
+        owned = sorted(k for k in v if k in RUN_OWNED_KEYS) if isinstance(v, Mapping) else []
         if owned:
             raise ValueError(
                 f"{', '.join(owned)}: set by the run itself; give them at the top level "
@@ -123,15 +109,16 @@ class RunConfig(_Frozen):
 
     @model_validator(mode="after")
     def _whole(self) -> RunConfig:
-        """The evolve section must make a valid EvolveConfig with the run's fields."""
-        from darwinmerge.evolve.config import EvolveConfig
-        from darwinmerge.merge.recipe import format_validation_error
+        """The evolve section and the run's own fields must make a valid EvolveConfig
+        (e.g. the trust gene needs the mri prior); the one line names ``evolve``."""
+        from pydantic import ValidationError
+
+        from darwinmerge.config.errors import format_validation_error
 
         try:
-            EvolveConfig.model_validate(self.evolve_data("<run>/mri"))
+            self.evolve_config(_SCANS_PLACEHOLDER)
         except ValidationError as exc:
-            msg = format_validation_error(exc)
-            raise ValueError(f"evolve: {msg}") from None
+            raise ValueError(f"evolve: {format_validation_error(exc, EvolveConfig)}") from None
         return self
 
     # --- derived configs -------------------------------------------------------------
@@ -143,44 +130,49 @@ class RunConfig(_Frozen):
     def mother(self) -> str:
         return list(self.parents)[1]
 
-    def evolve_data(self, scans: str) -> dict[str, Any]:
+    def evolve_config(self, scans: str | Path) -> EvolveConfig:
+        """The :class:`~darwinmerge.evolve.EvolveConfig` of Phase 2: this config's evolve
+        section (already validated, taken as is) with the run's parents, base, tasks,
+        test fraction and prior (its scans: ``scans``); the child is always written
+        (Phase 3 reads it). Paths are resolved by :func:`load_run_config`."""
         prior: dict[str, Any] = {"kind": self.prior.kind}
         if self.prior.kind == "mri":
-            prior.update(scans=scans, target=self.prior.target, trust=self.prior.trust)
-        select = {**self.evolve.get("select", {}), "write_child": True}  # Phase 3 reads it
-        return {
-            **self.evolve,
-            "select": select,
-            "parents": dict(self.parents),
-            "base": self.base,
-            "tasks": self.tasks,
-            "test_fraction": self.test_fraction,
-            "prior": prior,
-        }
+            prior.update(scans=str(scans), target=self.prior.target, trust=self.prior.trust)
+        section = {name: getattr(self.evolve, name) for name in EvolveSection.model_fields}
+        section["select"] = self.evolve.select.model_copy(update={"write_child": True})
+        return EvolveConfig.model_validate(
+            {
+                **section,
+                "parents": dict(self.parents),
+                "base": self.base,
+                "tasks": self.tasks,
+                "test_fraction": self.test_fraction,
+                "prior": prior,
+            }
+        )
 
-    def evolve_config(self, scans: str | Path) -> Any:
-        """The :class:`~darwinmerge.evolve.EvolveConfig` of Phase 2 (paths already
-        resolved by :func:`load_run_config`)."""
-        from darwinmerge.evolve.config import EvolveConfig
+    def mri_config(self) -> MriConfig:
+        """Phase 0's options, with the run's probes."""
+        return self.mri.model_copy(update={"probes": tuple(self.probes)})
 
-        return EvolveConfig.model_validate(self.evolve_data(str(scans)))
+    def health_options(self) -> HealthOptions:
+        return self.health.options
 
-    def mri_config(self) -> Any:
-        from darwinmerge.mri.config import MriConfig
-
-        return MriConfig.model_validate({**self.mri, "probes": tuple(self.probes)})
-
-    def health_options(self) -> Any:
-        from darwinmerge.health.options import HealthOptions
-
-        return HealthOptions.model_validate(self.health.options)
+    def ledger_data(self) -> dict[str, Any]:
+        """The config as the run folder's ledger keeps it (``run.json``): the run's own
+        fields in full, and the ``mri``, ``evolve`` and ``health.options`` sections as
+        written (the keys given, no defaults filled in), so a run folder made before the
+        sections were typed resumes with the same config."""
+        data = self.model_dump(mode="json")
+        data["mri"] = self.mri.model_dump(mode="json", exclude_unset=True)
+        data["evolve"] = self.evolve.model_dump(mode="json", exclude_unset=True)
+        data["health"]["options"] = self.health.options.model_dump(mode="json", exclude_unset=True)
+        return data
 
     def resolved(self, root: Path) -> RunConfig:
         """Parent / base / task / probe paths made absolute against ``root`` (the YAML's
         folder), the same way ``darwin evolve`` resolves its config."""
-        from darwinmerge.evolve.config import EvolveConfig
-
-        ev = EvolveConfig.model_validate(self.evolve_data("<run>/mri")).resolved(root)
+        ev = self.evolve_config(_SCANS_PLACEHOLDER).resolved(root)
 
         def fix_probe(spec: str) -> str:
             name, sep, arg = spec.partition("@")
@@ -207,7 +199,7 @@ class RunConfig(_Frozen):
         is not."""
         from darwinmerge.checkpoint.tokenizer import has_tokenizer_files
 
-        self.evolve_config("<run>/mri").check_paths()
+        self.evolve_config(_SCANS_PLACEHOLDER).check_paths()
         for name, path in self.parents.items():
             if not has_tokenizer_files(path):
                 raise ConfigError(
@@ -227,19 +219,9 @@ def load_run_config(
     path: str | Path, overrides: Sequence[str] = (), *, check_paths: bool = True
 ) -> RunConfig:
     """Parse, override (``key.sub=value``), validate and resolve a run YAML."""
-    from darwinmerge.merge.mergekit_io import read_yaml_config
-    from darwinmerge.merge.recipe import format_validation_error
+    from darwinmerge.config.loader import load_config
 
-    path = Path(path)
-    data = read_yaml_config(path, overrides)
-    try:
-        config = RunConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc)}") from None
-    config = config.resolved(path.parent)
-    if check_paths:
-        config.check_paths()
-    return config
+    return load_config(path, RunConfig, overrides, check_paths=check_paths)
 
 
 def check_run_config(config: RunConfig, *, build: bool = True) -> list[str]:
@@ -249,7 +231,7 @@ def check_run_config(config: RunConfig, *, build: bool = True) -> list[str]:
     the space is shown with its blind start here)."""
     from darwinmerge.evolve.check import check_evolve_config
 
-    ev = config.evolve_config("<run>/mri")
+    ev = config.evolve_config(_SCANS_PLACEHOLDER)
     health = "off"
     if config.health.enabled:
         health = "on, repair on the fitness split" if config.health.repair else "on"

@@ -61,7 +61,7 @@ def demo_config(zoo: Path, mother: str, *, revive: bool, trials: int = 16) -> Ru
             "base": str(zoo / "base"),
             "tasks": f"zoo:{zoo}",
             "probes": [f"zoo@{zoo}"],
-            "mri": {"loss": "completion"},
+            "mri": {"loss_tokens": "completion"},
             "prior": {"kind": "mri"},  # every category: the fitness weighs them all
             "evolve": {
                 "space": {"kind": "seed", "max_blocks": 3, "revive": "auto" if revive else "off"},

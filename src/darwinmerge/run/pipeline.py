@@ -278,7 +278,7 @@ def run(
         from darwinmerge.errors import ConfigError
 
         raise ConfigError(f"stop_after: {stop_after!r} is not a phase ({', '.join(PHASES)})")
-    ledger = RunLedger.open(out, config.model_dump(mode="json"), force=force)
+    ledger = RunLedger.open(out, config.ledger_data(), force=force)
     result = RunResult(run_dir=out, child=out, recipe=out, final={}, stopped_after=stop_after)
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "mri": lambda: _phase_mri(config, out, say),

@@ -43,8 +43,15 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    """Top-level keys, and the evolve section's keys as ``evolve.KEY``."""
+    """Top-level keys, and the evolve section's keys as ``evolve.KEY``; the ``mri``
+    section's earlier key names read as their current ones (a ledger written with
+    ``mri: {loss: ...}`` is the same config as ``mri: {loss_tokens: ...}``)."""
+    from darwinmerge.mri.config import RENAMED_KEYS
+
     out = {k: v for k, v in config.items() if k != "evolve"}
+    mri = out.get("mri")
+    if isinstance(mri, dict):
+        out["mri"] = {RENAMED_KEYS.get(k, k): v for k, v in mri.items()}
     evolve = config.get("evolve")
     if isinstance(evolve, dict):
         out.update({f"evolve.{k}": v for k, v in evolve.items()})
