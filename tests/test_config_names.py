@@ -133,6 +133,7 @@ NOT_CONFIG: dict[tuple[str, str], str] = {
     ("report", "width"): "screenshot width",
     ("zoo suite", "zoo"): "an input folder",
     ("zoo suite", "only"): "which problems to build",
+    ("zoo suite", "jobs"): "how many problems build at once (a performance knob, not a config)",
 }
 
 
