@@ -12,13 +12,15 @@ the best of a, b and linear).
 
 Arms: ``prior`` (the MRI prior's own start child, zero evaluations), ``blind`` (CMA-ES from
 mean 0.5 / sigma 1/6, mergekit-evolve's start), ``guided`` (CMA-ES from the MRI prior),
-``random``, ``tpe`` and ``nsga2`` (a GA as Mergenetic runs it; single objective here). Each
-arm runs ``max(budgets)`` evaluations per search seed on the *fitness* split only (the
-tasks it is given hold no test item, so the search cannot read the test split), then for
-every budget ``k`` the child the arm would return after ``k`` evaluations (the best
-fitness among its first ``k`` trials) is scored on the test split. The metric is that test
-score: its median and a 95% interval across seeds, its gain over the arm's own start
-(trial 0), and an exact paired test of winner against start pooled over seeds.
+``trusted`` (CMA-ES from the MRI prior with ``trust: gene``: the prior blended with a free
+genome by an evolved trust gene), ``random``, ``tpe`` and ``nsga2`` (a GA as Mergenetic
+runs it; single objective here). Each arm runs ``max(budgets)`` evaluations per search seed
+on the *fitness* split only (the tasks it is given hold no test item, so the search cannot
+read the test split), then for every budget ``k`` the child the arm would return after
+``k`` evaluations (the best fitness among its first ``k`` trials) is scored on the test
+split. The metric is that test score: its median and a 95% interval across seeds, its gain
+over the arm's own start (trial 0), and an exact paired test of winner against start pooled
+over seeds.
 
 Outputs in ``--out``: ``search_suite.json`` (every number), ``search_suite.md`` (the tables),
 ``curves_<problem>.png`` (anytime test curves per arm), and the work folders.
@@ -37,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ARMS = ("prior", "blind", "guided", "random", "tpe", "nsga2")
+ARMS = ("prior", "blind", "guided", "trusted", "random", "tpe", "nsga2")
 ESSENTIAL = ("prior", "blind", "guided")
 
 
@@ -95,10 +97,12 @@ def _config(
 ) -> Any:
     from darwinmerge.evolve.config import EvolveConfig
 
-    optimizer = {"guided": "cmaes", "blind": "cmaes"}.get(arm, arm)
+    optimizer = {"guided": "cmaes", "blind": "cmaes", "trusted": "cmaes"}.get(arm, arm)
     prior: dict[str, Any] = {"kind": "blind"}
     if arm == "guided":
         prior = {"kind": "mri", "scans": str(scans)}
+    if arm == "trusted":  # the MRI prior blended with a free genome by an evolved trust gene
+        prior = {"kind": "mri", "scans": str(scans), "trust": "gene"}
     data: dict[str, Any] = {
         "parents": {"a": str(paths["a"]), "b": str(paths["b"])},
         "tasks": tasks,

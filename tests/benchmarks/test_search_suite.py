@@ -120,7 +120,9 @@ def test_small_mode_runs_every_arm(tmp_path: Path) -> None:
     data = json.loads((out / "search_suite.json").read_text())
     (row,) = data["rows"]
     assert row["problem"] == "golden_layer" and row["hard"] is False
-    assert set(row["arms"]) == {"prior", "blind", "guided", "random", "tpe", "nsga2"}
+    assert set(row["arms"]) == {"prior", "blind", "guided", "trusted", "random", "tpe", "nsga2"}
+    trusted = json.loads((out / "golden_layer" / "trusted-0" / "evolution.json").read_text())
+    assert all("mri_trust" in t["genes"] for t in trusted["trials"])  # the trust gene searched
     assert len(row["arms"]["guided"]["runs"]) == 2 and len(row["arms"]["tpe"]["runs"]) == 1
     for run in row["arms"]["blind"]["runs"]:
         assert set(run["test"]) == {"1", "2"}  # JSON keys
