@@ -145,7 +145,9 @@ class CandidateWorker:
             print(f"backend {spec.backend} -> transformers: {reason}", file=sys.stderr, flush=True)
             spec = dataclasses.replace(spec, backend="transformers")
             self.spec = spec
-        self.sources = [StateDictSource.from_model(_load_model(p, spec.dtype)) for p in paths]
+        #: the resident parents (and base): the sources share their storage
+        self.models = [_load_model(p, spec.dtype) for p in paths]
+        self.sources = [StateDictSource.from_model(m) for m in self.models]
         child = _load_model(spec.parents[0][1], spec.dtype)
         self.backend = make_backend(
             spec.backend,
@@ -171,7 +173,8 @@ class CandidateWorker:
         from darwinmerge.merge.executor import StateDictSource
 
         spec = self.spec
-        self.sources = [StateDictSource.from_model(_load_model(p, spec.dtype)) for p in paths]
+        self.models = [_load_model(p, spec.dtype) for p in paths]
+        self.sources = [StateDictSource.from_model(m) for m in self.models]
         self.child = _load_model(spec.parents[0][1], spec.dtype)
         engine_cls: Any = SGLangBackend if spec.backend == "sglang" else VLLMBackend
         self.engine = engine_cls(
@@ -300,14 +303,23 @@ class CandidateWorker:
     def _scorer(self) -> str:
         return self.spec.scorer if self.spec.score == "accuracy" else self.spec.score
 
-    def fitness(self, recipe_yaml: str, items: Sequence[TaskItem]) -> tuple[float, int]:
-        """(fitness, items) of a recipe on ``items`` with the search's own score (the
-        macro mean over the spec's categories), all items, no early stop: the
-        re-scoring of the best candidates on fresh fitness items."""
-        from darwinmerge.evaluate.results import category_values, evaluate
+    def merged(self, recipe: Any) -> Any:
+        """The resident child with ``recipe`` (a Recipe or its YAML) merged into it."""
         from darwinmerge.merge.recipe import Recipe
 
-        self._apply(Recipe.from_yaml(recipe_yaml, source="re-scored candidate"))
+        if isinstance(recipe, str):
+            recipe = Recipe.from_yaml(recipe, source="re-scored candidate")
+        self._apply(recipe)
+        return self.child
+
+    def fitness(self, recipe: Any, items: Sequence[TaskItem]) -> tuple[float, int]:
+        """(fitness, items) of a recipe (a Recipe or its YAML) on ``items`` with the
+        search's own score (the macro mean over the spec's categories), all items, no
+        early stop: the re-scoring of the best candidates on fresh fitness items, and the
+        health check's repair (:class:`darwinmerge.health.fitness.ResidentFitness`)."""
+        from darwinmerge.evaluate.results import category_values, evaluate
+
+        self.merged(recipe)
         ev = evaluate(self.backend, list(items), scorer=self._scorer, chunk_size=256)
         if self.spec.score == "accuracy":
             return fitness_of(category_counts(ev.items), self.spec.categories), ev.n
