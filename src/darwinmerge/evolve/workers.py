@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from darwinmerge.dtypes import torch_dtype
 from darwinmerge.errors import EvaluationError, MissingDependencyError
 from darwinmerge.evaluate.tasks import TaskItem
 from darwinmerge.evolve.early_stop import EarlyStopRule, category_counts, fitness_of
@@ -103,14 +104,13 @@ class CandidateResult:
 
 
 def _load_model(path: str, dtype: str) -> Any:
-    import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
     finally:
         if shown:  # leave the bars as the caller had them
             hf_logging.enable_progress_bar()
@@ -156,7 +156,7 @@ class CandidateWorker:
             device=spec.device,
             batch_size=spec.batch_size,
             max_new_tokens=spec.max_new_tokens,
-            dtype=getattr(torch, spec.dtype),
+            dtype=torch_dtype(spec.dtype),
         )
         self.child: Any = getattr(self.backend, "model", child)
 

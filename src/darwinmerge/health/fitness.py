@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from darwinmerge.dtypes import dtype_name
 from darwinmerge.errors import ConfigError
 from darwinmerge.evaluate import TaskItem
 from darwinmerge.evolve.workers import CandidateWorker, WorkerSpec
@@ -54,7 +55,7 @@ class ResidentFitness:
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
             device=device,
-            dtype=str(dtype).removeprefix("torch."),
+            dtype=dtype_name(dtype),
             threads=torch.get_num_threads(),  # the caller's: the worker sets its own
         )
         self.worker = CandidateWorker(spec, "repair")

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from darwinmerge.dtypes import DTYPE_NAMES, torch_dtype
 from darwinmerge.errors import MergeError
 from darwinmerge.merge.buffers import BufferPool
 from darwinmerge.merge.ops import METHODS, apply_method
@@ -42,7 +43,8 @@ __all__ = [
     "merge_into",
 ]
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: dtype name -> torch dtype (the names of :mod:`darwinmerge.dtypes`)
+DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}
 
 
 class StateDictSource:
