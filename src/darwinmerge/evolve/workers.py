@@ -278,9 +278,9 @@ class CandidateWorker:
     def evaluate_model(self, which: str, items: Sequence[TaskItem]) -> Any:
         """Full evaluation (an ``EvalResult``, no early stop) of a recipe YAML, or of a
         parent when ``which`` is ``"parent:NAME"`` (its weights written into the child)."""
+        from darwinmerge.checkpoint.model_writer import write_into_model
         from darwinmerge.evaluate.results import evaluate
         from darwinmerge.merge.recipe import Recipe
-        from darwinmerge.merge.resident import write_into_model
 
         if which.startswith("parent:"):
             names = [n for n, _ in self.spec.parents]

@@ -185,7 +185,7 @@ def _span_model(
     t_ref: dict[str, float],
 ) -> tuple[nn.Module, Sequence[nn.Module]]:
     """A copy of the child whose every decoder layer is ``A + t_ref[c] (B - A)``."""
-    from darwinmerge.merge.resident import write_into_model
+    from darwinmerge.checkpoint.model_writer import write_into_model
     from darwinmerge.mri.layout import resolve_layout
 
     model = copy.deepcopy(child)
