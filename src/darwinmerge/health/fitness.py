@@ -29,7 +29,8 @@ def _paths(recipe: Recipe) -> list[str]:
 
 class ResidentFitness:
     """A :class:`CandidateWorker` for the recipes of one child: every call merges
-    ``recipe`` into the resident child and returns its fitness on ``items``.
+    ``recipe`` into the resident child and returns its fitness on ``items`` (``scorer``
+    and ``score`` as in the search's :class:`WorkerSpec`; a run passes its search's).
     ``scan(recipe, batches)`` rescans the child.
 
     Recipes must keep the parents (names and paths) of the recipe it was built with.
@@ -44,6 +45,8 @@ class ResidentFitness:
         dtype: torch.dtype = torch.float32,
         batch_size: int = 32,
         max_new_tokens: int = 32,
+        scorer: str = "auto",
+        score: str = "accuracy",
     ) -> None:
         self.items = list(items)
         self.paths = _paths(recipe)
@@ -52,6 +55,8 @@ class ResidentFitness:
             base=recipe.base,
             items=tuple(self.items),
             categories=tuple(sorted({it.category for it in self.items})),
+            scorer=scorer,
+            score=score,
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
             device=device,
