@@ -178,7 +178,6 @@ def span_projection(
 
 def _span_model(
     child: nn.Module,
-    layers_c: Sequence[nn.Module],
     layers_a: Sequence[nn.Module],
     layers_b: Sequence[nn.Module],
     comps: list[dict[str, str]],
@@ -292,7 +291,7 @@ def localize(
             span_t.setdefault(comp, [float("nan")] * L)[i] = ts[comp]
             span_dist.setdefault(comp, [float("nan")] * L)[i] = ds[comp]
     t_ref = typical_t(span_t)
-    span_model, _ = _span_model(child, lc, la, lb, comps, t_ref)
+    span_model, _ = _span_model(child, la, lb, comps, t_ref)
     swapped: dict[str, np.ndarray] = {}
     loss = np.zeros(0)
     for name, source in (("span", span_model), ("A", parent_a), ("B", parent_b)):
