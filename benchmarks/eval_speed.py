@@ -26,9 +26,6 @@ from darwinmerge.zoo.tiny import tiny_model, tiny_tokenizer
 
 
 def _zoo_items(spec: str) -> list[TaskItem] | None:
-    from darwinmerge.plugins import load_plugins
-
-    load_plugins()
     if "zoo" not in TASK_SOURCES:
         return None
     return load_tasks(spec, split="test")

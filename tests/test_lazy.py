@@ -1,16 +1,16 @@
-"""Lazy package exports (darwinmerge.lazy): the TYPE_CHECKING imports are the exports,
-each resolves to its module's object, and importing a light submodule loads nothing else."""
+"""Lazy package exports (darwinmerge.lazy): each package's static ``_EXPORTS`` table
+matches its TYPE_CHECKING imports and ``__all__``, each export resolves to its module's
+object, and importing a light submodule loads nothing else."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from darwinmerge.lazy import type_checking_imports
 
 LAZY = [
     "darwinmerge.merge",
@@ -21,30 +21,29 @@ LAZY = [
 ]
 
 
-def test_type_checking_imports_reads_only_the_guarded_block():
-    source = (
-        "from typing import TYPE_CHECKING\n"
-        "from darwinmerge.lazy import lazy_exports\n"
-        "if TYPE_CHECKING:\n"
-        "    from darwinmerge.a import B, c as d\n"
-        "    from darwinmerge.e.f import G\n"
-        "X = 1\n"
-    )
-    assert type_checking_imports(source) == {
-        "B": "darwinmerge.a",
-        "d": "darwinmerge.a",
-        "G": "darwinmerge.e.f",
-    }
+def type_checking_imports(source: str) -> dict[str, str]:
+    """Public name -> absolute module, from the ``if TYPE_CHECKING:`` blocks of ``source``."""
+    where: dict[str, str] = {}
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")):
+            continue
+        for stmt in node.body:
+            if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
+                for alias in stmt.names:
+                    where[alias.asname or alias.name] = stmt.module
+    return where
 
 
 @pytest.mark.parametrize("name", LAZY)
-def test_every_export_resolves_to_its_module_object(name: str):
+def test_the_static_table_matches_the_imports_all_and_the_modules(name: str):
     package = importlib.import_module(name)
-    where = type_checking_imports(Path(package.__file__).read_text())
-    assert sorted(package.__all__) == sorted(where)
-    for export, module in where.items():
+    table = package._EXPORTS
+    # the table names what the TYPE_CHECKING imports (what type checkers see) import
+    assert table == type_checking_imports(Path(package.__file__).read_text())
+    assert sorted(package.__all__) == sorted(table)
+    for export, module in table.items():
         assert getattr(package, export) is getattr(importlib.import_module(module), export)
-    assert set(where) <= set(dir(package))
+    assert set(table) <= set(dir(package))
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         package.nope  # noqa: B018
 
@@ -80,3 +79,13 @@ def test_light_submodules_load_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_every_lazy_package_is_checked():
+    src = Path(importlib.import_module("darwinmerge").__file__).parent
+    lazy = sorted(
+        "darwinmerge." + p.parent.name
+        for p in src.glob("*/__init__.py")
+        if "lazy_exports(" in p.read_text()
+    )
+    assert lazy == sorted(LAZY)

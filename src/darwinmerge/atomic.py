@@ -4,6 +4,11 @@ A reader (or a run resumed after a crash) sees the old file or folder or the new
 never half of one. Small files: :func:`write_text_atomic`, :func:`write_json_atomic`
 (fsynced). Folders (run phases, reports, children): :func:`atomic_folder`, a context
 manager that hands out a temporary sibling folder and renames it into place at the end.
+
+This module is the only place that renames files or folders over others (a test scans
+``src`` for it): writers with their own temporary folder (the streaming checkpoint
+writer) finish with :func:`move_into_place`; a file written whole by another program
+(a shard, a screenshot) goes over its destination with :func:`replace_file`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,13 @@ from typing import Any
 
 from darwinmerge.errors import OutputExistsError
 
-__all__ = ["atomic_folder", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "atomic_folder",
+    "move_into_place",
+    "replace_file",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -34,6 +45,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_file(src: str | Path, dst: str | Path) -> None:
+    """Rename the finished file ``src`` over ``dst`` (one atomic rename, same filesystem)."""
+    os.replace(src, dst)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
@@ -72,6 +88,28 @@ def _sync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def move_into_place(tmp: str | Path, path: str | Path) -> None:
+    """Rename the finished folder ``tmp`` to ``path``. An existing ``path`` is moved aside
+    first (``.NAME.old-PID``) and removed only once ``tmp`` is in place, so ``path`` is
+    never missing for longer than two renames; if the second rename fails the old one is
+    put back. The caller decides whether replacing ``path`` is allowed."""
+    tmp, path = Path(tmp), Path(path)
+    if path.exists() or path.is_symlink():
+        aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+        if aside.exists():
+            _remove(aside)
+        os.replace(path, aside)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.replace(aside, path)  # the old folder back in place
+            raise
+        _remove(aside)
+    else:
+        os.replace(tmp, path)
+    _sync_dir(path.parent)
+
+
 @contextmanager
 def atomic_folder(path: str | Path, *, force: bool = False) -> Iterator[Path]:
     """Write a folder whole: yields an empty temporary sibling of ``path``
@@ -97,20 +135,7 @@ def atomic_folder(path: str | Path, *, force: bool = False) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if path.exists() or path.is_symlink():
-            aside = path.with_name(f".{path.name}.old-{os.getpid()}")
-            if aside.exists():
-                _remove(aside)
-            os.replace(path, aside)
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                os.replace(aside, path)  # the old folder back in place
-                raise
-            _remove(aside)
-        else:
-            os.replace(tmp, path)
-        _sync_dir(path.parent)
+        move_into_place(tmp, path)
     except BaseException:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

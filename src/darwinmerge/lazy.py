@@ -1,11 +1,12 @@
 """Lazy re-exports for package ``__init__`` modules whose submodules import torch.
 
-A package lists its public names as ordinary ``from darwinmerge.<pkg>.<mod> import ...``
-statements under ``if TYPE_CHECKING:`` (what type checkers and readers see) and ends with
-``__getattr__, __dir__ = lazy_exports(__name__, __file__)``. Importing the package, or a
+A package lists its public names twice, both static: as ordinary
+``from darwinmerge.<pkg>.<mod> import ...`` statements under ``if TYPE_CHECKING:`` (what
+type checkers and readers see) and in a table ``_EXPORTS = {name: module}``; it ends with
+``__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)``. Importing the package, or a
 light submodule of it (``darwinmerge.merge.recipe``), then loads nothing else; a public
-name is imported from its module the first time it is asked for. The ``TYPE_CHECKING``
-imports are the one list of exports: they are read from the package's source here.
+name is imported from its module the first time it is asked for. ``tests/test_lazy.py``
+checks every table against the package's imports, its ``__all__`` and the modules.
 
 A public name spelled like a submodule (``darwinmerge.health.repair``, the function, and
 ``darwinmerge/health/repair.py``) keeps meaning the export once the submodule is loaded,
@@ -14,28 +15,13 @@ as it did with eager imports: the package ignores the import system binding the 
 
 from __future__ import annotations
 
-import ast
 import importlib
 import sys
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
-__all__ = ["lazy_exports", "type_checking_imports"]
-
-
-def type_checking_imports(source: str) -> dict[str, str]:
-    """Public name -> absolute module, from the ``if TYPE_CHECKING:`` blocks of ``source``."""
-    where: dict[str, str] = {}
-    for node in ast.parse(source).body:
-        if not (isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")):
-            continue
-        for stmt in node.body:
-            if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
-                for alias in stmt.names:
-                    where[alias.asname or alias.name] = stmt.module
-    return where
+__all__ = ["lazy_exports"]
 
 
 class _LazyPackage(ModuleType):
@@ -54,11 +40,11 @@ class _LazyPackage(ModuleType):
 
 
 def lazy_exports(
-    package: str, init_file: str
+    package: str, exports: Mapping[str, str]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for ``package``: its ``TYPE_CHECKING`` imports,
-    loaded on first access (and then cached as ordinary module attributes)."""
-    where = type_checking_imports(Path(init_file).read_text(encoding="utf-8"))
+    """``__getattr__`` and ``__dir__`` for ``package``: each name of ``exports`` (name ->
+    absolute module) loaded on first access, then cached as an ordinary attribute."""
+    where = dict(exports)
     module = sys.modules[package]
     module.__class__ = _LazyPackage
     module.__dict__["__lazy_exports__"] = where

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from darwinmerge.checkpoint.model_writer import write_into_model
 from darwinmerge.health import (
     Localization,
     LocalizeOptions,
@@ -23,7 +24,6 @@ from darwinmerge.health import (
 from darwinmerge.health.localize import span_projection, typical_t
 from darwinmerge.merge import Recipe, StateDictSource, merge_into, plan_merge
 from darwinmerge.merge.recipe import Transplant
-from darwinmerge.merge.resident import write_into_model
 from darwinmerge.mri import run_scan
 
 from ..mri.conftest import batches

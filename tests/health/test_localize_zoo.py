@@ -10,9 +10,9 @@ import copy
 import pytest
 import torch
 
+from darwinmerge.checkpoint.model_writer import write_into_model
 from darwinmerge.health import apply_changes, health_check, localize
 from darwinmerge.merge import StateDictSource, merge_into, plan_merge
-from darwinmerge.merge.resident import write_into_model
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """The zoo is a plug-in of the MRI, not a dependency: mri never imports it, and the zoo
-probe set arrives through ``darwinmerge.plugins.load_plugins``."""
+probe set arrives through the probe-set registry's plug-in table."""
 
 import ast
 import json
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import darwinmerge.plugins as plugins
-from darwinmerge.errors import ConfigError
+from darwinmerge.errors import ConfigError, UnknownNameError
 from darwinmerge.mri import PROBE_SETS, resolve_probes
+from darwinmerge.registry import Registry
 
 MRI_DIR = Path(__file__).resolve().parents[2] / "src" / "darwinmerge" / "mri"
 
@@ -70,17 +70,18 @@ def test_zoo_at_dir_resolves_through_the_plug_in(tmp_path):
         resolve_probes(["builtin@x"])
 
 
-def test_load_plugins_skips_missing_and_raises_broken(monkeypatch, tmp_path):
-    assert all(plugins.load_plugins().values())
-    monkeypatch.setattr(plugins, "_loaded", {})
-    monkeypatch.setattr(plugins, "PLUGIN_MODULES", {"darwinmerge.no_such_plugin": "x"})
-    assert plugins.load_plugins() == {"darwinmerge.no_such_plugin": False}
+def test_plugin_tables_skip_missing_and_raise_broken(monkeypatch, tmp_path):
+    reg: Registry[int] = Registry("thing", plugins={"gone": "darwinmerge.no_such_plugin"})
+    assert "gone" in reg and reg.names() == ["gone"]
+    with pytest.raises(UnknownNameError, match="unknown thing 'gone'"):
+        reg.get("gone")  # not installed: the name is dropped, not an import error
+    assert "gone" not in reg
     broken = tmp_path / "broken_plugin_mod.py"
     broken.write_text("import no_such_dependency_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(plugins, "PLUGIN_MODULES", {"broken_plugin_mod": "x"})
+    reg = Registry("thing", plugins={"b": "broken_plugin_mod"})
     with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
-        plugins.load_plugins()
+        reg.get("b")
 
 
 _TASKS = """

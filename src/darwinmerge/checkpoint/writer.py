@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from darwinmerge.atomic import move_into_place, replace_file
 from darwinmerge.checkpoint.header import SAFETENSORS_DTYPES
 from darwinmerge.checkpoint.layout import SAFE_INDEX, SAFE_SINGLE
 from darwinmerge.checkpoint.shard_file import ShardFile
@@ -305,7 +306,7 @@ class CheckpointWriter:
                     f"{self.tmp_dir / final}: was written by someone else; do not "
                     "write weight files into tmp_dir"
                 )
-            os.replace(tmp_path, self.tmp_dir / final)
+            replace_file(tmp_path, self.tmp_dir / final)
             weight_map.update(dict.fromkeys(names, final))
         if n > 1:
             index = {
@@ -329,26 +330,16 @@ class CheckpointWriter:
         return self.out_dir
 
     def _move_into_place(self) -> None:
-        old: Path | None = None
-        if self.out_dir.exists():
-            if not self.force:
-                raise OutputExistsError(
-                    f"{self.out_dir}: appeared while writing; pass --force to replace it"
-                )
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{self.out_dir.name}.old-", dir=self.out_dir.parent)
+        if self.out_dir.exists() and not self.force:
+            raise OutputExistsError(
+                f"{self.out_dir}: appeared while writing; pass --force to replace it"
             )
-            os.replace(self.out_dir, old)  # replaces the empty placeholder dir
         try:
-            os.rename(self.tmp_dir, self.out_dir)
+            move_into_place(self.tmp_dir, self.out_dir)
         except OSError as exc:
-            if old is not None:
-                os.replace(old, self.out_dir)
             raise CheckpointError(
                 f"{self.out_dir}: cannot move the finished model into place ({exc})"
             ) from exc
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:
         """Drop everything written so far; ``out_dir`` is left untouched."""

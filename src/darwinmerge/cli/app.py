@@ -41,13 +41,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
 
 def _register_all() -> None:
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # command not built yet
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(name).register(app)
     order_all(app)  # every --help: inputs, output, behaviour, performance
 
 

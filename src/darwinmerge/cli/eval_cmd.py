@@ -8,11 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
+from darwinmerge.dtypes import DTYPE_NAMES, torch_dtype
 from darwinmerge.errors import CheckpointError, ConfigError
 
 __all__ = ["register", "eval_command"]
-
-_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _model_names(models: list[str]) -> list[str]:
@@ -115,7 +114,6 @@ def eval_command(
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Score models per category with 95% intervals; compare the first with the others."""
-    import torch
     from rich.console import Console
 
     from darwinmerge.evaluate import (
@@ -128,8 +126,8 @@ def eval_command(
         write_json_atomic,
     )
 
-    if dtype not in _DTYPES:
-        raise ConfigError(f"--dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+    if dtype not in DTYPE_NAMES:
+        raise ConfigError(f"--dtype {dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"--alpha must be in (0, 1), got {alpha}")
     if out is not None and out.exists() and not force:
@@ -163,7 +161,7 @@ def eval_command(
             device=device,
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
-            dtype=getattr(torch, dtype),
+            dtype=torch_dtype(dtype),
         )
         results[name] = evaluate(runner, items, scorer=scorer_obj, progress=True)
         del runner

@@ -4,12 +4,12 @@ prescription (kept only when the fitness split does not drop)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from darwinmerge.atomic import atomic_folder
 from darwinmerge.errors import ConfigError, OutputExistsError
 
 __all__ = ["health_command", "register"]
@@ -180,40 +180,36 @@ def health_command(
     )
     if run.swapped:
         console.print("note: --parents swapped to follow the recipe's order (A = t 0)")
-    tmp = out.with_name(out.name + ".tmp-health")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    run.verdict.save(tmp)
-    run.child.save(tmp, "scan_child")
-    run.parent_a.save(tmp, "scan_a")
-    run.parent_b.save(tmp, "scan_b")
-    _print_verdict(console, run.verdict)
-    sections = [health_section(run.verdict)]
-    meta: dict[str, Any] = {"child": child, "A": parents[0], "B": parents[1]}
-    if run.swapped:
-        meta["A"], meta["B"] = parents[1], parents[0]
-    meta["probes"] = ", ".join(cfg.probes)
-    if run.repair is not None:
-        rep = run.repair
-        (tmp / "repaired_recipe.yaml").write_text(rep.recipe.to_yaml(), encoding="utf-8")
-        for a in rep.attempts:
-            mark = "kept" if a.kept else "refused"
-            console.print(
-                f"repair {mark}: fitness {a.score:.4f} vs {a.reference:.4f}: {'; '.join(a.changes)}"
+    with atomic_folder(out, force=True) as tmp:  # a non-empty --out was refused above
+        run.verdict.save(tmp)
+        run.child.save(tmp, "scan_child")
+        run.parent_a.save(tmp, "scan_a")
+        run.parent_b.save(tmp, "scan_b")
+        _print_verdict(console, run.verdict)
+        sections = [health_section(run.verdict)]
+        meta: dict[str, Any] = {"child": child, "A": parents[0], "B": parents[1]}
+        if run.swapped:
+            meta["A"], meta["B"] = parents[1], parents[0]
+        meta["probes"] = ", ".join(cfg.probes)
+        if run.repair is not None:
+            rep = run.repair
+            (tmp / "repaired_recipe.yaml").write_text(rep.recipe.to_yaml(), encoding="utf-8")
+            for a in rep.attempts:
+                mark = "kept" if a.kept else "refused"
+                changes = "; ".join(a.changes)
+                console.print(
+                    f"repair {mark}: fitness {a.score:.4f} vs {a.reference:.4f}: {changes}"
+                )
+            meta["repair (fitness split)"] = (
+                f"{rep.baseline:.4f} -> {rep.score:.4f}, kept {len(rep.kept)} of "
+                f"{len(run.verdict.prescription)} change(s)"
             )
-        meta["repair (fitness split)"] = (
-            f"{rep.baseline:.4f} -> {rep.score:.4f}, kept {len(rep.kept)} of "
-            f"{len(run.verdict.prescription)} change(s)"
-        )
-        if rep.verdict_after is not None:
-            rep.verdict_after.save(tmp / "after_repair")
-            after = health_section(rep.verdict_after)
-            sections.append(after.__class__("health-after", "After the repair", after.blocks))
-            console.print("after the repair: " + rep.verdict_after.summary)
-    write_report(tmp / "report.html", "darwinmerge - Child health check", sections, meta=meta)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+            if rep.verdict_after is not None:
+                rep.verdict_after.save(tmp / "after_repair")
+                after = health_section(rep.verdict_after)
+                sections.append(after.__class__("health-after", "After the repair", after.blocks))
+                console.print("after the repair: " + rep.verdict_after.summary)
+        write_report(tmp / "report.html", "darwinmerge - Child health check", sections, meta=meta)
     console.print(f"wrote {out} (verdict.json, report.html)")
 
 

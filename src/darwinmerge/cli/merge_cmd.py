@@ -74,7 +74,6 @@ def merge(
         )
     out, overrides = output_folder(out, out_option, overrides)
     recipe = load_any_config(config, overrides)
-    _readers_for(recipe)
     if export_mergekit is not None:
         _export_mergekit(recipe, export_mergekit)
     max_bytes = _parse_size(shard_size)
@@ -150,7 +149,6 @@ def validate(
             console.print(line)
         return
     recipe = load_any_config(config, overrides or [])
-    _readers_for(recipe)
     if check_parents:
         from contextlib import ExitStack
 
@@ -199,13 +197,6 @@ def _config_kind(path: Path) -> str:
     if is_run_config(data):
         return "run"
     return "evolve" if is_evolve_config(data) else "recipe"
-
-
-def _readers_for(recipe: object) -> None:
-    """A recipe that revives experts from a saved scan needs the MRI's scan reader."""
-    revive = getattr(recipe, "revive", None)
-    if revive is not None and (isinstance(revive.scan, str) or isinstance(revive.donor_scan, str)):
-        import darwinmerge.mri.revival  # noqa: F401 - registers the "mri" scan reader
 
 
 def _parse_size(text: str) -> int:

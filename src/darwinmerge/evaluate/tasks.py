@@ -248,7 +248,10 @@ def load_jsonl(path: str | Path) -> list[TaskItem]:
 TaskSource = Callable[[str], list[TaskItem]]
 """A task source takes the text after ``name:`` in a spec and returns all items."""
 
-TASK_SOURCES: Registry[TaskSource] = Registry("task source")
+TASK_SOURCES: Registry[TaskSource] = Registry(
+    "task source",
+    plugins={"zoo": "darwinmerge.zoo.tasks", "lmeval": "darwinmerge.evaluate.lmeval_source"},
+)
 
 
 @TASK_SOURCES.register("jsonl")
@@ -279,8 +282,8 @@ def load_tasks(
     """Load items from a spec (or a list of specs, whose items are pooled; ids must stay
     unique across them) and keep one split.
 
-    Specs: ``"zoo"`` / ``"zoo:ARG"`` (registered by the zoo plug-in, loaded through
-    :func:`darwinmerge.plugins.load_plugins` on a miss; this module never imports it),
+    Specs: ``"zoo"`` / ``"zoo:ARG"`` (registered by the zoo plug-in, imported when the name
+    is first asked for: :data:`TASK_SOURCES`' plug-in table; this module never imports it),
     ``"jsonl:PATH"``, a bare path to a file or directory, ``"lmeval:TASK[@INCLUDE_PATH]"``.
     """
     if not isinstance(spec, str):
@@ -292,10 +295,6 @@ def load_tasks(
         check_unique_ids(pooled, " + ".join(spec))
         return pooled
     name, sep, arg = spec.partition(":")
-    if name not in TASK_SOURCES:
-        from darwinmerge.plugins import load_plugins
-
-        load_plugins()
     if not sep and name not in TASK_SOURCES and Path(spec).exists():
         name, arg = "jsonl", spec
     elif sep and name not in TASK_SOURCES and Path(spec).exists():

@@ -14,7 +14,6 @@ Run folder (``RUN``)::
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from darwinmerge.atomic import write_text_atomic
+from darwinmerge.atomic import atomic_folder, write_text_atomic
 from darwinmerge.errors import ConfigError, EvaluationError, OutputExistsError
 from darwinmerge.evolve.check import check_evolve_config
 from darwinmerge.evolve.config import EvolveConfig
@@ -477,20 +476,15 @@ def _write_child(
 
     recipe = Recipe.from_yaml(winner_yaml, source=str(out / WINNER_FILE))
     final = out / "child"
-    tmp = out / f".child.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    merge_to_disk(recipe, tmp, device="cpu")
     search, scores = _summary_md(payload, selection)
-    write_model_card(
-        tmp,
-        base_models=[p.path for p in recipe.parents],
-        recipe_yaml=winner_yaml,
-        title=f"{out.name}: darwinmerge evolved {recipe.method} merge",
-        method=recipe.method,
-        extra_sections={"Scores (test split)": scores, "Search": search},
-    )
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_folder(final, force=True) as tmp:
+        merge_to_disk(recipe, tmp, device="cpu", force=True)
+        write_model_card(
+            tmp,
+            base_models=[p.path for p in recipe.parents],
+            recipe_yaml=winner_yaml,
+            title=f"{out.name}: darwinmerge evolved {recipe.method} merge",
+            method=recipe.method,
+            extra_sections={"Scores (test split)": scores, "Search": search},
+        )
     return final

@@ -31,7 +31,17 @@ from darwinmerge.registry import Registry
 if TYPE_CHECKING:  # numpy loads when a genome is decoded, not when a config is checked
     import numpy as np
 
-__all__ = ["Gene", "GeneValue", "GenomeSpace", "SPACES", "SpaceContext", "SpaceFactory"]
+__all__ = [
+    "Gene",
+    "GeneValue",
+    "GenomeSpace",
+    "PriorRule",
+    "SPACES",
+    "SpaceContext",
+    "SpaceFactory",
+    "SpaceKind",
+    "genome_space",
+]
 
 GeneValue = float | int | str
 
@@ -235,4 +245,51 @@ class GenomeSpace(ABC):
 #: ``factory(config, ctx) -> GenomeSpace``; one per ``SpaceConfig.kind``.
 SpaceFactory = Callable[[Any, SpaceContext], GenomeSpace]
 
-SPACES: Registry[SpaceFactory] = Registry("genome space")
+#: ``rule(space, evidence, builder)``: a space's MRI prior (``evolve/prior_rules.py``).
+PriorRule = Callable[[Any, Any, Any], None]
+
+
+@dataclass(frozen=True)
+class SpaceKind:
+    """One kind of genome space, registered in one place by :func:`genome_space`: its
+    config model (a pydantic model whose ``kind`` is ``Literal[name]``), its factory and
+    the rule of its MRI prior, as ``"module:function"`` (imported on first use: the rules
+    need numpy, the config models do not)."""
+
+    name: str
+    config: type[Any]
+    build: SpaceFactory
+    prior_rule: str
+
+    @property
+    def prior(self) -> PriorRule:
+        """The prior rule, imported."""
+        import importlib
+
+        module, _, function = self.prior_rule.partition(":")
+        rule: PriorRule = getattr(importlib.import_module(module), function)
+        return rule
+
+
+#: The genome space kinds; each module registers its own with :func:`genome_space`.
+SPACES: Registry[SpaceKind] = Registry(
+    "genome space",
+    plugins={
+        "seed": "darwinmerge.evolve.space_seed",
+        "layerwise": "darwinmerge.evolve.space_layerwise",
+        "mergekit_evolve": "darwinmerge.evolve.space_mergekit",
+    },
+)
+
+
+def genome_space(
+    name: str, *, config: type[Any], prior: str
+) -> Callable[[SpaceFactory], SpaceFactory]:
+    """Decorator of a space's factory: registers the kind ``name`` in :data:`SPACES`
+    with its config model and its prior rule (``"module:function"``)."""
+
+    def decorator(build: SpaceFactory) -> SpaceFactory:
+        SPACES.register(name)(SpaceKind(name, config, build, prior))
+        return build
+
+    return decorator

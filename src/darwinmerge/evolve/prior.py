@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.evolve.genes import GenomeSpace
+from darwinmerge.evolve.genes import SPACES, GenomeSpace
 
 __all__ = [
     "KAPPA",
@@ -249,8 +249,6 @@ def mri_prior(
     base_scan: Any = None,
 ) -> Prior:
     """The scan-informed prior of ``space`` (rules per space in docs/evolve.md)."""
-    from darwinmerge.evolve.prior_rules import PRIOR_RULES
-
     if comparison.num_layers != space.ctx.num_layers:
         raise ConfigError(
             f"prior: the scans have {comparison.num_layers} layers, the parents "
@@ -268,7 +266,7 @@ def mri_prior(
         )
     ev = scan_evidence(comparison, scan_a, scan_b, target=target, base_scan=base_scan)
     builder = _Builder(space)
-    PRIOR_RULES.get(space.name)(space, ev, builder)
+    SPACES.get(space.name).prior(space, ev, builder)
     return builder.build()
 
 

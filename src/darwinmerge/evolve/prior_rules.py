@@ -1,11 +1,11 @@
 """Per-space rules of the MRI prior: scan evidence -> gene means and confidences.
 
-One registered function per genome space kind (docs/evolve.md, "Prior")."""
+One function per genome space kind (docs/evolve.md, "Prior"); each space registers
+its rule with itself (:func:`darwinmerge.evolve.genes.genome_space`)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,12 +13,8 @@ import numpy as np
 from darwinmerge.evolve.genes import GenomeSpace
 from darwinmerge.evolve.prior import HEALTH_TIE, ScanEvidence, _t
 from darwinmerge.merge.recipe import MERGED
-from darwinmerge.registry import Registry
 
-__all__ = ["PRIOR_RULES", "segments"]
-
-PriorRule = Callable[[Any, ScanEvidence, Any], None]
-PRIOR_RULES: Registry[PriorRule] = Registry("prior rule")
+__all__ = ["layerwise_prior", "mergekit_prior", "seed_prior", "segments"]
 
 
 def segments(layer_z: np.ndarray, golden: int | None, max_blocks: int) -> list[list[int]]:
@@ -82,8 +78,7 @@ def _densities(space: GenomeSpace, ev: ScanEvidence, builder: Any) -> None:
             builder.set(name, value, 0.5, f"1 - dead-expert share {dead:.3f}")
 
 
-@PRIOR_RULES.register("seed")
-def _seed(space: Any, ev: ScanEvidence, builder: Any) -> None:
+def seed_prior(space: Any, ev: ScanEvidence, builder: Any) -> None:
     K, L = space.config.max_blocks, space.ctx.num_layers
     segs = segments(ev.layer_z, ev.golden, K)
     builder.set(
@@ -147,8 +142,7 @@ def _layer_curve(ev: ScanEvidence, positions: list[float]) -> tuple[np.ndarray, 
     return np.interp(positions, grid, t), np.interp(positions, grid, ev.layer_conf)
 
 
-@PRIOR_RULES.register("layerwise")
-def _layerwise(space: Any, ev: ScanEvidence, builder: Any) -> None:
+def layerwise_prior(space: Any, ev: ScanEvidence, builder: Any) -> None:
     from darwinmerge.evolve.space_layerwise import LAYERWISE_GROUPS
 
     t, conf = _layer_curve(ev, space.anchor_positions())
@@ -164,8 +158,7 @@ def _layerwise(space: Any, ev: ScanEvidence, builder: Any) -> None:
     _densities(space, ev, builder)
 
 
-@PRIOR_RULES.register("mergekit_evolve")
-def _mergekit(space: Any, ev: ScanEvidence, builder: Any) -> None:
+def mergekit_prior(space: Any, ev: ScanEvidence, builder: Any) -> None:
     if len(space.models) != 2:
         return  # the scans compare two parents; more models start blind
     cfg = space.config

@@ -1,27 +1,29 @@
 """Genome spaces chosen in the config: :data:`SpaceConfig` and :func:`build_space`.
 
-``SpaceConfig`` is a pydantic discriminated union on ``kind`` (``seed`` |
-``layerwise`` | ``mergekit_evolve``); each kind's factory is registered in
-:data:`~darwinmerge.evolve.genes.SPACES` by its module.
+``SpaceConfig`` is a pydantic discriminated union on ``kind`` of the config models of
+every kind registered in :data:`~darwinmerge.evolve.genes.SPACES` (``layerwise`` |
+``mergekit_evolve`` | ``seed``). A kind registers its config model, its factory and its
+MRI prior rule in one place, its module's :func:`~darwinmerge.evolve.genes.genome_space`
+decorator; :data:`SPACES` names the modules (the static table a test checks).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
 from darwinmerge.evolve.genes import SPACES, GenomeSpace, SpaceContext
-from darwinmerge.evolve.space_layerwise import LayerwiseSpaceConfig
-from darwinmerge.evolve.space_mergekit import MergekitEvolveSpaceConfig
-from darwinmerge.evolve.space_seed import SeedSpaceConfig
 
 __all__ = ["SPACE_ADAPTER", "SpaceConfig", "SpaceContext", "build_space", "parse_space_config"]
 
-SpaceConfig = Annotated[
-    SeedSpaceConfig | LayerwiseSpaceConfig | MergekitEvolveSpaceConfig,
-    Field(discriminator="kind"),
-]
+if TYPE_CHECKING:
+    SpaceConfig = Any
+else:
+    SpaceConfig = Annotated[
+        Union[tuple(SPACES.get(kind).config for kind in SPACES.names())],  # noqa: UP007
+        Field(discriminator="kind"),
+    ]
 
 SPACE_ADAPTER: TypeAdapter[SpaceConfig] = TypeAdapter(SpaceConfig)
 
@@ -33,4 +35,4 @@ def parse_space_config(data: object) -> SpaceConfig:
 
 def build_space(config: SpaceConfig, ctx: SpaceContext) -> GenomeSpace:
     """The genome space ``config`` describes, on the parents of ``ctx``."""
-    return SPACES.get(config.kind)(config, ctx)
+    return SPACES.get(config.kind).build(config, ctx)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.evolve.genes import SPACES, Gene, GeneValue, GenomeSpace, SpaceContext
+from darwinmerge.evolve.genes import Gene, GeneValue, GenomeSpace, SpaceContext, genome_space
 from darwinmerge.merge.recipe import Recipe
 
 __all__ = ["LAYERWISE_GROUPS", "LayerwiseSpace", "LayerwiseSpaceConfig"]
@@ -103,6 +103,8 @@ class LayerwiseSpace(GenomeSpace):
         return self._parse(data)
 
 
-@SPACES.register("layerwise")
+@genome_space(
+    "layerwise", config=LayerwiseSpaceConfig, prior="darwinmerge.evolve.prior_rules:layerwise_prior"
+)
 def _build_layerwise(config: LayerwiseSpaceConfig, ctx: SpaceContext) -> GenomeSpace:
     return LayerwiseSpace(config, ctx)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.evolve.genes import SPACES, Gene, GeneValue, GenomeSpace, SpaceContext
+from darwinmerge.evolve.genes import Gene, GeneValue, GenomeSpace, SpaceContext, genome_space
 from darwinmerge.merge.mergekit_io import recipe_from_mergekit
 from darwinmerge.merge.recipe import Recipe
 
@@ -258,6 +258,10 @@ class MergekitEvolveSpace(GenomeSpace):
         return self._parse(data)
 
 
-@SPACES.register("mergekit_evolve")
+@genome_space(
+    "mergekit_evolve",
+    config=MergekitEvolveSpaceConfig,
+    prior="darwinmerge.evolve.prior_rules:mergekit_prior",
+)
 def _build_mergekit(config: MergekitEvolveSpaceConfig, ctx: SpaceContext) -> GenomeSpace:
     return MergekitEvolveSpace(config, ctx)

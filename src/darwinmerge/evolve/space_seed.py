@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.evolve.genes import SPACES, Gene, GeneValue, GenomeSpace, SpaceContext
+from darwinmerge.evolve.genes import Gene, GeneValue, GenomeSpace, SpaceContext, genome_space
 from darwinmerge.merge.recipe import MERGED, Recipe
 
 __all__ = ["SeedSpace", "SeedSpaceConfig", "seed_blocks"]
@@ -163,6 +163,6 @@ class SeedSpace(GenomeSpace):
         return {"blocks": "; ".join(parts)}
 
 
-@SPACES.register("seed")
+@genome_space("seed", config=SeedSpaceConfig, prior="darwinmerge.evolve.prior_rules:seed_prior")
 def _build_seed(config: SeedSpaceConfig, ctx: SpaceContext) -> GenomeSpace:
     return SeedSpace(config, ctx)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from darwinmerge.dtypes import torch_dtype
 from darwinmerge.errors import EvaluationError, MissingDependencyError
 from darwinmerge.evaluate.tasks import TaskItem
 from darwinmerge.evolve.early_stop import EarlyStopRule, category_counts, fitness_of
@@ -103,14 +104,13 @@ class CandidateResult:
 
 
 def _load_model(path: str, dtype: str) -> Any:
-    import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
     finally:
         if shown:  # leave the bars as the caller had them
             hf_logging.enable_progress_bar()
@@ -145,7 +145,9 @@ class CandidateWorker:
             print(f"backend {spec.backend} -> transformers: {reason}", file=sys.stderr, flush=True)
             spec = dataclasses.replace(spec, backend="transformers")
             self.spec = spec
-        self.sources = [StateDictSource.from_model(_load_model(p, spec.dtype)) for p in paths]
+        #: the resident parents (and base): the sources share their storage
+        self.models = [_load_model(p, spec.dtype) for p in paths]
+        self.sources = [StateDictSource.from_model(m) for m in self.models]
         child = _load_model(spec.parents[0][1], spec.dtype)
         self.backend = make_backend(
             spec.backend,
@@ -154,7 +156,7 @@ class CandidateWorker:
             device=spec.device,
             batch_size=spec.batch_size,
             max_new_tokens=spec.max_new_tokens,
-            dtype=getattr(torch, spec.dtype),
+            dtype=torch_dtype(spec.dtype),
         )
         self.child: Any = getattr(self.backend, "model", child)
 
@@ -171,7 +173,8 @@ class CandidateWorker:
         from darwinmerge.merge.executor import StateDictSource
 
         spec = self.spec
-        self.sources = [StateDictSource.from_model(_load_model(p, spec.dtype)) for p in paths]
+        self.models = [_load_model(p, spec.dtype) for p in paths]
+        self.sources = [StateDictSource.from_model(m) for m in self.models]
         self.child = _load_model(spec.parents[0][1], spec.dtype)
         engine_cls: Any = SGLangBackend if spec.backend == "sglang" else VLLMBackend
         self.engine = engine_cls(
@@ -275,9 +278,9 @@ class CandidateWorker:
     def evaluate_model(self, which: str, items: Sequence[TaskItem]) -> Any:
         """Full evaluation (an ``EvalResult``, no early stop) of a recipe YAML, or of a
         parent when ``which`` is ``"parent:NAME"`` (its weights written into the child)."""
+        from darwinmerge.checkpoint.model_writer import write_into_model
         from darwinmerge.evaluate.results import evaluate
         from darwinmerge.merge.recipe import Recipe
-        from darwinmerge.merge.resident import write_into_model
 
         if which.startswith("parent:"):
             names = [n for n, _ in self.spec.parents]
@@ -300,14 +303,23 @@ class CandidateWorker:
     def _scorer(self) -> str:
         return self.spec.scorer if self.spec.score == "accuracy" else self.spec.score
 
-    def fitness(self, recipe_yaml: str, items: Sequence[TaskItem]) -> tuple[float, int]:
-        """(fitness, items) of a recipe on ``items`` with the search's own score (the
-        macro mean over the spec's categories), all items, no early stop: the
-        re-scoring of the best candidates on fresh fitness items."""
-        from darwinmerge.evaluate.results import category_values, evaluate
+    def merged(self, recipe: Any) -> Any:
+        """The resident child with ``recipe`` (a Recipe or its YAML) merged into it."""
         from darwinmerge.merge.recipe import Recipe
 
-        self._apply(Recipe.from_yaml(recipe_yaml, source="re-scored candidate"))
+        if isinstance(recipe, str):
+            recipe = Recipe.from_yaml(recipe, source="re-scored candidate")
+        self._apply(recipe)
+        return self.child
+
+    def fitness(self, recipe: Any, items: Sequence[TaskItem]) -> tuple[float, int]:
+        """(fitness, items) of a recipe (a Recipe or its YAML) on ``items`` with the
+        search's own score (the macro mean over the spec's categories), all items, no
+        early stop: the re-scoring of the best candidates on fresh fitness items, and the
+        health check's repair (:class:`darwinmerge.health.fitness.ResidentFitness`)."""
+        from darwinmerge.evaluate.results import category_values, evaluate
+
+        self.merged(recipe)
         ev = evaluate(self.backend, list(items), scorer=self._scorer, chunk_size=256)
         if self.spec.score == "accuracy":
             return fitness_of(category_counts(ev.items), self.spec.categories), ev.n

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from darwinmerge.lazy import lazy_exports
 
-if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
+if TYPE_CHECKING:  # the exports, imported on first use (_EXPORTS below)
     from darwinmerge.health.apply import (
         LAYER_COMPONENTS,
         apply_changes,
@@ -44,7 +44,47 @@ if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
         Verdict,
     )
 
-__getattr__, __dir__ = lazy_exports(__name__, __file__)
+#: export -> the module that defines it, imported on first use (tests/test_lazy.py
+#: checks this table against the imports above and against the modules)
+_EXPORTS = {
+    "LAYER_COMPONENTS": "darwinmerge.health.apply",
+    "apply_changes": "darwinmerge.health.apply",
+    "apply_prescription": "darwinmerge.health.apply",
+    "layer_t": "darwinmerge.health.apply",
+    "MoveLayerT": "darwinmerge.health.changes",
+    "RecipeChange": "darwinmerge.health.changes",
+    "Revive": "darwinmerge.health.changes",
+    "ScaleDensity": "darwinmerge.health.changes",
+    "SetLayerT": "darwinmerge.health.changes",
+    "SetRouter": "darwinmerge.health.changes",
+    "change_from_dict": "darwinmerge.health.changes",
+    "change_to_dict": "darwinmerge.health.changes",
+    "check_comparable": "darwinmerge.health.check",
+    "flag_strength": "darwinmerge.health.check",
+    "health_check": "darwinmerge.health.check",
+    "layer_flags": "darwinmerge.health.check",
+    "prescribe": "darwinmerge.health.check",
+    "prescribe_localized": "darwinmerge.health.check",
+    "Localization": "darwinmerge.health.localize",
+    "LocalizeOptions": "darwinmerge.health.localize",
+    "localize": "darwinmerge.health.localize",
+    "HealthOptions": "darwinmerge.health.options",
+    "HealthRun": "darwinmerge.health.pipeline",
+    "order_parents": "darwinmerge.health.pipeline",
+    "run_health": "darwinmerge.health.pipeline",
+    "saved_parent_scans": "darwinmerge.health.pipeline",
+    "RepairAttempt": "darwinmerge.health.repair",
+    "RepairResult": "darwinmerge.health.repair",
+    "repair": "darwinmerge.health.repair",
+    "summarise_verdict": "darwinmerge.health.summary",
+    "VERDICT_FILE": "darwinmerge.health.verdict",
+    "CategoryLoss": "darwinmerge.health.verdict",
+    "LayerFlag": "darwinmerge.health.verdict",
+    "RoutingFlag": "darwinmerge.health.verdict",
+    "Verdict": "darwinmerge.health.verdict",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "LAYER_COMPONENTS",

@@ -1,7 +1,9 @@
-"""The real ``merge_and_score`` of the repair loop: a resident child, re-merged in memory
-for each recipe, scored with :class:`~darwinmerge.evaluate.TransformersBackend` on the
-given items (the caller passes the **fitness** split), and rescanned on probes for the
-re-check."""
+"""The real ``merge_and_score`` of the repair loop: the search's own candidate scorer
+(:class:`~darwinmerge.evolve.workers.CandidateWorker`), so a repair is judged by the
+same code as the search: parents resident once, each recipe re-merged in memory into
+one resident child and scored on the given items (the caller passes the **fitness**
+split) with the search's fitness (the macro mean over the items' categories), and the
+child rescanned on probes for the re-check."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from typing import Any
 
 import torch
 
-from darwinmerge.evaluate import TaskItem, TransformersBackend, evaluate
+from darwinmerge.dtypes import dtype_name
+from darwinmerge.errors import ConfigError
+from darwinmerge.evaluate import TaskItem
+from darwinmerge.evolve.workers import CandidateWorker, WorkerSpec
 from darwinmerge.merge.recipe import Recipe
 from darwinmerge.mri.probes import ProbeBatches
 from darwinmerge.mri.scan import Scan, ScanOptions, run_scan
@@ -18,15 +23,15 @@ from darwinmerge.mri.scan import Scan, ScanOptions, run_scan
 __all__ = ["ResidentFitness"]
 
 
-def _load(path: str, dtype: torch.dtype) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+def _paths(recipe: Recipe) -> list[str]:
+    return [p.path for p in recipe.parents] + ([recipe.base] if recipe.base else [])
 
 
 class ResidentFitness:
-    """Parents loaded once; every call merges ``recipe`` into one resident child and
-    returns its macro accuracy on ``items``. ``scan(recipe, batches)`` rescans the child.
+    """A :class:`CandidateWorker` for the recipes of one child: every call merges
+    ``recipe`` into the resident child and returns its fitness on ``items`` (``scorer``
+    and ``score`` as in the search's :class:`WorkerSpec`; a run passes its search's).
+    ``scan(recipe, batches)`` rescans the child.
 
     Recipes must keep the parents (names and paths) of the recipe it was built with.
     """
@@ -40,56 +45,41 @@ class ResidentFitness:
         dtype: torch.dtype = torch.float32,
         batch_size: int = 32,
         max_new_tokens: int = 32,
+        scorer: str = "auto",
+        score: str = "accuracy",
     ) -> None:
-        from darwinmerge.checkpoint.tokenizer import load_tokenizer
-        from darwinmerge.merge.executor import StateDictSource
-
         self.items = list(items)
-        self.paths = [p.path for p in recipe.parents] + ([recipe.base] if recipe.base else [])
-        self.parents = [_load(p, dtype) for p in self.paths]
-        self.sources = [StateDictSource.from_model(m) for m in self.parents]
-        donor = recipe.parents[[p.name for p in recipe.parents].index(recipe.donor_name)].path
-        child = _load(donor, dtype)
-        self.backend = TransformersBackend(
-            child,
-            load_tokenizer(donor),
-            device=device,
-            dtype=dtype,
+        self.paths = _paths(recipe)
+        spec = WorkerSpec(
+            parents=tuple((p.name, p.path) for p in recipe.parents),
+            base=recipe.base,
+            items=tuple(self.items),
+            categories=tuple(sorted({it.category for it in self.items})),
+            scorer=scorer,
+            score=score,
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
+            device=device,
+            dtype=dtype_name(dtype),
+            threads=torch.get_num_threads(),  # the caller's: the worker sets its own
         )
-        self._resident: Any = None
-        try:  # the incremental resident merge, when the engine provides it
-            from darwinmerge.merge.planner import match_parents
-            from darwinmerge.merge.resident import ResidentMerge
+        self.worker = CandidateWorker(spec, "repair")
+        self.backend: Any = self.worker.backend
+        #: the resident parents (and base), as loaded models
+        self.parents: list[Any] = self.worker.models
 
-            self._resident = ResidentMerge(
-                self.backend.model, self.sources, match_parents(recipe, self.sources)
-            )
-        except ImportError:
-            self._resident = None
-        self.calls = 0
+    def _check(self, recipe: Recipe) -> Recipe:
+        if _paths(recipe) != self.paths:
+            raise ConfigError("ResidentFitness: the recipe's parents differ from the loaded ones")
+        return recipe
 
     def merge(self, recipe: Recipe) -> torch.nn.Module:
         """Merge ``recipe`` into the resident child and return it."""
-        paths = [p.path for p in recipe.parents] + ([recipe.base] if recipe.base else [])
-        if paths != self.paths:
-            from darwinmerge.errors import ConfigError
-
-            raise ConfigError("ResidentFitness: the recipe's parents differ from the loaded ones")
-        if self._resident is not None:
-            self._resident.apply(recipe)
-        else:
-            from darwinmerge.merge import merge_into, plan_merge
-
-            merge_into(plan_merge(recipe, self.sources), self.sources, self.backend.model)
-        model: torch.nn.Module = self.backend.model
+        model: torch.nn.Module = self.worker.merged(self._check(recipe))
         return model
 
     def __call__(self, recipe: Recipe) -> float:
-        self.merge(recipe)
-        self.calls += 1
-        return float(evaluate(self.backend, self.items).overall.score)
+        return self.worker.fitness(self._check(recipe), self.items)[0]
 
     def scan(
         self,

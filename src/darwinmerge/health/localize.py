@@ -161,14 +161,13 @@ def span_projection(
 
 def _span_model(
     child: nn.Module,
-    layers_c: Sequence[nn.Module],
     layers_a: Sequence[nn.Module],
     layers_b: Sequence[nn.Module],
     comps: list[dict[str, str]],
     t_ref: dict[str, float],
 ) -> tuple[nn.Module, Sequence[nn.Module]]:
     """A copy of the child whose every decoder layer is ``A + t_ref[c] (B - A)``."""
-    from darwinmerge.merge.resident import write_into_model
+    from darwinmerge.checkpoint.model_writer import write_into_model
     from darwinmerge.mri.layout import resolve_layout
 
     model = copy.deepcopy(child)
@@ -275,7 +274,7 @@ def localize(
             span_t.setdefault(comp, [float("nan")] * L)[i] = ts[comp]
             span_dist.setdefault(comp, [float("nan")] * L)[i] = ds[comp]
     t_ref = typical_t(span_t)
-    span_model, _ = _span_model(child, lc, la, lb, comps, t_ref)
+    span_model, _ = _span_model(child, la, lb, comps, t_ref)
     swapped: dict[str, np.ndarray] = {}
     loss = np.zeros(0)
     for name, source in (("span", span_model), ("A", parent_a), ("B", parent_b)):

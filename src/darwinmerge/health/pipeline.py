@@ -114,12 +114,15 @@ def run_health(
     progress: ProgressFactory | None = None,
     localize_options: LocalizeOptions | None = None,
     locate: bool = True,
+    scorer: str = "auto",
+    score: str = "accuracy",
 ) -> HealthRun:
     """Scan, localize (unless ``locate`` is off: three swap scans of the child, against
     parent A, parent B and the parents' span), check and (with ``fitness_items`` and a
     ``recipe``) repair in up to ``rounds`` rounds (rescan, localize and re-check after
     each kept one). Parents follow the recipe's order when one is given (swapped if
-    needed)."""
+    needed). The repair scores with the search's scorer (``scorer``, ``score``: see
+    :class:`~darwinmerge.evolve.workers.WorkerSpec`)."""
     swapped = order_parents(recipe, parent_a, parent_b) if recipe is not None else False
     if swapped:
         parent_a, parent_b = parent_b, parent_a
@@ -139,7 +142,7 @@ def run_health(
     from darwinmerge.health.fitness import ResidentFitness
     from darwinmerge.mri.probes import resolve_probes, tokenize_probes
 
-    fitness = ResidentFitness(recipe, fitness_items, device=cfg.device)
+    fitness = ResidentFitness(recipe, fitness_items, device=cfg.device, scorer=scorer, score=score)
     batches = tokenize_probes(
         resolve_probes(cfg.probes),
         fitness.backend.tokenizer,

@@ -3,7 +3,8 @@ fitness score does not drop.
 
 The scoring function is injected (``merge_and_score(recipe) -> float``, higher is
 better, on the **fitness** split: the test split never decides anything). The real one
-is :class:`darwinmerge.health.fitness.ResidentFitness`.
+is :class:`darwinmerge.health.fitness.ResidentFitness`, the search's own candidate
+scorer.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from darwinmerge.atomic import write_text_atomic
 from darwinmerge.errors import CheckpointError
 from darwinmerge.health.changes import RecipeChange, change_from_dict, change_to_dict
 
@@ -155,9 +156,7 @@ class Verdict:
     def save(self, out_dir: str | Path) -> Path:
         p = Path(out_dir) / VERDICT_FILE
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
-        tmp.replace(p)
+        write_text_atomic(p, json.dumps(self.to_dict(), indent=1))
         return p
 
     @classmethod

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 from darwinmerge.lazy import lazy_exports
 
-if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
+if TYPE_CHECKING:  # the exports, imported on first use (_EXPORTS below)
     from darwinmerge.merge.api import RECIPE_FILE, MergeResult, merge_to_disk, open_sources
     from darwinmerge.merge.executor import StateDictSource, execute_plan, merge_into, run_job
     from darwinmerge.merge.mergekit_io import (
@@ -46,7 +46,52 @@ if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
     )
     from darwinmerge.merge.revive import SCAN_READERS, DeadExperts, read_dead_experts
 
-__getattr__, __dir__ = lazy_exports(__name__, __file__)
+#: export -> the module that defines it, imported on first use (tests/test_lazy.py
+#: checks this table against the imports above and against the modules)
+_EXPORTS = {
+    "RECIPE_FILE": "darwinmerge.merge.api",
+    "MergeResult": "darwinmerge.merge.api",
+    "merge_to_disk": "darwinmerge.merge.api",
+    "open_sources": "darwinmerge.merge.api",
+    "StateDictSource": "darwinmerge.merge.executor",
+    "execute_plan": "darwinmerge.merge.executor",
+    "merge_into": "darwinmerge.merge.executor",
+    "run_job": "darwinmerge.merge.executor",
+    "apply_overrides": "darwinmerge.merge.mergekit_io",
+    "is_mergekit_config": "darwinmerge.merge.mergekit_io",
+    "load_any_config": "darwinmerge.merge.mergekit_io",
+    "recipe_from_mergekit": "darwinmerge.merge.mergekit_io",
+    "recipe_to_mergekit": "darwinmerge.merge.mergekit_io",
+    "Fetch": "darwinmerge.merge.planner",
+    "MatchedTensor": "darwinmerge.merge.planner",
+    "Matching": "darwinmerge.merge.planner",
+    "MergePlan": "darwinmerge.merge.planner",
+    "TensorJob": "darwinmerge.merge.planner",
+    "TensorSource": "darwinmerge.merge.planner",
+    "assign": "darwinmerge.merge.planner",
+    "match_parents": "darwinmerge.merge.planner",
+    "plan_merge": "darwinmerge.merge.planner",
+    "MERGED": "darwinmerge.merge.recipe",
+    "ParentSpec": "darwinmerge.merge.recipe",
+    "Recipe": "darwinmerge.merge.recipe",
+    "Revive": "darwinmerge.merge.recipe",
+    "RouterRule": "darwinmerge.merge.recipe",
+    "Rule": "darwinmerge.merge.recipe",
+    "Transplant": "darwinmerge.merge.recipe",
+    "load_recipe": "darwinmerge.merge.recipe",
+    "resolve_router": "darwinmerge.merge.recipe",
+    "resolve_schedule": "darwinmerge.merge.recipe",
+    "ApplyStats": "darwinmerge.merge.resident",
+    "ModelWriter": "darwinmerge.merge.resident",
+    "ResidentMerge": "darwinmerge.merge.resident",
+    "job_signature": "darwinmerge.merge.resident",
+    "write_into_model": "darwinmerge.merge.resident",
+    "SCAN_READERS": "darwinmerge.merge.revive",
+    "DeadExperts": "darwinmerge.merge.revive",
+    "read_dead_experts": "darwinmerge.merge.revive",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "MERGED",

@@ -21,12 +21,14 @@ from typing import Any
 
 import torch
 
+from darwinmerge.checkpoint.model_writer import ModelWriter
+from darwinmerge.dtypes import DTYPE_NAMES, torch_dtype
 from darwinmerge.errors import MergeError
 from darwinmerge.merge.buffers import BufferPool
 from darwinmerge.merge.ops import METHODS, apply_method
 from darwinmerge.merge.ops.fused import intra_threads
 from darwinmerge.merge.planner import Fetch, MergePlan, TensorJob, TensorSource
-from darwinmerge.merge.resident import ModelWriter, write_into_dict
+from darwinmerge.merge.resident import write_into_dict
 
 __all__ = [
     "BLOCK_BYTES",
@@ -42,7 +44,8 @@ __all__ = [
     "merge_into",
 ]
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: dtype name -> torch dtype (the names of :mod:`darwinmerge.dtypes`)
+DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}
 
 
 class StateDictSource:

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from darwinmerge.config.errors import config_error, format_validation_error
+from darwinmerge.dtypes import DTypeName
 from darwinmerge.errors import ConfigError
 from darwinmerge.merge.methods import METHODS, MergeMethod, ParamSpec
 
@@ -211,7 +212,7 @@ class Recipe(_Frozen):
     revive: Revive | None = None
     donor: str | None = None
     unknown_tensors: Literal["error", "donor"] = "error"
-    dtype: Literal["float32", "float16", "bfloat16"] | None = None
+    dtype: DTypeName | None = None
     seed: int = 0
     #: layer stacking (frankenmerges, depth up-scaling): the child's layers are these
     #: slices in order; the donor gives the config, side files and tensors outside layers

@@ -9,7 +9,8 @@ routing no tokens to the revived expert). The planner applies them with the ordi
 
 The merge layer does not read MRI scans itself (it sits below the MRI): a reader that
 turns a saved scan into dead experts registers in :data:`SCAN_READERS`
-(``darwinmerge.mri.revival`` registers the MRI's; the ``darwin`` CLI imports it).
+(``darwinmerge.mri.revival`` registers the MRI's; it is imported the first time a
+reader is asked for).
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class DeadExperts:
 #: ``None`` when ``path`` is not in the reader's format (the next reader is tried).
 ScanReader = Callable[[Path, float], DeadExperts | None]
 
-SCAN_READERS: Registry[ScanReader] = Registry("scan reader")
+#: the MRI registers its reader (the merge sits below the MRI and never imports it)
+SCAN_READERS: Registry[ScanReader] = Registry(
+    "scan reader", plugins={"mri": "darwinmerge.mri.revival"}
+)
 
 _CACHE: dict[tuple[str, int, float], DeadExperts] = {}
 
@@ -62,10 +66,6 @@ def read_dead_experts(
     key = (str(path.resolve()), stamp, float(threshold))
     if key in _CACHE:
         return _CACHE[key]
-    if not len(SCAN_READERS):  # readers register by import: ask the plug-in list on a miss
-        from darwinmerge.plugins import load_plugins
-
-        load_plugins()
     if not len(SCAN_READERS):
         raise ConfigError(
             f"{field}: no scan reader is registered to read {path}; import "

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 from darwinmerge.lazy import lazy_exports
 
-if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
+if TYPE_CHECKING:  # the exports, imported on first use (_EXPORTS below)
     from darwinmerge.mri.capture import TIE_TOLERANCE, Capture, CaptureRecord, LayerInputs
     from darwinmerge.mri.compare import (
         SWAP_BUDGET_BYTES,
@@ -60,7 +60,65 @@ if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
     )
     from darwinmerge.mri.weights import WeightScan, weight_scan
 
-__getattr__, __dir__ = lazy_exports(__name__, __file__)
+#: export -> the module that defines it, imported on first use (tests/test_lazy.py
+#: checks this table against the imports above and against the modules)
+_EXPORTS = {
+    "TIE_TOLERANCE": "darwinmerge.mri.capture",
+    "Capture": "darwinmerge.mri.capture",
+    "CaptureRecord": "darwinmerge.mri.capture",
+    "LayerInputs": "darwinmerge.mri.capture",
+    "SWAP_BUDGET_BYTES": "darwinmerge.mri.compare",
+    "ComparisonScan": "darwinmerge.mri.compare",
+    "SwapResult": "darwinmerge.mri.compare",
+    "compare_scans": "darwinmerge.mri.compare",
+    "hidden_bytes": "darwinmerge.mri.compare",
+    "spearman": "darwinmerge.mri.compare",
+    "swap_chunks": "darwinmerge.mri.compare",
+    "swap_scan": "darwinmerge.mri.compare",
+    "swapped_layer": "darwinmerge.mri.compare",
+    "DEAD_ABS_THRESHOLD": "darwinmerge.mri.config",
+    "DEAD_THRESHOLD": "darwinmerge.mri.config",
+    "MriConfig": "darwinmerge.mri.config",
+    "ResolvedLayout": "darwinmerge.mri.layout",
+    "family_of": "darwinmerge.mri.layout",
+    "family_spec": "darwinmerge.mri.layout",
+    "resolve_layout": "darwinmerge.mri.layout",
+    "angular_distance_last": "darwinmerge.mri.metrics",
+    "block_influence": "darwinmerge.mri.metrics",
+    "bootstrap_dead_fraction": "darwinmerge.mri.metrics",
+    "dead_fraction": "darwinmerge.mri.metrics",
+    "expert_similarity": "darwinmerge.mri.metrics",
+    "load_entropy": "darwinmerge.mri.metrics",
+    "router_entropy": "darwinmerge.mri.metrics",
+    "token_share": "darwinmerge.mri.metrics",
+    "utilisation": "darwinmerge.mri.metrics",
+    "MriComparison": "darwinmerge.mri.pipeline",
+    "compare_models": "darwinmerge.mri.pipeline",
+    "load_model": "darwinmerge.mri.pipeline",
+    "scan_model": "darwinmerge.mri.pipeline",
+    "CATEGORIES": "darwinmerge.mri.probes",
+    "LOSS_TOKENS": "darwinmerge.mri.probes",
+    "PROBE_SETS": "darwinmerge.mri.probes",
+    "ProbeBatch": "darwinmerge.mri.probes",
+    "ProbeBatches": "darwinmerge.mri.probes",
+    "ProbeFactory": "darwinmerge.mri.probes",
+    "ProbeSet": "darwinmerge.mri.probes",
+    "as_encoder": "darwinmerge.mri.probes",
+    "builtin_probes": "darwinmerge.mri.probes",
+    "load_probe_file": "darwinmerge.mri.probes",
+    "resolve_probes": "darwinmerge.mri.probes",
+    "tokenize_probes": "darwinmerge.mri.probes",
+    "Scan": "darwinmerge.mri.scan",
+    "ScanOptions": "darwinmerge.mri.scan",
+    "expert_weight_matrix": "darwinmerge.mri.scan",
+    "loss_per_category": "darwinmerge.mri.scan",
+    "run_scan": "darwinmerge.mri.scan",
+    "sequence_nll": "darwinmerge.mri.scan",
+    "WeightScan": "darwinmerge.mri.weights",
+    "weight_scan": "darwinmerge.mri.weights",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "CATEGORIES",

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from darwinmerge.checkpoint.model_writer import write_into_model
 from darwinmerge.errors import ArchitectureMismatchError, ConfigError, EvaluationError
-from darwinmerge.merge.resident import write_into_model
 from darwinmerge.mri.capture import Capture, LayerInputs, _first_tensor
 from darwinmerge.mri.layout import ResolvedLayout, resolve_layout
 from darwinmerge.mri.probes import LOSS_TOKENS, ProbeBatch, ProbeBatches
@@ -76,7 +76,7 @@ class SwapResult:
 class swapped_layer:  # noqa: N801 - used as a context manager
     """``with swapped_layer(layer_x, layer_y):`` X's layer holds Y's tensors, restored after.
 
-    Both writes go through :func:`darwinmerge.merge.resident.write_into_model` (strict:
+    Both writes go through :func:`darwinmerge.checkpoint.write_into_model` (strict:
     every tensor of the layer), so the restore is bit-exact."""
 
     def __init__(self, target: nn.Module, source: nn.Module) -> None:

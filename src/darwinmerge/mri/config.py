@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from darwinmerge.dtypes import DTYPE_NAMES
+
 if TYPE_CHECKING:
     from darwinmerge.mri.scan import ScanOptions
 
@@ -23,7 +25,7 @@ DEAD_THRESHOLD = 0.05
 DEAD_ABS_THRESHOLD = 0.05
 
 #: The dtypes a model may be loaded in for the scans.
-MRI_DTYPES = ("float32", "bfloat16", "float16")
+MRI_DTYPES = DTYPE_NAMES
 
 
 #: Earlier names of MriConfig keys, still read (YAML ``mri:`` sections, scripts).

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from darwinmerge.dtypes import torch_dtype
 from darwinmerge.errors import CheckpointError
 from darwinmerge.mri.compare import (
     ComparisonScan,
@@ -38,7 +39,6 @@ __all__ = [
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 #: MriConfig.dtype (a name, checked without torch) -> the torch dtype the model loads in
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_model(path: str | Path, cfg: MriConfig) -> tuple[torch.nn.Module, Any]:
@@ -52,7 +52,7 @@ def load_model(path: str | Path, cfg: MriConfig) -> tuple[torch.nn.Module, Any]:
 
     tokenizer = load_tokenizer(p, cfg.tokenizer)  # before the weights: fail fast
     try:
-        model = AutoModelForCausalLM.from_pretrained(p, dtype=_DTYPES[cfg.dtype])
+        model = AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype(cfg.dtype))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{p}: cannot load the model ({exc})") from exc
     module: torch.nn.Module = model

@@ -4,11 +4,12 @@ A :class:`ProbeSet` maps a category (``REASONING``, ``CODE`` ...) to a tuple of 
 and each text to where its prompt ends (``prompt_chars``; 0: the whole text is
 completion). Probe sets are named in :data:`PROBE_SETS` (a
 :class:`~darwinmerge.registry.Registry` of ``factory(arg) -> ProbeSet``; a spec is
-``name``, ``name@arg`` or ``name:arg``); optional packages (the zoo) register theirs
-through :func:`darwinmerge.plugins.load_plugins`. User files are JSONL (``{"text",
-"category"}`` or ``{"prompt", "completion", "category"}`` per line) or plain text (one
-probe per line, no prompt part). :func:`tokenize_probes` turns a set into right-padded
-batches with real-token masks and per-sequence prompt lengths in tokens.
+``name``, ``name@arg`` or ``name:arg``); a plug-in (the zoo) registers its own,
+imported when its name is first asked for (the registry's plug-in table). User files
+are JSONL (``{"text", "category"}`` or ``{"prompt", "completion", "category"}`` per line)
+or plain text (one probe per line, no prompt part). :func:`tokenize_probes` turns a set
+into right-padded batches with real-token masks and per-sequence prompt lengths in
+tokens.
 """
 
 from __future__ import annotations
@@ -124,7 +125,10 @@ ProbeFactory = Callable[[str], ProbeSet]
 """A probe-set factory takes the text after ``name@`` / ``name:`` in a spec ("" for a bare
 name) and returns the set."""
 
-PROBE_SETS: Registry[ProbeFactory] = Registry("probe set")
+PROBE_SETS: Registry[ProbeFactory] = Registry(
+    "probe set",
+    plugins={"zoo": "darwinmerge.zoo.probes"},  # the demo zoo: a plug-in
+)
 
 _BUILTIN: dict[str, tuple[str, ...]] = {
     "REASONING": (
@@ -276,11 +280,6 @@ def _resolve_one(spec: str) -> ProbeSet:
     if Path(spec).is_file():
         return load_probe_file(spec)
     hit = _registered(spec)
-    if hit is None:
-        from darwinmerge.plugins import load_plugins
-
-        load_plugins()
-        hit = _registered(spec)
     if hit is not None:
         return PROBE_SETS.get(hit[0])(hit[1])
     if ":" in spec and Path(spec.rsplit(":", 1)[0]).is_file():

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from darwinmerge.atomic import replace_file
 from darwinmerge.errors import EvaluationError, MissingDependencyError
 
 __all__ = ["CHROMIUM_FLAGS", "PageCheck", "check_page", "find_chromium", "screenshot"]
@@ -176,5 +177,5 @@ def screenshot(
             f"Chromium wrote no screenshot of {html} (exit {proc.returncode}): "
             f"{proc.stderr.strip()[-300:]}"
         )
-    tmp_png.replace(out)
+    replace_file(tmp_png, out)
     return width, height

@@ -72,6 +72,7 @@ def _ci(s: Mapping[str, Any]) -> str:
     return f"{_f(s.get('score'))} [{_f(s.get('ci_low'))}, {_f(s.get('ci_high'))}]"
 
 
+@SECTIONS.register("evolution")
 def evolution_section(payload: Mapping[str, Any]) -> SectionInfo:
     """Info for the evolution section (numbers straight from ``evolution.json``)."""
     records = list(payload.get("trials") or [])
@@ -199,6 +200,3 @@ def _genes(genes: Mapping[str, Any] | None) -> str:
         parts.append(f"{k}={v:.2g}" if isinstance(v, int | float) else f"{k}={v}")
     text = ", ".join(parts)
     return text if len(text) <= 100 else text[:97] + "..."
-
-
-SECTIONS.add("evolution", evolution_section)

@@ -336,6 +336,7 @@ def start_finding(scores: Mapping[str, Any]) -> str | None:
     return f"{head}: the search added nothing beyond noise on held-out items."
 
 
+@SECTIONS.register("findings")
 def findings_section(
     *,
     mri: str | None = None,
@@ -359,6 +360,3 @@ def findings_section(
     ]
     blocks += [TextInfo(f"Not in this report: {m}") for m in missing]
     return SectionInfo("findings", "Findings", tuple(blocks))
-
-
-SECTIONS.add("findings", findings_section)

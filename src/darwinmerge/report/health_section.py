@@ -89,6 +89,7 @@ def _localization_blocks(v: Verdict) -> list[Block]:
     ]
 
 
+@SECTIONS.register("health")
 def health_section(verdict: Verdict) -> SectionInfo:
     """Info for the health section (numbers straight from the verdict)."""
     v = verdict
@@ -209,6 +210,3 @@ def health_section(verdict: Verdict) -> SectionInfo:
         )
     )
     return SectionInfo("health", "Child health check", tuple(blocks))
-
-
-SECTIONS.add("health", health_section)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from darwinmerge.atomic import write_text_atomic
 from darwinmerge.errors import OutputExistsError
 from darwinmerge.registry import Registry
 from darwinmerge.report.info import (
@@ -113,7 +114,5 @@ def write_report(
     if p.exists() and not force:
         raise OutputExistsError(f"{p} exists; pass force to overwrite it")
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(render_page(title, sections, meta=meta), encoding="utf-8")
-    tmp.replace(p)
+    write_text_atomic(p, render_page(title, sections, meta=meta))
     return p

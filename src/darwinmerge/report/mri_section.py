@@ -71,6 +71,7 @@ def _layer_labels(n: int) -> tuple[str, ...]:
     return tuple(str(i) for i in range(n))
 
 
+@SECTIONS.register("mri")
 def mri_section(
     scans: Mapping[str, Scan],
     comparison: ComparisonScan | None = None,
@@ -245,6 +246,3 @@ def _weight_blocks(w: WeightScan) -> list[Block]:
             )
         )
     return out
-
-
-SECTIONS.add("mri", mri_section)

@@ -28,6 +28,7 @@ def _f(x: Any, digits: int = 3) -> str:
     return f"{float(x):.{digits}f}"
 
 
+@SECTIONS.register("prior")
 def prior_section(payload: Mapping[str, Any], recipe_blocks: Sequence[Block] = ()) -> SectionInfo:
     """Info for the prior section; ``recipe_blocks``: the start recipe drawn (optional)."""
     genes = list(payload.get("genes") or [])
@@ -86,6 +87,3 @@ def prior_section(payload: Mapping[str, Any], recipe_blocks: Sequence[Block] = (
         )
     blocks.extend(recipe_blocks)
     return SectionInfo("prior", "Prior: where the search starts", tuple(blocks))
-
-
-SECTIONS.add("prior", prior_section)

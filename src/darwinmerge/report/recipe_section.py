@@ -99,7 +99,6 @@ def revived_experts(recipe: Recipe, *, scan_dir: str | Path | None = None) -> li
 
     A scan path of the recipe that no longer exists (a moved run folder) is looked up by
     its file name in ``scan_dir``."""
-    import darwinmerge.mri.revival  # noqa: F401  (registers the MRI scan reader)
     from darwinmerge.merge.revive import read_dead_experts
 
     out = [RevivedExpert(t.layer, t.expert, t.source, "transplant") for t in recipe.transplants]
@@ -130,6 +129,7 @@ def revived_experts(recipe: Recipe, *, scan_dir: str | Path | None = None) -> li
     return sorted(out, key=lambda r: (r.layer, r.expert))
 
 
+@SECTIONS.register("recipe")
 def recipe_section(
     recipe: Recipe,
     num_layers: int,
@@ -261,6 +261,3 @@ def recipe_section(
             )
         )
     return SectionInfo(phase, title, tuple(blocks))
-
-
-SECTIONS.add("recipe", recipe_section)

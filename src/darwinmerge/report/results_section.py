@@ -62,6 +62,7 @@ def _paired_row(cat: str, parent: str, row: Mapping[str, Any]) -> tuple[str, ...
     )
 
 
+@SECTIONS.register("results")
 def results_section(
     scores: Mapping[str, Any], *, names: Mapping[str, str] | None = None
 ) -> SectionInfo:
@@ -134,6 +135,3 @@ def results_section(
         ),
     )
     return SectionInfo("results", "Final scores", tuple(blocks))
-
-
-SECTIONS.add("results", results_section)

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 from darwinmerge.lazy import lazy_exports
 
-if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
+if TYPE_CHECKING:  # the exports, imported on first use (_EXPORTS below)
     from darwinmerge.run.config import (
         FinalConfig,
         HealthSection,
@@ -26,7 +26,32 @@ if TYPE_CHECKING:  # the exports, imported on first use (lazy_exports)
     from darwinmerge.run.report import run_report_sections, write_run_report
     from darwinmerge.run.state import LEDGER_FILE, RunLedger
 
-__getattr__, __dir__ = lazy_exports(__name__, __file__)
+#: export -> the module that defines it, imported on first use (tests/test_lazy.py
+#: checks this table against the imports above and against the modules)
+_EXPORTS = {
+    "FinalConfig": "darwinmerge.run.config",
+    "HealthSection": "darwinmerge.run.config",
+    "PriorSection": "darwinmerge.run.config",
+    "RunConfig": "darwinmerge.run.config",
+    "check_run_config": "darwinmerge.run.config",
+    "is_run_config": "darwinmerge.run.config",
+    "load_run_config": "darwinmerge.run.config",
+    "FINAL_SCORES_FILE": "darwinmerge.run.final",
+    "FinalScores": "darwinmerge.run.final",
+    "evaluate_final": "darwinmerge.run.final",
+    "final_table": "darwinmerge.run.final",
+    "scores_from_items": "darwinmerge.run.final",
+    "PHASES": "darwinmerge.run.pipeline",
+    "RunResult": "darwinmerge.run.pipeline",
+    "final_child": "darwinmerge.run.pipeline",
+    "run": "darwinmerge.run.pipeline",
+    "run_report_sections": "darwinmerge.run.report",
+    "write_run_report": "darwinmerge.run.report",
+    "LEDGER_FILE": "darwinmerge.run.state",
+    "RunLedger": "darwinmerge.run.state",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "FINAL_SCORES_FILE",

@@ -91,13 +91,11 @@ def evaluate_final(
     """Score ``models`` (keys: father, mother, child, and optionally start) on ``items``
     (the test split) with the registered ``backend`` and ``scorer`` (the search's), one
     model resident at a time."""
-    import torch
-
+    from darwinmerge.dtypes import torch_dtype
     from darwinmerge.evaluate.backends import make_backend
     from darwinmerge.evaluate.results import evaluate
 
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    options: dict[str, Any] = {"dtype": dtypes[dtype], "batch_size": batch_size}
+    options: dict[str, Any] = {"dtype": torch_dtype(dtype), "batch_size": batch_size}
     options["max_new_tokens"] = max_new_tokens
     if backend == "transformers":
         options["device"] = device

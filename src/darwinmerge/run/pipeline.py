@@ -138,10 +138,13 @@ def _phase_health(cfg: RunConfig, out: Path, log: Log) -> dict[str, Any]:
 
     recipe = _winner_recipe(out)
     fitness_items = None
+    ec = cfg.evolve_config(out / "mri")
+    score = "accuracy"
     if cfg.health.repair:
-        from darwinmerge.evolve.api import fitness_subset
+        from darwinmerge.evolve.api import fitness_score, fitness_subset
 
-        fitness_items = fitness_subset(cfg.evolve_config(out / "mri"))
+        fitness_items = fitness_subset(ec)
+        score = fitness_score(ec, fitness_items)  # the search's own score
     log("Phase 3 health: child against both parents" + (" (+ repair)" if fitness_items else ""))
     health = run_health(
         out / "evolve" / "child",
@@ -152,6 +155,8 @@ def _phase_health(cfg: RunConfig, out: Path, log: Log) -> dict[str, Any]:
         recipe=recipe,
         mri_dir=out / "mri",
         fitness_items=fitness_items,
+        scorer=ec.fitness.scorer,
+        score=score,
     )
     info: dict[str, Any] = {"healthy": health.verdict.healthy, "repaired": False}
     with atomic_folder(out / "health", force=True) as tmp:

@@ -2,9 +2,9 @@
 tokenizer / LM (``zoo.tiny``), and the trained zoo (tokenizer, synthetic skills, base /
 father / mother, the ``zoo`` task source and probe set, the hand-made winning recipe).
 
-The zoo is a plug-in: the library never imports it; :func:`darwinmerge.plugins.load_plugins`
-imports ``zoo.tasks`` and ``zoo.probes``, which register the ``zoo`` task source and
-probe set.
+The zoo is a plug-in: the library never imports it; the task-source and probe-set registries name
+``zoo.tasks`` and ``zoo.probes`` in their plug-in tables and import them the first time
+``zoo`` is asked for; they register the ``zoo`` task source and probe set.
 """
 
 from darwinmerge.zoo.build import (

@@ -31,8 +31,6 @@ import copy
 import hashlib
 import itertools
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +39,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from darwinmerge.atomic import atomic_folder, write_text_atomic
 from darwinmerge.errors import CheckpointError, OutputExistsError
 from darwinmerge.zoo.skills import CATEGORIES, eval_items, make_world, training_docs
 from darwinmerge.zoo.tokenizer import EOS_TOKEN, save_tokenizer, train_tokenizer
@@ -292,9 +291,7 @@ def _collapsed_current(out: Path, manifest: dict[str, Any], cfg: ZooConfig) -> b
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     """Write ``folder/zoo.json`` atomically (temporary file, then rename)."""
-    tmp = folder / f".zoo.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / "zoo.json")
+    write_text_atomic(folder / "zoo.json", json.dumps(manifest, indent=2) + "\n")
 
 
 def build_zoo(
@@ -334,26 +331,15 @@ def build_zoo(
     t_start = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # determinism (and speed on a busy machine)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     try:
-        manifest = _build_into(tmp, cfg, say)
-        if cfg.collapsed is not None:
-            manifest[MOTHER_COLLAPSED] = _build_collapsed(
-                tmp, tmp / MOTHER_COLLAPSED, cfg, cfg.collapsed, say
-            )
-        manifest["seconds"] = round(time.perf_counter() - t_start, 1)
-        _write_manifest(tmp, manifest)
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_folder(out, force=True) as tmp:
+            manifest = _build_into(tmp, cfg, say)
+            if cfg.collapsed is not None:
+                manifest[MOTHER_COLLAPSED] = _build_collapsed(
+                    tmp, tmp / MOTHER_COLLAPSED, cfg, cfg.collapsed, say
+                )
+            manifest["seconds"] = round(time.perf_counter() - t_start, 1)
+            _write_manifest(tmp, manifest)
     finally:
         torch.set_num_threads(threads)
     say(f"zoo written to {out} in {manifest['seconds']} s")
@@ -368,18 +354,9 @@ def _add_collapsed(
     say(f"zoo at {out} is up to date except {MOTHER_COLLAPSED}; training only her")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    tmp = out / f".{MOTHER_COLLAPSED}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     try:
-        entry = _build_collapsed(out, tmp, cfg, cfg.collapsed, say)
-        final = out / MOTHER_COLLAPSED
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_folder(out / MOTHER_COLLAPSED, force=True) as tmp:
+            entry = _build_collapsed(out, tmp, cfg, cfg.collapsed, say)
     finally:
         torch.set_num_threads(threads)
     manifest = {**manifest, MOTHER_COLLAPSED: entry}

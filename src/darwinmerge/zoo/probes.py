@@ -1,5 +1,6 @@
-"""The ``zoo`` probe set for :mod:`darwinmerge.mri` (registered on import, through
-:func:`darwinmerge.plugins.load_plugins`; the MRI never imports the zoo).
+"""The ``zoo`` probe set for :mod:`darwinmerge.mri` (a plug-in of
+:data:`~darwinmerge.mri.probes.PROBE_SETS`, imported when ``zoo`` is first asked for;
+the MRI never imports the zoo).
 
 Probe documents are drawn from the zoo's seeded skill generators: the prompt, then the
 worked trace and the ``ANSWER:`` line as completion, one category per zoo skill, plus
@@ -91,6 +92,7 @@ def zoo_probe_set_for(zoo_dir: str | Path, per_category: int = 16) -> ProbeSet:
     return zoo_probe_set(seed, per_category, n_facts=n_facts, eval_items=n_items)
 
 
+@PROBE_SETS.register("zoo")
 def zoo_probe_source(arg: str) -> ProbeSet:
     """``""``: the default world; an integer: that world seed; else a built zoo folder."""
     if not arg:
@@ -98,7 +100,3 @@ def zoo_probe_source(arg: str) -> ProbeSet:
     if arg.lstrip("-").isdigit() and not Path(arg).exists():
         return zoo_probe_set(int(arg))
     return zoo_probe_set_for(arg)
-
-
-if "zoo" not in PROBE_SETS:
-    PROBE_SETS.add("zoo", zoo_probe_source)

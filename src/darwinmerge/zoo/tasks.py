@@ -1,5 +1,6 @@
-"""The ``zoo`` task source for :mod:`darwinmerge.evaluate` (registered on import, through
-:func:`darwinmerge.plugins.load_plugins`).
+"""The ``zoo`` task source for :mod:`darwinmerge.evaluate` (a plug-in of
+:data:`~darwinmerge.evaluate.tasks.TASK_SOURCES`, imported when ``zoo`` is first asked
+for).
 
 Specs: ``zoo`` (the default zoo's items, generated in memory, seed 0), ``zoo:SEED`` (the
 items of another seed), ``zoo:PATH`` (the ``tasks/`` files of a built zoo folder, or a
@@ -47,6 +48,7 @@ def zoo_items(config: ZooConfig | None = None) -> list[TaskItem]:
     return out
 
 
+@TASK_SOURCES.register("zoo")
 def zoo_task_source(arg: str) -> list[TaskItem]:
     if not arg:
         return zoo_items()
@@ -96,7 +98,3 @@ def fill_targets(items: list[TaskItem], manifest: Path) -> list[TaskItem]:
             stacklevel=2,
         )
     return out
-
-
-if "zoo" not in TASK_SOURCES:
-    TASK_SOURCES.add("zoo", zoo_task_source)

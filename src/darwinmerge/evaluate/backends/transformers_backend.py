@@ -113,9 +113,9 @@ class TransformersBackend:
 
         A subset is fine unless ``strict``; unknown names and shape mismatches raise.
         Values are cast to the model's dtype and device; tied weights are written once
-        (``darwinmerge.merge.resident.write_into_model`` does the work).
+        (``darwinmerge.checkpoint.model_writer.write_into_model`` does the work).
         """
-        from darwinmerge.merge.resident import write_into_model
+        from darwinmerge.checkpoint.model_writer import write_into_model
 
         try:
             write_into_model(self.model, tensors, strict=strict)
