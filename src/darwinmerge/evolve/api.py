@@ -233,6 +233,8 @@ def worker_spec(
         rule=rule,
         audit=es.audit,
         threads=config.workers.threads,
+        engine_options=tuple(sorted(config.backend.engine_options.items())),
+        options=config.options,
     )
 
 
@@ -480,7 +482,7 @@ def _write_child(
     tmp = out / f".child.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    merge_to_disk(recipe, tmp, device="cpu")
+    merge_to_disk(recipe, tmp, device="cpu", options=config.options)
     search, scores = _summary_md(payload, selection)
     write_model_card(
         tmp,
