@@ -1,7 +1,7 @@
 """How a merge runs (never what it computes): one frozen options object.
 
 :class:`MergeOptions` is what a user sets (``darwin merge --kernels off``, ``--kernel
-NAME=off``, ``--no-direct-reads``, ``--debug``; the ``options:`` section of a run config):
+NAME=off``, ``--no-direct-reads``; the ``options:`` section of an evolve or run config):
 
 * ``kernels``: which fast implementations (:mod:`darwinmerge.merge.kernels`) may replace
   the reference maths of :mod:`darwinmerge.merge.ops`, by kernel name; a name not listed
