@@ -37,10 +37,8 @@ REQUESTS = [
 
 
 #: a 1 GiB KV cache; eager mode (no compile) and short sequences: tiny models start fast
-ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "DARWIN_VLLM_OPTIONS": json.dumps({"enforce_eager": True, "max_model_len": 256}),
-}
+ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+ENGINE_OPTIONS: dict[str, Any] = {"enforce_eager": True, "max_model_len": 256}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,8 +73,7 @@ def _build(family: str, root: Path) -> tuple[Path, Path]:
 
 
 def _engine_options() -> dict[str, Any]:
-    opts: dict[str, Any] = json.loads(os.environ["DARWIN_VLLM_OPTIONS"])
-    return opts
+    return dict(ENGINE_OPTIONS)
 
 
 def _ref_logprobs(path: Path, token_ids: list[list[int]]) -> tuple[tuple[float, ...], ...]:
@@ -238,7 +235,12 @@ def test_darwin_evolve_on_qwen3_moe_gives_the_transformers_fitness(
             "optimizer": {"name": "cmaes", "seed": 0, "popsize": 3},
             "early_stop": {"enabled": False},
             "select": {"top_k": 1, "write_child": False},
-            "backend": {"name": backend, "batch_size": 16, "max_new_tokens": 8},
+            "backend": {
+                "name": backend,
+                "batch_size": 16,
+                "max_new_tokens": 8,
+                "engine_options": ENGINE_OPTIONS,
+            },
         }
         start = time.perf_counter()
         evolve(EvolveConfig.model_validate(data), tmp_path / backend)

@@ -130,11 +130,10 @@ def test_a_job_that_runs_alone_uses_every_thread(
     by side and its mix pass split over the merge's threads; the child is the same."""
     import threading
 
-    from darwinmerge.merge.ops import fused
+    from darwinmerge.merge.kernels import fused, streamed
 
-    if not fused.ENABLED:
-        pytest.skip("Numba missing or DARWIN_FUSED=0")
-    from darwinmerge.merge.ops import streamed
+    if not fused.AVAILABLE:
+        pytest.skip("Numba missing")
 
     monkeypatch.setattr(fused, "PARALLEL_MIN", 1)
     monkeypatch.setattr(streamed, "CHUNK", 256)  # plans of many chunks to split

@@ -11,7 +11,7 @@ import torch
 from darwinmerge.checkpoint import CheckpointReader
 from darwinmerge.checkpoint import reader as reader_module
 from darwinmerge.errors import CheckpointError, ConfigError
-from darwinmerge.merge import Recipe, merge_to_disk
+from darwinmerge.merge import MergeOptions, Recipe, merge_to_disk
 from darwinmerge.merge import api as merge_api
 from darwinmerge.merge.buffers import BufferPool
 from darwinmerge.zoo.tiny import make_parent_pair
@@ -63,9 +63,8 @@ def test_reader_drops_exactly_the_ranges_it_read(
     tmp_path: Path, spy: _Spy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, _ = make_parent_pair("llama", tmp_path)
-    monkeypatch.setattr(reader_module, "DIRECT_READS", False)  # buffered, then dropped
     monkeypatch.setattr(reader_module, "DROP_BATCH_BYTES", 0)  # every read drops at once
-    with CheckpointReader(a, drop_cache=True) as reader:
+    with CheckpointReader(a, drop_cache=True, direct_reads=False) as reader:  # buffered
         name = next(n for n in reader.keys() if len(reader.shape(n)) == 2)
         info = reader._info(name)
         whole = reader.get(name)
@@ -88,8 +87,7 @@ def test_reader_drops_in_batches_merging_ranges_that_meet(
     """One fadvise per small read cost milliseconds: ranges wait for a batch, and those
     that overlap or touch go out as one call; what is left goes when the reader closes."""
     a, _ = make_parent_pair("llama", tmp_path)
-    monkeypatch.setattr(reader_module, "DIRECT_READS", False)
-    with CheckpointReader(a, drop_cache=True) as reader:
+    with CheckpointReader(a, drop_cache=True, direct_reads=False) as reader:
         by_offset = sorted(
             (reader._info(n) for n in reader.keys() if reader._info(n).nbytes >= 64),
             key=lambda i: (str(i.file), i.offset),
@@ -113,7 +111,7 @@ def test_reader_drops_in_batches_merging_ranges_that_meet(
     ]
     spy.calls.clear()
     monkeypatch.setattr(reader_module, "DROP_BATCH_BYTES", first.nbytes + second.nbytes)
-    with CheckpointReader(a, drop_cache=True) as reader:
+    with CheckpointReader(a, drop_cache=True, direct_reads=False) as reader:
         reader.get(names[id(second)])
         assert spy.calls == []
         reader.get(names[id(first)])  # the batch is full: dropped now, before close
@@ -125,7 +123,8 @@ def test_reader_drops_in_batches_merging_ranges_that_meet(
 def test_merge_with_drop_equals_keep(
     tmp_path: Path, spy: _Spy, monkeypatch: pytest.MonkeyPatch, direct: bool
 ) -> None:
-    monkeypatch.setattr(reader_module, "DIRECT_READS", direct)
+    monkeypatch.setenv("DARWIN_DIRECT_READS", "1" if not direct else "0")  # not read any more
+    options = MergeOptions(direct_reads=direct)
     a, b = make_parent_pair("qwen3_5_moe", tmp_path)
     recipe = Recipe.parse(
         {
@@ -134,9 +133,9 @@ def test_merge_with_drop_equals_keep(
             "parameters": {"t": 0.3},
         }
     )
-    keep = merge_to_disk(recipe, tmp_path / "keep", page_cache="keep")
+    keep = merge_to_disk(recipe, tmp_path / "keep", page_cache="keep", options=options)
     assert spy.calls == []
-    drop = merge_to_disk(recipe, tmp_path / "drop", page_cache="drop")
+    drop = merge_to_disk(recipe, tmp_path / "drop", page_cache="drop", options=options)
     files = sum(r.stat().st_size for p in (a, b) for r in p.glob("*.safetensors"))
     dropped = sum(length for _, length, _ in spy.calls)
     if direct and _direct_ok(a):

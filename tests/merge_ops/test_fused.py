@@ -1,24 +1,23 @@
 """The fused Numba loops of the streamed path: bit-level agreement with torch's steps.
 
 The whole-merge agreement (fused vs the reference, every method option) is in
-``test_streamed.py``, which runs each case with and without these loops.
+``test_kernels.py``, which runs each case with and without these loops.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from darwinmerge.merge.ops import fused, streamed
-from darwinmerge.merge.ops.task_vectors import Sparsifier, generalized_task_arithmetic
+from darwinmerge.merge.kernels import fused, run_method, streamed, streamed_gta
+from darwinmerge.merge.ops import apply_method
+from darwinmerge.merge.ops.task_vectors import Sparsifier
+from darwinmerge.merge.options import KernelContext, MergeOptions
 
-pytestmark = pytest.mark.skipif(not fused.ENABLED, reason="Numba missing or DARWIN_FUSED=0")
+pytestmark = pytest.mark.skipif(not fused.AVAILABLE, reason="Numba missing")
 
 
 def _specials() -> torch.Tensor:
@@ -106,7 +105,7 @@ def test_the_loops_run_for_bfloat16_and_float32(
     g = torch.Generator().manual_seed(2)
     base = (torch.randn(4, 8192, generator=g) * 0.02).to(dtype)
     xs = [(torch.randn(4, 8192, generator=g) * 0.02).to(dtype) for _ in range(2)]
-    out = generalized_task_arithmetic(
+    out = streamed_gta(
         xs, base=base, weights=[0.5, 0.5], densities=[0.5, 0.5],
         sparsifier=Sparsifier.magnitude, consensus=True, normalize=True, group_dims=1,
     )  # fmt: skip
@@ -116,13 +115,22 @@ def test_the_loops_run_for_bfloat16_and_float32(
     assert "bucket_members" in calls
 
 
-def test_darwin_fused_0_turns_the_loops_off() -> None:
-    code = "from darwinmerge.merge.ops import fused; print(fused.ENABLED)"
-    env = {**os.environ, "DARWIN_FUSED": "0"}
-    got = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert got.stdout.strip() == "False"
+@pytest.mark.parametrize("on", [True, False])
+def test_the_options_turn_the_loops_on_and_off(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    """``MergeOptions(kernels={"numba": False})`` keeps the streamed path's torch steps;
+    the environment has no say (``DARWIN_FUSED`` is not read any more)."""
+    monkeypatch.setenv("DARWIN_FUSED", "0")
+    calls: list[str] = []
+    real = fused.mix
+    monkeypatch.setattr(fused, "mix", lambda *a, **k: calls.append("mix") or real(*a, **k))
+    g = torch.Generator().manual_seed(3)
+    base = (torch.randn(4, 8192, generator=g) * 0.02).to(torch.bfloat16)
+    xs = [(torch.randn(4, 8192, generator=g) * 0.02).to(torch.bfloat16) for _ in range(2)]
+    ctx = KernelContext(MergeOptions(kernels={"numba": on}))
+    params = [{"weight": 0.5, "density": 0.5}] * 2
+    out = run_method("ties", xs, base=base, model_params=params, group_dims=1, ctx=ctx)
+    assert calls == (["mix"] if on else [])
+    assert torch.equal(out, apply_method("ties", xs, base=base, model_params=params, group_dims=1))
 
 
 @pytest.mark.parametrize(

@@ -46,9 +46,6 @@ Index = tuple[int | slice, ...]
 #: with ``drop_cache``, the ranges read are dropped from the page cache once this many
 #: bytes have been read (bounds the cache a merge leaves behind to about this much)
 DROP_BATCH_BYTES = 64 << 20
-#: with ``drop_cache``, reads go past the page cache (``O_DIRECT``) where the file system
-#: allows it (``DARWIN_DIRECT_READS=0``: buffered reads, their ranges dropped in batches)
-DIRECT_READS = os.environ.get("DARWIN_DIRECT_READS", "1") != "0"
 #: ``O_DIRECT`` reads start, end and land on multiples of this (it covers the logical
 #: block sizes of disks in use)
 DIRECT_ALIGN = 4096
@@ -67,6 +64,7 @@ class CheckpointReader:
         allow_pickle: bool = False,
         dequantize_to: torch.dtype = torch.bfloat16,
         drop_cache: bool = False,
+        direct_reads: bool = True,
     ) -> None:
         layout = find_layout(Path(path))
         if layout.kind == "pickle" and not allow_pickle:
@@ -76,6 +74,10 @@ class CheckpointReader:
         self.kind = layout.kind
         #: drop the page cache of every byte range read (merge.api.page_cache_drop decides)
         self.drop_cache = drop_cache
+        #: with ``drop_cache``, read past the page cache (``O_DIRECT``) where the file system
+        #: allows it; False: buffered reads, their ranges dropped in batches (the merge
+        #: options' ``direct_reads``)
+        self.direct_reads = direct_reads
         #: where reads get their buffers (a merge's :class:`~darwinmerge.merge.buffers.
         #: BufferPool`, which recycles them); None: a fresh tensor per read
         self.pool: Any = None
@@ -339,7 +341,7 @@ class CheckpointReader:
             with self._lock:
                 if file not in self._direct_fds:
                     fd = None
-                    if DIRECT_READS and hasattr(os, "O_DIRECT"):
+                    if self.direct_reads and hasattr(os, "O_DIRECT"):
                         try:
                             fd = os.open(file, os.O_RDONLY | os.O_DIRECT)
                         except OSError:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from darwinmerge.merge.options import MergeOptions
 
 console = Console(stderr=True)
 
@@ -58,6 +61,27 @@ def merge(
             "line, before merging, where mergekit cannot express it).",
         ),
     ] = None,
+    kernels: Annotated[
+        str,
+        typer.Option(
+            help="on: the fast kernels where they apply (the same results); off: the "
+            "reference maths only (slower)."
+        ),
+    ] = "on",
+    kernel: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=on|off for one kernel (repeatable): streamed_task_arithmetic, "
+            "numba, streamed_slerp."
+        ),
+    ] = None,
+    direct_reads: Annotated[
+        bool,
+        typer.Option(
+            "--direct-reads/--no-direct-reads",
+            help="With the page cache dropped, read past it (O_DIRECT) where allowed.",
+        ),
+    ] = True,
 ) -> None:
     """Merge parent checkpoints into a Hugging Face model folder.
 
@@ -72,6 +96,7 @@ def merge(
         raise ConfigError(
             f"--page-cache {page_cache!r}: expected one of {', '.join(PAGE_CACHE_MODES)}"
         )
+    options = merge_options(kernels, kernel or [], direct_reads=direct_reads)
     out, overrides = output_folder(out, out_option, overrides)
     recipe = load_any_config(config, overrides)
     if export_mergekit is not None:
@@ -106,6 +131,7 @@ def merge(
             page_cache=page_cache,
             on_plan=on_plan,
             progress=on_job,
+            options=options,
         )
         bar.update(task, description="done")
     for note in result.notes:
@@ -114,6 +140,30 @@ def merge(
         f"wrote {result.tensors} tensors ({result.bytes_written / 2**20:.1f} MiB) "
         f"to {result.out_dir} in {result.seconds:.1f} s"
     )
+
+
+def merge_options(kernels: str, kernel: list[str], *, direct_reads: bool) -> MergeOptions:
+    """The merge's options from ``--kernels``, ``--kernel NAME=on|off`` and
+    ``--direct-reads``; a wrong value is refused in one line."""
+    from pydantic import ValidationError
+
+    from darwinmerge.errors import ConfigError
+    from darwinmerge.merge.options import KERNEL_NAMES, MergeOptions
+
+    switch = {"on": True, "off": False}
+    if kernels not in switch:
+        raise ConfigError(f"--kernels {kernels!r}: expected on or off")
+    chosen = dict.fromkeys(KERNEL_NAMES, switch[kernels])
+    for item in kernel:
+        name, _, value = item.partition("=")
+        if value not in switch:
+            raise ConfigError(f"--kernel {item!r}: expected NAME=on or NAME=off")
+        chosen[name] = switch[value]
+    try:
+        return MergeOptions(kernels=chosen, direct_reads=direct_reads)
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--kernel: {message}") from None
 
 
 def validate(

@@ -232,6 +232,8 @@ def worker_spec(
         rule=rule,
         audit=es.audit,
         threads=config.workers.threads,
+        engine_options=tuple(sorted(config.backend.engine_options.items())),
+        options=config.options,
     )
 
 
@@ -478,7 +480,7 @@ def _write_child(
     final = out / "child"
     search, scores = _summary_md(payload, selection)
     with atomic_folder(final, force=True) as tmp:
-        merge_to_disk(recipe, tmp, device="cpu", force=True)
+        merge_to_disk(recipe, tmp, device="cpu", force=True, options=config.options)
         write_model_card(
             tmp,
             base_models=[p.path for p in recipe.parents],

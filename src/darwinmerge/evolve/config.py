@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from darwinmerge.errors import ConfigError
+from darwinmerge.merge.options import MergeOptions
 
 __all__ = [
     "EvolveConfig",
@@ -131,6 +132,11 @@ class BackendConfig(_Frozen):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     batch_size: int = Field(default=16, ge=1)
     max_new_tokens: int = Field(default=32, ge=1)
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for the vLLM / SGLang engine (``{enforce_eager: true,
+    max_model_len: 2048}``), given to its constructor as they are; unused by
+    transformers. (Replaces the ``DARWIN_VLLM_OPTIONS`` / ``DARWIN_SGLANG_OPTIONS``
+    environment variables, no longer read.)"""
 
     def engine_for(self, parent: str | Path) -> str:
         """The engine asked for the family of the model folder ``parent``."""
@@ -188,6 +194,10 @@ class EvolveSection(_Frozen):
     workers: WorkersConfig = WorkersConfig()
     backend: BackendConfig = BackendConfig()
     select: SelectConfig = SelectConfig()
+    options: MergeOptions = MergeOptions()
+    """How candidates are merged and failures shown (never what they compute): merge
+    kernels on / off by name, ``direct_reads``, ``debug`` (print a failed candidate's
+    traceback); see :class:`~darwinmerge.merge.options.MergeOptions`."""
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
     """Narrow the search box of named genes, in unit space: ``gene: [low, high]``."""
     storage: str | None = None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import sys
 import time
 import traceback
@@ -28,6 +27,7 @@ from darwinmerge.dtypes import torch_dtype
 from darwinmerge.errors import EvaluationError, MissingDependencyError
 from darwinmerge.evaluate.tasks import TaskItem
 from darwinmerge.evolve.early_stop import EarlyStopRule, category_counts, fitness_of
+from darwinmerge.merge.options import DEFAULT_OPTIONS, MergeOptions
 
 __all__ = [
     "WorkerSpec",
@@ -67,6 +67,10 @@ class WorkerSpec:
     audit: bool = False
     """Audit the stop rule: record where it would stop but score every item."""
     threads: int = 1
+    engine_options: tuple[tuple[str, Any], ...] = ()
+    """Keyword arguments for the vLLM / SGLang engine (``backend.engine_options``)."""
+    options: MergeOptions = DEFAULT_OPTIONS
+    """How candidates are merged (kernels) and whether a failure's traceback is printed."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ class CandidateWorker:
             batch_size=spec.batch_size,
             max_new_tokens=spec.max_new_tokens,
             dtype=spec.dtype,
-            **_engine_options(spec.backend),
+            **dict(spec.engine_options),
         )
         self.backend = self.engine
         ids = []
@@ -245,7 +249,9 @@ class CandidateWorker:
                 raise EvaluationError(f"candidate parents {got} differ from the worker's {names}")
             # the base is a source only for spaces whose recipes use it
             sources = self.sources[: len(names) + (1 if recipe.base else 0)]
-            self._merger = ResidentMerge(self.child, sources, match_parents(recipe, sources))
+            self._merger = ResidentMerge(
+                self.child, sources, match_parents(recipe, sources), options=self.spec.options
+            )
         before = dict(self._merger._signatures) if self._vllm() else {}
         self._merger.apply(recipe)
         if self._vllm():  # the engine takes the tensors whose merge changed
@@ -362,7 +368,7 @@ class CandidateWorker:
         except Exception as exc:  # a failed candidate, never the end of the search
             result.merge_seconds = result.merge_seconds or time.perf_counter() - t0
             result.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            if os.environ.get("DARWIN_DEBUG"):
+            if self.spec.options.debug:
                 traceback.print_exc()
             if self._merger is not None:
                 self._merger.forget()
@@ -404,24 +410,6 @@ def engine_unsupported(engine: str, folder: str, dtype: str = "auto") -> str | N
     except MissingDependencyError as exc:
         return str(exc)
     return None
-
-
-def _engine_options(engine: str) -> dict[str, Any]:
-    """Engine options from ``DARWIN_VLLM_OPTIONS`` / ``DARWIN_SGLANG_OPTIONS`` (a JSON
-    object, e.g. ``{"enforce_eager": true, "max_model_len": 2048}``); none by default."""
-    import json
-
-    key = f"DARWIN_{engine.upper()}_OPTIONS"
-    raw = os.environ.get(key, "").strip()
-    if not raw:
-        return {}
-    try:
-        options = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise EvaluationError(f"{key} is not a JSON object ({exc})") from None
-    if not isinstance(options, dict):
-        raise EvaluationError(f"{key} must be a JSON object of engine options")
-    return options
 
 
 def _layer_groups(changed: set[str], state: dict[str, Any]) -> set[str]:

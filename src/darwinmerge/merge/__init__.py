@@ -6,7 +6,13 @@ from darwinmerge.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the exports, imported on first use (_EXPORTS below)
     from darwinmerge.merge.api import RECIPE_FILE, MergeResult, merge_to_disk, open_sources
-    from darwinmerge.merge.executor import StateDictSource, execute_plan, merge_into, run_job
+    from darwinmerge.merge.executor import (
+        JobContext,
+        StateDictSource,
+        execute_plan,
+        merge_into,
+        run_job,
+    )
     from darwinmerge.merge.mergekit_io import (
         apply_overrides,
         is_mergekit_config,
@@ -14,6 +20,7 @@ if TYPE_CHECKING:  # the exports, imported on first use (_EXPORTS below)
         recipe_from_mergekit,
         recipe_to_mergekit,
     )
+    from darwinmerge.merge.options import KernelContext, MergeOptions
     from darwinmerge.merge.planner import (
         Fetch,
         MatchedTensor,
@@ -100,9 +107,12 @@ __all__ = [
     "ApplyStats",
     "DeadExperts",
     "Fetch",
+    "JobContext",
+    "KernelContext",
     "MatchedTensor",
     "Matching",
     "MergePlan",
+    "MergeOptions",
     "MergeResult",
     "ModelWriter",
     "ParentSpec",

@@ -19,6 +19,7 @@ from darwinmerge.checkpoint import (
 from darwinmerge.errors import ConfigError, OutputExistsError
 from darwinmerge.merge.buffers import BufferPool
 from darwinmerge.merge.executor import DTYPES, alone_first, execute_plan
+from darwinmerge.merge.options import DEFAULT_OPTIONS, MergeOptions
 from darwinmerge.merge.planner import MergePlan, TensorJob, plan_merge
 from darwinmerge.merge.recipe import Recipe
 from darwinmerge.merge.stack import stacked_config_updates
@@ -77,16 +78,29 @@ def page_cache_drop(mode: str, parent_bytes: int) -> bool:
 
 
 def open_sources(
-    recipe: Recipe, stack: ExitStack, *, allow_pickle: bool = False, page_cache: str = "keep"
+    recipe: Recipe,
+    stack: ExitStack,
+    *,
+    allow_pickle: bool = False,
+    page_cache: str = "keep",
+    options: MergeOptions = DEFAULT_OPTIONS,
 ) -> list[CheckpointReader]:
     """Open the recipe's parents (then its base); ``page_cache`` as in
-    :func:`page_cache_drop`, over all of them together. With ``tokenizer_source`` the
-    readers are seen on the child's vocabulary (:mod:`darwinmerge.merge.vocab`)."""
+    :func:`page_cache_drop`, over all of them together (read past the cache when
+    ``options.direct_reads``). With ``tokenizer_source`` the readers are seen on the
+    child's vocabulary (:mod:`darwinmerge.merge.vocab`)."""
     paths = [p.path for p in recipe.parents] + ([recipe.base] if recipe.base else [])
     # FP8 block-quantized parents are read dequantized to the child's dtype (bf16 default)
     fp8_to = DTYPES[recipe.dtype or "bfloat16"]
     readers = [
-        stack.enter_context(CheckpointReader(p, allow_pickle=allow_pickle, dequantize_to=fp8_to))
+        stack.enter_context(
+            CheckpointReader(
+                p,
+                allow_pickle=allow_pickle,
+                dequantize_to=fp8_to,
+                direct_reads=options.direct_reads,
+            )
+        )
         for p in paths
     ]
     if page_cache_drop(page_cache, sum(r.file_bytes for r in readers)):
@@ -113,16 +127,20 @@ def merge_to_disk(
     progress: Callable[[TensorJob], None] | None = None,
     extra_files: Sequence[tuple[str, str]] = (),
     page_cache: str = "auto",
+    options: MergeOptions = DEFAULT_OPTIONS,
 ) -> MergeResult:
     """Merge the recipe's parents into ``out_dir`` (atomically; refuses to overwrite
     an existing folder unless ``force``). ``page_cache``: ``auto``, ``keep`` or ``drop``
-    the parents' file pages once read (:func:`page_cache_drop`)."""
+    the parents' file pages once read (:func:`page_cache_drop`). ``options``: how the
+    merge runs (kernels, direct reads; :class:`~darwinmerge.merge.options.MergeOptions`)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise OutputExistsError(f"{out_dir} already exists; pass --force to replace it")
     start = time.perf_counter()
     with ExitStack() as stack:
-        sources = open_sources(recipe, stack, allow_pickle=allow_pickle, page_cache=page_cache)
+        sources = open_sources(
+            recipe, stack, allow_pickle=allow_pickle, page_cache=page_cache, options=options
+        )
         plan = plan_merge(recipe, sources)
         # the jobs that run alone first, back to back (the second reuses the first's
         # buffers); the files list tensors in this order, the index maps them anyway
@@ -156,6 +174,7 @@ def merge_to_disk(
                 check_finite=check_finite,
                 progress=progress,
                 buffers=pool,
+                options=options,
             )
             pool.clear()
             updates: dict[str, Any] = {"dtype": recipe.dtype} if recipe.dtype else {}

@@ -7,7 +7,11 @@
   bit-identical output.
 * In memory: parents held resident (state dicts) are merged straight into a loaded
   model's parameters (or a dict), without writing a checkpoint; evolution and the MRI
-  layer-swap scan call this many times.
+  layer-swap scan call this many times (:class:`InMemoryTarget`).
+
+Pieces: :class:`JobContext` (what every job of a merge shares, one object passed down),
+:class:`JobRun` (one job: read, merge through :func:`~darwinmerge.merge.kernels.run_method`,
+write), :class:`Scheduler` (memory budget, admission, eviction, read-ahead).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -25,13 +30,18 @@ from darwinmerge.checkpoint.model_writer import ModelWriter
 from darwinmerge.dtypes import DTYPE_NAMES, torch_dtype
 from darwinmerge.errors import MergeError
 from darwinmerge.merge.buffers import BufferPool
-from darwinmerge.merge.ops import METHODS, apply_method
-from darwinmerge.merge.ops.fused import intra_threads
+from darwinmerge.merge.kernels import run_method
+from darwinmerge.merge.ops import METHODS
+from darwinmerge.merge.options import DEFAULT_OPTIONS, KernelContext, MergeOptions
 from darwinmerge.merge.planner import Fetch, MergePlan, TensorJob, TensorSource
 from darwinmerge.merge.resident import write_into_dict
 
 __all__ = [
     "BLOCK_BYTES",
+    "InMemoryTarget",
+    "JobContext",
+    "JobRun",
+    "Scheduler",
     "StateDictSource",
     "execute_plan",
     "job_blocks",
@@ -208,77 +218,130 @@ def _check_finite(t: torch.Tensor, job: TensorJob, which: str) -> None:
         )
 
 
-def run_job(
-    job: TensorJob,
-    sources: Sequence[TensorSource],
-    *,
-    seed: int,
-    out_dtype: torch.dtype | None = None,
-    device: torch.device | str = "cpu",
-    check_finite: bool = True,
-    names: Sequence[str] | None = None,
-    out: torch.Tensor | None = None,
-    buffers: BufferPool | None = None,
-    read_threads: int = 1,
-) -> torch.Tensor:
-    """Produce one output tensor (on ``device``, in ``out_dtype`` or the job's dtype).
+@dataclass(frozen=True)
+class JobContext:
+    """What every job of one merge shares, passed down as one object: the sources, the
+    recipe's seed (random masks), where and in which dtype outputs are made, whether
+    inputs are checked for NaN / inf, the parents' names (messages), the buffer pool of a
+    merge to disk, the merge's options and the threads one job may use inside itself
+    (reads side by side, the ``numba`` mix pass; 1 unless the job runs alone)."""
 
-    With ``out`` (the job's shape, on ``device``; never a parent's own tensor) the result
-    is written into it and it is returned: the resident child's storage, so a candidate
-    costs no full-size allocation. Same values as without ``out`` then ``.to(out.dtype)``.
-    Expert tensors run a block of experts at a time (:data:`BLOCK_BYTES`). With
-    ``buffers`` (a merge to disk) the gathered blocks come from it and the inputs'
-    buffers go back to it once merged (the caller passes a pool buffer as ``out``).
-    ``read_threads`` > 1 reads a whole (not blocked) job's inputs side by side (a job
-    that runs alone).
-    """
-    device = torch.device(device)
-    if out is not None:
-        if tuple(out.shape) != tuple(job.shape):
-            raise MergeError(
-                f"tensor {job.name}: output has shape {tuple(out.shape)}, the job {job.shape}"
-            )
-        if not out.is_contiguous() or out.device != device:
-            made = run_job(
-                job,
-                sources,
-                seed=seed,
-                out_dtype=out.dtype,
-                device=device,
-                check_finite=check_finite,
-                names=names,
-            )
-            return out.copy_(made)
-    dtype = out.dtype if out is not None else (out_dtype or job.dtype)
+    sources: Sequence[TensorSource]
+    seed: int = 0
+    device: torch.device = torch.device("cpu")
+    out_dtype: torch.dtype | None = None
+    check_finite: bool = True
+    names: Sequence[str] | None = None
+    buffers: BufferPool | None = None
+    options: MergeOptions = DEFAULT_OPTIONS
+    threads: int = 1
 
-    def label(f: Fetch) -> str:
-        return f"parent {names[f.source]!r}" if names else f"source {f.source}"
+    @classmethod
+    def for_plan(
+        cls, plan: MergePlan, sources: Sequence[TensorSource], **fields: Any
+    ) -> JobContext:
+        """The context of ``plan``'s jobs: its seed, dtype and parent names; ``fields``
+        as in the class (``device`` may be a string)."""
+        recipe = plan.recipe
+        names = [p.name for p in recipe.parents] + (["base"] if recipe.base else [])
+        fields.setdefault("out_dtype", DTYPES[recipe.dtype] if recipe.dtype else None)
+        fields["device"] = torch.device(fields.get("device", "cpu"))
+        return cls(sources, seed=recipe.seed, names=names, **fields)
 
-    def fetch(f: Fetch, rows: tuple[int, int] | None) -> torch.Tensor:
-        if rows is None:
-            t = realize(f, sources, job.shape)
+    def label(self, fetch: Fetch) -> str:
+        return f"parent {self.names[fetch.source]!r}" if self.names else f"source {fetch.source}"
+
+
+#: a job's inputs as read, in fetch order: (the models' tensors, the base or None)
+Inputs = tuple[list[torch.Tensor], torch.Tensor | None]
+
+
+class JobRun:
+    """Produces one job's output tensor (see :func:`run_job`)."""
+
+    def __init__(self, job: TensorJob, ctx: JobContext) -> None:
+        self.job = job
+        self.ctx = ctx
+        self.fetches = [*job.inputs, *([job.base] if job.base is not None else [])]
+
+    def run(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        job, ctx = self.job, self.ctx
+        if out is not None:
+            if tuple(out.shape) != tuple(job.shape):
+                raise MergeError(
+                    f"tensor {job.name}: output has shape {tuple(out.shape)}, the job {job.shape}"
+                )
+            if not out.is_contiguous() or out.device != ctx.device:
+                alone = replace(ctx, out_dtype=out.dtype, buffers=None, threads=1)
+                made = JobRun(job, alone).run()
+                return out.copy_(made)
+        dtype = out.dtype if out is not None else (ctx.out_dtype or job.dtype)
+        if job.action == "copy":
+            source = self.fetch(job.inputs[0], None)
+            result = out.copy_(source) if out is not None else source
         else:
-            t = realize_rows(f, sources, job.shape, *rows, buffers=buffers)
-        t = t.to(device, non_blocking=True)
-        if check_finite:
-            _check_finite(t, job, label(f))
+            blocks = job_blocks(job)
+            if blocks is None:
+                result = self.merge_whole(out)
+            else:
+                if out is None:
+                    out = torch.empty(job.shape, dtype=dtype, device=ctx.device)
+                result = self.merge_blocks(blocks, out)
+        if job.overrides:
+            if out is None and job.action == "copy":
+                result = result.clone()  # never write into a parent's own tensor
+            self.apply_overrides(result)
+        return result if out is not None else result.to(dtype)
+
+    def fetch(self, f: Fetch, rows: tuple[int, int] | None) -> torch.Tensor:
+        """One input on the job's device (rows ``[e0, e1)`` of it, or whole), checked."""
+        job, ctx = self.job, self.ctx
+        if rows is None:
+            t = realize(f, ctx.sources, job.shape)
+        else:
+            t = realize_rows(f, ctx.sources, job.shape, *rows, buffers=ctx.buffers)
+        t = t.to(ctx.device, non_blocking=True)
+        if ctx.check_finite:
+            _check_finite(t, job, ctx.label(f))
         return t
 
-    Inputs = tuple[list[torch.Tensor], torch.Tensor | None]
+    def split(self, got: list[torch.Tensor]) -> Inputs:
+        """The inputs read, in fetch order, as (models, base)."""
+        return (got[:-1], got[-1]) if self.job.base is not None else (got, None)
 
-    fetches = [*job.inputs, *([job.base] if job.base is not None else [])]
+    def merge_whole(self, out: torch.Tensor | None) -> torch.Tensor:
+        """An unblocked merge: every input read whole (side by side with threads)."""
+        if self.ctx.threads > 1 and len(self.fetches) > 1:
+            with ThreadPoolExecutor(self.ctx.threads, thread_name_prefix="darwin-read") as pool:
+                reads = [pool.submit(self.fetch, f, None) for f in self.fetches]
+                got = self.split([r.result() for r in reads])
+        else:
+            got = self.split([self.fetch(f, None) for f in self.fetches])
+        result = self.merge(None, out, got)
+        self.recycle(got, result)
+        return result
 
-    def split(got: list[torch.Tensor]) -> Inputs:
-        """The inputs read, in ``fetches`` order, as (models, base)."""
-        return (got[:-1], got[-1]) if job.base is not None else (got, None)
+    def merge_blocks(self, blocks: list[tuple[int, int]], out: torch.Tensor) -> torch.Tensor:
+        """A blocked merge into ``out``: the next block is read (disk, expert gather)
+        while this one is merged, its inputs side by side (one read at a time leaves the
+        disk idle between them)."""
+        fetches = self.fetches
+        with ThreadPoolExecutor(len(fetches), thread_name_prefix="darwin-read") as reader:
+            ahead = [reader.submit(self.fetch, f, blocks[0]) for f in fetches]
+            for i, (e0, e1) in enumerate(blocks):
+                got = self.split([f.result() for f in ahead])
+                if i + 1 < len(blocks):
+                    ahead = [reader.submit(self.fetch, f, blocks[i + 1]) for f in fetches]
+                self.merge((e0, e1), out[e0:e1], got)
+                self.recycle(got, out)
+                del got
+        return out
 
-    def read_whole() -> Inputs:
-        if read_threads > 1 and len(fetches) > 1:
-            with ThreadPoolExecutor(read_threads, thread_name_prefix="darwin-read") as pool:
-                return split(list(pool.map(lambda f: fetch(f, None), fetches)))
-        return split([fetch(f, None) for f in fetches])
-
-    def merge(rows: tuple[int, int] | None, into: torch.Tensor | None, got: Inputs) -> torch.Tensor:
+    def merge(
+        self, rows: tuple[int, int] | None, into: torch.Tensor | None, got: Inputs
+    ) -> torch.Tensor:
+        """The method over rows ``[e0, e1)`` (or everything), into ``into`` if given."""
+        job, ctx = self.job, self.ctx
         inputs, base = got
         lead = job.shape[0] if rows is None else rows[1] - rows[0]
         group_shape = (lead, *job.group_shape[1:]) if job.group_shape is not None else None
@@ -287,13 +350,13 @@ def run_job(
             base = base.reshape(group_shape) if base is not None else None
         generator = None
         if METHODS.get(job.method).random:
-            generator = torch.Generator(device=device)
+            generator = torch.Generator(device=ctx.device)
             key = job.seed_key if rows is None or rows[0] == 0 else f"{job.seed_key}#{rows[0]}"
-            generator.manual_seed(job_seed(seed, key))
+            generator.manual_seed(job_seed(ctx.seed, key))
         target = None
         if into is not None:
             target = into.view(group_shape) if group_shape is not None else into
-        result = apply_method(
+        result = run_method(
             job.method,
             inputs,
             base=base,
@@ -302,6 +365,7 @@ def run_job(
             group_dims=job.group_dims,
             generator=generator,
             out=target,
+            ctx=KernelContext(ctx.options, ctx.threads),
         )
         if into is not None:
             return into
@@ -309,8 +373,9 @@ def run_job(
             result = result.clone()  # never hand out (or later write into) a parent's tensor
         return result.reshape(job.shape)
 
-    def recycle(got: Inputs, result: torch.Tensor) -> None:
+    def recycle(self, got: Inputs, result: torch.Tensor) -> None:
         """Give the merged inputs' buffers back (never one the result lives in)."""
+        buffers = self.ctx.buffers
         if buffers is None:
             return
         keep = result.untyped_storage().data_ptr()
@@ -318,163 +383,169 @@ def run_job(
             if t is not None and t.untyped_storage().data_ptr() != keep:
                 buffers.give(t)
 
-    if job.action == "copy":
-        source = fetch(job.inputs[0], None)
-        result = out.copy_(source) if out is not None else source
-    else:
-        blocks = job_blocks(job)
-        if blocks is None:
-            got = read_whole()
-            result = merge(None, out, got)
-            recycle(got, result)
-            del got
-        else:
-            result = out if out is not None else torch.empty(job.shape, dtype=dtype, device=device)
-
-            # the next block is read (disk, expert gather) while this one is merged, its
-            # inputs side by side (one read at a time leaves the disk idle between them)
-            def ahead_of(rows: tuple[int, int]) -> list[Future[torch.Tensor]]:
-                return [reader.submit(fetch, f, rows) for f in fetches]
-
-            def arrived(futures: list[Future[torch.Tensor]]) -> Inputs:
-                return split([f.result() for f in futures])
-
-            with ThreadPoolExecutor(len(fetches), thread_name_prefix="darwin-read") as reader:
-                ahead = ahead_of(blocks[0])
-                for i, (e0, e1) in enumerate(blocks):
-                    got = arrived(ahead)
-                    if i + 1 < len(blocks):
-                        ahead = ahead_of(blocks[i + 1])
-                    merge((e0, e1), result[e0:e1], got)
-                    recycle(got, result)
-                    del got
-    if job.overrides:
-        if out is None and job.action == "copy":
-            result = result.clone()  # never write into a parent's own tensor
-        # many transplants into one fused tensor share a source: read each source once
+    def apply_overrides(self, result: torch.Tensor) -> None:
+        """Expert transplants; many into one fused tensor share a source: read it once."""
+        job, ctx = self.job, self.ctx
         fetched: dict[str, torch.Tensor] = {}
         for out_idx, f, idx in job.overrides:
             key = repr(f)
             if key not in fetched:
-                fetched[key] = realize(f, sources, job.shape if f.pieces else None)
-            result[out_idx] = fetched[key][idx].to(device=device, dtype=result.dtype)
-    return result if out is not None else result.to(dtype)
+                fetched[key] = realize(f, ctx.sources, job.shape if f.pieces else None)
+            result[out_idx] = fetched[key][idx].to(device=ctx.device, dtype=result.dtype)
 
 
-def _iter_results(
-    plan: MergePlan,
-    sources: Sequence[TensorSource],
+def run_job(
+    job: TensorJob,
+    ctx: JobContext | Sequence[TensorSource],
     *,
-    threads: int,
-    device: str,
-    check_finite: bool,
-    buffers: BufferPool | None = None,
-) -> Iterator[tuple[TensorJob, torch.Tensor]]:
-    """Run the plan's jobs, yielding ``(job, output)`` in plan order. With ``buffers`` the
-    outputs are made in its buffers and go back to it when the consumer asks for the
-    next one (it must not keep them), and its idle buffers count against the budget."""
-    names = [p.name for p in plan.recipe.parents] + (["base"] if plan.recipe.base else [])
-    out_dtype = DTYPES[plan.recipe.dtype] if plan.recipe.dtype else None
-    on_cpu = torch.device(device).type == "cpu"
+    out: torch.Tensor | None = None,
+    **fields: Any,
+) -> torch.Tensor:
+    """Produce one output tensor (on the context's device, in its ``out_dtype`` or the
+    job's dtype). ``ctx`` is a :class:`JobContext`, or the sources with the context's
+    other fields as keywords (``seed=``, ``device=`` ...).
 
-    def out_bytes(job: TensorJob) -> int:
+    With ``out`` (the job's shape, on the device; never a parent's own tensor) the result
+    is written into it and it is returned: the resident child's storage, so a candidate
+    costs no full-size allocation. Same values as without ``out`` then ``.to(out.dtype)``.
+    Expert tensors run a block of experts at a time (:data:`BLOCK_BYTES`). With the
+    context's ``buffers`` (a merge to disk) the gathered blocks come from the pool and the
+    inputs' buffers go back to it once merged (the caller passes a pool buffer as
+    ``out``). ``threads`` > 1 reads a whole (not blocked) job's inputs side by side.
+    """
+    if not isinstance(ctx, JobContext):
+        if "device" in fields:
+            fields["device"] = torch.device(fields["device"])
+        ctx = JobContext(ctx, **fields)
+    return JobRun(job, ctx).run(out)
+
+
+class Scheduler:
+    """Runs a plan's jobs on a thread pool and yields their outputs in plan order, within
+    a memory budget.
+
+    * **budget**: the jobs in flight plus the output being written never hold more than
+      the most memory one job needs alone (:func:`job_memory`: a 1 GiB embedding's TIES
+      holds three inputs and its output; a blocked expert job its output and two
+      blocks), so two 1 GiB tensors are never merged at once, while small tensors run
+      ``threads`` at a time;
+    * **admission**: the next job in plan order starts when its memory fits (or nothing
+      else is held); a job that needs the whole budget runs alone, with every thread;
+    * **eviction** (a merge to disk, with a buffer pool): idle buffers count against the
+      budget, except those the next job will reuse; the others are freed first, and a
+      large idle buffer is freed once no job left wants its size;
+    * **read-ahead**: the next jobs run while an output is written (up to ``4 threads``
+      jobs queued).
+    """
+
+    def __init__(self, jobs: Sequence[TensorJob], ctx: JobContext, threads: int) -> None:
+        self.ctx = ctx
+        self.threads = threads
+        self.todo = deque(jobs)
+        self.memory = {job.name: job_memory(job) for job in jobs}
+        self.budget = max(self.memory.values(), default=0)
+        self.held = 0  # bytes: the pending jobs' memory + the output being written
+        self.pending: deque[tuple[TensorJob, Future[torch.Tensor]]] = deque()
+        self.on_cpu = ctx.device.type == "cpu"
+        # the large buffers the jobs not yet finished will take, by size
+        self.wanted: Counter[int] = Counter(
+            n for job in jobs for n in self.takes(job) if n > LARGE_BUFFER
+        )
+        if ctx.buffers is not None:
+            ctx.buffers.max_idle = self.budget
+
+    def out_bytes(self, job: TensorJob) -> int:
         """Bytes of the output a pool buffer is taken for (0: the job makes its own)."""
-        if buffers is None or not on_cpu or job.action != "merge":
+        if self.ctx.buffers is None or not self.on_cpu or job.action != "merge":
             return 0
-        dtype = out_dtype or job.dtype
+        dtype = self.ctx.out_dtype or job.dtype
         return math.prod(job.shape) * torch.empty((), dtype=dtype).element_size()
 
-    def takes(job: TensorJob) -> list[int]:
+    def takes(self, job: TensorJob) -> list[int]:
         """Buffer sizes the job will take from the pool: its output, and its inputs when
         it reads them whole (about the output's size each)."""
-        sizes = [out_bytes(job)] if out_bytes(job) else []
+        sizes = [self.out_bytes(job)] if self.out_bytes(job) else []
         if job_blocks(job) is None:
             sizes += [job_bytes(job)] * (len(job.inputs) + (job.base is not None))
         return sizes
 
-    def output(job: TensorJob) -> torch.Tensor | None:
-        nbytes = out_bytes(job)
-        if buffers is None or not nbytes:
+    def output(self, job: TensorJob) -> torch.Tensor | None:
+        """A pool buffer for the job's output (None: the job makes its own)."""
+        nbytes = self.out_bytes(job)
+        if self.ctx.buffers is None or not nbytes:
             return None
-        return buffers.take(nbytes).view(out_dtype or job.dtype).view(job.shape)
+        dtype = self.ctx.out_dtype or job.dtype
+        return self.ctx.buffers.take(nbytes).view(dtype).view(job.shape)
 
-    def work(job: TensorJob, out: torch.Tensor | None = None, alone: bool = False) -> torch.Tensor:
-        # a job that takes the whole budget runs alone: it gets every thread
-        inner = threads if alone else 1
-        with torch.no_grad(), intra_threads(inner):
-            t = run_job(
-                job,
-                sources,
-                seed=plan.recipe.seed,
-                out_dtype=out_dtype,
-                device=device,
-                check_finite=check_finite,
-                names=names,
-                out=out,
-                buffers=buffers,
-                read_threads=inner,
-            )
-            return t.to("cpu")
+    def work(self, job: TensorJob, out: torch.Tensor | None, alone: bool) -> torch.Tensor:
+        """Run one job (a job that runs alone gets every thread inside it)."""
+        ctx = replace(self.ctx, threads=self.threads if alone else 1)
+        with torch.no_grad():
+            return run_job(job, ctx, out=out).to("cpu")
 
-    if threads <= 1:
-        for job in plan.jobs:
-            result = work(job, output(job))
+    def results(self) -> Iterator[tuple[TensorJob, torch.Tensor]]:
+        """``(job, output)`` in plan order. With a buffer pool the outputs are made in its
+        buffers and go back to it when the consumer asks for the next one (it must not
+        keep them)."""
+        if self.threads <= 1:
+            yield from self._one_at_a_time()
+            return
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="darwin-merge") as pool:
+            self.admit(pool)
+            while self.pending:
+                job, result = self.collect()
+                self.admit(pool)  # the next jobs run while this output is written
+                yield job, result
+                self.release(job, result)
+                del result  # written: it must not live on while the next jobs run
+                self.admit(pool)
+
+    def _one_at_a_time(self) -> Iterator[tuple[TensorJob, torch.Tensor]]:
+        for job in self.todo:
+            result = self.work(job, self.output(job), alone=False)
             yield job, result
-            if buffers is not None:
-                buffers.give(result)
+            if self.ctx.buffers is not None:
+                self.ctx.buffers.give(result)
             del result
-        return
-    # Memory bound: the jobs in flight plus the output being written never hold more
-    # than the most memory one job needs alone (job_memory: a 1 GiB embedding's TIES
-    # holds three inputs and its output; a blocked expert job its output and two blocks),
-    # so two 1 GiB tensors are never merged at once, while the next jobs run as an output
-    # is written and small tensors run ``threads`` at a time. Output order is plan order.
-    memory = {job.name: job_memory(job) for job in plan.jobs}
-    budget = max(memory.values(), default=0)
-    if buffers is not None:
-        buffers.max_idle = budget
-    todo = deque(plan.jobs)
-    # the large buffers the jobs not yet finished will take, by size: once none wants an
-    # idle buffer's size, the pool frees it (see BufferPool.drop_unwanted)
-    wanted: Counter[int] = Counter(n for job in todo for n in takes(job) if n > LARGE_BUFFER)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="darwin-merge") as pool:
-        pending: deque[tuple[TensorJob, Future[torch.Tensor]]] = deque()
-        held = 0  # bytes: the pending jobs' memory + the output being written
 
-        def fill() -> None:
-            nonlocal held
-            while todo and len(pending) < 4 * threads:  # done ones wait for their turn
-                need = memory[todo[0].name]
-                if held and held + need > budget:
-                    return
-                job = todo.popleft()
-                out = None
-                if buffers is not None:
-                    buffers.drop_unwanted({n for n, k in wanted.items() if k > 0}, LARGE_BUFFER)
-                    # idle buffers count against the budget, except those this job will
-                    # reuse (its output, its whole inputs): the others go first
-                    spare = buffers.reusable(takes(job))
-                    over = held + need + buffers.idle - sum(n * k for n, k in spare.items())
-                    if over > budget:
-                        buffers.evict(over - budget, spare=spare)
-                    out = output(job)  # taken now: no other job can take it meanwhile
-                pending.append((job, pool.submit(work, job, out, need >= budget)))
-                held += need
-
-        fill()
-        while pending:
-            done_job, fut = pending.popleft()
-            result = fut.result()
-            del fut
-            held += job_bytes(done_job) - memory[done_job.name]  # only its output is left
-            wanted.subtract(n for n in takes(done_job) if n > LARGE_BUFFER)  # all taken
-            fill()  # the next jobs run while this output is written
-            yield done_job, result
+    def admit(self, pool: ThreadPoolExecutor) -> None:
+        """Start the next jobs in plan order while they fit the budget."""
+        buffers = self.ctx.buffers
+        while self.todo and len(self.pending) < 4 * self.threads:  # done ones wait their turn
+            need = self.memory[self.todo[0].name]
+            if self.held and self.held + need > self.budget:
+                return
+            job = self.todo.popleft()
             if buffers is not None:
-                buffers.give(result)  # written: its buffer serves a later job
-            del result  # written: it must not live on while the next jobs run
-            held -= job_bytes(done_job)
-            fill()
+                self.evict(job, need)
+            out = self.output(job)  # taken now: no other job can take it meanwhile
+            self.pending.append((job, pool.submit(self.work, job, out, need >= self.budget)))
+            self.held += need
+
+    def evict(self, job: TensorJob, need: int) -> None:
+        """Free idle buffers so that they, the held bytes and ``need`` fit the budget;
+        those ``job`` will reuse (its output, its whole inputs) go last."""
+        buffers = self.ctx.buffers
+        assert buffers is not None
+        buffers.drop_unwanted({n for n, k in self.wanted.items() if k > 0}, LARGE_BUFFER)
+        spare = buffers.reusable(self.takes(job))
+        over = self.held + need + buffers.idle - sum(n * k for n, k in spare.items())
+        if over > self.budget:
+            buffers.evict(over - self.budget, spare=spare)
+
+    def collect(self) -> tuple[TensorJob, torch.Tensor]:
+        """The oldest pending job's output; only that output is held afterwards."""
+        job, fut = self.pending.popleft()
+        result = fut.result()
+        self.held += job_bytes(job) - self.memory[job.name]
+        self.wanted.subtract(n for n in self.takes(job) if n > LARGE_BUFFER)  # all taken
+        return job, result
+
+    def release(self, job: TensorJob, result: torch.Tensor) -> None:
+        """The output is written: its buffer serves a later job, its bytes are free."""
+        if self.ctx.buffers is not None:
+            self.ctx.buffers.give(result)
+        self.held -= job_bytes(job)
 
 
 def alone_first(jobs: Sequence[TensorJob]) -> list[TensorJob]:
@@ -520,18 +591,102 @@ def execute_plan(
     check_finite: bool = True,
     progress: Callable[[TensorJob], None] | None = None,
     buffers: BufferPool | None = None,
+    options: MergeOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Run every job and hand ``(name, tensor)`` to ``sink`` in plan order. With ``buffers``
     (:class:`~darwinmerge.merge.buffers.BufferPool`) buffers are recycled: ``sink`` must
     be done with each tensor when it returns (a writer that writes it, not one that
     keeps it)."""
-    for job, tensor in _iter_results(
-        plan, sources, threads=threads, device=device, check_finite=check_finite, buffers=buffers
-    ):
+    ctx = JobContext.for_plan(
+        plan, sources, device=device, check_finite=check_finite, buffers=buffers, options=options
+    )
+    for job, tensor in Scheduler(plan.jobs, ctx, threads).results():
         sink(job.name, tensor)
         del tensor  # written: free it before the next job's output is made
         if progress is not None:
             progress(job)
+
+
+class InMemoryTarget:
+    """A loaded model (written through :class:`~darwinmerge.merge.resident.ModelWriter`:
+    names as in its state dict, tied weights written once and checked to agree) or a dict
+    (tensors copied into matching entries or added) that jobs are merged into: the one
+    in-memory path of :func:`merge_into` and :class:`~darwinmerge.merge.resident.ResidentMerge`.
+    """
+
+    def __init__(
+        self,
+        target: torch.nn.Module | MutableMapping[str, torch.Tensor] | None,
+        device: str | None = None,
+    ) -> None:
+        self.writer: ModelWriter | None = None
+        self.state: MutableMapping[str, torch.Tensor]
+        if isinstance(target, torch.nn.Module):
+            self.writer = ModelWriter(target)
+            self.state = self.writer.state
+        else:
+            self.state = target if target is not None else {}
+        self._device = device
+
+    @property
+    def device(self) -> str:
+        """Where jobs run: the one given, else the model's device (``cpu`` for a dict)."""
+        if self._device is not None:
+            return self._device
+        if self.writer is not None:
+            first = next(iter(self.writer.state.values()), None)
+            if first is not None:
+                return str(first.device)
+        return "cpu"
+
+    def refresh(self) -> bool:
+        """Re-read a model whose parameters were replaced (``model.to(...)``); True then."""
+        if self.writer is None or not self.writer.stale():
+            return False
+        self.writer = ModelWriter(self.writer.model)
+        self.state = self.writer.state
+        return True
+
+    def check_names(self, jobs: Sequence[TensorJob]) -> None:
+        """A model must hold every job's tensor (a dict takes new entries)."""
+        if self.writer is None:
+            return
+        absent = [job.name for job in jobs if job.name not in self.state]
+        if absent:
+            raise MergeError(
+                f"the resident model has no tensor {absent[0]} ({len(absent)} missing); "
+                "match with the donor whose layout and naming the model has"
+            )
+
+    def out_dtype(self, job: TensorJob, recipe_dtype: torch.dtype | None) -> torch.dtype:
+        """The dtype a job's output is made in: the target's, else the recipe's or the job's."""
+        dst = self.state.get(job.name)
+        return dst.dtype if dst is not None else (recipe_dtype or job.dtype)
+
+    def merge(self, jobs: Sequence[TensorJob], ctx: JobContext) -> None:
+        """Run ``jobs`` into the target: straight into its storage where the shapes agree
+        and the tensor is not tied (tied ones are written together, so their values are
+        checked); each output in :meth:`out_dtype` (``ctx.out_dtype``: the recipe's)."""
+        self.check_names(jobs)
+        writer = self.writer
+        tied: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for job in jobs:
+                dst = self.state.get(job.name)
+                in_place = dst is not None and tuple(dst.shape) == job.shape
+                into = dst if in_place and (writer is None or job.name not in writer.tied) else None
+                job_ctx = replace(ctx, out_dtype=self.out_dtype(job, ctx.out_dtype))
+                out = run_job(job, job_ctx, out=into)
+                if into is not None:
+                    continue
+                if writer is None:
+                    write_into_dict(self.state, job.name, out, copy=job.action == "copy")
+                elif job.name in writer.tied:
+                    tied[job.name] = out
+                else:
+                    writer.write({job.name: out})
+            if writer is not None and tied:
+                writer.write(tied)
 
 
 def merge_into(
@@ -541,53 +696,15 @@ def merge_into(
     *,
     device: str | None = None,
     check_finite: bool = False,
+    options: MergeOptions = DEFAULT_OPTIONS,
 ) -> MutableMapping[str, torch.Tensor]:
-    """Merge in memory. With a model, its parameters are overwritten in place through
-    :func:`~darwinmerge.merge.resident.write_into_model` (names as in its state dict,
-    fused expert layout included, tied weights written once and checked to agree);
-    with a dict, tensors are copied into matching entries or added (in the recipe's
-    dtype, else the donor's); returns the dict of
-    merged tensors (the model's state dict for a model)."""
-    writer: ModelWriter | None = None
-    state: MutableMapping[str, torch.Tensor]
-    if isinstance(target, torch.nn.Module):
-        writer = ModelWriter(target)
-        state = writer.state
-        first = next(iter(writer.state.values()), None)
-        dev = device or (str(first.device) if first is not None else "cpu")
-    else:
-        state = target if target is not None else {}
-        dev = device or "cpu"
-    names = [p.name for p in plan.recipe.parents] + (["base"] if plan.recipe.base else [])
-    recipe_dtype = DTYPES[plan.recipe.dtype] if plan.recipe.dtype else None
-    tied: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for job in plan.jobs:
-            dst = state.get(job.name)
-            if dst is None and writer is not None:
-                raise MergeError(f"in-memory merge: the target model has no tensor {job.name}")
-            # straight into the target's storage unless tied (those are written together)
-            in_place = dst is not None and tuple(dst.shape) == job.shape
-            into = dst if in_place and (writer is None or job.name not in writer.tied) else None
-            out = run_job(
-                job,
-                sources,
-                seed=plan.recipe.seed,
-                out_dtype=dst.dtype if dst is not None else recipe_dtype,
-                device=dev,
-                check_finite=check_finite,
-                names=names,
-                out=into,
-            )
-            if into is not None:
-                continue
-            if writer is not None:
-                if job.name in writer.tied:  # written together, so the values are checked
-                    tied[job.name] = out
-                else:
-                    writer.write({job.name: out})
-            else:
-                write_into_dict(state, job.name, out, copy=job.action == "copy")
-        if writer is not None and tied:
-            writer.write(tied)
-    return state
+    """Merge in memory into ``target`` (:class:`InMemoryTarget`: a model's parameters
+    overwritten in place, or a dict; a new dict when None, the tensors in the recipe's
+    dtype, else the donor's); returns the dict of merged tensors (the model's state dict
+    for a model)."""
+    into = InMemoryTarget(target, device)
+    ctx = JobContext.for_plan(
+        plan, sources, device=into.device, check_finite=check_finite, options=options
+    )
+    into.merge(plan.jobs, ctx)
+    return into.state

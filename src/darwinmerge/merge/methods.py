@@ -136,6 +136,10 @@ class MergeMethod:
     #: a rule joining several per-model parameters (DELLA: density +/- epsilon inside
     #: (0, 1)): given one model's complete parameters, what is wrong, or None
     joint_check: Callable[[Mapping[str, float | bool]], str | None] | None = None
+    #: a task-vector method's (sparsifier, sign consensus): the sparsifier's name as in
+    #: ``ops.task_vectors.Sparsifier`` (``none``, ``magnitude``, ``random``,
+    #: ``magnitude_outliers``, ``della_magprune``); None for every other method
+    task_vector: tuple[str, bool] | None = None
 
     @property
     def takes_base(self) -> bool:
@@ -209,50 +213,55 @@ def _della_joint(p: Mapping[str, float | bool]) -> str | None:
     return None
 
 
+#: each sparsifier's own per-model parameters (besides weight and density)
+_SPARSIFIER_PARAMS: dict[str, dict[str, ParamSpec]] = {
+    "magnitude_outliers": {"gamma": GAMMA},
+    "della_magprune": {"epsilon": EPSILON},
+}
+
+
 def _task_method(
     name: str,
+    sparsifier: str,
+    consensus: bool,
     *,
-    sparsified: bool,
-    random: bool = False,
     normalize: bool = False,
     rescale: bool = False,
-    extra: Mapping[str, ParamSpec] | None = None,
 ) -> MergeMethod:
     """A task-vector method (``base + lambda * sum_i w_i (x_i - base)``, after an optional
-    per-model sparsification of the deltas): ``weight``, ``density`` when sparsified, the
-    sparsifier's own per-model parameters, ``normalize``, ``lambda``, ``rescale``."""
+    per-model sparsification of the deltas, with TIES sign consensus or not): ``weight``,
+    ``density`` when sparsified, the sparsifier's own per-model parameters,
+    ``normalize``, ``lambda``, ``rescale``. The one declaration of the method: the ops
+    (:mod:`darwinmerge.merge.ops.catalog`) and the kernels read ``task_vector``."""
+    sparsified = sparsifier != "none"
     params: dict[str, ParamSpec] = {"weight": WEIGHT}
     if sparsified:
         params["density"] = DENSITY
-    params.update(extra or {})
+    params.update(_SPARSIFIER_PARAMS.get(sparsifier, {}))
     params["normalize"] = NORMALIZE.with_default(normalize)
     params["lambda"] = LAMBDA
     if sparsified:
         params["rescale"] = RESCALE.with_default(rescale)
-    della = "epsilon" in params
     return MergeMethod(
         name,
         needs_base=True,
-        random=random,
+        random=sparsifier in ("random", "della_magprune"),
         params=params,
-        joint_check=_della_joint if della else None,
+        joint_check=_della_joint if sparsifier == "della_magprune" else None,
+        task_vector=(sparsifier, consensus),
     )
 
 
-_GAMMA = {"gamma": GAMMA}
-_EPSILON = {"epsilon": EPSILON}
-
 for _method in (
-    _task_method("task_arithmetic", sparsified=False),
-    _task_method("ties", sparsified=True, normalize=True),
-    _task_method("dare_ties", sparsified=True, random=True, rescale=True),
-    _task_method("dare_linear", sparsified=True, random=True, rescale=True),
-    _task_method("breadcrumbs", sparsified=True, extra=_GAMMA),
-    _task_method("breadcrumbs_ties", sparsified=True, extra=_GAMMA),
-    _task_method(
-        "della", sparsified=True, random=True, normalize=True, rescale=True, extra=_EPSILON
-    ),
-    _task_method("della_linear", sparsified=True, random=True, rescale=True, extra=_EPSILON),
+    # name, sparsifier, sign consensus (TIES), non-default normalize / rescale
+    _task_method("task_arithmetic", "none", False),
+    _task_method("ties", "magnitude", True, normalize=True),
+    _task_method("dare_ties", "random", True, rescale=True),
+    _task_method("dare_linear", "random", False, rescale=True),
+    _task_method("breadcrumbs", "magnitude_outliers", False),
+    _task_method("breadcrumbs_ties", "magnitude_outliers", True),
+    _task_method("della", "della_magprune", True, normalize=True, rescale=True),
+    _task_method("della_linear", "della_magprune", False, rescale=True),
     MergeMethod(
         "linear",
         needs_base=False,

@@ -99,18 +99,18 @@ class ResidentMerge:
         *,
         device: str | torch.device | None = None,
         check_finite: bool = False,
+        options: Any = None,
     ) -> None:
+        from darwinmerge.merge.executor import InMemoryTarget
+        from darwinmerge.merge.options import DEFAULT_OPTIONS
+
         self.target = target
         self.sources = list(sources)
         self.matching = matching
         self.check_finite = check_finite
-        self._writer: ModelWriter | None = None
-        self._dict: MutableMapping[str, torch.Tensor] | None = None
-        self._device = str(device) if device is not None else None
-        if isinstance(target, torch.nn.Module):
-            self._writer = ModelWriter(target)
-        else:
-            self._dict = target
+        #: how jobs run (:class:`~darwinmerge.merge.options.MergeOptions`)
+        self.options = options if options is not None else DEFAULT_OPTIONS
+        self._into = InMemoryTarget(target, str(device) if device is not None else None)
         self._signatures: dict[str, Any] = {}
         #: the plan of the last successful apply
         self.plan: Any = None
@@ -118,13 +118,7 @@ class ResidentMerge:
     @property
     def device(self) -> str:
         """Where jobs run: the one given, else the model's device (``cpu`` for a dict)."""
-        if self._device is not None:
-            return self._device
-        if self._writer is not None:
-            first = next(iter(self._writer.state.values()), None)
-            if first is not None:
-                return str(first.device)
-        return "cpu"
+        return self._into.device
 
     def forget(self) -> None:
         """Drop every remembered signature: the next apply merges every tensor."""
@@ -132,77 +126,40 @@ class ResidentMerge:
 
     def apply(self, recipe: Any) -> ApplyStats:
         """Merge ``recipe`` into the resident child; returns what was merged and kept."""
-        from darwinmerge.merge.executor import DTYPES, run_job
+        from darwinmerge.merge.executor import JobContext
         from darwinmerge.merge.ops import METHODS
         from darwinmerge.merge.planner import assign
 
         start = time.perf_counter()
-        if self._writer is not None and self._writer.stale():  # moved: new storage
-            self._writer = ModelWriter(self._writer.model)
+        if self._into.refresh():  # moved: new storage
             self.forget()
         plan = assign(recipe, self.matching)
-        recipe_dtype = DTYPES[recipe.dtype] if recipe.dtype else None
-        names = self.matching.names
-        state = self._writer.state if self._writer is not None else self._dict
-        assert state is not None
-        if self._writer is not None:
-            absent = [job.name for job in plan.jobs if job.name not in state]
-            if absent:
-                raise MergeError(
-                    f"the resident model has no tensor {absent[0]} ({len(absent)} missing); "
-                    "match with the donor whose layout and naming the model has"
-                )
-        jobs = []
+        ctx = JobContext.for_plan(
+            plan,
+            self.sources,
+            device=self.device,
+            check_finite=self.check_finite,
+            options=self.options,
+        )
+        self._into.check_names(plan.jobs)
         sigs: dict[str, Any] = {}
         for job in plan.jobs:
-            dst = state.get(job.name)
-            out_dtype = dst.dtype if dst is not None else (recipe_dtype or job.dtype)
             random = bool(job.method) and METHODS.get(job.method).random
-            sig = job_signature(job, seed=recipe.seed, out_dtype=out_dtype, random=random)
-            sigs[job.name] = sig
-            jobs.append((job, out_dtype))
+            out_dtype = self._into.out_dtype(job, ctx.out_dtype)
+            sigs[job.name] = job_signature(
+                job, seed=recipe.seed, out_dtype=out_dtype, random=random
+            )
         changed = {n for n, s in sigs.items() if self._signatures.get(n) != s}
-        if self._writer is not None:  # a tied group is written (and checked) whole
+        writer = self._into.writer
+        if writer is not None:  # a tied group is written (and checked) whole
             for name in list(changed):
-                changed.update(n for n in self._writer.tied.get(name, ()) if n in sigs)
+                changed.update(n for n in writer.tied.get(name, ()) if n in sigs)
         try:
-            tied_out: dict[str, torch.Tensor] = {}
-            with torch.no_grad():
-                for job, out_dtype in jobs:
-                    if job.name not in changed:
-                        continue
-                    dst = state.get(job.name)
-                    tied = self._writer is not None and job.name in self._writer.tied
-                    # straight into the child's storage: no full-size allocation
-                    into = dst if dst is not None and not tied and dst.shape == job.shape else None
-                    out = run_job(
-                        job,
-                        self.sources,
-                        seed=recipe.seed,
-                        out_dtype=out_dtype,
-                        device=self.device,
-                        check_finite=self.check_finite,
-                        names=names,
-                        out=into,
-                    )
-                    if into is not None:
-                        self._signatures[job.name] = sigs[job.name]
-                        continue
-                    if self._writer is not None:
-                        if job.name in self._writer.tied:
-                            tied_out[job.name] = out
-                        else:
-                            self._writer.write({job.name: out})
-                    else:
-                        assert self._dict is not None
-                        write_into_dict(self._dict, job.name, out, copy=job.action == "copy")
-                    self._signatures[job.name] = sigs[job.name]
-                if tied_out:
-                    assert self._writer is not None
-                    self._writer.write(tied_out)
+            self._into.merge([job for job in plan.jobs if job.name in changed], ctx)
         except BaseException:
             self._signatures.clear()
             raise
+        self._signatures.update((n, sigs[n]) for n in changed)
         self.plan = plan
         return ApplyStats(
             merged=len(changed),

@@ -1,12 +1,22 @@
 """Merge maths: pure tensor functions (import only torch), one registry, one entry point.
 
+The reference maths only: the fast implementations of some ops live in
+:mod:`darwinmerge.merge.kernels` and are chosen by the executor.
+
 Every op computes in float32 (float64 for float64 inputs), returns the dtype of its
 reference input (``tensors[0]``; the base for task-vector methods) unless ``out_dtype``
 is given, and takes ``group_dims``: the number of leading dims that index independent
 groups (experts, gate/up halves) whose statistics are computed separately.
 """
 
-from darwinmerge.merge.ops.api import METHODS, MergeMethod, ParamSpec, apply_method
+from darwinmerge.merge.ops.api import (
+    METHODS,
+    MergeMethod,
+    MethodCall,
+    ParamSpec,
+    apply_method,
+    prepare_call,
+)
 from darwinmerge.merge.ops.catalog import (
     breadcrumbs,
     breadcrumbs_ties,
@@ -20,17 +30,22 @@ from darwinmerge.merge.ops.catalog import (
 )
 from darwinmerge.merge.ops.consensus import model_stock, ram, ramplus_tl, sce
 from darwinmerge.merge.ops.groups import as_groups, compute_dtype
-from darwinmerge.merge.ops.interpolation import SLERP_DOT_THRESHOLD, linear, slerp
+from darwinmerge.merge.ops.interpolation import (
+    SLERP_DOT_THRESHOLD,
+    linear,
+    slerp,
+    slerp_coefficients,
+)
 from darwinmerge.merge.ops.selection import rank_window_mask
 from darwinmerge.merge.ops.selective import arcee_fusion, nearswap, passthrough
 from darwinmerge.merge.ops.sparsify import della_probabilities
 from darwinmerge.merge.ops.spherical import karcher, multislerp, nuslerp, nuslerp_t
-from darwinmerge.merge.ops.streamed import kth_by_bits
 from darwinmerge.merge.ops.task_vectors import Sparsifier, draw_masks, generalized_task_arithmetic
 from darwinmerge.merge.ops.trimmed import trimmed_lerp, trimmed_task_lerp
 
 __all__ = [
     "MergeMethod",
+    "MethodCall",
     "METHODS",
     "ParamSpec",
     "SLERP_DOT_THRESHOLD",
@@ -50,7 +65,6 @@ __all__ = [
     "draw_method_masks",
     "generalized_task_arithmetic",
     "karcher",
-    "kth_by_bits",
     "linear",
     "model_stock",
     "multislerp",
@@ -58,11 +72,13 @@ __all__ = [
     "nuslerp",
     "nuslerp_t",
     "passthrough",
+    "prepare_call",
     "ram",
     "ramplus_tl",
     "rank_window_mask",
     "sce",
     "slerp",
+    "slerp_coefficients",
     "task_arithmetic",
     "ties",
     "trimmed_lerp",

@@ -10,6 +10,11 @@ Every method is a :class:`MergeMethod` whose ``fn`` has one calling convention::
 
 where ``model_params`` is one complete dict per model and ``params`` the complete global
 parameters (``apply_method`` fills defaults and validates before calling ``fn``).
+
+:func:`prepare_call` is that validation alone: it returns a :class:`MethodCall` (the
+method, the inputs and the complete parameters) that :meth:`MethodCall.run` evaluates
+with the reference function, or that a kernel (:mod:`darwinmerge.merge.kernels`) takes
+instead.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -47,8 +53,10 @@ __all__ = [
     "T",
     "WEIGHT",
     "MergeMethod",
+    "MethodCall",
     "ParamSpec",
     "apply_method",
+    "prepare_call",
 ]
 
 
@@ -77,7 +85,63 @@ def _resolve(
     return resolved
 
 
-def apply_method(
+@dataclass(frozen=True)
+class MethodCall:
+    """One validated merge call: the method, its inputs and its complete parameters
+    (defaults filled, ranges checked). ``run`` evaluates the reference function."""
+
+    method: MergeMethod
+    tensors: list[torch.Tensor]
+    base: torch.Tensor | None
+    model_params: list[dict[str, float | bool]]
+    params: dict[str, float | bool]
+    group_dims: int
+    generator: torch.Generator | None
+
+    def column(self, key: str) -> list[float] | None:
+        """Per-model parameter ``key`` as one list (None where the method has none)."""
+        if not self.model_params or key not in self.model_params[0]:
+            return None
+        return [float(p[key]) for p in self.model_params]
+
+    def check_out(self, out: torch.Tensor) -> bool:
+        """Whether ``out`` can receive the result directly: the inputs' shape (else
+        :class:`MergeError`), dtype and device, contiguous."""
+        shape = tuple(self.tensors[0].shape)
+        if tuple(out.shape) != shape:
+            raise MergeError(
+                f"{self.method.name}: out has shape {tuple(out.shape)}, the inputs {shape}"
+            )
+        first = self.tensors[0]
+        return out.dtype == first.dtype and out.device == first.device and out.is_contiguous()
+
+    def run(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The reference result (see :func:`apply_method` for ``out``)."""
+        extra: dict[str, torch.Tensor] = {}
+        if out is not None and self.check_out(out) and _takes_out(self.method.fn):
+            extra["out"] = out
+        result = self.method.fn(
+            self.tensors,
+            base=self.base,
+            model_params=self.model_params,
+            params=self.params,
+            group_dims=self.group_dims,
+            generator=self.generator,
+            **extra,
+        )
+        return deliver(result, out)
+
+
+def deliver(result: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """``result``, or ``out`` holding it (copied in unless it was written in place)."""
+    if out is None:
+        return result
+    if result.data_ptr() != out.data_ptr():  # not written in place
+        out.copy_(result)
+    return out
+
+
+def prepare_call(
     name: str,
     tensors: Sequence[torch.Tensor],
     *,
@@ -86,20 +150,9 @@ def apply_method(
     params: Mapping[str, float | bool] = {},  # noqa: B006 - read only
     group_dims: int = 0,
     generator: torch.Generator | None = None,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Validate parameters and inputs, then merge ``tensors`` with method ``name``.
-
-    ``model_params`` has one mapping per tensor (or is empty: every model takes the
-    defaults). Raises UnknownNameError, ConfigError (parameters) or MergeError (inputs).
-
-    ``out`` (the inputs' shape) receives the result and is returned: a method whose
-    function takes ``out`` writes into it directly when it has the inputs' dtype and
-    device and is contiguous (no full-size allocation: the resident child's inner step);
-    otherwise the result is copied in (cast to ``out``'s dtype). The values are the
-    same as without ``out`` followed by ``.to(out.dtype)``. ``out`` must not share
-    memory with an input.
-    """
+) -> MethodCall:
+    """Validate parameters and inputs of a call to method ``name`` (see
+    :func:`apply_method`); raises UnknownNameError, ConfigError or MergeError."""
     method = METHODS.get(name)
     tensors = list(tensors)
     if not tensors:
@@ -131,33 +184,46 @@ def apply_method(
             f"{name}: is random and needs a torch.Generator seeded from (seed, tensor)"
         )
     check_inputs(tensors, group_dims, base=base)
-    extra: dict[str, torch.Tensor] = {}
-    if out is not None:
-        if tuple(out.shape) != tuple(tensors[0].shape):
-            raise MergeError(
-                f"{name}: out has shape {tuple(out.shape)}, the inputs {tuple(tensors[0].shape)}"
-            )
-        if (
-            out.dtype == tensors[0].dtype
-            and out.device == tensors[0].device
-            and out.is_contiguous()
-            and _takes_out(method.fn)
-        ):
-            extra["out"] = out
-    result = method.fn(
+    return MethodCall(
+        method, tensors, base, resolved_models, resolved_global, group_dims, generator
+    )
+
+
+def apply_method(
+    name: str,
+    tensors: Sequence[torch.Tensor],
+    *,
+    base: torch.Tensor | None = None,
+    model_params: Sequence[Mapping[str, float]] = (),
+    params: Mapping[str, float | bool] = {},  # noqa: B006 - read only
+    group_dims: int = 0,
+    generator: torch.Generator | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Validate parameters and inputs, then merge ``tensors`` with method ``name``
+    (the reference function; the executor may run a kernel instead, see
+    :mod:`darwinmerge.merge.kernels`).
+
+    ``model_params`` has one mapping per tensor (or is empty: every model takes the
+    defaults). Raises UnknownNameError, ConfigError (parameters) or MergeError (inputs).
+
+    ``out`` (the inputs' shape) receives the result and is returned: a method whose
+    function takes ``out`` writes into it directly when it has the inputs' dtype and
+    device and is contiguous (no full-size allocation: the resident child's inner step);
+    otherwise the result is copied in (cast to ``out``'s dtype). The values are the
+    same as without ``out`` followed by ``.to(out.dtype)``. ``out`` must not share
+    memory with an input.
+    """
+    call = prepare_call(
+        name,
         tensors,
         base=base,
-        model_params=resolved_models,
-        params=resolved_global,
+        model_params=model_params,
+        params=params,
         group_dims=group_dims,
         generator=generator,
-        **extra,
     )
-    if out is None:
-        return result
-    if result.data_ptr() != out.data_ptr():  # not written in place (or no out= taken)
-        out.copy_(result)
-    return out
+    return call.run(out)
 
 
 @functools.cache

@@ -10,7 +10,7 @@ below take the same defaults from the declarations.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from darwinmerge.merge.ops.task_vectors import (
 )
 
 __all__ = [
+    "TASK_METHODS",
     "draw_method_masks",
     "task_arithmetic",
     "ties",
@@ -36,16 +37,14 @@ __all__ = [
     "della_linear",
 ]
 
-# name -> (sparsifier, sign consensus); the parameters are the declaration's (METHODS)
-_TASK_METHODS: dict[str, tuple[Sparsifier, bool]] = {
-    "task_arithmetic": (Sparsifier.none, False),
-    "ties": (Sparsifier.magnitude, True),
-    "dare_ties": (Sparsifier.random, True),
-    "dare_linear": (Sparsifier.random, False),
-    "breadcrumbs": (Sparsifier.outliers, False),
-    "breadcrumbs_ties": (Sparsifier.outliers, True),
-    "della": (Sparsifier.della, True),
-    "della_linear": (Sparsifier.della, False),
+#: name -> (sparsifier, sign consensus) of every declared task method (read from the
+#: declarations' ``task_vector``, :mod:`darwinmerge.merge.methods`); the public
+#: functions, the registry entries and the ``streamed_task_arithmetic`` kernel are made
+#: from it
+TASK_METHODS: dict[str, tuple[Sparsifier, bool]] = {
+    name: (Sparsifier(declared.task_vector[0]), declared.task_vector[1])
+    for name in METHODS
+    if (declared := METHODS.get(name)).task_vector is not None
 }
 
 #: the sparsifiers' own per-model parameters (besides weight and density)
@@ -57,7 +56,7 @@ def _defaults(name: str) -> dict[str, float | bool | None]:
 
 
 def _task_method(name: str, **kwargs: Any) -> torch.Tensor:
-    sparsifier, consensus = _TASK_METHODS[name]
+    sparsifier, consensus = TASK_METHODS[name]
     defaults = _defaults(name)
     kwargs.setdefault("normalize", defaults["normalize"])
     kwargs.setdefault("rescale", defaults.get("rescale", False))
@@ -68,109 +67,30 @@ def _task_method(name: str, **kwargs: Any) -> torch.Tensor:
     return generalized_task_arithmetic(sparsifier=sparsifier, consensus=consensus, **kwargs)
 
 
-def task_arithmetic(
-    tensors: Sequence[torch.Tensor], *, base: torch.Tensor, weights: Sequence[float], **kw: Any
-) -> torch.Tensor:
-    """``base + lambda * sum_i w_i (x_i - base)`` (divided by ``sum w`` if normalize)."""
-    return _task_method("task_arithmetic", tensors=tensors, base=base, weights=weights, **kw)
+def _plain(name: str, doc: str) -> Callable[..., torch.Tensor]:
+    """The plain function of task method ``name``: ``fn(tensors, *, base, weights,
+    densities=..., **generalized_task_arithmetic's keywords)`` with the declared defaults."""
+
+    def fn(
+        tensors: Sequence[torch.Tensor], *, base: torch.Tensor, weights: Sequence[float], **kw: Any
+    ) -> torch.Tensor:
+        return _task_method(name, tensors=tensors, base=base, weights=weights, **kw)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    return fn
 
 
-def ties(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    weights: Sequence[float],
-    densities: Sequence[float],
-    **kw: Any,
-) -> torch.Tensor:
-    """TIES: top-k magnitude per group, sign election by sum, disjoint (normalised) mean."""
-    return _task_method(
-        "ties", tensors=tensors, base=base, weights=weights, densities=densities, **kw
-    )
-
-
-def dare_ties(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    weights: Sequence[float],
-    densities: Sequence[float],
-    **kw: Any,
-) -> torch.Tensor:
-    """DARE masks (Bernoulli(density), L1 rescale) followed by TIES sign consensus."""
-    return _task_method(
-        "dare_ties", tensors=tensors, base=base, weights=weights, densities=densities, **kw
-    )
-
-
-def dare_linear(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    weights: Sequence[float],
-    densities: Sequence[float],
-    **kw: Any,
-) -> torch.Tensor:
-    """DARE masks (Bernoulli(density), L1 rescale), weighted sum of task vectors."""
-    return _task_method(
-        "dare_linear", tensors=tensors, base=base, weights=weights, densities=densities, **kw
-    )
-
-
-def breadcrumbs(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    weights: Sequence[float],
-    densities: Sequence[float],
-    **kw: Any,
-) -> torch.Tensor:
-    """Model breadcrumbs: drop the smallest and the gamma largest |delta| per group."""
-    return _task_method(
-        "breadcrumbs", tensors=tensors, base=base, weights=weights, densities=densities, **kw
-    )
-
-
-def breadcrumbs_ties(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    weights: Sequence[float],
-    densities: Sequence[float],
-    **kw: Any,
-) -> torch.Tensor:
-    """Breadcrumbs sparsification with TIES sign consensus."""
-    return _task_method(
-        "breadcrumbs_ties", tensors=tensors, base=base, weights=weights, densities=densities, **kw
-    )
-
-
-def della(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    weights: Sequence[float],
-    densities: Sequence[float],
-    **kw: Any,
-) -> torch.Tensor:
-    """DELLA: magnitude-rank keep probabilities, L1 rescale, TIES sign consensus."""
-    return _task_method(
-        "della", tensors=tensors, base=base, weights=weights, densities=densities, **kw
-    )
-
-
-def della_linear(
-    tensors: Sequence[torch.Tensor],
-    *,
-    base: torch.Tensor,
-    weights: Sequence[float],
-    densities: Sequence[float],
-    **kw: Any,
-) -> torch.Tensor:
-    """DELLA sparsification, weighted sum of task vectors."""
-    return _task_method(
-        "della_linear", tensors=tensors, base=base, weights=weights, densities=densities, **kw
-    )
+task_arithmetic = _plain(
+    "task_arithmetic", "``base + lambda * sum_i w_i (x_i - base)`` (/ ``sum w`` if normalize)."
+)
+ties = _plain("ties", "TIES: top-k magnitude per group, sign election, disjoint (normalised) mean.")
+dare_ties = _plain("dare_ties", "DARE masks (Bernoulli(density), L1 rescale), TIES sign consensus.")
+dare_linear = _plain("dare_linear", "DARE masks (Bernoulli(density), L1 rescale), weighted sum.")
+breadcrumbs = _plain("breadcrumbs", "Breadcrumbs: drop the smallest and gamma largest |delta|.")
+breadcrumbs_ties = _plain("breadcrumbs_ties", "Breadcrumbs sparsification, TIES sign consensus.")
+della = _plain("della", "DELLA: magnitude-rank keep probabilities, rescale, TIES consensus.")
+della_linear = _plain("della_linear", "DELLA sparsification, weighted sum of task vectors.")
 
 
 def draw_method_masks(
@@ -187,7 +107,7 @@ def draw_method_masks(
     Pass them back as ``masks=`` to the method's ``fn`` (or to a per-group slice of the
     inputs, sliced the same way) to replay the merge without the generator.
     """
-    sparsifier, _ = _TASK_METHODS[name]
+    sparsifier, _ = TASK_METHODS[name]
     if not sparsifier.random_masks:
         raise ValueError(f"{name} is not a random method")
     epsilons = _column(model_params, "epsilon")
@@ -216,13 +136,6 @@ def _column(model_params: Sequence[Mapping[str, float]], key: str) -> list[float
 
 
 def _implemented_task_method(name: str) -> None:
-    sparsifier, _ = _TASK_METHODS[name]
-    declared = METHODS.get(name)
-    if declared.random != sparsifier.random_masks or ("density" in declared.params) != (
-        sparsifier is not Sparsifier.none
-    ):
-        raise ValueError(f"merge method {name!r}: declaration and sparsifier disagree")
-
     def fn(
         tensors: Sequence[torch.Tensor],
         *,
@@ -254,7 +167,7 @@ def _implemented_task_method(name: str) -> None:
     implement(name, fn)
 
 
-for _name in _TASK_METHODS:
+for _name in TASK_METHODS:
     _implemented_task_method(_name)
 
 

@@ -10,14 +10,9 @@ from collections.abc import Sequence
 import torch
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.merge.ops.groups import as_groups, check_inputs, compute_dtype, group_count
-from darwinmerge.merge.ops.streamed import (
-    MIN_GROUP,
-    streamed_combine,
-    streamed_slerp_coefficients,
-)
+from darwinmerge.merge.ops.groups import as_groups, check_inputs, compute_dtype
 
-__all__ = ["linear", "slerp", "SLERP_DOT_THRESHOLD", "SLERP_EPS"]
+__all__ = ["linear", "slerp", "slerp_coefficients", "SLERP_DOT_THRESHOLD", "SLERP_EPS"]
 
 SLERP_DOT_THRESHOLD = 0.9995
 SLERP_EPS = 1e-8
@@ -69,6 +64,30 @@ def linear(
     return result.to(out_dtype or a.dtype)
 
 
+def slerp_coefficients(
+    norm_x: torch.Tensor,
+    norm_y: torch.Tensor,
+    dot: torch.Tensor,
+    *,
+    t: float,
+    dot_threshold: float = SLERP_DOT_THRESHOLD,
+    eps: float = SLERP_EPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slerp's per-group coefficients ``(c_a, c_b)`` from the norms and the dot product
+    (``[groups, 1]`` each): the result is ``c_a a + c_b b``; see :func:`slerp`."""
+    one = torch.ones((), dtype=norm_x.dtype, device=norm_x.device)
+    norm_x = torch.where(norm_x > eps, norm_x, one)
+    norm_y = torch.where(norm_y > eps, norm_y, one)
+    cos = (dot / (norm_x * norm_y)).clamp_(-1, 1)
+    lerp = cos.abs() > dot_threshold
+    theta = torch.acos(torch.where(lerp, torch.zeros_like(cos), cos))
+    sin_theta = torch.sin(theta)
+    t_ = torch.full_like(cos, t)
+    coef_x = torch.where(lerp, 1 - t_, torch.sin((1 - t_) * theta) / sin_theta)
+    coef_y = torch.where(lerp, t_, torch.sin(t_ * theta) / sin_theta)
+    return coef_x, coef_y
+
+
 def slerp(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -87,39 +106,18 @@ def slerp(
     ``theta = acos(cos)`` and the result is ``sin((1-t) theta)/sin(theta) a +
     sin(t theta)/sin(theta) b``. The raw (not normalised) vectors are combined, as in
     mergekit. At t=0 and t=1 the coefficients are exactly (1, 0) and (0, 1). ``out``
-    (contiguous, ``a``'s shape) receives the result, chunk by chunk on the streamed path.
+    (``a``'s shape) receives the result (cast to its dtype).
     """
     check_inputs([a, b], group_dims)
     dtype = compute_dtype(a)
-    groups = group_count(a.shape, group_dims)
-    streamed = (
-        dtype == torch.float32
-        and a.device.type == "cpu"
-        and b.device == a.device
-        and a.numel() // groups >= MIN_GROUP
+    x = as_groups(a.to(dtype), group_dims)
+    y = as_groups(b.to(dtype), group_dims)
+    norm_x = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    norm_y = torch.linalg.vector_norm(y, dim=1, keepdim=True)
+    dot = torch.bmm(x.unsqueeze(1), y.unsqueeze(2)).view(-1, 1)
+    coef_x, coef_y = slerp_coefficients(
+        norm_x, norm_y, dot, t=t, dot_threshold=dot_threshold, eps=eps
     )
-    if streamed:
-        # norms and dot summed chunk by chunk (float64 accumulators): no full-size float32
-        # copies; agrees with the whole-tensor sums to float32 rounding
-        norm_x, norm_y, dot = streamed_slerp_coefficients(a, b, groups)
-    else:
-        x = as_groups(a.to(dtype), group_dims)
-        y = as_groups(b.to(dtype), group_dims)
-        norm_x = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-        norm_y = torch.linalg.vector_norm(y, dim=1, keepdim=True)
-        dot = torch.bmm(x.unsqueeze(1), y.unsqueeze(2)).view(-1, 1)
-    one = torch.ones((), dtype=dtype, device=a.device)
-    norm_x = torch.where(norm_x > eps, norm_x, one)
-    norm_y = torch.where(norm_y > eps, norm_y, one)
-    cos = (dot / (norm_x * norm_y)).clamp_(-1, 1)
-    lerp = cos.abs() > dot_threshold
-    theta = torch.acos(torch.where(lerp, torch.zeros_like(cos), cos))
-    sin_theta = torch.sin(theta)
-    t_ = torch.full_like(cos, t)
-    coef_x = torch.where(lerp, 1 - t_, torch.sin((1 - t_) * theta) / sin_theta)
-    coef_y = torch.where(lerp, t_, torch.sin(t_ * theta) / sin_theta)
-    if streamed:
-        return streamed_combine(a, b, coef_x, coef_y, out_dtype or a.dtype, out=out)
     result = torch.mul(x, coef_x).addcmul_(y, coef_y)
     if out is not None:
         return out.copy_(result.view(a.shape))

@@ -18,6 +18,10 @@ Random sparsifiers take a ``torch.Generator``; the masks for model ``i`` are dra
 whole tensor in one call, models in order, skipping models with density >= 1 (as
 mergekit does). ``masks`` may be given instead, one per model (``None`` = keep all),
 which makes the deterministic part testable against any reference.
+
+This is the reference: whole-tensor float32 deltas, no fast path. The
+``streamed_task_arithmetic`` kernel (:mod:`darwinmerge.merge.kernels`) computes the same
+numbers in cache-sized chunks where the executor's options allow it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from enum import StrEnum
 import torch
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.merge.ops.groups import as_groups, check_inputs, compute_dtype, group_count
+from darwinmerge.merge.ops.groups import as_groups, check_inputs, compute_dtype
 from darwinmerge.merge.ops.sparsify import (
     apply_mask_,
     bernoulli_mask,
@@ -36,9 +40,8 @@ from darwinmerge.merge.ops.sparsify import (
     magnitude_mask,
     outlier_mask,
 )
-from darwinmerge.merge.ops.streamed import MIN_GROUP, streamed_task_arithmetic
 
-__all__ = ["Sparsifier", "generalized_task_arithmetic", "draw_masks"]
+__all__ = ["Sparsifier", "generalized_task_arithmetic", "draw_masks", "rank_window"]
 
 
 class Sparsifier(StrEnum):
@@ -85,7 +88,7 @@ def _mask_for(
     return della_mask(delta, group_dims, density, epsilon, generator)
 
 
-def _rank_window(
+def rank_window(
     sparsifier: Sparsifier, n: int, density: float, gamma: float
 ) -> tuple[int, int] | None:
     """Kept ascending-rank window of ``|delta|`` per group (as in :mod:`.sparsify`)."""
@@ -97,32 +100,6 @@ def _rank_window(
     target = int(density * n)
     n_bot = max(0, n - target - int(gamma * n))
     return n_bot, n_bot + target
-
-
-def _streamable(
-    sparsifier: Sparsifier,
-    base: torch.Tensor,
-    tensors: Sequence[torch.Tensor],
-    group_dims: int,
-    dtype: torch.dtype,
-    rescale: bool,
-    masks: Sequence[torch.Tensor | None] | None,
-    generator: torch.Generator | None = None,
-) -> bool:
-    """Whether :func:`.streamed.streamed_task_arithmetic` computes this merge."""
-    if masks is not None or dtype != torch.float32 or base.device.type != "cpu":
-        return False
-    if sparsifier is Sparsifier.random:
-        if generator is None or generator.device.type != "cpu":
-            return False
-    elif sparsifier not in (Sparsifier.none, Sparsifier.magnitude, Sparsifier.outliers):
-        return False
-    elif rescale and sparsifier is not Sparsifier.none:
-        return False
-    if any(t.device != base.device for t in tensors):
-        return False
-    groups = group_count(base.shape, group_dims)
-    return base.numel() // max(1, groups) >= MIN_GROUP
 
 
 def draw_masks(
@@ -166,8 +143,7 @@ def generalized_task_arithmetic(
 ) -> torch.Tensor:
     """Merge task vectors ``tensors[i] - base``; see the module docstring for the maths.
 
-    ``out`` (contiguous, the base's shape) receives the result (written chunk by chunk
-    on the streamed path when it has the result's dtype, else copied in)."""
+    ``out`` (the base's shape) receives the result (cast to its dtype)."""
     check_inputs(tensors, group_dims, base=base)
     n = len(tensors)
     weight = _per_model(weights, n, "weight", 1.0)
@@ -177,30 +153,6 @@ def generalized_task_arithmetic(
     if masks is not None and len(masks) != n:
         raise ConfigError(f"{len(masks)} masks for {n} models")
     dtype = compute_dtype(base)
-    if _streamable(sparsifier, base, tensors, group_dims, dtype, rescale, masks, generator):
-        n_groups = group_count(base.shape, group_dims)
-        per_group = base.numel() // n_groups
-        random = sparsifier is Sparsifier.random
-        direct = out if out is not None and out.dtype == (out_dtype or base.dtype) else None
-        result = streamed_task_arithmetic(
-            tensors,
-            base=base,
-            weights=weight,
-            windows=[
-                None if random else _rank_window(sparsifier, per_group, d, g)
-                for d, g in zip(density, gamma, strict=True)
-            ],
-            group_dims_count=n_groups,
-            consensus=consensus,
-            normalize=normalize,
-            lambda_=lambda_,
-            out_dtype=out_dtype or base.dtype,
-            random_densities=density if random else None,
-            rescale=rescale,
-            generator=generator,
-            out=direct,
-        )
-        return out.copy_(result) if out is not None and direct is None else result
     base_c = base.to(dtype)
 
     deltas = torch.empty((n, *base.shape), dtype=dtype, device=base.device)

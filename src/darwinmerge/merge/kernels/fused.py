@@ -1,4 +1,4 @@
-"""Fused CPU loops for the streamed task-vector path (Numba), bit-identical to its torch ops.
+"""The ``numba`` kernel: fused CPU loops of the streamed task-vector path, bit-identical.
 
 :mod:`.streamed` computes TIES / DARE / breadcrumbs / task arithmetic as a sequence of
 torch operations over cache-sized chunks: each pass is fast, but a TIES merge of two
@@ -21,30 +21,27 @@ pass:
 bfloat16 values are widened to float32 exactly (their 16 bits shifted up) and float32
 results are narrowed to bfloat16 by round-to-nearest-even, NaN to 0xFFFF, as torch's
 vectorised conversion does. The kernels take float32 or bfloat16 inputs (one dtype for
-all models and one for the base); anything else (float16, another device) keeps the torch ops. Set
-``DARWIN_FUSED=0`` to turn the kernels off; :data:`ENABLED` is what the streamed path
-reads. Numba compiles each kernel on first use and caches the machine code next to this
-file (about a second, once per installation and signature).
+all models and one for the base); anything else (float16, another device) keeps the torch
+ops. The streamed path uses them where the merge's options allow the ``numba`` kernel
+(:class:`~darwinmerge.merge.options.MergeOptions`) and Numba is importable
+(:data:`AVAILABLE`). Numba compiles each kernel on first use and caches the machine code
+next to this file (about a second, once per installation and signature).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = [
-    "ENABLED",
+    "AVAILABLE",
     "MTStream",
     "PARALLEL_MIN",
-    "intra_threads",
     "bucket_members",
     "high_bits",
     "keep_bits",
@@ -61,32 +58,18 @@ try:  # pragma: no cover - exercised by the whole suite either way
 except ImportError:  # pragma: no cover
     numba = None  # type: ignore[assignment]
 
-#: whether the streamed path uses the fused kernels (Numba importable, not turned off)
-ENABLED: bool = numba is not None and os.environ.get("DARWIN_FUSED", "1") != "0"
+#: whether Numba is importable (the ``numba`` kernel then runs where the options allow)
+AVAILABLE: bool = numba is not None
 
 _DTYPES = {torch.bfloat16: torch.int16, torch.float32: torch.float32}
-#: a mix pass over at least this many elements is split over the calling thread's
-#: :func:`intra_threads` (the loops release the GIL; a whole 1 GiB embedding that runs
-#: alone then uses every core)
+#: a mix pass over at least this many elements is split over the ``threads`` it is given
+#: (the loops release the GIL; a whole 1 GiB embedding that runs alone then uses every core)
 PARALLEL_MIN = 1 << 24
-_local = threading.local()
-
-
-@contextmanager
-def intra_threads(n: int) -> Iterator[None]:
-    """Within this block, this thread's large mix passes run on ``n`` threads (the same
-    result: the passes are split by chunks, each element computed as before)."""
-    before = getattr(_local, "threads", 1)
-    _local.threads = max(1, n)
-    try:
-        yield
-    finally:
-        _local.threads = before
 
 
 def supported(*tensors: torch.Tensor) -> bool:
-    """Whether the kernels can take these tensors (CPU, float32 or bfloat16)."""
-    return ENABLED and all(t.device.type == "cpu" and t.dtype in _DTYPES for t in tensors)
+    """Whether the kernels can take these tensors (Numba present; CPU, float32 or bfloat16)."""
+    return AVAILABLE and all(t.device.type == "cpu" and t.dtype in _DTYPES for t in tensors)
 
 
 def as_array(t: torch.Tensor) -> np.ndarray:
@@ -684,8 +667,11 @@ def mix(
     normalize: bool,
     divide_by: float,
     lambda_: float,
+    threads: int = 1,
 ) -> None:
-    """The streamed mix pass in one loop; arguments as in :mod:`.streamed`."""
+    """The streamed mix pass in one loop; arguments as in :mod:`.streamed`. A pass over at
+    least :data:`PARALLEL_MIN` elements is split by chunks over ``threads`` (the same
+    result: each element is computed as before)."""
     n = len(xs)
     groups = base.numel() // per_group
     lo_a = np.full((n, groups), -1, dtype=np.int32)
@@ -732,7 +718,7 @@ def mix(
             np.float32(lambda_),
         )
 
-    parts = min(getattr(_local, "threads", 1), len(plan))
+    parts = min(max(1, threads), len(plan))
     if parts <= 1 or base.numel() < PARALLEL_MIN:
         run(0, len(plan))
         return

@@ -1,4 +1,4 @@
-"""Cache-sized streaming path for the deterministic task-vector methods (float32 maths).
+"""The ``streamed_task_arithmetic`` and ``streamed_slerp`` kernels: cache-sized chunks.
 
 Same numbers as :func:`.task_vectors.generalized_task_arithmetic` with the ``none``,
 ``magnitude`` (TIES) and ``magnitude_outliers`` (breadcrumbs) sparsifiers, without any
@@ -25,8 +25,10 @@ Bernoulli masks chunk by chunk from the same generator (the same stream as whole
 draws); its L1 rescale sums are float32 sums per chunk carried in float64, equal to
 the reference's to float32 rounding. Slerp's norms and dot product
 (:func:`streamed_slerp_coefficients`) are chunked float64 sums.
-Not covered (callers use the reference): float64, CUDA, ``rescale`` with rank windows,
-DELLA, given masks, groups smaller than ``MIN_GROUP`` elements.
+Not covered (the reference runs): float64, CUDA, ``rescale`` with rank windows,
+DELLA, given masks, groups smaller than ``MIN_GROUP`` elements. Where the ``numba``
+kernel is allowed (:class:`~darwinmerge.merge.options.KernelContext`), the passes run as the
+compiled loops of :mod:`.fused` (the same numbers).
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from darwinmerge.merge.ops import fused
+from darwinmerge.merge.kernels import fused
 from darwinmerge.merge.ops.sparsify import RESCALE_EPS
+from darwinmerge.merge.options import KernelContext
 
 __all__ = [
     "CHUNK",
@@ -117,18 +120,22 @@ def _delta(x: torch.Tensor, base_f: torch.Tensor, out: torch.Tensor) -> torch.Te
 
 
 def kth_by_bits(
-    high: torch.Tensor, k0: int, recompute: Callable[[torch.Tensor], torch.Tensor]
+    high: torch.Tensor,
+    k0: int,
+    recompute: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    compiled: bool = False,
 ) -> tuple[int, int, torch.Tensor]:
     """Exact ``k0``-th smallest (0-based) of one group of non-negative float32 magnitudes.
 
     ``high`` holds the high 16 bits of every magnitude's bit pattern (int16, flat group
     order); ``recompute(idx)`` must return the int32 bit patterns of the magnitudes at
     flat indices ``idx``. Returns ``(value bits, #below, positions equal to the value in
-    ascending flat order)``.
+    ascending flat order)``. ``compiled``: find the bucket's members in a Numba loop.
     """
     counts = torch.bincount(high, minlength=_HIGH_BINS)
     bucket, below_bucket = _bucket(counts, k0)
-    if fused.ENABLED and high.dtype == torch.int16 and high.device.type == "cpu":
+    if compiled and fused.AVAILABLE and high.dtype == torch.int16 and high.device.type == "cpu":
         found = torch.tensor([bucket], dtype=torch.int32)
         members = fused.bucket_members(high, 1, found, int(counts[bucket]))
     else:
@@ -179,6 +186,7 @@ def streamed_task_arithmetic(
     rescale: bool = False,
     generator: torch.Generator | None = None,
     out: torch.Tensor | None = None,
+    ctx: KernelContext | None = None,
 ) -> torch.Tensor:
     """Task arithmetic / TIES / breadcrumbs / DARE in chunks; see the module docstring.
 
@@ -188,7 +196,10 @@ def streamed_task_arithmetic(
     ``generator``, model by model and chunk by chunk in flat order (the same stream as
     one whole-tensor draw per model); ``rescale`` then applies the per-group L1 rescale.
     ``out`` (contiguous, the base's shape) receives the result in its own dtype.
+    ``ctx``: whether the ``numba`` kernel may run and on how many threads (default: no).
     """
+    ctx = ctx if ctx is not None else KernelContext()
+    numba_on = ctx.uses("numba") and fused.AVAILABLE
     n_models = len(tensors)
     device = base.device
     total = base.numel()
@@ -216,15 +227,16 @@ def streamed_task_arithmetic(
                 lambda_=lambda_,
                 out_dtype=out_dtype,
                 out=flat_out[part],
+                ctx=ctx,
             )
         return result
     plan = _chunks(groups, per_group)
     work = _Work(n_models, max(e - s for s, e, _ in plan), device)
     # one loop per pass instead of a torch op per step (the same numbers, see .fused)
-    use_fused = fused.supported(flat_base, *flat_x)
+    use_fused = numba_on and fused.supported(flat_base, *flat_x)
 
     lo_bits, hi_bits, tie_keep = _rank_thresholds(
-        flat_x, flat_base, windows, plan, work, groups, per_group, use_fused
+        flat_x, flat_base, windows, plan, work, groups, per_group, use_fused, numba_on
     )
     masks: list[_Bits | None] = [None] * n_models
     factors: list[torch.Tensor | None] = [None] * n_models
@@ -234,7 +246,15 @@ def streamed_task_arithmetic(
         for i, density in enumerate(random_densities):
             if density < 1:
                 masks[i], factors[i] = _draw_masks(
-                    flat_x[i], flat_base, plan, work, per_group, density, rescale, generator
+                    flat_x[i],
+                    flat_base,
+                    plan,
+                    work,
+                    per_group,
+                    density,
+                    rescale,
+                    generator,
+                    numba_on,
                 )
 
     result = out if out is not None else torch.empty(base.shape, dtype=out_dtype, device=device)
@@ -257,6 +277,7 @@ def streamed_task_arithmetic(
             normalize=normalize,
             divide_by=total_weight if abs(total_weight) >= 1e-8 else 1.0,
             lambda_=lambda_,
+            threads=ctx.threads,
         )
         return result
     one_bits = _float_bits(1.0)
@@ -345,6 +366,7 @@ def _rank_thresholds(
     groups: int,
     per_group: int,
     use_fused: bool = False,
+    numba_on: bool = False,
 ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None], list[torch.Tensor | None]]:
     """Histogram pass and select, per model: lower / upper threshold bit patterns per
     group ([groups, 1] int32, -1 = no such bound) and the flat positions of the tied
@@ -422,7 +444,7 @@ def _rank_thresholds(
             for k0, rank_lo, is_low in targets[i]:
                 if buffered:
                     value, below, equal_pos = kth_by_bits(
-                        high[i][row : row + per_group], k0, recompute
+                        high[i][row : row + per_group], k0, recompute, compiled=numba_on
                     )
                 else:
                     bucket, below_bucket, members = found[(i, g, k0)]
@@ -509,6 +531,7 @@ def _draw_masks(
     density: float,
     rescale: bool,
     generator: torch.Generator,
+    numba_on: bool = False,
 ) -> tuple[_Bits, torch.Tensor | None]:
     """Bernoulli(density) keep mask of one model, one bit per element (:class:`_Bits`:
     1/8 byte per element), and its L1 rescale factors.
@@ -525,7 +548,7 @@ def _draw_masks(
     groups = x.numel() // per_group
     before = torch.zeros(groups, dtype=torch.float64) if rescale else None
     after = torch.zeros(groups, dtype=torch.float64) if rescale else None
-    use_fused = fused.supported(x, base)
+    use_fused = numba_on and fused.supported(x, base)
     # the generator's mt19937 stream drawn in a compiled loop (the same numbers)
     stream = fused.MTStream(generator) if use_fused and generator.device.type == "cpu" else None
     try:
