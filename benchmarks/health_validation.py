@@ -3,6 +3,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/health_validation.py \\
         --zoo runs/zoo --zoo /tmp/zoo1 [--json out.json]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/health_validation.py --zoo runs/zoo --fast
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/health_validation.py --zoo runs/zoo \
+        --kinds none --search-suite runs/search_suite [--max-children 24]
 
 Parents: the zoo's father (A, t = 0) and mother (B, t = 1). Undamaged children: the
 zoo's hand-made recipes ``moe-from-mother`` (MoE 70 % mother, the rest father; "W") and
@@ -19,6 +21,18 @@ untouched):
 | ``attn`` / ``router`` | W | that component alone, weights times 0.3 |
 | ``experts`` | W | the routed experts alone at ``(1 - 2.5, 2.5)`` |
 | ``revive`` | W | experts 0..E/2-1 revived as copies of the father's E/2..E-1 (router rows along) |
+
+Kind ``search`` (``--search-suite DIR``, repeatable: an output folder of
+benchmarks/search_suite.py, built on the suite of the first ``--zoo``, or ``--suite-zoo``):
+per problem, arm and seed the child the arm returns (the best-fitness trial, that
+script's ``anytime``), and kind ``search-worst``: the worst-fitness trial of the blind and
+random arms (naturally bad children). Parents: the problem's ``a`` (A) and ``b`` (B). A
+search child has no damaged layer and no undamaged base; its reference is the best test
+score of ``a``, ``b`` and their 50/50 linear merge on the same items (what a user has
+without searching), the first flag counts as localized when it names the layer whose
+single revert recovers the most on test (measured for every damaged search child), and
+a search child no more than 0.02 below its reference (or above it) counts for false
+alarms. ``--max-children`` caps them, round robin over problems.
 
 For every child: its test score (greedy exact match, macro over categories, ``--n-test``
 items per category, stratified), the health verdict with localization (probes
