@@ -400,6 +400,7 @@ def run_search(
     its problem's parents ``a`` / ``b`` (probes and test items of ``zoo``, the zoo the
     suite was built from). Reference: the best of ``a``, ``b`` and their 50/50 linear
     merge on the same test items."""
+    from darwinmerge.errors import DarwinError
     from darwinmerge.evaluate import TransformersBackend, evaluate, load_tasks
     from darwinmerge.evaluate.tasks import stratified_subset
     from darwinmerge.health import LocalizeOptions
@@ -413,7 +414,10 @@ def run_search(
                        args.max_children)  # fmt: skip
     children: list[Child] = []
     for p in picks:
-        recipe = Recipe.from_yaml(p["recipe"], source=f"{p['problem']}/{p['arm']}-{p['seed']}")
+        recipe = _rooted(
+            Recipe.from_yaml(p["recipe"], source=f"{p['problem']}/{p['arm']}-{p['seed']}"),
+            Path(p["folder"]),
+        )
         info = {k: v for k, v in p.items() if k != "recipe"}
         children.append(Child("search", p["kind"], "-", None, recipe, info=info))
     envs: dict[tuple[str, ...], Env] = {}
@@ -449,8 +453,28 @@ def run_search(
         which = max(ref, key=lambda k: ref[k])
         ch.base = which
         ch.info = {**ch.info, **ref, "reference": ref[which]}
-        ch.row = assess(ch, env, ref[which], args, rng)
-    return children
+        try:
+            ch.row = assess(ch, env, ref[which], args, rng)
+        except DarwinError as exc:  # one child the engine refuses does not end the run
+            print(f"  {ch.info['problem']}/{ch.info['arm']}-{ch.info['seed']}: skipped ({exc})")
+    return [ch for ch in children if ch.row]
+
+
+def _rooted(recipe: Any, folder: Path) -> Any:
+    """``recipe`` with the relative scan paths of its ``revive`` (written relative to where
+    the search ran) resolved: the first of ``folder``'s ancestors under which they exist."""
+    rv = recipe.revive
+    if rv is None:
+        return recipe
+    update = {}
+    for key in ("scan", "donor_scan"):
+        value = getattr(rv, key)
+        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+            for root in folder.parents:
+                if (root / value).exists():
+                    update[key] = str(root / value)
+                    break
+    return recipe.model_copy(update={"revive": rv.model_copy(update=update)}) if update else recipe
 
 
 def _pct(n: int, d: int) -> str:
