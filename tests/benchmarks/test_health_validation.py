@@ -237,3 +237,22 @@ def test_search_kind_damaged_path_on_the_micro_suite(
     hit = bool(row["localized"]) and row["localized"][0] == row["best_revert"]
     assert s["localized"] == int(hit)
     assert s["repaired"] <= s["localized"] and s["paired"] == int("repaired" in row)
+
+
+def test_relative_revive_scans_are_found_under_the_search_folders_ancestors(
+    tmp_path: Path,
+) -> None:
+    """The search writes ``revive.scan`` relative to where it ran (``runs/<out>/...``)."""
+    from darwinmerge.merge import Recipe
+
+    hv = _module()
+    rel = "runs/hv-rooted-ss/deep/mri/scan_b.json"
+    (tmp_path / rel).parent.mkdir(parents=True)
+    (tmp_path / rel).write_text("{}")
+    data = yaml.safe_load(_lerp(Path("/m/a"), Path("/m/b"), 0.5))
+    data["revive"] = {"source": "a", "into": "b", "scan": rel, "donor_scan": {0: [1]}}
+    recipe = Recipe.parse(data)
+    rooted = hv._rooted(recipe, tmp_path / "runs" / "hv-rooted-ss")
+    assert rooted.revive.scan == str(tmp_path / rel)
+    assert rooted.revive.donor_scan == recipe.revive.donor_scan  # inline: left as it is
+    assert hv._rooted(recipe, Path("/nowhere/ss")) == recipe  # not found: unchanged
