@@ -3,6 +3,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/health_validation.py \\
         --zoo runs/zoo --zoo /tmp/zoo1 [--json out.json]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/health_validation.py --zoo runs/zoo --fast
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/health_validation.py --zoo runs/zoo \
+        --kinds none --search-suite runs/search_suite [--max-children 24]
 
 Parents: the zoo's father (A, t = 0) and mother (B, t = 1). Undamaged children: the
 zoo's hand-made recipes ``moe-from-mother`` (MoE 70 % mother, the rest father; "W") and
@@ -19,6 +21,18 @@ untouched):
 | ``attn`` / ``router`` | W | that component alone, weights times 0.3 |
 | ``experts`` | W | the routed experts alone at ``(1 - 2.5, 2.5)`` |
 | ``revive`` | W | experts 0..E/2-1 revived as copies of the father's E/2..E-1 (router rows along) |
+
+Kind ``search`` (``--search-suite DIR``, repeatable: an output folder of
+benchmarks/search_suite.py, built on the suite of the first ``--zoo``, or ``--suite-zoo``):
+per problem, arm and seed the child the arm returns (the best-fitness trial, that
+script's ``anytime``), and kind ``search-worst``: the worst-fitness trial of the blind and
+random arms (naturally bad children). Parents: the problem's ``a`` (A) and ``b`` (B). A
+search child has no damaged layer and no undamaged base; its reference is the best test
+score of ``a``, ``b`` and their 50/50 linear merge on the same items (what a user has
+without searching), the first flag counts as localized when it names the layer whose
+single revert recovers the most on test (measured for every damaged search child), and
+a search child no more than 0.02 below its reference (or above it) counts for false
+alarms. ``--max-children`` caps them, round robin over problems.
 
 For every child: its test score (greedy exact match, macro over categories, ``--n-test``
 items per category, stratified), the health verdict with localization (probes
@@ -49,6 +63,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -79,6 +94,7 @@ class Child:
     layer: int | None
     recipe: Any
     row: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # search children: where from
 
 
 def _with_layer_weights(recipe: Any, layer: int, weights: dict[str, tuple[float, float]]) -> Any:
@@ -150,19 +166,119 @@ KIND_BASE = {
 FAST_KINDS = "overshoot2"
 
 
+@dataclass
+class Env:
+    """What checking and scoring the children of one pair of parents needs: the resident
+    child scored on the test items, the probes, the parents and their scans."""
+
+    fitness: Any
+    batches: Any
+    pa: Any
+    pb: Any
+    sa: Any
+    sb: Any
+    L: int
+    E: int
+    lopt: Any
+
+
+def make_env(recipe: Any, test: list[Any], zoo: Path, lopt: Any, names: tuple[str, str]) -> Env:
+    from darwinmerge.health.fitness import ResidentFitness
+    from darwinmerge.mri import resolve_probes, run_scan, tokenize_probes
+
+    fitness = ResidentFitness(recipe, test, batch_size=32)
+    tok = fitness.backend.tokenizer
+    batches = tokenize_probes(resolve_probes([f"zoo@{zoo}"]), tok, max_length=128, batch_size=16)
+    pa, pb = fitness.parents[:2]
+    sa = run_scan(pa, batches, model_name=names[0])
+    sb = run_scan(pb, batches, model_name=names[1])
+    return Env(fitness, batches, pa, pb, sa, sb, sa.num_layers, sa.num_experts, lopt)
+
+
+def assess(
+    ch: Child, env: Env, base_test: float, args: argparse.Namespace, rng: random.Random
+) -> dict[str, Any]:
+    """One child's row: test score, verdict with localization, and when a layer change is
+    prescribed the repaired and random-change test scores; the best single-layer revert
+    when the child is damaged and its first flag is not the damaged layer (a search child
+    has none: every damaged one gets it, flagged or not)."""
+    from darwinmerge.health import MoveLayerT, SetLayerT, apply_changes, health_check, localize
+    from darwinmerge.mri import run_scan
+
+    t0 = time.perf_counter()
+    L = env.L
+    score = env.fitness
+    model = env.fitness.merge(ch.recipe)
+    scan = run_scan(model, env.batches, model_name=ch.kind)
+    loc = localize(model, env.pa, env.pb, env.batches, options=env.lopt)
+    verdict = health_check(scan, env.sa, env.sb, localization=loc, localize_options=env.lopt)
+    s = score(ch.recipe)
+    row: dict[str, Any] = {
+        "zoo": ch.zoo,
+        "kind": ch.kind,
+        "base": ch.base,
+        "layer": ch.layer,
+        "test": s,
+        "base_test": base_test,
+        "healthy": verdict.healthy,
+        "localized": verdict.localized,
+        "worse": [c.category for c in verdict.losses if c.status == "worse"],
+        "bi_flags": sorted({f.layer for f in verdict.layer_flags}),
+        "routing": any(f.kind != "experts_revived" for f in verdict.routing_flags),
+        "recovery": {c: loc.recovery_of(c).tolist() for c in ("span", "A", "B")},
+        "loc": loc.to_dict(),
+        "prescription": [c.describe() for c in verdict.prescription],
+        **ch.info,
+    }
+    layer_changes = [c for c in verdict.prescription if isinstance(c, SetLayerT | MoveLayerT)]
+    if layer_changes:
+        row["repaired"] = score(apply_changes(ch.recipe, layer_changes, L))
+        rand = []
+        for _ in range(args.draws):
+            rl = rng.randrange(L)
+            cand = rng.choice(["span", "A", "B"])
+            change: Any
+            if cand == "span":
+                vals = tuple(
+                    (c, float(min(max(t, 0.0), 1.0)))
+                    for c, t in loc.t_ref.items()
+                    if np.isfinite(t)
+                )
+                change = SetLayerT(rl, vals, "random")
+            else:
+                change = MoveLayerT(rl, cand, 1.0, "random")
+            rand.append(score(apply_changes(ch.recipe, [change], L)))
+        row["random"] = float(np.mean(rand))
+    loss = base_test - s
+    first = verdict.localized[0] if verdict.localized else None
+    searched = is_search(row)
+    if loss >= LOSS_MIN and (
+        searched or (ch.layer is not None and first is not None and first != ch.layer)
+    ):
+        reverts = [
+            max(
+                score(apply_changes(ch.recipe, [MoveLayerT(i, side, 1.0, "revert")], L))
+                for side in ("A", "B")
+            )
+            for i in range(L)
+        ]
+        row["best_revert"] = int(np.argmax(reverts))
+        row["reverts"] = reverts
+    row["seconds"] = time.perf_counter() - t0
+    name = ch.kind if ch.layer is None else f"{ch.kind}@L{ch.layer}"
+    if searched:
+        name = f"{ch.info['problem']}/{ch.info['arm']}-{ch.info['seed']}#{ch.info['trial']}"
+    rep = f" repaired {row['repaired']:.3f} random {row['random']:.3f}" if layer_changes else ""
+    print(f"  {ch.base} {name:<16} test {s:.3f} ({-loss:+.3f}) healthy {verdict.healthy!s:<5} "
+          f"localized {verdict.localized} best-rec {max(loc.recovery):.3f}{rep} "
+          f"[{row['seconds']:.0f} s]", flush=True)  # fmt: skip
+    return row
+
+
 def run_zoo(zoo: Path, args: argparse.Namespace, rng: random.Random) -> list[Child]:
     from darwinmerge.evaluate import load_tasks
     from darwinmerge.evaluate.tasks import stratified_subset
-    from darwinmerge.health import (
-        LocalizeOptions,
-        MoveLayerT,
-        SetLayerT,
-        apply_changes,
-        health_check,
-        localize,
-    )
-    from darwinmerge.health.fitness import ResidentFitness
-    from darwinmerge.mri import resolve_probes, run_scan, tokenize_probes
+    from darwinmerge.health import LocalizeOptions
     from darwinmerge.zoo.recipes import UNIFORM_HALF, WINNING, to_recipe
 
     if not (zoo / "zoo.json").is_file():
@@ -173,107 +289,231 @@ def run_zoo(zoo: Path, args: argparse.Namespace, rng: random.Random) -> list[Chi
         "W": to_recipe(WINNING, zoo / "father", zoo / "mother"),
         "U": to_recipe(UNIFORM_HALF, zoo / "father", zoo / "mother"),
     }
-    fitness = ResidentFitness(bases["W"], test, batch_size=32)
-    tok = fitness.backend.tokenizer
-    batches = tokenize_probes(resolve_probes([f"zoo@{zoo}"]), tok, max_length=128, batch_size=16)
-    pa, pb = fitness.parents
-    sa = run_scan(pa, batches, model_name="father")
-    sb = run_scan(pb, batches, model_name="mother")
-    L = sa.num_layers
-    E = sa.num_experts
     lopt = LocalizeOptions(margin=args.margin, deviation_margin=args.deviation_margin)
-
-    def score(recipe: Any) -> float:
-        return fitness(recipe)
-
+    env = make_env(bases["W"], test, zoo, lopt, ("father", "mother"))
+    L, E = env.L, env.E
     layers = list(range(L)) if args.layers is None else [int(x) for x in args.layers.split(",")]
     children = [Child(zoo.name, "healthy", b, None, r) for b, r in bases.items()]
-    for kind in args.kinds.split(","):
+    for kind in [k for k in args.kinds.split(",") if k]:
         base = KIND_BASE[kind]
         for layer in layers:
             children.append(
                 Child(zoo.name, kind, base, layer, damaged(kind, bases[base], layer, L, E))
             )
-    base_score = {b: score(r) for b, r in bases.items()}
-    print(f"{zoo}: {len(children)} children; probes {batches.num_sequences} sequences; test "
-          f"{len(test)} items; base test W {base_score['W']:.3f} U {base_score['U']:.3f}",
+    base_score = {b: env.fitness(r) for b, r in bases.items()}
+    print(f"{zoo}: {len(children)} children; probes {env.batches.num_sequences} sequences; "
+          f"test {len(test)} items; base test W {base_score['W']:.3f} U {base_score['U']:.3f}",
           flush=True)  # fmt: skip
     for ch in children:
-        t0 = time.perf_counter()
-        model = fitness.merge(ch.recipe)
-        scan = run_scan(model, batches, model_name=ch.kind)
-        loc = localize(model, pa, pb, batches, options=lopt)
-        verdict = health_check(scan, sa, sb, localization=loc, localize_options=lopt)
-        s = score(ch.recipe)
-        row: dict[str, Any] = {
-            "zoo": ch.zoo,
-            "kind": ch.kind,
-            "base": ch.base,
-            "layer": ch.layer,
-            "test": s,
-            "base_test": base_score[ch.base],
-            "healthy": verdict.healthy,
-            "localized": verdict.localized,
-            "worse": [c.category for c in verdict.losses if c.status == "worse"],
-            "bi_flags": sorted({f.layer for f in verdict.layer_flags}),
-            "routing": any(f.kind != "experts_revived" for f in verdict.routing_flags),
-            "recovery": {c: loc.recovery_of(c).tolist() for c in ("span", "A", "B")},
-            "loc": loc.to_dict(),
-            "prescription": [c.describe() for c in verdict.prescription],
-        }
-        layer_changes = [c for c in verdict.prescription if isinstance(c, SetLayerT | MoveLayerT)]
-        if layer_changes:
-            row["repaired"] = score(apply_changes(ch.recipe, layer_changes, L))
-            rand = []
-            for _ in range(args.draws):
-                rl = rng.randrange(L)
-                cand = rng.choice(["span", "A", "B"])
-                change: Any
-                if cand == "span":
-                    vals = tuple(
-                        (c, float(min(max(t, 0.0), 1.0)))
-                        for c, t in loc.t_ref.items()
-                        if np.isfinite(t)
-                    )
-                    change = SetLayerT(rl, vals, "random")
-                else:
-                    change = MoveLayerT(rl, cand, 1.0, "random")
-                rand.append(score(apply_changes(ch.recipe, [change], L)))
-            row["random"] = float(np.mean(rand))
-        loss = base_score[ch.base] - s
-        first = verdict.localized[0] if verdict.localized else None
-        if ch.layer is not None and loss >= LOSS_MIN and first is not None and first != ch.layer:
-            reverts = [
-                max(
-                    score(apply_changes(ch.recipe, [MoveLayerT(i, side, 1.0, "revert")], L))
-                    for side in ("A", "B")
-                )
-                for i in range(L)
-            ]
-            row["best_revert"] = int(np.argmax(reverts))
-        row["seconds"] = time.perf_counter() - t0
-        ch.row = row
-        name = ch.kind if ch.layer is None else f"{ch.kind}@L{ch.layer}"
-        rep = f" repaired {row['repaired']:.3f} random {row['random']:.3f}" if layer_changes else ""
-        print(f"  {ch.base} {name:<16} test {s:.3f} ({-loss:+.3f}) healthy {verdict.healthy!s:<5} "
-              f"localized {verdict.localized} best-rec {max(loc.recovery):.3f}{rep} "
-              f"[{row['seconds']:.0f} s]", flush=True)  # fmt: skip
+        ch.row = assess(ch, env, base_score[ch.base], args, rng)
     return children
+
+
+# --------------------------------------------------------------------------- search children
+#: arms whose worst-fitness trial is taken too (naturally bad children: their trials spread
+#: over the whole box; guided / tpe / nsga2 trials sit near what they already know)
+WIDE_ARMS = ("blind", "random")
+SEARCH_KINDS = ("search", "search-worst")
+
+
+def is_search(row: dict[str, Any]) -> bool:
+    return str(row["kind"]) in SEARCH_KINDS
+
+
+def _search_suite() -> Any:
+    """benchmarks/search_suite.py as a module (its ``anytime`` picks what an arm returns)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parent / "search_suite.py"
+    spec = importlib.util.spec_from_file_location("search_suite", path)
+    assert spec is not None and spec.loader is not None
+    mod = sys.modules.get(spec.name)
+    if mod is None or getattr(mod, "__file__", None) != str(path):
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    return mod
+
+
+def search_picks(folder: Path, worst: bool = True) -> list[dict[str, Any]]:
+    """The children of a search-suite output folder (``FOLDER/<problem>/<arm>-<seed>/
+    evolution.json``): per problem, arm and seed the trial the arm returns (the best
+    fitness over all its trials, ``anytime`` of benchmarks/search_suite.py at the full
+    budget) and, for the arms in :data:`WIDE_ARMS` when ``worst``, the worst-fitness trial.
+    Runs without a readable evolution.json (a search still going) are left out."""
+    ss = _search_suite()
+    picks: list[dict[str, Any]] = []
+    problems = sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "fitness_tasks")
+    for prob in problems:
+        for run in sorted(prob.iterdir()):
+            arm, _, seed = run.name.rpartition("-")
+            if arm not in ss.ARMS or not seed.isdigit():
+                continue
+            try:
+                recs = json.loads((run / "evolution.json").read_text())["trials"]
+            except (OSError, ValueError, KeyError):
+                continue
+            done = [r for r in recs if r["state"] == "complete" and r["values"] and r["recipe"]]
+            if not done:
+                continue
+            best = ss.anytime(recs, [max(r["number"] for r in recs) + 1])
+            chosen = [("search", next(iter(best.values())))]
+            if worst and arm in WIDE_ARMS:
+                low = min(done, key=lambda r: (r["values"][0], r["number"]))
+                if low["number"] != chosen[0][1]["number"]:
+                    chosen.append(("search-worst", low))
+            for kind, rec in chosen:
+                picks.append(
+                    {
+                        "folder": str(folder),
+                        "problem": prob.name,
+                        "arm": arm,
+                        "seed": int(seed),
+                        "kind": kind,
+                        "trial": int(rec["number"]),
+                        "fitness": float(rec["values"][0]),
+                        "recipe": rec["recipe"],
+                    }
+                )
+    return picks
+
+
+def interleave(picks: list[dict[str, Any]], cap: int | None) -> list[dict[str, Any]]:
+    """Round robin over (folder, problem), each in (seed, arm, kind) order, cut at ``cap``:
+    a cap keeps every problem and the first seeds of every arm."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in sorted(picks, key=lambda p: (p["seed"], p["arm"], p["kind"])):
+        groups.setdefault((p["folder"], p["problem"]), []).append(p)
+    out: list[dict[str, Any]] = []
+    queues = [groups[k] for k in sorted(groups)]
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out if cap is None else out[:cap]
+
+
+def run_search(
+    folders: list[Path], zoo: Path, args: argparse.Namespace, rng: random.Random
+) -> list[Child]:
+    """The children the search returns on the merge-problem suite, each checked against
+    its problem's parents ``a`` / ``b`` (probes and test items of ``zoo``, the zoo the
+    suite was built from). Reference: the best of ``a``, ``b`` and their 50/50 linear
+    merge on the same test items."""
+    from darwinmerge.errors import DarwinError
+    from darwinmerge.evaluate import TransformersBackend, evaluate, load_tasks
+    from darwinmerge.evaluate.tasks import stratified_subset
+    from darwinmerge.health import LocalizeOptions
+    from darwinmerge.health.fitness import ResidentFitness
+    from darwinmerge.merge import Recipe
+
+    ss = _search_suite()
+    test = stratified_subset(load_tasks(f"zoo:{zoo}", split="test"), args.n_test, seed=args.seed)
+    lopt = LocalizeOptions(margin=args.margin, deviation_margin=args.deviation_margin)
+    picks = interleave([p for f in folders for p in search_picks(f, args.search_worst)],
+                       args.max_children)  # fmt: skip
+    children: list[Child] = []
+    for p in picks:
+        recipe = _rooted(
+            Recipe.from_yaml(p["recipe"], source=f"{p['problem']}/{p['arm']}-{p['seed']}"),
+            Path(p["folder"]),
+        )
+        info = {k: v for k, v in p.items() if k != "recipe"}
+        children.append(Child("search", p["kind"], "-", None, recipe, info=info))
+    envs: dict[tuple[str, ...], Env] = {}
+    refs: dict[tuple[str, str], dict[str, float]] = {}
+    print(f"search children: {len(children)} (of {folders}); test {len(test)} items", flush=True)
+    for ch in children:
+        paths = tuple(q.path for q in ch.recipe.parents) + (ch.recipe.base or "",)
+        if paths not in envs:
+            envs[paths] = make_env(ch.recipe, test, zoo, lopt, ("a", "b"))
+        env = envs[paths]
+        pair = (paths[0], paths[1])
+        if pair not in refs:
+            tok = env.fitness.backend.tokenizer
+            ref = {
+                side: float(
+                    evaluate(
+                        TransformersBackend(m, tok, batch_size=32, max_new_tokens=32), test
+                    ).overall.score
+                )
+                for side, m in (("a", env.pa), ("b", env.pb))
+            }
+            linear = Recipe.from_yaml(
+                ss.linear_yaml({"a": Path(pair[0]), "b": Path(pair[1])}), source="linear"
+            )
+            same = env.fitness.paths == list(pair)
+            ref["linear"] = (env.fitness if same else ResidentFitness(linear, test, batch_size=32))(
+                linear
+            )
+            refs[pair] = ref
+            print(f"  {ch.info['problem']}: a {ref['a']:.3f} b {ref['b']:.3f} "
+                  f"linear {ref['linear']:.3f}", flush=True)  # fmt: skip
+        ref = refs[pair]
+        which = max(ref, key=lambda k: ref[k])
+        ch.base = which
+        ch.info = {**ch.info, **ref, "reference": ref[which]}
+        try:
+            ch.row = assess(ch, env, ref[which], args, rng)
+        except DarwinError as exc:  # one child the engine refuses does not end the run
+            print(f"  {ch.info['problem']}/{ch.info['arm']}-{ch.info['seed']}: skipped ({exc})")
+    return [ch for ch in children if ch.row]
+
+
+def _rooted(recipe: Any, folder: Path) -> Any:
+    """``recipe`` with the relative scan paths of its ``revive`` (written relative to where
+    the search ran) resolved: the first of ``folder``'s ancestors under which they exist."""
+    rv = recipe.revive
+    if rv is None:
+        return recipe
+    update = {}
+    for key in ("scan", "donor_scan"):
+        value = getattr(rv, key)
+        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+            for root in folder.parents:
+                if (root / value).exists():
+                    update[key] = str(root / value)
+                    break
+    return recipe.model_copy(update={"revive": rv.model_copy(update=update)}) if update else recipe
 
 
 def _pct(n: int, d: int) -> str:
     return "-" if d == 0 else f"{n}/{d} ({100 * n / d:.0f}%)"
 
 
+def is_damaged(row: dict[str, Any]) -> bool:
+    """A damaged child that loses >= LOSS_MIN on test against its reference (a hand-made
+    child: its undamaged base; a search child: the best of its parents and their 50/50
+    linear merge)."""
+    made = row["layer"] is not None or is_search(row)
+    return made and row["base_test"] - row["test"] >= LOSS_MIN
+
+
+def is_calm(row: dict[str, Any]) -> bool:
+    """Counted for false alarms: an undamaged hand-made child, one within NEAR of its base
+    on test, or a search child no more than NEAR below its reference (one above it is
+    undamaged too)."""
+    loss = row["base_test"] - row["test"]
+    if is_search(row):
+        return loss <= NEAR
+    return row["layer"] is None or abs(loss) <= NEAR
+
+
+def _target(row: dict[str, Any]) -> int | None:
+    """The layer a first flag should name: the damaged layer, else the best revert."""
+    return row["layer"] if row["layer"] is not None else row.get("best_revert")
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The per-kind table's counts (also used by the test of the fast mode)."""
     out: dict[str, Any] = {}
+    order = [*KIND_BASE, *SEARCH_KINDS]
     kinds = sorted(
-        {r["kind"] for r in rows}, key=lambda k: list(KIND_BASE).index(k) if k in KIND_BASE else -1
+        {r["kind"] for r in rows}, key=lambda k: (order.index(k) if k in order else -1, k)
     )
     for kind in [*kinds, "all"]:
         rs = rows if kind == "all" else [r for r in rows if r["kind"] == kind]
-        dmg = [r for r in rs if r["layer"] is not None and r["base_test"] - r["test"] >= LOSS_MIN]
+        dmg = [r for r in rs if is_damaged(r)]
         det = [r for r in dmg if not r["healthy"]]
         loc = [
             r
@@ -286,7 +526,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             for r in loc
             if "repaired" in r and r["repaired"] - r["test"] >= 0.5 * (r["base_test"] - r["test"])
         ]
-        calm = [r for r in rs if r["layer"] is None or abs(r["base_test"] - r["test"]) <= NEAR]
+        calm = [r for r in rs if is_calm(r)]
         alarms = [r for r in calm if not r["healthy"]]
         paired = [r["repaired"] - r["random"] for r in rs if "repaired" in r]
         wins = sum(d > 1e-12 for d in paired)
@@ -308,6 +548,15 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def better_parent(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The search rows judged against the better parent alone (not the linear merge)."""
+    return [
+        {**r, "base": "a" if r["a"] >= r["b"] else "b", "base_test": max(r["a"], r["b"])}
+        for r in rows
+        if is_search(r)
+    ]
+
+
 def refit(row: dict[str, Any], margin: float, deviation_margin: float) -> list[int]:
     """The row's localized layers under other margins (from its stored localization)."""
     from darwinmerge.health.localize import LocalizeOptions, flag_layers
@@ -324,8 +573,10 @@ def with_margins(row: dict[str, Any], margin: float, deviation_margin: float) ->
     out = {**row, "localized": flagged}
     out["healthy"] = not (flagged or row["worse"] or row["routing"])
     same = bool(flagged) and bool(row["localized"]) and flagged[0] == row["localized"][0]
-    if not same:
-        for key in ("repaired", "random", "best_revert"):
+    if not same:  # a search child's best revert was measured whatever its flags
+        for key in (
+            ("repaired", "random") if is_search(row) else ("repaired", "random", "best_revert")
+        ):
             out.pop(key, None)
     return out
 
@@ -337,7 +588,8 @@ def calibration(rows: list[dict[str, Any]], margins: list[float], dev_margins: l
     (worse probe loss, routing) is kept as measured."""
     print()
     print("calibration (recomputed): margin / deviation margin -> false alarms among calm "
-          "children; first flag = damaged layer among damaged children")  # fmt: skip
+          "children; first flag = damaged layer (search: best revert) among damaged "
+          "children")  # fmt: skip
     groups = sorted({r["zoo"] for r in rows})
     print("  margin / dev. margin: " + " | ".join(groups))
     for m in margins:
@@ -353,17 +605,16 @@ def _calibration_cell(rows: list[dict[str, Any]], m: float, dm: float) -> str:
     for r in rows:
         flagged = refit(r, m, dm)
         healthy = not (flagged or r["worse"] or r["routing"])
-        loss = r["base_test"] - r["test"]
-        if r["layer"] is None or abs(loss) <= NEAR:
+        if is_calm(r):
             calm += 1
             alarms += int(not healthy)
-        if r["layer"] is not None and loss >= LOSS_MIN:
+        if is_damaged(r):
             dmg += 1
-            hits += int(bool(flagged) and flagged[0] == r["layer"])
+            hits += int(bool(flagged) and flagged[0] == _target(r))
     return f"false alarms {_pct(alarms, calm)}, localized {_pct(hits, dmg)}"
 
 
-def print_table(summary: dict[str, Any]) -> None:
+def print_table(summary: dict[str, Any], targets: bool = True) -> None:
     print()
     print(f"{'kind':<14}{'children':>9}{'lose>=.05':>10}{'detected':>14}{'localized':>14}"
           f"{'repaired>=1/2':>15}{'false alarms':>15}{'vs random (w/l, p)':>24}")  # fmt: skip
@@ -373,6 +624,8 @@ def print_table(summary: dict[str, Any]) -> None:
               f"{_pct(s['detected'], s['damaged']):>14}{_pct(s['localized'], s['damaged']):>14}"
               f"{_pct(s['repaired'], s['localized']):>15}{_pct(s['alarms'], s['calm']):>15}"
               f"{vr:>24}")  # fmt: skip
+    if not targets:
+        return
     a = summary["all"]
     print()
     print("targets: localized >= 80% of damaged; repaired >= 80% of localized; false alarms "
@@ -391,7 +644,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--zoo", type=Path, action="append", help="a zoo folder (repeatable)")
-    ap.add_argument("--kinds", default=",".join(KIND_BASE))
+    ap.add_argument(
+        "--kinds", default=",".join(KIND_BASE), help="hand-made kinds ('none': search only)"
+    )
+    ap.add_argument(
+        "--search-suite",
+        type=Path,
+        action="append",
+        default=[],
+        help="a benchmarks/search_suite.py output folder: its children, kind 'search' (repeatable)",
+    )
+    ap.add_argument(
+        "--suite-zoo",
+        type=Path,
+        default=None,
+        help="the zoo the search suite was built from (probes, test items; default the first "
+        "--zoo)",
+    )
+    ap.add_argument("--max-children", type=int, default=24, help="cap on the search children")
+    ap.add_argument(
+        "--no-search-worst",
+        dest="search_worst",
+        action="store_false",
+        help="leave out the worst trial of the blind / random arms",
+    )
     ap.add_argument("--layers", default=None, help="comma-separated layers (default all)")
     ap.add_argument("--n-test", type=int, default=30, help="test items per category")
     ap.add_argument("--draws", type=int, default=1, help="random changes per child")
@@ -421,24 +697,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"margins {args.margin} / {args.deviation_margin} (from {args.from_json})")
         summary = summarise(rows)
         print_table(summary)
+        _search_tables(rows)
         calibration(rows, margins, dev_margins)
         return summary
     if args.fast:
         args.kinds, args.layers, args.n_test = FAST_KINDS, args.layers or "0,3", min(args.n_test, 8)
     zoos = args.zoo or [Path("runs/zoo")]
     t0 = time.perf_counter()
+    load_start = os.getloadavg()
     rng = random.Random(args.seed)
     rows = []
-    for zoo in zoos:
-        rows += [c.row for c in run_zoo(zoo.resolve(), args, rng)]
+    if args.kinds != "none":
+        for zoo in zoos:
+            rows += [c.row for c in run_zoo(zoo.resolve(), args, rng)]
+    if args.search_suite:
+        suite_zoo = (args.suite_zoo or zoos[0]).resolve()
+        folders = [f.resolve() for f in args.search_suite]
+        rows += [c.row for c in run_search(folders, suite_zoo, args, rng)]
     summary = summarise(rows)
     print_table(summary)
+    _search_tables(rows)
     calibration(rows, margins, dev_margins)
     wall = time.perf_counter() - t0
-    print(f"\nmargin {args.margin}, deviation margin {args.deviation_margin}; wall {wall:.0f} s")
+    load_end = os.getloadavg()
+    print(f"\nmargin {args.margin}, deviation margin {args.deviation_margin}; wall {wall:.0f} "
+          f"s; load average {load_start[0]:.2f} at the start, "
+          f"{load_end[0]:.2f} at the end")  # fmt: skip
     if args.json is not None:
-        args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+        payload = {"rows": rows, "summary": summary, "seconds": wall,
+                   "load": {"start": load_start, "end": load_end}}  # fmt: skip
+        args.json.write_text(json.dumps(payload, indent=1))
     return summary
+
+
+def _search_tables(rows: list[dict[str, Any]]) -> None:
+    """The search children per problem, and judged against the better parent alone."""
+    searched = [r for r in rows if is_search(r)]
+    if not searched:
+        return
+    print()
+    print("search children per problem (reference = best of a, b, linear on these items):")
+    for prob in sorted({r["problem"] for r in searched}):
+        rs = [r for r in searched if r["problem"] == prob]
+        r0 = rs[0]
+        tests = ", ".join(
+            f"{r['arm']}-{r['seed']}{'w' if r['kind'] == 'search-worst' else ''} {r['test']:.3f}"
+            f"{'' if r['healthy'] else '*'}"
+            for r in rs
+        )
+        print(f"  {prob}: a {r0['a']:.3f} b {r0['b']:.3f} linear {r0['linear']:.3f}; "
+              f"{tests}   (w: worst trial, *: not healthy)")  # fmt: skip
+    print()
+    print("search children against the better parent alone:")
+    print_table(summarise(better_parent(rows)), targets=False)
 
 
 if __name__ == "__main__":

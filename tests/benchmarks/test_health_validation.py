@@ -1,0 +1,258 @@
+"""The health benchmark's ``search`` kind: which children it takes from a search-suite
+output folder, its bookkeeping on hand-written rows, and one run end to end on a micro
+zoo and micro suite (a tiny search-suite folder written here, as the search writes it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.benchmarks.scripts import load_benchmark
+
+
+def _module() -> Any:
+    return load_benchmark("health_validation")
+
+
+def _lerp(a: Path, b: Path, t: float) -> str:
+    return yaml.safe_dump(
+        {
+            "method": "trimmed_lerp",
+            "parents": [{"name": "a", "path": str(a)}, {"name": "b", "path": str(b)}],
+            "parameters": {"t": t},
+        }
+    )
+
+
+def _linear(a: Path, b: Path, wa: float, wb: float) -> str:
+    return yaml.safe_dump(
+        {
+            "method": "linear",
+            "parents": [
+                {"name": "a", "path": str(a), "parameters": {"weight": wa}},
+                {"name": "b", "path": str(b), "parameters": {"weight": wb}},
+            ],
+        }
+    )
+
+
+def _trial(number: int, value: float | None, recipe: str, state: str = "complete") -> dict:
+    return {
+        "number": number,
+        "state": state,
+        "values": None if value is None else [value],
+        "recipe": recipe,
+    }
+
+
+def _search_output(out: Path, a: Path, b: Path, problem: str = "opposite_layers") -> Path:
+    """``out/<problem>/<arm>-<seed>/evolution.json`` as benchmarks/search_suite.py leaves
+    it: blind-0 (best trial 2, worst trial 1: an overshoot past b), guided-0 (best trial 1,
+    no worst: not a wide arm), random-0 still running (no evolution.json), mri/ (no run)."""
+    runs = {
+        "blind-0": [
+            _trial(0, 0.5, _lerp(a, b, 0.5)),
+            _trial(1, 0.1, _linear(a, b, -2.0, 3.0)),
+            _trial(2, 0.6, _lerp(a, b, 0.3)),
+            _trial(3, 0.9, _lerp(a, b, 0.9), state="pruned"),  # never returned
+        ],
+        "guided-0": [_trial(0, 0.4, _lerp(a, b, 0.5)), _trial(1, 0.45, _lerp(a, b, 0.7))],
+    }
+    for name, trials in runs.items():
+        folder = out / problem / name
+        folder.mkdir(parents=True)
+        (folder / "evolution.json").write_text(json.dumps({"trials": trials}))
+    (out / problem / "random-0").mkdir()
+    (out / problem / "mri").mkdir()
+    (out / "fitness_tasks" / "tasks").mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def test_search_picks_take_the_returned_child_and_the_wide_arms_worst(tmp_path: Path) -> None:
+    hv = _module()
+    out = _search_output(tmp_path / "ss", Path("/m/a"), Path("/m/b"))
+    _search_output(tmp_path / "ss", Path("/m/a"), Path("/m/b"), problem="deep")
+    picks = hv.search_picks(out)
+    got = {(p["problem"], p["arm"], p["seed"], p["kind"], p["trial"]) for p in picks}
+    assert got == {
+        (prob, arm, 0, kind, trial)
+        for prob in ("opposite_layers", "deep")
+        for arm, kind, trial in (
+            ("blind", "search", 2),
+            ("blind", "search-worst", 1),
+            ("guided", "search", 1),
+        )
+    }
+    assert {p["fitness"] for p in picks if p["kind"] == "search-worst"} == {0.1}
+    assert len(hv.search_picks(out, worst=False)) == 4
+    # a cap keeps every problem: round robin over (folder, problem)
+    capped = hv.interleave(picks, 2)
+    assert {p["problem"] for p in capped} == {"opposite_layers", "deep"}
+    assert all(p["arm"] == "blind" and p["kind"] == "search" for p in capped)
+    assert len(hv.interleave(picks, None)) == 6
+
+
+def _row(kind: str, test: float, healthy: bool, **extra: Any) -> dict:
+    row = {
+        "zoo": "search",
+        "kind": kind,
+        "base": "linear",
+        "layer": None,
+        "test": test,
+        "base_test": 0.70,
+        "a": 0.40,
+        "b": 0.62,
+        "linear": 0.70,
+        "problem": "p",
+        "healthy": healthy,
+        "localized": [],
+    }
+    return {**row, **extra}
+
+
+def test_search_bookkeeping() -> None:
+    hv = _module()
+    rows = [
+        _row("search", 0.69, False),  # within 0.02: a false alarm, not a detection
+        _row("search", 0.90, True),  # above its reference: calm
+        _row("search", 0.66, False),  # loses 0.04: neither calm nor damaged
+        # damaged, first flag = the best revert, the repair recovers 0.12 of 0.20
+        _row("search-worst", 0.50, False, localized=[2, 0], best_revert=2)
+        | {"repaired": 0.62, "random": 0.48},
+        # damaged, first flag elsewhere than the best revert; its repair still pairs
+        _row("search-worst", 0.40, False, localized=[1], best_revert=3)
+        | {"repaired": 0.41, "random": 0.45},
+        _row("search-worst", 0.58, True),  # damaged, called healthy: a detection miss
+        # a hand-made child one layer off its base: calm only within 0.02 either way
+        _row("overshoot2", 0.75, True, layer=1),
+    ]
+    s = hv.summarise(rows)
+    assert s["search"]["children"] == 3
+    assert (s["search"]["damaged"], s["search"]["calm"], s["search"]["alarms"]) == (0, 2, 1)
+    w = s["search-worst"]
+    assert (w["damaged"], w["detected"], w["localized"], w["repaired"]) == (3, 2, 1, 1)
+    assert (w["calm"], w["alarms"], w["paired"], w["wins"], w["losses"]) == (0, 0, 2, 1, 1)
+    assert s["overshoot2"]["calm"] == 0 and s["overshoot2"]["damaged"] == 0
+    a = s["all"]
+    assert a["children"] == 7 and a["damaged"] == 3 and a["calm"] == 2 and a["alarms"] == 1
+    assert list(s) == ["overshoot2", "search", "search-worst", "all"]
+    # against the better parent (0.62) the first three are calm, the 0.58 child is not
+    # damaged, and the 0.50 child's repair recovers all of its 0.12
+    bp = hv.summarise(hv.better_parent(rows))["all"]
+    assert (bp["children"], bp["calm"], bp["damaged"], bp["repaired"]) == (6, 3, 2, 1)
+
+
+@pytest.fixture(scope="module")
+def micro_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from darwinmerge.zoo.build import build_zoo, micro_config
+    from darwinmerge.zoo.problems import build_suite, micro_suite_config, problem_parents
+
+    root = tmp_path_factory.mktemp("hv-search")
+    zoo, suite = root / "zoo", root / "suite"
+    build_zoo(zoo, micro_config(0))
+    build_suite(suite, zoo, micro_suite_config(), only=("opposite_layers",))
+    paths = problem_parents(suite, "opposite_layers")
+    out = _search_output(root / "ss", paths["a"], paths["b"])  # type: ignore[arg-type]
+    return zoo, out
+
+
+def test_search_kind_end_to_end_on_the_micro_suite(
+    micro_search: tuple[Path, Path], tmp_path: Path
+) -> None:
+    hv = _module()
+    zoo, out = micro_search
+    report = tmp_path / "run.json"
+    summary = hv.main(
+        ["--zoo", str(zoo), "--kinds", "none", "--search-suite", str(out), "--n-test", "3",
+         "--max-children", "2", "--json", str(report)]
+    )  # fmt: skip
+    rows = json.loads(report.read_text())["rows"]
+    # the cap keeps the first seed of the first arm: its returned child and worst trial
+    assert sorted((r["arm"], r["kind"], r["trial"]) for r in rows) == [
+        ("blind", "search", 2),
+        ("blind", "search-worst", 1),
+    ]
+    for r in rows:
+        refs = {k: r[k] for k in ("a", "b", "linear")}
+        assert all(0.0 <= v <= 1.0 for v in [*refs.values(), r["test"]])
+        assert r["base_test"] == r["reference"] == max(refs.values()) == refs[r["base"]]
+        assert r["layer"] is None and r["problem"] == "opposite_layers"
+        L = len(r["recovery"]["span"])
+        if hv.is_damaged(r):  # every damaged search child has its best revert measured
+            assert len(r["reverts"]) == L and r["best_revert"] == r["reverts"].index(
+                max(r["reverts"])
+            )
+        if r["localized"]:
+            assert 0 <= r["localized"][0] < L
+    for kind in ("search", "search-worst", "all"):
+        s = summary[kind]
+        rs = rows if kind == "all" else [r for r in rows if r["kind"] == kind]
+        assert s["children"] == len(rs)
+        assert s["damaged"] == sum(r["base_test"] - r["test"] >= 0.05 for r in rs)
+        assert s["calm"] == sum(r["base_test"] - r["test"] <= 0.02 for r in rs)
+        assert s["damaged"] + s["calm"] <= s["children"]
+        assert s["alarms"] == sum(
+            not r["healthy"] for r in rs if r["base_test"] - r["test"] <= 0.02
+        )
+        assert s["localized"] <= s["detected"] <= s["damaged"]
+        assert s["repaired"] <= s["localized"]
+        assert (
+            s["paired"]
+            == sum("repaired" in r for r in rs)
+            == s["wins"]
+            + s["losses"]
+            + sum(abs(r["repaired"] - r["random"]) <= 1e-12 for r in rs if "repaired" in r)
+        )
+    assert summary["all"]["children"] == summary["search"]["children"] + 1 == 2
+
+
+@pytest.mark.slow
+def test_search_kind_damaged_path_on_the_micro_suite(
+    micro_search: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The micro zoo scores ~0 everywhere, so no child loses 0.05 on test there: with the
+    loss threshold lowered below any loss, the one child taken runs the damaged path (its
+    single-layer reverts measured on test, the best one named, the counts kept)."""
+    hv = _module()
+    monkeypatch.setattr(hv, "LOSS_MIN", -1.0)
+    zoo, out = micro_search
+    report = tmp_path / "run.json"
+    summary = hv.main(
+        ["--zoo", str(zoo), "--kinds", "none", "--search-suite", str(out), "--n-test", "2",
+         "--max-children", "1", "--no-search-worst", "--json", str(report)]
+    )  # fmt: skip
+    (row,) = json.loads(report.read_text())["rows"]
+    assert (row["arm"], row["kind"], row["trial"]) == ("blind", "search", 2)
+    L = len(row["recovery"]["span"])
+    assert len(row["reverts"]) == L and row["best_revert"] == row["reverts"].index(
+        max(row["reverts"])
+    )
+    s = summary["search"]
+    assert s["children"] == s["damaged"] == 1
+    assert s["detected"] == int(not row["healthy"])
+    hit = bool(row["localized"]) and row["localized"][0] == row["best_revert"]
+    assert s["localized"] == int(hit)
+    assert s["repaired"] <= s["localized"] and s["paired"] == int("repaired" in row)
+
+
+def test_relative_revive_scans_are_found_under_the_search_folders_ancestors(
+    tmp_path: Path,
+) -> None:
+    """The search writes ``revive.scan`` relative to where it ran (``runs/<out>/...``)."""
+    from darwinmerge.merge import Recipe
+
+    hv = _module()
+    rel = "runs/hv-rooted-ss/deep/mri/scan_b.json"
+    (tmp_path / rel).parent.mkdir(parents=True)
+    (tmp_path / rel).write_text("{}")
+    data = yaml.safe_load(_lerp(Path("/m/a"), Path("/m/b"), 0.5))
+    data["revive"] = {"source": "a", "into": "b", "scan": rel, "donor_scan": {0: [1]}}
+    recipe = Recipe.parse(data)
+    rooted = hv._rooted(recipe, tmp_path / "runs" / "hv-rooted-ss")
+    assert rooted.revive.scan == str(tmp_path / rel)
+    assert rooted.revive.donor_scan == recipe.revive.donor_scan  # inline: left as it is
+    assert hv._rooted(recipe, Path("/nowhere/ss")) == recipe  # not found: unchanged
