@@ -23,6 +23,7 @@ from darwinmerge.evolve.config import (
     WorkersConfig,
 )
 from darwinmerge.health.options import HealthOptions, LocalizeOptions
+from darwinmerge.merge.options import MergeOptions
 from darwinmerge.mri.config import MriConfig
 from darwinmerge.run.config import FinalConfig, HealthSection
 
@@ -82,6 +83,7 @@ SECTIONS: dict[str, list[Section]] = {
         Section(FinalConfig, only=frozenset({"alpha"}), complete=True),
     ],
     "evolve": [Section(WorkersConfig, only=frozenset({"ray_address"}), complete=True)],
+    "merge": [Section(MergeOptions, only=frozenset({"direct_reads"}), complete=True)],
 }
 
 #: (command, parameter) -> (section model, field, why the flag is named apart from it)
@@ -124,6 +126,8 @@ NOT_CONFIG: dict[tuple[str, str], str] = {
     ("merge", "shard_size"): "writer option (merge_to_disk max_shard_bytes)",
     ("merge", "page_cache"): "merge engine option (merge_to_disk keyword)",
     ("merge", "export_mergekit"): "a second output file",
+    ("merge", "kernel"): "NAME=on|off, one entry of options.kernels (a dict of kernel -> on)",
+    ("merge", "kernels"): "on|off: every entry of options.kernels at once ({} = all on)",
     ("validate", "check_parents"): "whether validate opens the parents",
     ("demo", "zoo"): "the zoo folder the demo builds or reuses",
     ("demo", "trials"): "the demo's own budget per evolution (16), not evolve.trials (40)",
