@@ -10,6 +10,7 @@ unaligned tail and the header use an ordinary descriptor; where ``O_DIRECT`` is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -115,10 +116,9 @@ class ShardFile:
                 os.close(fd)
         self._fd, self._direct_fd = -1, None
         if self._bounce is not None:
-            try:
+            # a failed write's traceback may still view it: then it is freed with it
+            with contextlib.suppress(BufferError):
                 self._bounce.close()
-            except BufferError:  # a failed write's traceback still views it: freed with it
-                pass
             self._bounce = None
 
     @staticmethod

@@ -142,8 +142,7 @@ def stratified_subset(
         ((j + 0.5) / len(group), cat, j) for cat, group in kept.items() for j in range(len(group))
     ]
     slots.sort(key=lambda s: (s[0], s[1]))
-    out = [kept[cat][j] for _, cat, j in slots]
-    return out
+    return [kept[cat][j] for _, cat, j in slots]
 
 
 def fresh_subset(

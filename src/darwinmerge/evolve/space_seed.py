@@ -110,7 +110,7 @@ class SeedSpace(GenomeSpace):
         return seed_blocks(cuts, self.ctx.num_layers)
 
     def recipe_from(self, values: Mapping[str, GeneValue]) -> Recipe:
-        v = {k: x for k, x in values.items()}
+        v = dict(values)
         attn, ffn, ratio = float(v["attn"]), float(v["ffn"]), float(v["ratio"])
         rules: list[dict[str, Any]] = []
         router: list[dict[str, Any]] = []

@@ -83,7 +83,7 @@ def _lookup(schedules: Sequence[dict[str, Schedule]], key: str, where: dict[str,
 
 
 def _where(layer: int, component: str, num_layers: int) -> dict[str, Any]:
-    return dict(layer=layer, component=component, tensor_name="", num_layers=num_layers)
+    return {"layer": layer, "component": component, "tensor_name": "", "num_layers": num_layers}
 
 
 def _weights(

@@ -476,12 +476,12 @@ def _merge_job(
     transplants: Mapping[int, list[Any]],
 ) -> TensorJob:
     canonical_name = role.canonical
-    where = dict(
-        layer=role.layer,
-        component=role.component,
-        tensor_name=canonical_name,
-        num_layers=num_layers,
-    )
+    where = {
+        "layer": role.layer,
+        "component": role.component,
+        "tensor_name": canonical_name,
+        "num_layers": num_layers,
+    }
     names = [p.name for p in recipe.parents]
 
     # router source: a parent verbatim, or merged like any other tensor

@@ -32,7 +32,8 @@ STRENGTH_MAP_FROM = 0.5
 
 
 def _mean(rows: list[list[float]]) -> np.ndarray:
-    return np.asarray(rows, dtype=float).mean(axis=0)
+    mean: np.ndarray = np.asarray(rows, dtype=float).mean(axis=0)
+    return mean
 
 
 def _f(x: float, digits: int = 3) -> str:

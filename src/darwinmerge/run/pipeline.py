@@ -101,7 +101,7 @@ def _phase_prior(cfg: RunConfig, out: Path, log: Log) -> dict[str, Any]:
         "target": cfg.prior.target,
         "space": getattr(space, "name", "genome"),
         "genes": genes,
-        "decoded": {k: v for k, v in space.describe(prior.mean).items()},
+        "decoded": dict(space.describe(prior.mean)),
         "start_recipe": start.to_yaml(),
     }
     _write_json(out / "prior.json", payload)

@@ -503,7 +503,7 @@ def _build_into(tmp: Path, cfg: ZooConfig, say: Callable[[str], None]) -> dict[s
         lines = [json.dumps(it, sort_keys=True) for it in items[c]]
         (tmp / "tasks" / f"{c}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    uniform = {c: 1.0 for c in CATEGORIES}
+    uniform = dict.fromkeys(CATEGORIES, 1.0)
     tok_docs = training_docs(world, uniform, stream_seed=-1, held_out=held)
     tok = train_tokenizer(
         (d.text for d in itertools.islice(tok_docs, cfg.tokenizer_docs)), cfg.vocab_size

@@ -329,7 +329,7 @@ def add_fake_mtp(out_dir: Path, *, seed: int) -> None:
     if index_path.exists():
         index = json.loads(index_path.read_text())
         save_file(mtp, str(out_dir / "model-mtp.safetensors"), metadata={"format": "pt"})
-        index["weight_map"].update({name: "model-mtp.safetensors" for name in mtp})
+        index["weight_map"].update(dict.fromkeys(mtp, "model-mtp.safetensors"))
         index_path.write_text(json.dumps(index, indent=2, sort_keys=True))
     else:
         with safe_open(str(single), "pt") as f:

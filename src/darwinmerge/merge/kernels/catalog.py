@@ -50,9 +50,7 @@ def streamable(
     if sparsifier is Sparsifier.random:
         if generator is None or generator.device.type != "cpu":
             return False
-    elif sparsifier is Sparsifier.della:
-        return False
-    elif rescale and sparsifier is not Sparsifier.none:
+    elif sparsifier is Sparsifier.della or (rescale and sparsifier is not Sparsifier.none):
         return False
     return _large_cpu_float32(base, tensors, group_dims)
 
