@@ -33,7 +33,7 @@ def test_ops_reexport_the_declarations():
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_declared_method_has_its_function(name: str):
-    fn = METHODS.get(name).fn
+    fn = METHODS.get(name).function
     params = inspect.signature(fn).parameters
     assert {"base", "model_params", "params", "group_dims", "generator"} <= set(params), name
 
@@ -48,7 +48,7 @@ def test_a_method_is_implemented_once():
 def test_a_declaration_without_function_says_so():
     declared = MergeMethod("mine", needs_base=False, random=False, params={})
     with pytest.raises(MergeError, match="implementation is not loaded"):
-        declared.fn([torch.zeros(2)])
+        declared.function([torch.zeros(2)])
 
 
 PLAIN = {
@@ -100,3 +100,11 @@ def test_plain_function_takes_the_declared_defaults(name: str):
         **kw,
     )
     assert not torch.allclose(changed, plain, rtol=1e-3, atol=1e-3 * float(plain.abs().max()))
+
+
+def test_built_in_functions_are_registered_beside_their_unchanged_declarations():
+    # the declaration registered in METHODS is never mutated: its function is looked up
+    ties_decl = METHODS.get("ties")
+    assert ties_decl.fn is methods._not_loaded
+    assert ties_decl.function is methods.IMPLEMENTATIONS.get("ties")
+    assert set(methods.IMPLEMENTATIONS.names()) == set(METHODS.names())

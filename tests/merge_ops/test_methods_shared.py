@@ -69,7 +69,7 @@ def _run(
 ) -> torch.Tensor:
     """Call ``fn`` directly (so random methods can replay given masks)."""
     kwargs = {"masks": masks} if masks is not None else {}
-    return method.fn(
+    return method.function(
         tensors,
         base=base,
         model_params=[

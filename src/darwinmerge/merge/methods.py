@@ -4,7 +4,9 @@ A :class:`MergeMethod` declares a method's name, whether it takes a base, whethe
 random, its parameters (:class:`ParamSpec`: default, range, per model or global), how many
 inputs it merges and a joint check of its per-model parameters. The built-in methods are
 declared here, once; their torch functions live in :mod:`darwinmerge.merge.ops`, which
-attaches each to its declaration with :func:`implement` when it is imported. Recipe
+registers each in ``IMPLEMENTATIONS`` (:func:`implement`) when it is imported; a
+declaration finds its function there (:attr:`MergeMethod.function`), so no declaration is
+ever changed after it is registered. Recipe
 parsing and ``darwin validate`` read only these declarations, so they never import torch.
 
 A plug-in method declares and implements itself in one step:
@@ -29,6 +31,7 @@ __all__ = [
     "EPSILON",
     "GAMMA",
     "LAMBDA",
+    "IMPLEMENTATIONS",
     "METHODS",
     "NORMALIZE",
     "RESCALE",
@@ -142,6 +145,16 @@ class MergeMethod:
     task_vector: tuple[str, bool] | None = None
 
     @property
+    def function(self) -> MethodFn:
+        """The torch function: a plug-in's own ``fn``, else the built-in one registered
+        in ``IMPLEMENTATIONS`` (raises on a call when neither is loaded)."""
+        if self.fn is not _not_loaded:
+            return self.fn
+        if self.name in IMPLEMENTATIONS.names():
+            return IMPLEMENTATIONS.get(self.name)
+        return _not_loaded
+
+    @property
     def takes_base(self) -> bool:
         """Whether a given base is passed to ``fn`` (required or optional)."""
         return self.needs_base or self.optional_base
@@ -166,14 +179,16 @@ class MergeMethod:
 
 
 METHODS: Registry[MergeMethod] = Registry("merge method")
+#: declared method name -> its torch function (the built-ins, registered by ``merge.ops``)
+IMPLEMENTATIONS: Registry[MethodFn] = Registry("merge method implementation")
 
 
 def implement(name: str, fn: MethodFn) -> None:
-    """Attach the torch function ``fn`` to the declared method ``name`` (once)."""
-    method = METHODS.get(name)
-    if method.fn is not _not_loaded:
+    """Register the torch function ``fn`` of the declared method ``name`` (once)."""
+    method = METHODS.get(name)  # a name never declared is refused, with a did-you-mean
+    if method.fn is not _not_loaded or name in IMPLEMENTATIONS.names():
         raise ValueError(f"merge method {name!r} already has an implementation")
-    object.__setattr__(method, "fn", fn)  # the declaration stays the one registry entry
+    IMPLEMENTATIONS.add(name, fn)
 
 
 #: ``call(tensors, base, model_params, params, group_dims) -> Tensor``

@@ -118,9 +118,9 @@ class MethodCall:
     def run(self, out: torch.Tensor | None = None) -> torch.Tensor:
         """The reference result (see :func:`apply_method` for ``out``)."""
         extra: dict[str, torch.Tensor] = {}
-        if out is not None and self.check_out(out) and _takes_out(self.method.fn):
+        if out is not None and self.check_out(out) and _takes_out(self.method.function):
             extra["out"] = out
-        result = self.method.fn(
+        result = self.method.function(
             self.tensors,
             base=self.base,
             model_params=self.model_params,
