@@ -168,6 +168,56 @@ class Judge:
         return self.cache[key]
 
 
+class Rescorer:
+    """The honest final choice ``select.rescore_top`` makes, replayed on a finished run:
+    the ``top`` best distinct candidates among the first ``k`` trials are scored again,
+    with the search's own score, on fitness-split items the search never used (per
+    category ``items``; the test split is not read), and the best by the pooled fitness
+    (search and fresh items weighted by their counts) is returned."""
+
+    def __init__(self, cfg: Any, top: int, items: int) -> None:
+        from darwinmerge.evaluate.tasks import TaskItem, filter_split, fresh_subset, load_tasks
+        from darwinmerge.evolve.api import fitness_score, fitness_subset, worker_spec
+        from darwinmerge.evolve.workers import CandidateWorker
+
+        fit = filter_split(load_tasks(cfg.tasks, split=None), "fitness")
+        used = fitness_subset(cfg)
+        self.fresh = fresh_subset(fit, used, items, seed=cfg.select.rescore_seed)
+        self.score = fitness_score(cfg, used)
+        cats = sorted({it.category for it in used})
+        dummy = TaskItem(id="-", category="-", prompt="test", answer="-")
+        self.worker = CandidateWorker(worker_spec(cfg, [dummy], cats, self.score), "rescore")
+        self.top = top
+        self.cache: dict[str, tuple[float, int]] = {}
+
+    def fresh_fitness(self, recipe: str) -> tuple[float, int]:
+        if recipe not in self.cache:
+            self.cache[recipe] = self.worker.fitness(recipe, self.fresh)
+        return self.cache[recipe]
+
+    def pick(self, records: list[dict[str, Any]], k: int) -> dict[str, Any] | None:
+        from darwinmerge.evolve.select import pooled_fitness
+
+        pool = [
+            r
+            for r in records
+            if r["number"] < k and r["state"] == "complete" and r["values"] and r["recipe"]
+        ]
+        ranked: list[dict[str, Any]] = []
+        for r in sorted(pool, key=lambda r: (-r["values"][0], r["number"])):
+            if all(r["recipe"] != q["recipe"] for q in ranked):
+                ranked.append(r)
+        best: tuple[float, int] | None = None
+        winner = None
+        for rank, r in enumerate(ranked[: self.top]):
+            fresh, n_fresh = self.fresh_fitness(r["recipe"])
+            n_search = int(r.get("items_used") or r.get("items_planned") or 1)
+            pooled = pooled_fitness(r["values"][0], n_search, fresh, n_fresh)
+            if best is None or (pooled, -rank) > best:
+                best, winner = (pooled, -rank), r
+        return winner
+
+
 def linear_yaml(paths: dict[str, Path | None]) -> str:
     import yaml
 
@@ -221,8 +271,17 @@ def interval(values: list[float]) -> tuple[float, float]:
 def settings_key(args: argparse.Namespace) -> str:
     """What a problem's row depends on besides the suite (a cached row with another key is
     recomputed; the arms' own evolution.json files are reused either way)."""
-    keys = ("budgets", "seeds", "extra_seeds", "subset", "arms", "ceiling_trials", "space")
+    keys: tuple[str, ...] = (
+        "budgets",
+        "seeds",
+        "extra_seeds",
+        "subset",
+        "arms",
+        "ceiling_trials",
+        "space",
+    )
     keys += ("max_blocks", "fitness_extra", "rank_sample", "batch_size", "max_new_tokens")
+    keys += ("rescore_top", "rescore_items")
     data = {k: getattr(args, k, None) for k in keys}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -307,6 +366,10 @@ def run_problem(
     }
     budgets = sorted(args.budgets)
     top_budget = budgets[-1]
+    rescorer = None
+    if args.rescore_top > 1:
+        first = _config(args, paths, tasks, "blind", 0, scans, top_budget, args.subset)
+        rescorer = Rescorer(first, args.rescore_top, args.rescore_items)
     for arm in args.arms:
         if arm == "prior":
             # the MRI prior's own start child: no evaluation at all
@@ -317,6 +380,7 @@ def run_problem(
             continue
         seeds = args.seeds if arm in ESSENTIAL else args.extra_seeds
         runs = []
+        again: list[dict[str, Any]] = []  # the same runs, the final choice re-scored
         for seed in range(seeds):
             out = work / f"{arm}-{seed}"
             cfg = _config(args, paths, tasks, arm, seed, scans, top_budget, args.subset)
@@ -340,7 +404,33 @@ def run_problem(
                     "losses": losses,
                 }
             )
+            if rescorer is not None:
+                chosen: dict[int, dict[str, Any]] = {}
+                for k in budgets:
+                    pick = rescorer.pick(recs, k)
+                    if pick is not None:
+                        chosen[k] = pick
+                rtests = {k: judge.score(c["recipe"]) for k, c in chosen.items()}
+                rfinal = rtests[max(rtests)]
+                again.append(
+                    {
+                        "seed": seed,
+                        "test": {k: t["overall"] for k, t in rtests.items()},
+                        "trial": {k: c["number"] for k, c in chosen.items()},
+                        "start": start["overall"],
+                        "wins": sum(
+                            rfinal["correct"][i] and not start["correct"][i]
+                            for i in start["correct"]
+                        ),
+                        "losses": sum(
+                            start["correct"][i] and not rfinal["correct"][i]
+                            for i in start["correct"]
+                        ),
+                    }
+                )
         row["arms"][arm] = summarise_arm(runs, budgets)
+        if again:
+            row["arms"][f"{arm}+rescore"] = summarise_arm(again, budgets)
     # the fitness against test across candidates of one unguided run (random's, else
     # blind's): the spread a search sees, not only its winners
     row["rank_check"] = None
@@ -578,6 +668,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "check the fitness's rank agreement with test (0: off)",
     )
     p.add_argument("--jobs", type=int, default=1, help="problems run in parallel processes")
+    p.add_argument(
+        "--rescore-top",
+        type=int,
+        default=0,
+        help="also report each searched arm with its final choice re-scored: the best K "
+        "candidates on fresh fitness items (arm '<arm>+rescore'; 0: off)",
+    )
+    p.add_argument(
+        "--rescore-items", type=int, default=100, help="fresh fitness items per category"
+    )
     p.add_argument("--small", action="store_true", help="micro zoo and suite (for tests)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)

@@ -110,6 +110,10 @@ def test_small_mode_runs_every_arm(tmp_path: Path) -> None:
             "1",
             "--subset",
             "1",
+            "--rescore-top",
+            "2",
+            "--rescore-items",
+            "1",
         ],
         capture_output=True,
         text=True,
@@ -120,7 +124,14 @@ def test_small_mode_runs_every_arm(tmp_path: Path) -> None:
     data = json.loads((out / "search_suite.json").read_text())
     (row,) = data["rows"]
     assert row["problem"] == "golden_layer" and row["hard"] is False
-    assert set(row["arms"]) == {"prior", "blind", "guided", "trusted", "random", "tpe", "nsga2"}
+    searched = {"blind", "guided", "trusted", "random", "tpe", "nsga2"}
+    assert set(row["arms"]) == {"prior"} | searched | {f"{a}+rescore" for a in searched}
+    for a in searched:  # the re-scored choice is one of the first k trials of the same runs
+        for plain, again in zip(
+            row["arms"][a]["runs"], row["arms"][f"{a}+rescore"]["runs"], strict=True
+        ):
+            assert again["seed"] == plain["seed"] and again["start"] == plain["start"]
+            assert all(int(k) > t for k, t in again["trial"].items())
     trusted = json.loads((out / "golden_layer" / "trusted-0" / "evolution.json").read_text())
     assert all("mri_trust" in t["genes"] for t in trusted["trials"])  # the trust gene searched
     assert len(row["arms"]["guided"]["runs"]) == 2 and len(row["arms"]["tpe"]["runs"]) == 1
@@ -144,3 +155,31 @@ def test_small_mode_runs_every_arm(tmp_path: Path) -> None:
 
     searched = load_tasks(f"zoo:{out / 'fitness_tasks'}", split=None)
     assert searched and load_tasks(f"zoo:{out / 'fitness_tasks'}", split="test") == []
+
+
+def test_rescorer_prefers_the_candidate_that_holds_up_on_fresh_items() -> None:
+    ss = _module()
+    fresh = {"lucky": (0.50, 100), "solid": (0.70, 100), "third": (0.90, 100)}
+
+    class Worker:
+        calls: list[str] = []
+
+        def fitness(self, recipe: str, items: object) -> tuple[float, int]:
+            self.calls.append(recipe)
+            return fresh[recipe]
+
+    r = ss.Rescorer.__new__(ss.Rescorer)
+    r.worker, r.fresh, r.top, r.cache = Worker(), ["x"], 2, {}
+    recs = [
+        {"number": 0, "state": "complete", "values": [0.80], "recipe": "lucky", "items_used": 100},
+        {"number": 1, "state": "complete", "values": [0.75], "recipe": "solid", "items_used": 100},
+        {"number": 2, "state": "complete", "values": [0.80], "recipe": "lucky", "items_used": 100},
+        {"number": 3, "state": "complete", "values": [0.60], "recipe": "third", "items_used": 100},
+        {"number": 4, "state": "fail", "values": [], "recipe": "", "items_used": 0},
+    ]
+    # pooled: lucky (0.80 + 0.50) / 2 = 0.65 < solid (0.75 + 0.70) / 2 = 0.725; "third"
+    # is outside the top 2 and never re-scored
+    assert r.pick(recs, 5)["recipe"] == "solid"
+    assert Worker.calls == ["lucky", "solid"]
+    assert r.pick(recs, 1)["recipe"] == "lucky"  # only trial 0 is in the first 1
+    assert Worker.calls == ["lucky", "solid"]  # cached
