@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from darwinmerge.dtypes import DTypeName
 from darwinmerge.errors import ConfigError
 from darwinmerge.merge.options import MergeOptions
 
@@ -129,7 +130,7 @@ class BackendConfig(_Frozen):
     ``{qwen3_moe: vllm, qwen3_5_moe: transformers}``. Where vLLM cannot score a family on
     this machine, the worker says why in one line and scores with transformers."""
     device: str = "cpu"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: DTypeName = "float32"
     batch_size: int = Field(default=16, ge=1)
     max_new_tokens: int = Field(default=32, ge=1)
     engine_options: dict[str, Any] = Field(default_factory=dict)
