@@ -196,7 +196,7 @@ class Rescorer:
         return self.cache[recipe]
 
     def pick(self, records: list[dict[str, Any]], k: int) -> dict[str, Any] | None:
-        from darwinmerge.evolve.select import pooled_fitness
+        from darwinmerge.evolve.select import best_pooled
 
         pool = [
             r
@@ -207,15 +207,15 @@ class Rescorer:
         for r in sorted(pool, key=lambda r: (-r["values"][0], r["number"])):
             if all(r["recipe"] != q["recipe"] for q in ranked):
                 ranked.append(r)
-        best: tuple[float, int] | None = None
-        winner = None
-        for rank, r in enumerate(ranked[: self.top]):
-            fresh, n_fresh = self.fresh_fitness(r["recipe"])
-            n_search = int(r.get("items_used") or r.get("items_planned") or 1)
-            pooled = pooled_fitness(r["values"][0], n_search, fresh, n_fresh)
-            if best is None or (pooled, -rank) > best:
-                best, winner = (pooled, -rank), r
-        return winner
+        top = ranked[: self.top]
+        best, _ = best_pooled(
+            [
+                (r["values"][0], int(r.get("items_used") or r.get("items_planned") or 1))
+                for r in top
+            ],
+            lambda rank: self.fresh_fitness(top[rank]["recipe"]),
+        )
+        return None if best is None else top[best]
 
 
 def linear_yaml(paths: dict[str, Path | None]) -> str:

@@ -12,7 +12,7 @@ of many noisy fitness scores builds in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from darwinmerge.evolve.study import genome_key
 __all__ = [
     "Selection",
     "ranked_candidates",
+    "best_pooled",
     "choose_winner",
     "honest_selection",
     "pooled_fitness",
@@ -115,27 +116,46 @@ def rescore_winner(
     of a candidate that topped the search by luck falls back (tested on a synthetic
     objective with known noise in ``tests/evolve/test_rescore.py``)."""
     ranked = ranked_candidates(study)[:top]
+    best, rows = best_pooled(
+        [
+            (
+                float((t.values or [float("nan")])[0]),
+                int(t.user_attrs.get("items_used") or t.user_attrs.get("items_planned") or 1),
+            )
+            for t in ranked
+        ],
+        lambda rank: worker.fitness(ranked[rank].user_attrs["recipe"], fresh_items),
+    )
+    rows = [{"trial": t.number, **row} for t, row in zip(ranked, rows, strict=True)]
+    return (ranked[best] if best is not None else None), rows
+
+
+def best_pooled(
+    ranked: Sequence[tuple[float, int]], fresh: Callable[[int], tuple[float, int]]
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """The honest choice among candidates ranked best first by search fitness, given as
+    ``(search fitness, items it used)``: ``fresh(rank)`` scores one again on fresh items
+    (``(fitness, items)``) and the best by :func:`pooled_fitness` wins (ties to the better
+    search rank). Returns its rank (None when there is none) and one row per candidate.
+    :func:`rescore_winner` runs it on a study, ``benchmarks/search_suite.py`` on a
+    finished run's records."""
     rows: list[dict[str, Any]] = []
     best: tuple[float, int] | None = None
-    winner = None
-    for rank, t in enumerate(ranked):
-        search = float((t.values or [float("nan")])[0])
-        n_search = int(t.user_attrs.get("items_used") or t.user_attrs.get("items_planned") or 1)
-        fresh, n_fresh = worker.fitness(t.user_attrs["recipe"], fresh_items)
-        pooled = pooled_fitness(search, n_search, fresh, n_fresh)
+    for rank, (search, n_search) in enumerate(ranked):
+        value, n_fresh = fresh(rank)
+        pooled = pooled_fitness(search, n_search, value, n_fresh)
         rows.append(
             {
-                "trial": t.number,
                 "search_rank": rank,
                 "search_fitness": search,
-                "fresh_fitness": fresh,
+                "fresh_fitness": value,
                 "fresh_items": n_fresh,
                 "pooled_fitness": pooled,
             }
         )
         if best is None or (pooled, -rank) > best:
-            best, winner = (pooled, -rank), t
-    return winner, rows
+            best = (pooled, -rank)
+    return (None if best is None else -best[1]), rows
 
 
 def _scores(result: Any) -> dict[str, Any]:
