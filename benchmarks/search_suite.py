@@ -110,8 +110,8 @@ def _config(
         "prior": prior,
         "optimizer": {"name": optimizer, "seed": seed},
         "trials": trials,
-        "fitness": {"subset": subset, "chunk_size": 10_000},
-        "early_stop": {"enabled": False},
+        "fitness": {"subset": subset or 1.0, "chunk_size": args.race or 10_000},
+        "early_stop": {"enabled": bool(args.race)},
         "backend": {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens},
         "select": {"top_k": 1, "write_child": False},
     }
@@ -250,6 +250,18 @@ def anytime(records: list[dict[str, Any]], budgets: list[int]) -> dict[int, dict
     return out
 
 
+def items_per_eval(records: list[dict[str, Any]], budget: int) -> float:
+    """Fitness items scored per evaluation over the first ``budget`` trials (what the
+    fitness cost: with ``--race`` a stopped candidate scores only part of the split;
+    a genome answered from the cache costs nothing)."""
+    used = [
+        int(r.get("items_used") or 0)
+        for r in records
+        if r["number"] < budget and r["state"] != "fail" and r.get("cached_from") is None
+    ]
+    return statistics.fmean(used) if used else math.nan
+
+
 def paired_p(wins: int, losses: int) -> float:
     from darwinmerge.evaluate.stats import mcnemar_exact
 
@@ -281,7 +293,7 @@ def settings_key(args: argparse.Namespace) -> str:
         "space",
     )
     keys += ("max_blocks", "fitness_extra", "rank_sample", "batch_size", "max_new_tokens")
-    keys += ("rescore_top", "rescore_items")
+    keys += ("rescore_top", "rescore_items", "race")
     data = {k: getattr(args, k, None) for k in keys}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -402,6 +414,7 @@ def run_problem(
                     "start": start["overall"],
                     "wins": wins,
                     "losses": losses,
+                    "items_per_eval": items_per_eval(recs, top_budget),
                 }
             )
             if rescorer is not None:
@@ -482,6 +495,9 @@ def summarise_arm(runs: list[dict[str, Any]], budgets: list[int]) -> dict[str, A
         losses = sum(r["losses"] for r in searched)
         out["gain_over_start"] = statistics.fmean(gains) if gains else math.nan
         out["pooled"] = {"wins": wins, "losses": losses, "p": paired_p(wins, losses)}
+        cost = [r["items_per_eval"] for r in searched if "items_per_eval" in r]
+        if cost:
+            out["items_per_eval"] = statistics.fmean(cost)
     return out
 
 
@@ -539,8 +555,8 @@ def markdown(rows: list[dict[str, Any]], budgets: list[int], verdicts: dict[str,
         "",
     ]
     head = "| problem | arm | " + " | ".join(f"{k} evals" for k in budgets)
-    lines += [head + " | gain over start | winner vs start (pooled) |"]
-    lines += ["|---|---|" + "---:|" * len(budgets) + "---:|---|"]
+    lines += [head + " | gain over start | winner vs start (pooled) | items / eval |"]
+    lines += ["|---|---|" + "---:|" * len(budgets) + "---:|---|---:|"]
     for r in rows:
         for arm, s in r["arms"].items():
             cells = []
@@ -555,8 +571,11 @@ def markdown(rows: list[dict[str, Any]], budgets: list[int], verdicts: dict[str,
                 if pooled
                 else "-"
             )
+            cost = s.get("items_per_eval")
+            cost_cell = f"{cost:.0f}" if cost is not None else "-"
             lines.append(
-                f"| {r['problem']} | {arm} | {' | '.join(cells)} | {gain_cell} | {pooled_cell} |"
+                f"| {r['problem']} | {arm} | {' | '.join(cells)} | {gain_cell} | {pooled_cell} "
+                f"| {cost_cell} |"
             )
     checks = [r for r in rows if r.get("rank_check")]
     if checks:
@@ -651,7 +670,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--seeds", type=int, default=5, help="search seeds of prior/blind/guided")
     p.add_argument("--extra-seeds", type=int, default=2, help="search seeds of the other arms")
-    p.add_argument("--subset", type=int, default=20, help="fitness items per category")
+    p.add_argument(
+        "--subset", type=int, default=20, help="fitness items per category (0: the whole split)"
+    )
+    p.add_argument(
+        "--race",
+        type=int,
+        default=0,
+        help="race every candidate against the best so far, paired, in chunks of this many "
+        "items (the early-stop rule; 0: off, every candidate scores every item)",
+    )
     p.add_argument("--ceiling-trials", type=int, default=0, help="a long guided search (0: off)")
     p.add_argument("--space", default="seed")
     p.add_argument("--max-blocks", type=int, default=3)
@@ -719,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "extra_seeds": args.extra_seeds,
         "subset": args.subset,
+        "race": args.race,
         "rows": rows,
         "targets": verdicts,
         "seconds": round(time.perf_counter() - start, 1),

@@ -183,3 +183,30 @@ def test_rescorer_prefers_the_candidate_that_holds_up_on_fresh_items() -> None:
     assert Worker.calls == ["lucky", "solid"]
     assert r.pick(recs, 1)["recipe"] == "lucky"  # only trial 0 is in the first 1
     assert Worker.calls == ["lucky", "solid"]  # cached
+
+
+def test_race_mode_config_and_its_cost(tmp_path: Path) -> None:
+    ss = _module()
+    args = ss.parse(["--race", "50", "--subset", "0"])
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    paths = {"a": tmp_path / "a", "b": tmp_path / "b", "base": None}
+    cfg = ss._config(args, paths, "zoo:x", "blind", 3, tmp_path, 40, args.subset)
+    # the whole fitness split, scored in chunks of 50, every candidate raced
+    assert cfg.fitness.subset == 1.0 and cfg.fitness.chunk_size == 50
+    assert cfg.early_stop.enabled and cfg.optimizer.seed == 3
+    plain = ss._config(ss.parse([]), paths, "zoo:x", "blind", 0, tmp_path, 40, 20)
+    assert plain.fitness.subset == 20 and not plain.early_stop.enabled
+    # another race setting is another row (the cached row is not reused)
+    assert ss.settings_key(args) != ss.settings_key(ss.parse(["--subset", "0"]))
+    # what the fitness cost: items per evaluation over the first k trials, a cached
+    # genome free, a failed one not counted
+    recs = [
+        {"number": 0, "state": "complete", "items_used": 730},
+        {"number": 1, "state": "pruned", "items_used": 100},
+        {"number": 2, "state": "complete", "items_used": 0, "cached_from": 0},
+        {"number": 3, "state": "fail", "items_used": 0},
+        {"number": 4, "state": "pruned", "items_used": 150},
+    ]
+    assert ss.items_per_eval(recs, 2) == pytest.approx(415.0)
+    assert ss.items_per_eval(recs, 5) == pytest.approx((730 + 100 + 150) / 3)

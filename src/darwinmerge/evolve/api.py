@@ -288,7 +288,7 @@ def run_evolution(
             study.enqueue_trial(dict(zip(box.names, map(float, first), strict=True)))
     spec = worker_spec(config, subset, categories)
     if spec.score != "accuracy":
-        note = " (early stop applies to accuracy only)" if config.early_stop.enabled else ""
+        note = " (early stop: paired race against the best)" if config.early_stop.enabled else ""
         say(f"fitness: mean {spec.score} over {len(subset)} items{note}")
     if config.workers.n > 1:
         pool: Any = RayPool(

@@ -97,6 +97,21 @@ def best_value(study: optuna.Study) -> float | None:
     return max(values) if values else None
 
 
+def incumbent_values(study: optuna.Study) -> tuple[float, ...] | None:
+    """The per-item values (``item_values``) of the best complete trial that has them
+    (a continuous score; one objective), or None: what the paired stop rule races a new
+    candidate against. A trial answered from the cache has none; its source has."""
+    if len(study.directions) > 1:
+        return None
+    best: optuna.trial.FrozenTrial | None = None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.value is None or not math.isfinite(t.value) or "item_values" not in t.user_attrs:
+            continue
+        if best is None or t.value > (best.value or -math.inf):
+            best = t
+    return None if best is None else tuple(float(v) for v in best.user_attrs["item_values"])
+
+
 def _record(trial: optuna.Trial, result: CandidateResult) -> None:
     per_category: dict[str, float | None] = (
         dict(result.values)
@@ -115,6 +130,8 @@ def _record(trial: optuna.Trial, result: CandidateResult) -> None:
         trial.set_user_attr(
             "item_correct", "".join("1" if c else "0" for c in result.correct.values())
         )
+    if result.item_values:  # per item, in the worker's item order (continuous score)
+        trial.set_user_attr("item_values", [round(v, 7) for v in result.item_values])
     if result.stop_at is not None:
         trial.set_user_attr("ucb_stop_at", result.stop_at)
     if result.full_fitness is not None:
@@ -181,6 +198,7 @@ def run_search(
         batch = min(pool.size, budget - finished_count(study))
         trials = [study.ask(dists) for _ in range(batch)]
         best = best_value(study)
+        incumbent = incumbent_values(study)
         requests: list[CandidateRequest] = []
         pending: dict[int, optuna.Trial] = {}
         events: list[TrialEvent] = []
@@ -203,7 +221,7 @@ def run_search(
                 events.append(_event(study, trial.number, budget))
                 continue
             trial.set_user_attr("recipe", text)
-            requests.append(CandidateRequest(trial.number, text, best))
+            requests.append(CandidateRequest(trial.number, text, best, incumbent))
             pending[trial.number] = trial
         for result in pool.map(requests) if requests else []:
             _tell(study, pending[result.trial], result, objective)

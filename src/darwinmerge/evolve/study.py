@@ -12,7 +12,8 @@ fitness categories, the config. Trial user attributes: ``genome`` (unit space),
 ``items_used`` / ``items_planned``, ``merge_seconds`` / ``eval_seconds``, ``stopped``,
 ``ucb_stop_at`` (audit), ``full_fitness`` (audit), ``cached_from`` (a genome seen
 before), ``error`` (a failed candidate), ``item_correct`` (one character per scored
-item, in the candidate's item order).
+item, in the candidate's item order), ``item_values`` (a continuous score's value per
+scored item, in that order: the paired stop rule's incumbent).
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
                 "full_fitness": u.get("full_fitness"),
                 "error": u.get("error"),
                 "item_correct": u.get("item_correct"),
+                "item_values": u.get("item_values"),
                 "worker": u.get("worker"),
             }
         )

@@ -56,7 +56,8 @@ class WorkerSpec:
     score: str = "accuracy"
     """``accuracy`` (``scorer``'s right / wrong per item) or a continuous scorer
     (``gold_prob``, ``gold_logprob``: the fitness averages its per-item value; the
-    early-stop rule, a bound on 0/1 items, is then not applied)."""
+    early-stop rule then races the candidate against the incumbent's per-item values,
+    paired: :meth:`EarlyStopRule.should_stop_paired`)."""
     chunk_size: int = 16
     backend: str = "transformers"
     batch_size: int = 16
@@ -78,6 +79,9 @@ class CandidateRequest:
     trial: int
     recipe_yaml: str
     best: float | None = None
+    incumbent: tuple[float, ...] | None = None
+    """The best finished candidate's value on every item, in the spec's item order (a
+    continuous score only): what the paired stop rule races against."""
 
 
 @dataclass
@@ -89,6 +93,8 @@ class CandidateResult:
     """category -> [correct, scored]"""
     values: dict[str, float] = field(default_factory=dict)
     """category -> mean continuous value (only with a continuous ``score``)"""
+    item_values: tuple[float, ...] = ()
+    """Every scored item's continuous value, in scoring order (the spec's item order)."""
     items_used: int = 0
     items_planned: int = 0
     merge_seconds: float = 0.0
@@ -138,6 +144,7 @@ class CandidateWorker:
         self._planned: dict[str, int] = {}
         for it in spec.items:
             self._planned[it.category] = self._planned.get(it.category, 0) + 1
+        self._index = {it.id: i for i, it in enumerate(spec.items)}
         paths = [p for _, p in spec.parents] + ([spec.base] if spec.base else [])
         tokenizer = load_tokenizer(spec.parents[0][1])
         self.tokenizer = tokenizer
@@ -346,13 +353,29 @@ class CandidateWorker:
             result.merge_seconds = time.perf_counter() - t0
             t1 = time.perf_counter()
             self._check_logits()
-            rule = spec.rule if spec.score == "accuracy" else None
+            rule = spec.rule
+            incumbent = request.incumbent if spec.score != "accuracy" else None
+            if incumbent is not None and len(incumbent) != len(spec.items):
+                incumbent = None  # not scored on these items: nothing to pair with
+
+            def stop(report: ChunkReport) -> bool:
+                assert rule is not None
+                if spec.score == "accuracy":
+                    counts = category_counts(report.results)
+                    return rule.should_stop(counts, report.planned, spec.categories, request.best)
+                if incumbent is None:
+                    return False
+                diffs: dict[str, list[float]] = {}
+                for r in report.results:
+                    diffs.setdefault(r.category, []).append(
+                        (math.nan if r.value is None else r.value) - incumbent[self._index[r.id]]
+                    )
+                return rule.should_stop_paired(diffs, report.planned, spec.categories)
 
             def on_chunk(report: ChunkReport) -> bool:
                 if rule is None or result.stop_at is not None or report.done >= report.total:
                     return True  # nothing left to save after the last chunk
-                counts = category_counts(report.results)
-                if rule.should_stop(counts, report.planned, spec.categories, request.best):
+                if stop(report):
                     result.stop_at = report.done
                     return spec.audit  # keep going only when auditing
                 return True
@@ -378,12 +401,15 @@ class CandidateWorker:
         result.items_used = ev.n
         result.correct = {it.id: bool(it.correct) for it in ev.items}
         result.digest = _digest(ev.items)
-        if spec.audit and result.stop_at is not None:
-            result.full_fitness = fitness_of(counts, spec.categories)
         partial = fitness_of(counts, spec.categories)
         if spec.score != "accuracy":
             result.values = {c: v for c, (v, _) in category_values(ev.items).items()}
+            result.item_values = tuple(
+                math.nan if it.value is None else it.value for it in ev.items
+            )
             partial = _macro(result.values, spec.categories)
+        if spec.audit and result.stop_at is not None:
+            result.full_fitness = partial
         result.fitness = partial
         result.state = "pruned" if ev.stopped else "complete"
         if not math.isfinite(partial):
