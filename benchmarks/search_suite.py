@@ -108,7 +108,7 @@ def _config(
         "tasks": tasks,
         "space": {"kind": args.space, "max_blocks": args.max_blocks},
         "prior": prior,
-        "optimizer": {"name": optimizer, "seed": seed},
+        "optimizer": {"name": optimizer, "seed": seed, "start_first": args.start_first},
         "trials": trials,
         "fitness": {"subset": subset or 1.0, "chunk_size": args.race or 10_000},
         "early_stop": {"enabled": bool(args.race)},
@@ -293,7 +293,7 @@ def settings_key(args: argparse.Namespace) -> str:
         "space",
     )
     keys += ("max_blocks", "fitness_extra", "rank_sample", "batch_size", "max_new_tokens")
-    keys += ("rescore_top", "rescore_items", "race")
+    keys += ("rescore_top", "rescore_items", "race", "start_first")
     data = {k: getattr(args, k, None) for k in keys}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -680,6 +680,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="race every candidate against the best so far, paired, in chunks of this many "
         "items (the early-stop rule; 0: off, every candidate scores every item)",
     )
+    p.add_argument(
+        "--start-first",
+        action="store_true",
+        default=None,
+        help="every searched arm's first trial is its own start (optimizer.start_first); "
+        "default: the optimizer's own choice",
+    )
     p.add_argument("--ceiling-trials", type=int, default=0, help="a long guided search (0: off)")
     p.add_argument("--space", default="seed")
     p.add_argument("--max-blocks", type=int, default=3)
@@ -748,6 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         "extra_seeds": args.extra_seeds,
         "subset": args.subset,
         "race": args.race,
+        "start_first": args.start_first,
         "rows": rows,
         "targets": verdicts,
         "seconds": round(time.perf_counter() - start, 1),

@@ -187,16 +187,17 @@ def test_rescorer_prefers_the_candidate_that_holds_up_on_fresh_items() -> None:
 
 def test_race_mode_config_and_its_cost(tmp_path: Path) -> None:
     ss = _module()
-    args = ss.parse(["--race", "50", "--subset", "0"])
+    args = ss.parse(["--race", "50", "--subset", "0", "--start-first"])
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
     paths = {"a": tmp_path / "a", "b": tmp_path / "b", "base": None}
     cfg = ss._config(args, paths, "zoo:x", "blind", 3, tmp_path, 40, args.subset)
     # the whole fitness split, scored in chunks of 50, every candidate raced
     assert cfg.fitness.subset == 1.0 and cfg.fitness.chunk_size == 50
-    assert cfg.early_stop.enabled and cfg.optimizer.seed == 3
+    assert cfg.early_stop.enabled and cfg.optimizer.seed == 3 and cfg.optimizer.start_first
     plain = ss._config(ss.parse([]), paths, "zoo:x", "blind", 0, tmp_path, 40, 20)
     assert plain.fitness.subset == 20 and not plain.early_stop.enabled
+    assert plain.optimizer.start_first is None
     # another race setting is another row (the cached row is not reused)
     assert ss.settings_key(args) != ss.settings_key(ss.parse(["--subset", "0"]))
     # what the fitness cost: items per evaluation over the first k trials, a cached

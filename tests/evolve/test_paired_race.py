@@ -174,3 +174,27 @@ def test_the_incumbent_is_the_best_complete_trial():
     # 0.9 has no per-item values (answered from the cache): the best one with values
     assert incumbent_values(study) == (0.6, 0.8)
     assert incumbent_values(optuna.create_study(direction="maximize")) is None
+
+
+def test_the_start_first_is_the_incumbent_of_a_cmaes_race(micro_zoo, tmp_path):  # noqa: F811
+    """``optimizer.start_first``: CMA-ES's first trial is the prior's mean genome; it is
+    scored on every item and every later complete candidate beat it on the same items."""
+    cfg = EvolveConfig.model_validate(
+        config_data(
+            micro_zoo,
+            trials=8,
+            fitness={"score": "gold_logprob", "subset": 1.0, "chunk_size": 4},
+            early_stop={"enabled": True, "z": 1.0, "min_items": 2},
+            optimizer={"name": "cmaes", "seed": 1, "popsize": 4, "start_first": True},
+            select={"write_child": False},
+        )
+    )
+    space = TwoGeneSpace(micro_zoo / "father", micro_zoo / "mother")
+    box = blind_box(["t_mlp", "t_rest"])
+    run_evolution(cfg, space, box, tmp_path / "run")
+    trials = json.loads((tmp_path / "run" / "evolution.json").read_text())["trials"]
+    assert trials[0]["genome"] == pytest.approx(list(box.mean))
+    assert trials[0]["state"] == "complete" and trials[0]["ucb_stop_at"] is None
+    assert len({tuple(t["genome"]) for t in trials}) == len(trials)  # CMA-ES went on
+    stopped = [t for t in trials if t["state"] == "pruned"]
+    assert stopped and all(t["items_used"] < t["items_planned"] for t in stopped)

@@ -282,7 +282,8 @@ def run_evolution(
         study = create_study(
             storage, sampler, box=box, directions=objective.directions, attrs=attrs
         )
-        if opt.name in ENQUEUE_PRIOR:  # the prior's start (a trusted space: tau = 1)
+        start_first = opt.name in ENQUEUE_PRIOR if opt.start_first is None else opt.start_first
+        if start_first:  # the prior's start (a trusted space: tau = 1)
             first = getattr(space, "start_genome", None)
             first = box.mean if first is None else first
             study.enqueue_trial(dict(zip(box.names, map(float, first), strict=True)))
