@@ -66,6 +66,7 @@ __all__ = [
     "SuiteConfig",
     "micro_suite_config",
     "build_suite",
+    "build_cost",
     "problem_parents",
 ]
 
@@ -507,6 +508,8 @@ def build_suite(
     if jobs > 1 and len(todo) > 1:
         import multiprocessing
 
+        # the longest first (the wall time is then about max(longest, total / jobs))
+        todo.sort(key=lambda p: -build_cost(p, zoo_cfg.model))
         work = [(zoo, zoo_cfg, problem, out) for problem in todo]
         with multiprocessing.get_context("spawn").Pool(min(jobs, len(todo))) as pool:
             for name, entry in pool.imap_unordered(_build_one, work):
@@ -521,6 +524,18 @@ def build_suite(
     finally:
         torch.set_num_threads(threads)
     return manifest
+
+
+def build_cost(problem: Problem, zoo_model: ZooModelConfig) -> float:
+    """A problem's training work in arbitrary units, to order a parallel build: the
+    tokens trained (steps x batch size x sequence length, every phase of both parents
+    and its own pre-training) times the layers x width of the model they train."""
+    model = problem.pretrain.model if problem.pretrain is not None else zoo_model
+    phases = [ph.train for spec in (problem.a, problem.b) for ph in spec.phases]
+    if problem.pretrain is not None:
+        phases.append(problem.pretrain.train)
+    tokens = sum(t.steps * t.batch_size * t.seq_len for t in phases)
+    return tokens * model.num_layers * model.hidden_size
 
 
 def _timed_build(builder: _Builder, problem: Problem, out: Path) -> dict[str, Any]:
