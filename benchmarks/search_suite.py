@@ -682,11 +682,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--start-first",
+        dest="start_first",
         action="store_true",
-        default=None,
-        help="every searched arm's first trial is its own start (optimizer.start_first); "
-        "default: the optimizer's own choice",
+        help="every searched arm's first trial is its own start (optimizer.start_first, "
+        "the default)",
     )
+    p.add_argument(
+        "--no-start-first",
+        dest="start_first",
+        action="store_false",
+        help="the optimizer's first trial is sampled, not the start (before session 8)",
+    )
+    p.set_defaults(start_first=True)
     p.add_argument("--ceiling-trials", type=int, default=0, help="a long guided search (0: off)")
     p.add_argument("--space", default="seed")
     p.add_argument("--max-blocks", type=int, default=3)

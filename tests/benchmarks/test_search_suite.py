@@ -197,7 +197,9 @@ def test_race_mode_config_and_its_cost(tmp_path: Path) -> None:
     assert cfg.early_stop.enabled and cfg.optimizer.seed == 3 and cfg.optimizer.start_first
     plain = ss._config(ss.parse([]), paths, "zoo:x", "blind", 0, tmp_path, 40, 20)
     assert plain.fitness.subset == 20 and not plain.early_stop.enabled
-    assert plain.optimizer.start_first is None
+    assert plain.optimizer.start_first  # the run's default
+    off = ss._config(ss.parse(["--no-start-first"]), paths, "zoo:x", "blind", 0, tmp_path, 40, 20)
+    assert not off.optimizer.start_first
     # another race setting is another row (the cached row is not reused)
     assert ss.settings_key(args) != ss.settings_key(ss.parse(["--subset", "0"]))
     # what the fitness cost: items per evaluation over the first k trials, a cached

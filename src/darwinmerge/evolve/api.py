@@ -29,7 +29,7 @@ from darwinmerge.errors import ConfigError, EvaluationError, OutputExistsError
 from darwinmerge.evolve.check import check_evolve_config
 from darwinmerge.evolve.config import EvolveConfig
 from darwinmerge.evolve.early_stop import EarlyStopRule
-from darwinmerge.evolve.optimizer import ENQUEUE_PRIOR, SearchBox, make_sampler
+from darwinmerge.evolve.optimizer import SearchBox, make_sampler
 from darwinmerge.evolve.runner import (
     Objective,
     TrialEvent,
@@ -282,8 +282,7 @@ def run_evolution(
         study = create_study(
             storage, sampler, box=box, directions=objective.directions, attrs=attrs
         )
-        start_first = opt.name in ENQUEUE_PRIOR if opt.start_first is None else opt.start_first
-        if start_first:  # the prior's start (a trusted space: tau = 1)
+        if opt.start_first:  # the prior's start (a trusted space: tau = 1)
             first = getattr(space, "start_genome", None)
             first = box.mean if first is None else first
             study.enqueue_trial(dict(zip(box.names, map(float, first), strict=True)))

@@ -40,13 +40,12 @@ class OptimizerConfig(_Frozen):
     """``name``: cmaes | random | tpe | nsga2; ``popsize``: CMA-ES / NSGA-II population;
     ``start_first``: the prior's start (its mean genome) is the first trial, so that it is
     scored like any candidate, can be returned, and is the incumbent the paired race
-    holds every later candidate to (None: the optimizer's default, yes for tpe and
-    nsga2, no for cmaes and random)."""
+    holds every later candidate to."""
 
     name: str = "cmaes"
     seed: int = 0
     popsize: int | None = Field(default=None, ge=2)
-    start_first: bool | None = None
+    start_first: bool = True
 
     @field_validator("name")
     @classmethod

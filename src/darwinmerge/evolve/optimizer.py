@@ -10,9 +10,11 @@ the Optuna-free :mod:`darwinmerge.evolve.samplers` and re-exported here).
   system attributes, so a resumed run (a new process, the same storage) continues the
   same distribution. Stopped (pruned) candidates are told with the fitness they
   reached.
-* ``random``: uniform in the prior's box. ``tpe``: Optuna's TPE in the box, the prior
-  mean enqueued as the first trial. ``nsga2``: NSGA-II for two objectives, the prior
-  mean enqueued first.
+* ``random``: uniform in the prior's box. ``tpe``: Optuna's TPE in the box. ``nsga2``:
+  NSGA-II for two objectives.
+
+Whatever the optimizer, the prior mean is enqueued as the first trial unless
+``optimizer.start_first`` is false (:func:`darwinmerge.evolve.api.run_evolution`).
 
 Every gene is one ``FloatDistribution(lower_i, upper_i)`` parameter named after it.
 """
@@ -30,10 +32,9 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import CmaEsSampler
 
 from darwinmerge.errors import ConfigError
-from darwinmerge.evolve.samplers import ENQUEUE_PRIOR, MULTI_OBJECTIVE, OPTIMIZERS
+from darwinmerge.evolve.samplers import MULTI_OBJECTIVE, OPTIMIZERS
 
 __all__ = [
-    "ENQUEUE_PRIOR",
     "MULTI_OBJECTIVE",
     "OPTIMIZERS",
     "SearchBox",

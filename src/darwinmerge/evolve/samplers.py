@@ -18,13 +18,11 @@ if TYPE_CHECKING:
 
     from darwinmerge.evolve.optimizer import SearchBox
 
-__all__ = ["ENQUEUE_PRIOR", "MULTI_OBJECTIVE", "OPTIMIZERS", "SamplerFactory"]
+__all__ = ["MULTI_OBJECTIVE", "OPTIMIZERS", "SamplerFactory"]
 
 SamplerFactory = Callable[["SearchBox", int, dict[str, Any]], "optuna.samplers.BaseSampler"]
 
 OPTIMIZERS: Registry[SamplerFactory] = Registry("optimizer")
-#: optimizers whose first trial is the prior mean (enqueued when the study is created)
-ENQUEUE_PRIOR = {"tpe", "nsga2"}
 MULTI_OBJECTIVE = {"nsga2"}
 
 
