@@ -198,3 +198,15 @@ def test_the_start_first_is_the_incumbent_of_a_cmaes_race(micro_zoo, tmp_path): 
     assert len({tuple(t["genome"]) for t in trials}) == len(trials)  # CMA-ES went on
     stopped = [t for t in trials if t["state"] == "pruned"]
     assert stopped and all(t["items_used"] < t["items_planned"] for t in stopped)
+
+
+def test_a_stopped_candidate_says_its_fitness_is_partial():
+    from darwinmerge.evolve.runner import TrialEvent
+
+    def event(state, cached=False):
+        return TrialEvent(3, state, 0.74123, 0.708, 4, 16, 0.5, 0.4, 40, cached=cached)
+
+    assert event("complete").fitness_text() == "0.741"
+    assert event("pruned").fitness_text(4) == "0.7412 on 40 items, stopped: behind the best"
+    assert event("pruned", cached=True).fitness_text() == "0.741"
+    assert TrialEvent(0, "fail", None, None, 1, 16, 0.0, 0.0, 0).fitness_text() == "-"

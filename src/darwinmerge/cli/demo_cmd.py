@@ -46,11 +46,17 @@ def demo(
         console.rule(f"[bold]darwin run: {title}")
 
     def on_trial(event: Any) -> None:
-        fit = "-" if event.fitness is None else f"{event.fitness:.3f}"
         best = "-" if event.best is None else f"{event.best:.3f}"
-        console.print(  # one line of a log file's 80 columns
-            f"  candidate {event.finished:>2}/{event.budget}  {event.state:<8}  fitness {fit}  "
-            f"best {best}  merge {event.merge_seconds:.1f} s  eval {event.eval_seconds:.1f} s"
+        if event.state == "pruned":  # one line of a log file's 80 columns
+            console.print(
+                f"  candidate {event.finished:>2}/{event.budget}  stopped   behind {best} after "
+                f"{event.items_used} items (partial {event.fitness or 0.0:.3f})"
+            )
+            return
+        console.print(
+            f"  candidate {event.finished:>2}/{event.budget}  {event.state:<8}  fitness "
+            f"{event.fitness_text()}  best {best}  merge {event.merge_seconds:.1f} s  "
+            f"eval {event.eval_seconds:.1f} s"
         )
 
     result = run_demo(

@@ -55,7 +55,7 @@ def evolve_command(
             note = f" ({event.error[:80]})"
         console.print(
             f"trial {event.number:>4}  {event.finished}/{event.budget}  {event.state:<8} "
-            f"fitness {_fmt(event.fitness)}  best {_fmt(event.best)}  "
+            f"fitness {event.fitness_text(4)}  best {_fmt(event.best)}  "
             f"{secs:6.2f} s (merge {event.merge_seconds:.2f} + eval {event.eval_seconds:.2f})  "
             f"items {event.items_used}{note}"
         )

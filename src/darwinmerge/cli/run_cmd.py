@@ -86,11 +86,10 @@ def run_command(
     console = Console(stderr=True, soft_wrap=True)
 
     def on_trial(event: Any) -> None:
-        fit = "-" if event.fitness is None else f"{event.fitness:.4f}"
         best = "-" if event.best is None else f"{event.best:.4f}"
         console.print(
             f"  trial {event.number:>4}  {event.finished}/{event.budget}  {event.state:<8} "
-            f"fitness {fit}  best {best}  "
+            f"fitness {event.fitness_text(4)}  best {best}  "
             f"{event.merge_seconds + event.eval_seconds:5.2f} s"
         )
 

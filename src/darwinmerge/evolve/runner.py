@@ -68,6 +68,16 @@ class TrialEvent:
     cached: bool = False
     error: str | None = None
 
+    def fitness_text(self, digits: int = 3) -> str:
+        """The fitness for a progress line: a stopped candidate's value is on the items
+        it scored before the race stopped it (not comparable with ``best``), so it says so."""
+        if self.fitness is None:
+            return "-"
+        text = f"{self.fitness:.{digits}f}"
+        if self.state == "pruned" and not self.cached:
+            text += f" on {self.items_used} items, stopped: behind the best"
+        return text
+
 
 def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=_FINISHED))
