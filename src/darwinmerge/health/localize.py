@@ -27,6 +27,9 @@ probe loss (mean over categories): ``(loss - loss_swapped) / loss``. A layer
   :attr:`LocalizeOptions.deviation_margin` (ranked first, by that recovery), or
 * its best recovery exceeds :attr:`LocalizeOptions.margin` (ranked after, by it).
 
+When every layer deviates the deviation cannot rank them: all flagged layers are then
+ranked by their best recovery (the measured revert effect).
+
 The margins are calibrated on the damage ``benchmarks/health_validation.py`` builds
 (``docs/health.md``).
 """
@@ -51,6 +54,7 @@ __all__ = [
     "LocalizeOptions",
     "Localization",
     "deviating_components",
+    "every_layer_deviates",
     "flag_layers",
     "layer_components",
     "localize",
@@ -225,6 +229,13 @@ def deviating_components(
     return out
 
 
+def every_layer_deviates(deviating: Sequence[Sequence[str]]) -> bool:
+    """True when each of two or more layers has a deviating component: then the weights
+    single out no layer (a sparsifying merge such as trimmed_lerp with density < 1 leaves
+    every layer off the parents' line by a different amount)."""
+    return len(deviating) > 1 and all(deviating)
+
+
 def flag_layers(
     recovery: dict[str, np.ndarray], deviating: Sequence[Sequence[str]], opt: LocalizeOptions
 ) -> list[int]:
@@ -234,12 +245,18 @@ def flag_layers(
 
     A deviation that costs probe loss is direct evidence of damage at that layer; a layer
     that only a parent's copy improves is evidence that the parent is better there, which
-    an undamaged merge shows too, so it needs the larger margin and comes second."""
+    an undamaged merge shows too, so it needs the larger margin and comes second.
+
+    When every layer deviates (:func:`every_layer_deviates`) the deviation says nothing
+    about which layer: the same layers are flagged, all ranked by their measured revert
+    effect (the best recovery of any candidate), largest first."""
     best = np.max(np.stack([np.asarray(recovery[c]) for c in CANDIDATES]), axis=0)
     span = np.asarray(recovery["span"])
     L = len(best)
     first = [i for i in range(L) if deviating[i] and span[i] > opt.deviation_margin]
     second = [i for i in range(L) if i not in first and best[i] > opt.margin]
+    if every_layer_deviates(deviating):
+        return [int(i) for i in sorted(first + second, key=lambda i: -best[i])]
     first.sort(key=lambda i: -span[i])
     second.sort(key=lambda i: -best[i])
     return [int(i) for i in first + second]
@@ -291,6 +308,12 @@ def localize(
     recovery = stack.max(axis=0)
     deviating = [deviating_components(span_t, span_dist, t_ref, i, opt.deviation) for i in range(L)]
     flagged = flag_layers(rec, deviating, opt)
+    notes = []
+    if every_layer_deviates(deviating):
+        notes.append(
+            f"every one of the {L} layers deviates from the parents' weights, so the weights "
+            "name no layer: flagged layers are ranked by their measured revert effect"
+        )
     return Localization(
         categories=list(batches.categories),
         num_layers=L,
@@ -306,4 +329,5 @@ def localize(
         margin=opt.margin,
         deviating=deviating,
         deviation_margin=opt.deviation_margin,
+        notes=notes,
     )

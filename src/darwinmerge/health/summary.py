@@ -57,7 +57,13 @@ def _localization(v: Verdict) -> list[str]:
     )
     dev = loc.get("deviating") or []
     suspects = [i for i, comps in enumerate(dev) if comps]
-    if suspects:
+    if len(suspects) > 1 and len(suspects) == len(dev):
+        text += (
+            " Every layer deviates from the parents' weights (a sparsifying merge such as "
+            "trimmed_lerp with density < 1 does this), so the weights name no suspect; the "
+            f"largest revert effect is at L{worst}. Try"
+        )
+    elif suspects:
         text += (
             " Suspects by weights alone (they deviate from the child's usual t): "
             + "; ".join(f"L{i} ({', '.join(dev[i])})" for i in suspects)
