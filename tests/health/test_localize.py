@@ -289,23 +289,24 @@ def test_deviation_is_relative_to_the_childs_usual_t_and_distance():
     assert got == ["norm"]
 
 
-def test_when_every_layer_deviates_layers_are_ranked_by_their_revert_effect():
+def test_when_every_layer_deviates_only_the_revert_effect_flags_and_ranks():
     from darwinmerge.health.localize import every_layer_deviates, flag_layers
 
     opt = LocalizeOptions()
     rec = {
         "span": np.array([0.020, 0.015, 0.0, 0.012]),
         "A": np.array([0.0, 0.080, 0.0, 0.0]),  # L1 taken from parent A: 8 % lower loss
-        "B": np.array([0.0, 0.0, 0.0, 0.0]),
+        "B": np.array([0.0, 0.0, 0.0, 0.050]),  # L3 from parent B: 5 %
     }
-    # L2 in the span: deviation ranks (span recovery first, then the parent route)
+    # L2 in the span: the deviation route ranks first (by span recovery: L0, L1, L3)
     some = [["experts"], ["experts"], [], ["attn"]]
     assert not every_layer_deviates(some)
     assert flag_layers(rec, some, opt) == [0, 1, 3]
-    # every layer off the parents' line (a trimmed merge): the revert effect ranks
+    # every layer off the parents' line (a trimmed merge): no deviation route (L0's 2 %
+    # span recovery is below the 4 % margin), the revert effect flags and ranks
     every = [["experts"], ["experts"], ["experts"], ["attn"]]
     assert every_layer_deviates(every)
-    assert flag_layers(rec, every, opt) == [1, 0, 3]
+    assert flag_layers(rec, every, opt) == [1, 3]
     assert not every_layer_deviates([["experts"]])  # one layer: nothing to rank
 
 
@@ -319,12 +320,11 @@ def test_localize_ranks_by_revert_effect_on_a_child_off_the_line_everywhere(trai
         p["parameters"]["weight"] = [*rules, *p["parameters"]["weight"]]
     child = _merged(a, b, Recipe.parse(data))
     loc = localize(child, a, b, pb)
-    assert all(loc.deviating) and any(
-        "ranked by their measured revert effect" in n for n in loc.notes
-    )
+    assert all(loc.deviating) and any("measured revert effect" in n for n in loc.notes)
     assert loc.flagged and loc.flagged[0] == DAMAGED
     rec = np.asarray(loc.recovery)
     assert list(rec[loc.flagged]) == sorted(rec[loc.flagged], reverse=True)
+    assert all(rec[loc.flagged] > loc.margin)
 
 
 def test_a_worse_loss_with_every_layer_deviating_names_no_suspect_by_weights():

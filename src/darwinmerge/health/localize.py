@@ -27,8 +27,9 @@ probe loss (mean over categories): ``(loss - loss_swapped) / loss``. A layer
   :attr:`LocalizeOptions.deviation_margin` (ranked first, by that recovery), or
 * its best recovery exceeds :attr:`LocalizeOptions.margin` (ranked after, by it).
 
-When every layer deviates the deviation cannot rank them: all flagged layers are then
-ranked by their best recovery (the measured revert effect).
+When every layer deviates, the deviation is no evidence about any layer: only the
+second route is left, its layers ranked by their best recovery (the measured revert
+effect).
 
 The margins are calibrated on the damage ``benchmarks/health_validation.py`` builds
 (``docs/health.md``).
@@ -247,16 +248,16 @@ def flag_layers(
     that only a parent's copy improves is evidence that the parent is better there, which
     an undamaged merge shows too, so it needs the larger margin and comes second.
 
-    When every layer deviates (:func:`every_layer_deviates`) the deviation says nothing
-    about which layer: the same layers are flagged, all ranked by their measured revert
-    effect (the best recovery of any candidate), largest first."""
+    When every layer deviates (:func:`every_layer_deviates`) a deviation is no evidence
+    about any layer: the deviation route is off, and the layers whose measured revert
+    effect (best recovery of any candidate) exceeds ``margin`` are flagged, ranked by it."""
     best = np.max(np.stack([np.asarray(recovery[c]) for c in CANDIDATES]), axis=0)
     span = np.asarray(recovery["span"])
     L = len(best)
+    if every_layer_deviates(deviating):
+        return [int(i) for i in sorted(np.flatnonzero(best > opt.margin), key=lambda i: -best[i])]
     first = [i for i in range(L) if deviating[i] and span[i] > opt.deviation_margin]
     second = [i for i in range(L) if i not in first and best[i] > opt.margin]
-    if every_layer_deviates(deviating):
-        return [int(i) for i in sorted(first + second, key=lambda i: -best[i])]
     first.sort(key=lambda i: -span[i])
     second.sort(key=lambda i: -best[i])
     return [int(i) for i in first + second]
@@ -312,7 +313,8 @@ def localize(
     if every_layer_deviates(deviating):
         notes.append(
             f"every one of the {L} layers deviates from the parents' weights, so the weights "
-            "name no layer: flagged layers are ranked by their measured revert effect"
+            "name no layer: a layer is flagged only when its measured revert effect "
+            f"exceeds the margin ({opt.margin:.1%}), ranked by it"
         )
     return Localization(
         categories=list(batches.categories),
