@@ -563,11 +563,16 @@ def better_parent(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def refit(row: dict[str, Any], margin: float, deviation_margin: float) -> list[int]:
     """The row's localized layers under other margins (from its stored localization)."""
-    from darwinmerge.health.localize import LocalizeOptions, flag_layers
+    from darwinmerge.health.localize import LocalizeOptions, flag_layers, leaving_span_components
 
     opt = LocalizeOptions(margin=margin, deviation_margin=deviation_margin)
     rec = {c: np.asarray(v) for c, v in row["recovery"].items()}
-    return flag_layers(rec, row["loc"]["deviating"], opt)
+    loc = row["loc"]
+    leaving = [
+        leaving_span_components(loc["span_t"], loc["span_dist"], loc["t_ref"], i, opt.deviation)
+        for i in range(loc["num_layers"])
+    ]
+    return flag_layers(rec, loc["deviating"], opt, leaving)
 
 
 def routing_problem(row: dict[str, Any], flagged: list[int]) -> bool:

@@ -341,3 +341,32 @@ def test_a_worse_loss_with_every_layer_deviating_names_no_suspect_by_weights():
     assert "Every layer deviates from the parents' weights" in v.summary
     assert "largest revert effect is at L1" in v.summary
     assert "Suspects by weights alone" not in v.summary
+
+
+def test_a_layer_set_to_another_mix_of_the_parents_needs_the_full_margin():
+    from darwinmerge.health.localize import (
+        deviating_components,
+        flag_layers,
+        leaving_span_components,
+    )
+
+    # L1 at t 0.8 (a golden layer taken mostly from B), L2 past B (t 1.5), L3 off the line
+    span_t = {"experts": [0.1, 0.8, 1.5, 0.1], "norm": [0.1, 0.1, 0.1, 0.1]}
+    span_dist = {"experts": [0.0, 0.0, 0.0, 0.0], "norm": [0.0, 0.0, 0.0, 0.2]}
+    ref = typical_t(span_t)
+    assert ref["experts"] == pytest.approx(0.45)  # median of 0.1, 0.8, 1.5, 0.1
+    ref = {"experts": 0.1, "norm": 0.1}  # the recipe's usual t
+    dev = [deviating_components(span_t, span_dist, ref, i, 0.05) for i in range(4)]
+    leaving = [leaving_span_components(span_t, span_dist, ref, i, 0.05) for i in range(4)]
+    assert dev == [[], ["experts"], ["experts"], ["norm"]]
+    assert leaving == [[], [], ["experts"], ["norm"]]
+    rec = {
+        "span": np.array([0.0, 0.02, 0.015, 0.012]),
+        "A": np.zeros(4),
+        "B": np.zeros(4),
+    }
+    opt = LocalizeOptions()
+    assert flag_layers(rec, dev, opt, leaving) == [2, 3]  # L1's 2 % is below the 4 % margin
+    assert flag_layers(rec, dev, opt) == [1, 2, 3]  # every deviation (stored rows)
+    rec["A"] = np.array([0.0, 0.05, 0.0, 0.0])  # a parent's layer lowers it by 5 %
+    assert flag_layers(rec, dev, opt, leaving) == [2, 3, 1]

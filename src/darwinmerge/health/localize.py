@@ -23,7 +23,8 @@ probe loss (mean over categories): ``(loss - loss_swapped) / loss``. A layer
 ``|B - A|`` beyond its usual distance (the median over layers). A layer is flagged
 (:func:`flag_layers`) when
 
-* it deviates and putting it back into the span recovers more than
+* it deviates in a way no mix of the parents does (t outside [0, 1], or off the
+  parents' line more than usual) and putting it back into the span recovers more than
   :attr:`LocalizeOptions.deviation_margin` (ranked first, by that recovery), or
 * its best recovery exceeds :attr:`LocalizeOptions.margin` (ranked after, by it).
 
@@ -57,6 +58,7 @@ __all__ = [
     "deviating_components",
     "every_layer_deviates",
     "flag_layers",
+    "leaving_span_components",
     "layer_components",
     "localize",
     "span_projection",
@@ -230,6 +232,30 @@ def deviating_components(
     return out
 
 
+def leaving_span_components(
+    span_t: dict[str, list[float]],
+    span_dist: dict[str, list[float]],
+    t_ref: dict[str, float],
+    layer: int,
+    tol: float,
+) -> list[str]:
+    """The deviating components of ``layer`` (:func:`deviating_components`) whose weights
+    are no mix of the parents: t outside ``[-tol, 1 + tol]`` (an extrapolation past a
+    parent) or farther than usual from the parents' line (a scaled layer, a transplant).
+    A component moved to another t inside [0, 1] is a different mix of the parents, which
+    a recipe may choose on purpose (a golden layer taken from the other parent)."""
+    d_ref = typical_t(span_dist)
+    out = []
+    for comp in deviating_components(span_t, span_dist, t_ref, layer, tol):
+        t, d = span_t[comp][layer], span_dist[comp][layer]
+        usual = d_ref.get(comp, 0.0)
+        past = np.isfinite(t) and (t < -tol or t > 1.0 + tol)
+        off = np.isfinite(d) and d - (usual if np.isfinite(usual) else 0.0) > tol
+        if past or off:
+            out.append(comp)
+    return out
+
+
 def every_layer_deviates(deviating: Sequence[Sequence[str]]) -> bool:
     """True when each of two or more layers has a deviating component: then the weights
     single out no layer (a sparsifying merge such as trimmed_lerp with density < 1 leaves
@@ -238,15 +264,22 @@ def every_layer_deviates(deviating: Sequence[Sequence[str]]) -> bool:
 
 
 def flag_layers(
-    recovery: dict[str, np.ndarray], deviating: Sequence[Sequence[str]], opt: LocalizeOptions
+    recovery: dict[str, np.ndarray],
+    deviating: Sequence[Sequence[str]],
+    opt: LocalizeOptions,
+    leaving: Sequence[Sequence[str]] | None = None,
 ) -> list[int]:
-    """The flagged layers, most likely damaged first: deviating layers whose span
-    candidate recovers more than ``deviation_margin`` (by that recovery), then the other
-    layers whose best recovery exceeds ``margin`` (by best recovery).
+    """The flagged layers, most likely damaged first: layers whose deviation leaves the
+    parents' span (``leaving``, :func:`leaving_span_components`; ``deviating`` when not
+    given) and whose span candidate recovers more than ``deviation_margin`` (by that
+    recovery), then the other layers whose best recovery exceeds ``margin`` (by best
+    recovery).
 
     A deviation that costs probe loss is direct evidence of damage at that layer; a layer
     that only a parent's copy improves is evidence that the parent is better there, which
-    an undamaged merge shows too, so it needs the larger margin and comes second.
+    an undamaged merge shows too, so it needs the larger margin and comes second. So does
+    a layer set to another mix of the parents (t inside [0, 1], on the line): a recipe
+    may do that on purpose.
 
     When every layer deviates (:func:`every_layer_deviates`) a deviation is no evidence
     about any layer: the deviation route is off, and the layers whose measured revert
@@ -256,7 +289,8 @@ def flag_layers(
     L = len(best)
     if every_layer_deviates(deviating):
         return [int(i) for i in sorted(np.flatnonzero(best > opt.margin), key=lambda i: -best[i])]
-    first = [i for i in range(L) if deviating[i] and span[i] > opt.deviation_margin]
+    route = deviating if leaving is None else leaving
+    first = [i for i in range(L) if route[i] and span[i] > opt.deviation_margin]
     second = [i for i in range(L) if i not in first and best[i] > opt.margin]
     first.sort(key=lambda i: -span[i])
     second.sort(key=lambda i: -best[i])
@@ -308,7 +342,10 @@ def localize(
     best_idx = stack.argmax(axis=0)
     recovery = stack.max(axis=0)
     deviating = [deviating_components(span_t, span_dist, t_ref, i, opt.deviation) for i in range(L)]
-    flagged = flag_layers(rec, deviating, opt)
+    leaving = [
+        leaving_span_components(span_t, span_dist, t_ref, i, opt.deviation) for i in range(L)
+    ]
+    flagged = flag_layers(rec, deviating, opt, leaving)
     notes = []
     if every_layer_deviates(deviating):
         notes.append(
