@@ -11,6 +11,7 @@ import torch
 
 from darwinmerge.checkpoint.model_writer import write_into_model
 from darwinmerge.health import (
+    Localization,
     LocalizeOptions,
     SetLayerT,
     apply_changes,
@@ -370,3 +371,13 @@ def test_a_layer_set_to_another_mix_of_the_parents_needs_the_full_margin():
     assert flag_layers(rec, dev, opt) == [1, 2, 3]  # every deviation (stored rows)
     rec["A"] = np.array([0.0, 0.05, 0.0, 0.0])  # a parent's layer lowers it by 5 %
     assert flag_layers(rec, dev, opt, leaving) == [2, 3, 1]
+
+
+def test_localize_records_the_components_leaving_the_span(trained_pair):
+    a, b, pb = trained_pair
+    loc = localize(_merged(a, b, _recipe(DAMAGED, OVERSHOOT)), a, b, pb)
+    assert loc.leaving[DAMAGED] == loc.deviating[DAMAGED] != []  # t = 6: past parent B
+    assert not any(loc.leaving[i] for i in range(4) if i != DAMAGED)
+    inside = localize(_merged(a, b, _recipe(DAMAGED, 0.9)), a, b, pb)  # another mix
+    assert inside.deviating[DAMAGED] and inside.leaving[DAMAGED] == []
+    assert Localization.from_dict(loc.to_dict()).leaving == loc.leaving

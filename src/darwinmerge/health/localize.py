@@ -86,6 +86,8 @@ class Localization:
     flagged: list[int]  # flag_layers: largest recovery first
     margin: float
     deviating: list[list[str]] = field(default_factory=list)  # [L] deviating components
+    #: [L] the deviating components no mix of the parents makes (leaving_span_components)
+    leaving: list[list[str]] = field(default_factory=list)
     deviation_margin: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -367,6 +369,7 @@ def localize(
         flagged=flagged,
         margin=opt.margin,
         deviating=deviating,
+        leaving=leaving,
         deviation_margin=opt.deviation_margin,
         notes=notes,
     )
