@@ -224,7 +224,11 @@ def assess(
         "localized": verdict.localized,
         "worse": [c.category for c in verdict.losses if c.status == "worse"],
         "bi_flags": sorted({f.layer for f in verdict.layer_flags}),
-        "routing": any(f.kind != "experts_revived" for f in verdict.routing_flags),
+        "routing": any(f.problem for f in verdict.routing_flags),
+        # layers of died experts / collapsed routers, with or without loss evidence
+        "routing_layers": sorted(
+            {f.layer for f in verdict.routing_flags if f.kind != "experts_revived"}
+        ),
         "recovery": {c: loc.recovery_of(c).tolist() for c in ("span", "A", "B")},
         "loc": loc.to_dict(),
         "prescription": [c.describe() for c in verdict.prescription],
@@ -559,11 +563,28 @@ def better_parent(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def refit(row: dict[str, Any], margin: float, deviation_margin: float) -> list[int]:
     """The row's localized layers under other margins (from its stored localization)."""
-    from darwinmerge.health.localize import LocalizeOptions, flag_layers
+    from darwinmerge.health.localize import LocalizeOptions, flag_layers, leaving_span_components
 
     opt = LocalizeOptions(margin=margin, deviation_margin=deviation_margin)
     rec = {c: np.asarray(v) for c, v in row["recovery"].items()}
-    return flag_layers(rec, row["loc"]["deviating"], opt)
+    loc = row["loc"]
+    leaving = [
+        leaving_span_components(loc["span_t"], loc["span_dist"], loc["t_ref"], i, opt.deviation)
+        for i in range(loc["num_layers"])
+    ]
+    return flag_layers(rec, loc["deviating"], opt, leaving)
+
+
+def routing_problem(row: dict[str, Any], flagged: list[int]) -> bool:
+    """Whether the row's routing flags count under the localization ``flagged``: with loss
+    evidence (a worse probe category, or the flag's layer flagged), as in
+    ``darwinmerge.health.check.with_loss_evidence``. Rows stored before routing needed
+    evidence keep their measured value."""
+    if "routing_layers" not in row:
+        return bool(row["routing"])
+    return bool(row["routing_layers"]) and (
+        bool(row["worse"]) or any(layer in flagged for layer in row["routing_layers"])
+    )
 
 
 def with_margins(row: dict[str, Any], margin: float, deviation_margin: float) -> dict[str, Any]:
@@ -571,7 +592,8 @@ def with_margins(row: dict[str, Any], margin: float, deviation_margin: float) ->
     first layer than the new first flag does not count (its keys are dropped)."""
     flagged = refit(row, margin, deviation_margin)
     out = {**row, "localized": flagged}
-    out["healthy"] = not (flagged or row["worse"] or row["routing"])
+    out["routing"] = routing_problem(row, flagged)
+    out["healthy"] = not (flagged or row["worse"] or out["routing"])
     same = bool(flagged) and bool(row["localized"]) and flagged[0] == row["localized"][0]
     if not same:  # a search child's best revert was measured whatever its flags
         for key in (
@@ -585,7 +607,7 @@ def calibration(rows: list[dict[str, Any]], margins: list[float], dev_margins: l
     """Per (margin, deviation margin), recomputed from the stored recoveries: false alarms
     among the calm children and localization among the damaged ones (first flag = the
     damaged layer). Only the swap-scan part is recomputed; the rest of the verdict
-    (worse probe loss, routing) is kept as measured."""
+    (worse probe loss) is kept as measured; routing flags count with loss evidence."""
     print()
     print("calibration (recomputed): margin / deviation margin -> false alarms among calm "
           "children; first flag = damaged layer (search: best revert) among damaged "
@@ -604,7 +626,7 @@ def _calibration_cell(rows: list[dict[str, Any]], m: float, dm: float) -> str:
     alarms = calm = hits = dmg = 0
     for r in rows:
         flagged = refit(r, m, dm)
-        healthy = not (flagged or r["worse"] or r["routing"])
+        healthy = not (flagged or r["worse"] or routing_problem(r, flagged))
         if is_calm(r):
             calm += 1
             alarms += int(not healthy)

@@ -256,3 +256,14 @@ def test_relative_revive_scans_are_found_under_the_search_folders_ancestors(
     assert rooted.revive.scan == str(tmp_path / rel)
     assert rooted.revive.donor_scan == recipe.revive.donor_scan  # inline: left as it is
     assert hv._rooted(recipe, Path("/nowhere/ss")) == recipe  # not found: unchanged
+
+
+def test_routing_flags_count_with_loss_evidence_when_margins_are_recomputed() -> None:
+    hv = _module()
+    row = {"routing": False, "routing_layers": [1], "worse": []}
+    assert not hv.routing_problem(row, [])  # an expert died at L1, nothing else
+    assert hv.routing_problem(row, [1])  # L1 localized under the new margins
+    assert not hv.routing_problem(row, [3])  # another layer localized
+    assert hv.routing_problem({**row, "worse": ["CODE"]}, [])
+    assert not hv.routing_problem({**row, "routing_layers": [], "worse": ["CODE"]}, [])
+    assert hv.routing_problem({"routing": True, "worse": []}, [])  # a row stored before

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from darwinmerge.health import Localization
 from darwinmerge.merge import Recipe
 from darwinmerge.mri import Scan
 
@@ -116,4 +117,26 @@ def zoo_like(normalize: bool = False) -> Recipe:
             ],
             "parameters": {"normalize": normalize},
         }
+    )
+
+
+def hand_localization(flagged: list[int], recovery: list[float]) -> Localization:
+    """A 4-layer localization of a 2-category child whose span candidate recovers
+    ``recovery`` [L] (A: nothing, B: -5 %); ``attn`` deviates at L1 (t = 2)."""
+    L = len(recovery)
+    base = [2.0, 2.0]
+    span = [[2.0 * (1 - r) for r in recovery]] * 2
+    return Localization(
+        categories=["REASONING", "CODE"],
+        num_layers=L,
+        loss_tokens="completion",
+        loss=base,
+        swapped={"span": span, "A": [[2.0] * L] * 2, "B": [[2.1] * L] * 2},
+        span_t={"attn": [0.5, 2.0, 0.5, 0.5]},
+        span_dist={"attn": [0.0, 0.0, 0.0, 0.0]},
+        t_ref={"attn": 0.5},
+        recovery=recovery,
+        best=["span"] * L,
+        flagged=flagged,
+        margin=0.03,
     )

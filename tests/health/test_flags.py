@@ -121,7 +121,9 @@ def test_routing_flags_died_revived_and_entropy_collapse():
     ua[3, 3], ub[3, 3], uc[3, 3] = 0.0, 0.01, 1.0  # revived
     ent_a, ent_b = np.array([0.8, 0.8, 0.8, 0.8]), np.array([0.7, 0.9, 0.7, 0.7])
     ent_c = np.array([0.61, 0.59, 0.8, 0.8])  # L0: 0.61 >= 0.7 - 0.1; L1: 0.59 < 0.8 - 0.1
-    c = make_scan(MID, name="child", util=uc, entropy=ent_c)
+    # CODE's probe loss worse than both parents (1.2 > 1.05): the loss evidence that makes
+    # the routing flags count (test_routing_evidence.py: without it they are information)
+    c = make_scan(MID, name="child", util=uc, entropy=ent_c, loss=np.array([1.0, 1.2]))
     a = make_scan(A, name="A", util=ua, entropy=ent_a)
     b = make_scan(B, name="B", util=ub, entropy=ent_b)
     v = health_check(c, a, b)

@@ -27,6 +27,7 @@ from darwinmerge.merge.recipe import Transplant
 from darwinmerge.mri import run_scan
 
 from ..mri.conftest import batches
+from .scans import hand_localization
 
 DAMAGED = 2  # the overshot layer
 OVERSHOOT = 6.0  # W = A + 6 (B - A) there: gross for a briefly trained tiny model
@@ -227,32 +228,12 @@ def test_set_layer_t_on_weights_slerp_and_transplants():
     assert change_from_dict(change_to_dict(change)) == change
 
 
-def _loc(flagged: list[int], recovery: list[float]) -> Localization:
-    L = len(recovery)
-    base = [2.0, 2.0]
-    span = [[2.0 * (1 - r) for r in recovery]] * 2
-    return Localization(
-        categories=["REASONING", "CODE"],
-        num_layers=L,
-        loss_tokens="completion",
-        loss=base,
-        swapped={"span": span, "A": [[2.0] * L] * 2, "B": [[2.1] * L] * 2},
-        span_t={"attn": [0.5, 2.0, 0.5, 0.5]},
-        span_dist={"attn": [0.0, 0.0, 0.0, 0.0]},
-        t_ref={"attn": 0.5},
-        recovery=recovery,
-        best=["span"] * L,
-        flagged=flagged,
-        margin=0.03,
-    )
-
-
 def test_report_and_summary_show_the_localization():
     from darwinmerge.report import health_section
 
     from .scans import MID, A, B, trio
 
-    v = health_check(*trio(MID, A, B), localization=_loc([1], [0.0, 0.25, 0.01, 0.0]))
+    v = health_check(*trio(MID, A, B), localization=hand_localization([1], [0.0, 0.25, 0.01, 0.0]))
     assert not v.healthy and v.localized == [1]
     assert v.prescription[0] == SetLayerT(1, (("attn", 0.5),), v.prescription[0].reason)
     assert "L1 (put back into the parents' span: probe loss 25.0% lower)" in v.summary
@@ -261,7 +242,7 @@ def test_report_and_summary_show_the_localization():
     assert table.rows[1][:4] == ("L1", "+25.0%", "+0.0%", "-5.0%")
     assert "attn t=2.00" in table.rows[1][4] and table.rows[1][5] == "#1"
     # healthy: what was checked and what it does not rule out
-    ok = health_check(*trio(MID, A, B), localization=_loc([], [0.0, 0.01, 0.0, 0.0]))
+    ok = health_check(*trio(MID, A, B), localization=hand_localization([], [0.0, 0.01, 0.0, 0.0]))
     assert ok.healthy
     assert "probe sequences" in ok.summary and "does not rule out" in ok.summary
     assert "No single layer explains a problem" in ok.summary
@@ -277,7 +258,7 @@ def test_a_worse_loss_with_no_localized_layer_says_so_and_names_suspects():
 
     loss_a, loss_b = [1.0, 1.0], [1.1, 1.1]
     worse = make_scan(MID, name="c", loss=np.array([1.5, 1.5]))
-    loc = _loc([], [0.0, 0.01, 0.0, 0.0])
+    loc = hand_localization([], [0.0, 0.01, 0.0, 0.0])
     loc.deviating = [["experts"], [], [], []]
     v = health_check(
         worse,
@@ -307,3 +288,96 @@ def test_deviation_is_relative_to_the_childs_usual_t_and_distance():
         {"norm": [float("nan")] * 3}, {"norm": [0.0, 0.7, 0.0]}, {"norm": float("nan")}, 1, 0.05
     )
     assert got == ["norm"]
+
+
+def test_when_every_layer_deviates_only_the_revert_effect_flags_and_ranks():
+    from darwinmerge.health.localize import every_layer_deviates, flag_layers
+
+    opt = LocalizeOptions()
+    rec = {
+        "span": np.array([0.020, 0.015, 0.0, 0.012]),
+        "A": np.array([0.0, 0.080, 0.0, 0.0]),  # L1 taken from parent A: 8 % lower loss
+        "B": np.array([0.0, 0.0, 0.0, 0.050]),  # L3 from parent B: 5 %
+    }
+    # L2 in the span: the deviation route ranks first (by span recovery: L0, L1, L3)
+    some = [["experts"], ["experts"], [], ["attn"]]
+    assert not every_layer_deviates(some)
+    assert flag_layers(rec, some, opt) == [0, 1, 3]
+    # every layer off the parents' line (a trimmed merge): no deviation route (L0's 2 %
+    # span recovery is below the 4 % margin), the revert effect flags and ranks
+    every = [["experts"], ["experts"], ["experts"], ["attn"]]
+    assert every_layer_deviates(every)
+    assert flag_layers(rec, every, opt) == [1, 3]
+    assert not every_layer_deviates([["experts"]])  # one layer: nothing to rank
+
+
+def test_localize_ranks_by_revert_effect_on_a_child_off_the_line_everywhere(trained_pair):
+    a, b, pb = trained_pair
+    # every layer at its own t (0.1 .. 0.9: each deviates from the median), L2 overshot
+    data = _recipe().model_dump(mode="python")
+    ts = {0: 0.1, 1: 0.9, 2: OVERSHOOT, 3: 0.3}
+    for i, p in enumerate(data["parents"]):
+        rules = [{"layers": [layer, layer], "value": [1 - t, t][i]} for layer, t in ts.items()]
+        p["parameters"]["weight"] = [*rules, *p["parameters"]["weight"]]
+    child = _merged(a, b, Recipe.parse(data))
+    loc = localize(child, a, b, pb)
+    assert all(loc.deviating) and any("measured revert effect" in n for n in loc.notes)
+    assert loc.flagged and loc.flagged[0] == DAMAGED
+    rec = np.asarray(loc.recovery)
+    assert list(rec[loc.flagged]) == sorted(rec[loc.flagged], reverse=True)
+    assert all(rec[loc.flagged] > loc.margin)
+
+
+def test_a_worse_loss_with_every_layer_deviating_names_no_suspect_by_weights():
+    from .scans import MID, A, B, make_scan
+
+    loc = hand_localization([], [0.0, 0.01, 0.0, 0.0])
+    loc.deviating = [["experts"], ["experts"], ["attn"], ["experts"]]
+    v = health_check(
+        make_scan(MID, name="c", loss=np.array([1.5, 1.5])),
+        make_scan(A, name="a", loss=np.array([1.0, 1.0])),
+        make_scan(B, name="b", loss=np.array([1.1, 1.1])),
+        localization=loc,
+    )
+    assert "Every layer deviates from the parents' weights" in v.summary
+    assert "largest revert effect is at L1" in v.summary
+    assert "Suspects by weights alone" not in v.summary
+
+
+def test_a_layer_set_to_another_mix_of_the_parents_needs_the_full_margin():
+    from darwinmerge.health.localize import (
+        deviating_components,
+        flag_layers,
+        leaving_span_components,
+    )
+
+    # L1 at t 0.8 (a golden layer taken mostly from B), L2 past B (t 1.5), L3 off the line
+    span_t = {"experts": [0.1, 0.8, 1.5, 0.1], "norm": [0.1, 0.1, 0.1, 0.1]}
+    span_dist = {"experts": [0.0, 0.0, 0.0, 0.0], "norm": [0.0, 0.0, 0.0, 0.2]}
+    ref = typical_t(span_t)
+    assert ref["experts"] == pytest.approx(0.45)  # median of 0.1, 0.8, 1.5, 0.1
+    ref = {"experts": 0.1, "norm": 0.1}  # the recipe's usual t
+    dev = [deviating_components(span_t, span_dist, ref, i, 0.05) for i in range(4)]
+    leaving = [leaving_span_components(span_t, span_dist, ref, i, 0.05) for i in range(4)]
+    assert dev == [[], ["experts"], ["experts"], ["norm"]]
+    assert leaving == [[], [], ["experts"], ["norm"]]
+    rec = {
+        "span": np.array([0.0, 0.02, 0.015, 0.012]),
+        "A": np.zeros(4),
+        "B": np.zeros(4),
+    }
+    opt = LocalizeOptions()
+    assert flag_layers(rec, dev, opt, leaving) == [2, 3]  # L1's 2 % is below the 4 % margin
+    assert flag_layers(rec, dev, opt) == [1, 2, 3]  # every deviation (stored rows)
+    rec["A"] = np.array([0.0, 0.05, 0.0, 0.0])  # a parent's layer lowers it by 5 %
+    assert flag_layers(rec, dev, opt, leaving) == [2, 3, 1]
+
+
+def test_localize_records_the_components_leaving_the_span(trained_pair):
+    a, b, pb = trained_pair
+    loc = localize(_merged(a, b, _recipe(DAMAGED, OVERSHOOT)), a, b, pb)
+    assert loc.leaving[DAMAGED] == loc.deviating[DAMAGED] != []  # t = 6: past parent B
+    assert not any(loc.leaving[i] for i in range(4) if i != DAMAGED)
+    inside = localize(_merged(a, b, _recipe(DAMAGED, 0.9)), a, b, pb)  # another mix
+    assert inside.deviating[DAMAGED] and inside.leaving[DAMAGED] == []
+    assert Localization.from_dict(loc.to_dict()).leaving == loc.leaving

@@ -30,8 +30,9 @@ def verdict():
     child[1, 3] = 0.05  # function loss
     uc = np.ones((4, 4))
     uc[1, 2] = 0.0  # died (alive in both parents)
+    # REASONING worse than both parents (1.2 > 1.05): the loss evidence a died expert needs
     return health_check(
-        make_scan(child, name="child", util=uc),
+        make_scan(child, name="child", util=uc, loss=np.array([1.2, 1.0])),
         make_scan(A, name="father", util=np.ones((4, 4))),
         make_scan(B, name="mother", util=np.ones((4, 4))),
     )
@@ -64,7 +65,7 @@ def test_section_info_holds_the_verdict_numbers(verdict):
     ]
     assert flags.rows[0][-1] == f"{0.18 / 0.055:.2f}"
     routing = sec.find("Routing changes")
-    assert routing.rows == (("L1", "experts died", "0.250", "0.000", "0.000", "2", "A"),)
+    assert routing.rows == (("L1", "experts died", "0.250", "0.000", "0.000", "2", "A", "yes"),)
     pres = sec.find("Prescription")
     assert [r[0] for r in pres.rows] == [c.describe() for c in verdict.prescription]
     assert len(pres.rows) == 2  # upstream first: L2 only (L3 is re-checked later), revive

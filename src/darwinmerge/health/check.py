@@ -7,6 +7,9 @@ in one line by :func:`check_comparable`.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Collection
+
 import numpy as np
 
 from darwinmerge.errors import ArchitectureMismatchError, ConfigError
@@ -28,6 +31,7 @@ from darwinmerge.mri.scan import Scan
 __all__ = [
     "check_comparable",
     "flag_strength",
+    "with_loss_evidence",
     "health_check",
     "layer_flags",
     "prescribe",
@@ -145,6 +149,19 @@ def _routing_flags(child: Scan, a: Scan, b: Scan, opt: HealthOptions) -> list[Ro
     return out
 
 
+def with_loss_evidence(
+    routing: list[RoutingFlag], losses: list[CategoryLoss], localized: Collection[int]
+) -> list[RoutingFlag]:
+    """The routing flags with :attr:`RoutingFlag.loss_evidence` set: true when some probe
+    category's loss is ``worse`` than both parents' or the flag's layer is in
+    ``localized`` (the swap scans' flagged layers: putting the layer back lowers the
+    probe loss by the calibrated margins). An expert the child no longer routes to, or a
+    sharper router, is not a loss by itself: on the merge-problem suite the search's
+    children that beat their reference had died experts (``docs/health.md``)."""
+    worse = any(c.status == "worse" for c in losses)
+    return [dataclasses.replace(r, loss_evidence=worse or r.layer in localized) for r in routing]
+
+
 def _losses(child: Scan, a: Scan, b: Scan, opt: HealthOptions) -> list[CategoryLoss]:
     out = []
     for c, cat in enumerate(child.categories):
@@ -206,6 +223,8 @@ def prescribe(
             )
         )
     for r in routing:
+        if not r.loss_evidence:  # information only (with_loss_evidence)
+            continue
         if r.kind == "experts_died" and r.source in ("A", "B"):
             changes.append(
                 Revive(
@@ -272,13 +291,16 @@ def health_check(
     ``parent_a`` is the recipe's first parent (t = 0), ``parent_b`` its second (t = 1).
     With ``localization`` (:func:`darwinmerge.health.localize.localize`) its flagged
     layers decide the layer part of the verdict and of the prescription; the BI flags
-    are then reported as information only."""
+    are then reported as information only. A routing flag (died experts, entropy
+    collapse) counts only with loss evidence (:func:`with_loss_evidence`)."""
     opt = options or HealthOptions()
     check_comparable(child, parent_a, parent_b)
     cats = list(child.categories)
     flags = layer_flags(child.bi, parent_a.bi, parent_b.bi, cats, opt)
     routing = _routing_flags(child, parent_a, parent_b, opt) if child.is_moe else []
     losses = _losses(child, parent_a, parent_b, opt)
+    localized = [] if localization is None else localization.flagged
+    routing = with_loss_evidence(routing, losses, localized)
     if localization is not None:
         lopt = localize_options or LocalizeOptions(margin=localization.margin)
         layer_changes = prescribe_localized(localization, lopt.max_layers)

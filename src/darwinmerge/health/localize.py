@@ -23,9 +23,14 @@ probe loss (mean over categories): ``(loss - loss_swapped) / loss``. A layer
 ``|B - A|`` beyond its usual distance (the median over layers). A layer is flagged
 (:func:`flag_layers`) when
 
-* it deviates and putting it back into the span recovers more than
+* it deviates in a way no mix of the parents does (t outside [0, 1], or off the
+  parents' line more than usual) and putting it back into the span recovers more than
   :attr:`LocalizeOptions.deviation_margin` (ranked first, by that recovery), or
 * its best recovery exceeds :attr:`LocalizeOptions.margin` (ranked after, by it).
+
+When every layer deviates, the deviation is no evidence about any layer: only the
+second route is left, its layers ranked by their best recovery (the measured revert
+effect).
 
 The margins are calibrated on the damage ``benchmarks/health_validation.py`` builds
 (``docs/health.md``).
@@ -51,7 +56,9 @@ __all__ = [
     "LocalizeOptions",
     "Localization",
     "deviating_components",
+    "every_layer_deviates",
     "flag_layers",
+    "leaving_span_components",
     "layer_components",
     "localize",
     "span_projection",
@@ -79,6 +86,8 @@ class Localization:
     flagged: list[int]  # flag_layers: largest recovery first
     margin: float
     deviating: list[list[str]] = field(default_factory=list)  # [L] deviating components
+    #: [L] the deviating components no mix of the parents makes (leaving_span_components)
+    leaving: list[list[str]] = field(default_factory=list)
     deviation_margin: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -225,20 +234,65 @@ def deviating_components(
     return out
 
 
+def leaving_span_components(
+    span_t: dict[str, list[float]],
+    span_dist: dict[str, list[float]],
+    t_ref: dict[str, float],
+    layer: int,
+    tol: float,
+) -> list[str]:
+    """The deviating components of ``layer`` (:func:`deviating_components`) whose weights
+    are no mix of the parents: t outside ``[-tol, 1 + tol]`` (an extrapolation past a
+    parent) or farther than usual from the parents' line (a scaled layer, a transplant).
+    A component moved to another t inside [0, 1] is a different mix of the parents, which
+    a recipe may choose on purpose (a golden layer taken from the other parent)."""
+    d_ref = typical_t(span_dist)
+    out = []
+    for comp in deviating_components(span_t, span_dist, t_ref, layer, tol):
+        t, d = span_t[comp][layer], span_dist[comp][layer]
+        usual = d_ref.get(comp, 0.0)
+        past = np.isfinite(t) and (t < -tol or t > 1.0 + tol)
+        off = np.isfinite(d) and d - (usual if np.isfinite(usual) else 0.0) > tol
+        if past or off:
+            out.append(comp)
+    return out
+
+
+def every_layer_deviates(deviating: Sequence[Sequence[str]]) -> bool:
+    """True when each of two or more layers has a deviating component: then the weights
+    single out no layer (a sparsifying merge such as trimmed_lerp with density < 1 leaves
+    every layer off the parents' line by a different amount)."""
+    return len(deviating) > 1 and all(deviating)
+
+
 def flag_layers(
-    recovery: dict[str, np.ndarray], deviating: Sequence[Sequence[str]], opt: LocalizeOptions
+    recovery: dict[str, np.ndarray],
+    deviating: Sequence[Sequence[str]],
+    opt: LocalizeOptions,
+    leaving: Sequence[Sequence[str]] | None = None,
 ) -> list[int]:
-    """The flagged layers, most likely damaged first: deviating layers whose span
-    candidate recovers more than ``deviation_margin`` (by that recovery), then the other
-    layers whose best recovery exceeds ``margin`` (by best recovery).
+    """The flagged layers, most likely damaged first: layers whose deviation leaves the
+    parents' span (``leaving``, :func:`leaving_span_components`; ``deviating`` when not
+    given) and whose span candidate recovers more than ``deviation_margin`` (by that
+    recovery), then the other layers whose best recovery exceeds ``margin`` (by best
+    recovery).
 
     A deviation that costs probe loss is direct evidence of damage at that layer; a layer
     that only a parent's copy improves is evidence that the parent is better there, which
-    an undamaged merge shows too, so it needs the larger margin and comes second."""
+    an undamaged merge shows too, so it needs the larger margin and comes second. So does
+    a layer set to another mix of the parents (t inside [0, 1], on the line): a recipe
+    may do that on purpose.
+
+    When every layer deviates (:func:`every_layer_deviates`) a deviation is no evidence
+    about any layer: the deviation route is off, and the layers whose measured revert
+    effect (best recovery of any candidate) exceeds ``margin`` are flagged, ranked by it."""
     best = np.max(np.stack([np.asarray(recovery[c]) for c in CANDIDATES]), axis=0)
     span = np.asarray(recovery["span"])
     L = len(best)
-    first = [i for i in range(L) if deviating[i] and span[i] > opt.deviation_margin]
+    if every_layer_deviates(deviating):
+        return [int(i) for i in sorted(np.flatnonzero(best > opt.margin), key=lambda i: -best[i])]
+    route = deviating if leaving is None else leaving
+    first = [i for i in range(L) if route[i] and span[i] > opt.deviation_margin]
     second = [i for i in range(L) if i not in first and best[i] > opt.margin]
     first.sort(key=lambda i: -span[i])
     second.sort(key=lambda i: -best[i])
@@ -290,7 +344,17 @@ def localize(
     best_idx = stack.argmax(axis=0)
     recovery = stack.max(axis=0)
     deviating = [deviating_components(span_t, span_dist, t_ref, i, opt.deviation) for i in range(L)]
-    flagged = flag_layers(rec, deviating, opt)
+    leaving = [
+        leaving_span_components(span_t, span_dist, t_ref, i, opt.deviation) for i in range(L)
+    ]
+    flagged = flag_layers(rec, deviating, opt, leaving)
+    notes = []
+    if every_layer_deviates(deviating):
+        notes.append(
+            f"every one of the {L} layers deviates from the parents' weights, so the weights "
+            "name no layer: a layer is flagged only when its measured revert effect "
+            f"exceeds the margin ({opt.margin:.1%}), ranked by it"
+        )
     return Localization(
         categories=list(batches.categories),
         num_layers=L,
@@ -305,5 +369,7 @@ def localize(
         flagged=flagged,
         margin=opt.margin,
         deviating=deviating,
+        leaving=leaving,
         deviation_margin=opt.deviation_margin,
+        notes=notes,
     )

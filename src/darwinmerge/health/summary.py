@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from darwinmerge.health.verdict import LayerFlag, Verdict
+    from darwinmerge.health.verdict import LayerFlag, RoutingFlag, Verdict
 
 __all__ = ["healthy_scope", "summarise_verdict"]
 
@@ -15,6 +15,12 @@ def _layers(flags: list[LayerFlag]) -> str:
     for f in flags:
         by_layer.setdefault(f.layer, []).append(f.category)
     return "; ".join(f"L{layer} ({', '.join(cats)})" for layer, cats in sorted(by_layer.items()))
+
+
+def _routing_words(f: RoutingFlag) -> str:
+    if f.kind == "entropy_collapse":
+        return f"L{f.layer} router entropy {f.child:.2f} vs {f.parent_a:.2f}/{f.parent_b:.2f}"
+    return f"L{f.layer} expert(s) {list(f.experts)} died (alive in {f.source})"
 
 
 def _pct(x: float) -> str:
@@ -51,7 +57,13 @@ def _localization(v: Verdict) -> list[str]:
     )
     dev = loc.get("deviating") or []
     suspects = [i for i, comps in enumerate(dev) if comps]
-    if suspects:
+    if len(suspects) > 1 and len(suspects) == len(dev):
+        text += (
+            " Every layer deviates from the parents' weights (a sparsifying merge such as "
+            "trimmed_lerp with density < 1 does this), so the weights name no suspect; the "
+            f"largest revert effect is at L{worst}. Try"
+        )
+    elif suspects:
         text += (
             " Suspects by weights alone (they deviate from the child's usual t): "
             + "; ".join(f"L{i} ({', '.join(dev[i])})" for i in suspects)
@@ -102,8 +114,9 @@ def summarise_verdict(v: Verdict) -> str:
     parts: list[str] = []
     inter = [f for f in v.layer_flags if f.kind == "interference"]
     lost = [f for f in v.layer_flags if f.kind == "function_loss"]
-    died = [f for f in v.routing_flags if f.kind == "experts_died"]
-    collapse = [f for f in v.routing_flags if f.kind == "entropy_collapse"]
+    died = [f for f in v.routing_flags if f.kind == "experts_died" and f.loss_evidence]
+    collapse = [f for f in v.routing_flags if f.kind == "entropy_collapse" and f.loss_evidence]
+    unbacked = [f for f in v.routing_flags if f.kind != "experts_revived" and not f.loss_evidence]
     revived = [f for f in v.routing_flags if f.kind == "experts_revived"]
     worse = [c for c in v.losses if c.status == "worse"]
     better = [c for c in v.losses if c.status == "better"]
@@ -154,6 +167,13 @@ def summarise_verdict(v: Verdict) -> str:
             f"{n_died} expert(s) died in the child but are alive in a parent: "
             + "; ".join(f"L{f.layer} {list(f.experts)} (alive in {f.source})" for f in died)
             + "."
+        )
+    if unbacked:
+        parts.append(
+            "Routing changes without loss evidence (information, nothing prescribed): "
+            + "; ".join(_routing_words(f) for f in unbacked)
+            + ". No probe category's loss is worse than both parents' and no such layer is "
+            "localized, so an expert the child no longer uses costs nothing measurable here."
         )
     if revived:
         parts.append(

@@ -47,7 +47,13 @@ class LayerFlag:
 @dataclass(frozen=True)
 class RoutingFlag:
     """One sparse layer's routing change. ``experts`` for died / revived experts;
-    ``source`` the parent where the died experts are alive (most utilised)."""
+    ``source`` the parent where the died experts are alive (most utilised).
+
+    ``loss_evidence``: the probes show a loss that goes with it (a category whose probe
+    loss is worse than both parents', or this layer localized by the swap scans). Only
+    then does a died expert or a collapsed router count as a problem and get a
+    prescription; without it the flag is information (verdicts saved before the field
+    existed read as True, their old meaning)."""
 
     layer: int
     kind: RoutingKind
@@ -57,6 +63,12 @@ class RoutingFlag:
     threshold: float
     experts: tuple[int, ...] = ()
     source: str | None = None
+    loss_evidence: bool = True
+
+    @property
+    def problem(self) -> bool:
+        """A died expert or an entropy collapse with loss evidence (a revival never is)."""
+        return self.kind != "experts_revived" and self.loss_evidence
 
 
 @dataclass(frozen=True)
@@ -105,11 +117,12 @@ class Verdict:
     @property
     def healthy(self) -> bool:
         """No localized layer (or, without localization, no BI layer flag), no died
-        experts, no entropy collapse, no worse probe loss."""
+        expert or entropy collapse with loss evidence (:attr:`RoutingFlag.problem`), no
+        worse probe loss."""
         layer_problem = bool(self.localized if self.localization is not None else self.layer_flags)
         return not (
             layer_problem
-            or any(f.kind != "experts_revived" for f in self.routing_flags)
+            or any(f.problem for f in self.routing_flags)
             or any(c.status == "worse" for c in self.losses)
         )
 

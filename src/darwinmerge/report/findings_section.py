@@ -253,7 +253,8 @@ def health_finding(verdict: Verdict, repair: Mapping[str, Any] | None = None) ->
     if v.healthy:
         text = (
             "The health check found the child healthy: no layer outside its parents' band, "
-            "no expert died, no probe loss worse than both parents."
+            "no expert died with a probe loss to show for it, no probe loss worse than both "
+            "parents."
         )
     else:
         bits = []
@@ -266,7 +267,7 @@ def health_finding(verdict: Verdict, repair: Mapping[str, Any] | None = None) ->
                 )
             )
         for r in v.routing_flags:
-            if r.kind != "experts_revived":
+            if r.problem:
                 bits.append(f"L{r.layer} {r.kind.replace('_', ' ')}")
         worse = [c.category for c in v.losses if c.status == "worse"]
         if worse:

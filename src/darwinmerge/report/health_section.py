@@ -178,7 +178,16 @@ def health_section(verdict: Verdict) -> SectionInfo:
         blocks.append(
             TableInfo(
                 "Routing changes",
-                ("layer", "change", "child", "parent A", "parent B", "experts", "alive in"),
+                (
+                    "layer",
+                    "change",
+                    "child",
+                    "parent A",
+                    "parent B",
+                    "experts",
+                    "alive in",
+                    "loss evidence",
+                ),
                 tuple(
                     (
                         f"L{r.layer}",
@@ -188,10 +197,16 @@ def health_section(verdict: Verdict) -> SectionInfo:
                         _f(r.parent_b),
                         ", ".join(str(e) for e in r.experts) or "-",
                         r.source or "-",
+                        ("yes" if r.loss_evidence else "no")
+                        if r.kind != "experts_revived"
+                        else "-",
                     )
                     for r in v.routing_flags
                 ),
-                caption="Entropy rows: router entropy / log E; expert rows: dead fractions.",
+                caption="Entropy rows: router entropy / log E; expert rows: dead fractions. "
+                "A died expert or a collapsed router counts (and gets a prescription) only "
+                "with loss evidence: a probe category worse than both parents, or its layer "
+                "localized.",
             )
         )
     blocks.append(
