@@ -325,6 +325,28 @@ def rank_check(records: list[dict[str, Any]], judge: Judge, n: int) -> dict[str,
     }
 
 
+def row_from_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A problem's row as read back from ``row.json``: JSON made its budget keys strings;
+    the tables, targets and plots index them by the int budget, as in a fresh row."""
+    out = dict(row)
+    out["arms"] = {}
+    for arm, s in row["arms"].items():
+        s = dict(s)
+        s["budgets"] = {int(k): v for k, v in s["budgets"].items()}
+        s["runs"] = [
+            {
+                key: ({int(k): v for k, v in val.items()} if key in _BUDGET_KEYED else val)
+                for key, val in run.items()
+            }
+            for run in s["runs"]
+        ]
+        out["arms"][arm] = s
+    return out
+
+
+_BUDGET_KEYED = ("test", "fitness", "trial")
+
+
 def run_problem(
     args: argparse.Namespace, zoo: Path, suite: Path, name: str, hard: bool
 ) -> dict[str, Any]:
@@ -338,7 +360,7 @@ def run_problem(
     if cached.is_file():
         saved = json.loads(cached.read_text())
         if saved.get("settings") == key:
-            return dict(saved["row"])
+            return row_from_json(saved["row"])
     paths = problem_parents(suite, name)
     tasks, test_items = _fitness_tasks(zoo, args.out)
     scans = _scans(zoo, paths, work)

@@ -213,3 +213,27 @@ def test_race_mode_config_and_its_cost(tmp_path: Path) -> None:
     ]
     assert ss.items_per_eval(recs, 2) == pytest.approx(415.0)
     assert ss.items_per_eval(recs, 5) == pytest.approx((730 + 100 + 150) / 3)
+
+
+def test_a_cached_row_reads_back_as_a_fresh_one() -> None:
+    """row.json holds the budgets as JSON string keys; read back, the targets, table and
+    anytime runs are those of the fresh row (a resumed benchmark once printed '-' and
+    judged every target on NaN)."""
+    ss = _module()
+    good = {5: 0.62, 10: 0.66, 20: 0.67, 40: 0.68}
+    blind = {5: 0.60, 10: 0.61, 20: 0.63, 40: 0.65}
+    rows = [_row(f"p{i}", False, good, blind, 0.1, 0.01) for i in range(4)]
+    for r in rows:
+        r["arms"]["guided"]["runs"] = [
+            {"seed": 0, "test": dict(good), "fitness": dict(good), "trial": {5: 1, 40: 9}}
+        ]
+        r["arms"]["blind"]["runs"] = []
+        r.update(a=0.5, b=0.6, linear=0.55, ceiling=0.7, percat_ceiling=0.7)
+        r.update(long_search=None, best_child=0.68)
+    back = [ss.row_from_json(json.loads(json.dumps(r))) for r in rows]
+    assert back == rows
+    budgets = [5, 10, 20, 40]
+    assert ss.targets(back, budgets) == ss.targets(rows, budgets)
+    assert all(v is True for k, v in ss.targets(back, budgets).items() if not k.startswith("_"))
+    text = ss.markdown(back, budgets, ss.targets(back, budgets))
+    assert "| p0 | guided | 0.620 [0.620, 0.620] | 0.660" in text
