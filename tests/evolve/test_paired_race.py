@@ -210,3 +210,39 @@ def test_a_stopped_candidate_says_its_fitness_is_partial():
     assert event("pruned").fitness_text(4) == "0.7412 on 40 items, stopped: behind the best"
     assert event("pruned", cached=True).fitness_text() == "0.741"
     assert TrialEvent(0, "fail", None, None, 1, 16, 0.0, 0.0, 0).fitness_text() == "-"
+
+
+def test_resume_of_a_study_cut_off_while_it_was_created(micro_zoo, tmp_path):  # noqa: F811
+    """A kill between the study's creation and its attributes left a study without its box:
+    resume said KeyError 'darwin.box'. Such a study (no creation mark, no trial) is made
+    afresh; a complete one is marked."""
+    import optuna
+
+    from darwinmerge.evolve.study import STUDY_NAME, half_created, open_storage
+
+    cfg = EvolveConfig.model_validate(
+        config_data(micro_zoo, trials=2, select={"write_child": False})
+    )
+    space = TwoGeneSpace(micro_zoo / "father", micro_zoo / "mother")
+    box = blind_box(["t_mlp", "t_rest"])
+    out = tmp_path / "run"
+    run_evolution(cfg, space, box, out)
+    storage = open_storage(out)
+    assert not half_created(storage)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    assert study.user_attrs["darwin.created"] is True
+    # the kill: the study exists, nothing else does
+    (out / "study.journal").unlink()
+    optuna.create_study(storage=open_storage(out), study_name=STUDY_NAME, direction="maximize")
+    assert half_created(open_storage(out))
+    messages: list[str] = []
+    result = run_evolution(cfg, space, box, out, resume=True, log=messages.append)
+    assert any("starting it afresh" in m for m in messages)
+    trials = json.loads((out / "evolution.json").read_text())["trials"]
+    assert len(trials) == 2 and trials[0]["genome"] == pytest.approx(list(box.mean))
+    assert result.winner in (0, 1)
+    # killed before the study existed at all: the same
+    (out / "study.journal").unlink()
+    assert half_created(open_storage(out))
+    run_evolution(cfg, space, box, out, resume=True)
+    assert len(json.loads((out / "evolution.json").read_text())["trials"]) == 2

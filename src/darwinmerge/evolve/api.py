@@ -45,8 +45,11 @@ from darwinmerge.evolve.select import (
     rescore_winner,
 )
 from darwinmerge.evolve.study import (
+    STUDY_NAME,
     create_study,
+    half_created,
     load_study,
+    mark_created,
     open_storage,
     stored_box,
     trial_records,
@@ -265,6 +268,11 @@ def run_evolution(
     storage = open_storage(out, config.storage)
     opt = config.optimizer
     options = {"popsize": opt.popsize}
+    if resume and half_created(storage):  # killed before the study was fully made
+        if STUDY_NAME in optuna.get_all_study_names(storage):
+            optuna.delete_study(study_name=STUDY_NAME, storage=storage)
+        say("resuming: the study was cut off while it was being created; starting it afresh")
+        resume = False
     if resume:
         box = stored_box(storage)  # the distribution the run started from
         study = load_study(storage, make_sampler(opt.name, box, seed=opt.seed, options=options))
@@ -286,6 +294,7 @@ def run_evolution(
             first = getattr(space, "start_genome", None)
             first = box.mean if first is None else first
             study.enqueue_trial(dict(zip(box.names, map(float, first), strict=True)))
+        mark_created(study)
     spec = worker_spec(config, subset, categories)
     if spec.score != "accuracy":
         note = " (early stop: paired race against the best)" if config.early_stop.enabled else ""

@@ -77,6 +77,24 @@ def create_study(
     return study
 
 
+def mark_created(study: optuna.Study) -> None:
+    """The last step of creating a study (after its attributes and any enqueued first
+    trial): a study without it was cut off while it was being made."""
+    study.set_user_attr("darwin.created", True)
+
+
+def half_created(storage: Any, *, name: str = STUDY_NAME) -> bool:
+    """True when a killed run left no usable study ``name`` to resume: none at all (killed
+    after the run folder was written, before the study), or one without the
+    ``darwin.created`` mark and without a trial (cut off while it was being made; runs
+    from before the mark have trials)."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return True
+    return not (study.user_attrs.get("darwin.created") or study.trials)
+
+
 def load_study(
     storage: Any, sampler: optuna.samplers.BaseSampler, *, name: str = STUDY_NAME
 ) -> optuna.Study:
