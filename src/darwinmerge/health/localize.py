@@ -227,11 +227,15 @@ def deviating_components(
     for comp, ts in span_t.items():
         t, ref, d = ts[layer], t_ref.get(comp, float("nan")), span_dist[comp][layer]
         far = np.isfinite(t) and np.isfinite(ref) and abs(t - ref) > tol
-        usual = d_ref.get(comp, 0.0)
-        off = np.isfinite(d) and d - (usual if np.isfinite(usual) else 0.0) > tol
-        if far or off:
+        if far or _off_line(d, d_ref.get(comp, 0.0), tol):
             out.append(comp)
     return out
+
+
+def _off_line(dist: float, usual: float, tol: float) -> bool:
+    """A component's distance from the parents' line exceeds its usual one (the median
+    over layers; 0 when unknown) by more than ``tol``."""
+    return bool(np.isfinite(dist) and dist - (usual if np.isfinite(usual) else 0.0) > tol)
 
 
 def leaving_span_components(
@@ -249,11 +253,9 @@ def leaving_span_components(
     d_ref = typical_t(span_dist)
     out = []
     for comp in deviating_components(span_t, span_dist, t_ref, layer, tol):
-        t, d = span_t[comp][layer], span_dist[comp][layer]
-        usual = d_ref.get(comp, 0.0)
+        t = span_t[comp][layer]
         past = np.isfinite(t) and (t < -tol or t > 1.0 + tol)
-        off = np.isfinite(d) and d - (usual if np.isfinite(usual) else 0.0) > tol
-        if past or off:
+        if past or _off_line(span_dist[comp][layer], d_ref.get(comp, 0.0), tol):
             out.append(comp)
     return out
 
