@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from darwinmerge.health.options import LocalizeOptions
+from darwinmerge.health.verdict import every_layer_deviates
 from darwinmerge.mri.compare import SWAP_BUDGET_BYTES, swap_scan
 from darwinmerge.mri.probes import ProbeBatches
 
@@ -258,13 +259,6 @@ def leaving_span_components(
         if past or _off_line(span_dist[comp][layer], d_ref.get(comp, 0.0), tol):
             out.append(comp)
     return out
-
-
-def every_layer_deviates(deviating: Sequence[Sequence[str]]) -> bool:
-    """True when each of two or more layers has a deviating component: then the weights
-    single out no layer (a sparsifying merge such as trimmed_lerp with density < 1 leaves
-    every layer off the parents' line by a different amount)."""
-    return len(deviating) > 1 and all(deviating)
 
 
 def flag_layers(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from darwinmerge.health.verdict import every_layer_deviates
+
 if TYPE_CHECKING:
     from darwinmerge.health.verdict import LayerFlag, RoutingFlag, Verdict
 
@@ -57,7 +59,7 @@ def _localization(v: Verdict) -> list[str]:
     )
     dev = loc.get("deviating") or []
     suspects = [i for i, comps in enumerate(dev) if comps]
-    if len(suspects) > 1 and len(suspects) == len(dev):
+    if every_layer_deviates(dev):
         text += (
             " Every layer deviates from the parents' weights (a sparsifying merge such as "
             "trimmed_lerp with density < 1 does this), so the weights name no suspect; the "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,11 +19,28 @@ from darwinmerge.atomic import write_text_atomic
 from darwinmerge.errors import CheckpointError
 from darwinmerge.health.changes import RecipeChange, change_from_dict, change_to_dict
 
-__all__ = ["CategoryLoss", "LayerFlag", "RoutingFlag", "Verdict", "VERDICT_FILE"]
+__all__ = [
+    "CategoryLoss",
+    "LayerFlag",
+    "RoutingFlag",
+    "Verdict",
+    "VERDICT_FILE",
+    "every_layer_deviates",
+]
 
 VERDICT_FILE = "verdict.json"
 
 LayerKind = Literal["interference", "function_loss"]
+
+
+def every_layer_deviates(deviating: Sequence[Sequence[str]]) -> bool:
+    """True when each of two or more layers has a deviating component (``deviating``: one
+    list of components per layer): then the weights single out no layer (a sparsifying
+    merge such as trimmed_lerp with density < 1 leaves every layer off the parents' line
+    by a different amount). Localization and the verdict's summary both read it."""
+    return len(deviating) > 1 and all(deviating)
+
+
 RoutingKind = Literal["entropy_collapse", "experts_died", "experts_revived"]
 
 
