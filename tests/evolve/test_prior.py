@@ -241,3 +241,58 @@ def test_scans_in_the_other_parent_order_are_refused() -> None:
         mri_prior(space, swapped, a, b)
     same = dataclasses.replace(comp, model_a="/data/f", model_b="/data/m")
     assert mri_prior(space, same, a, b).mean.shape == (space.dim,)
+
+
+def _scans_with_parts() -> tuple[Any, Scan, Scan]:
+    """_scans() plus component swaps: A's attention carries REASONING (taking B's costs A
+    0.04 there, giving A's saves B 0.04), B's FFN carries CODE (0.08 either way)."""
+    _, a, b = _scans()
+    att_ab = np.zeros((2, L))
+    att_ab[0] = 0.04
+    ffn_ab = np.zeros((2, L))
+    ffn_ab[1] = -0.08
+    ab = SwapResult(
+        LOSS_A,
+        LOSS_A[:, None] + AB,
+        part_swapped={"attention": LOSS_A[:, None] + att_ab, "ffn": LOSS_A[:, None] + ffn_ab},
+    )
+    ba = SwapResult(
+        LOSS_B,
+        LOSS_B[:, None] + BA,
+        part_swapped={"attention": LOSS_B[:, None] - att_ab, "ffn": LOSS_B[:, None] - ffn_ab},
+    )
+    return compare_scans(a, b, ab, ba), a, b
+
+
+def test_component_swaps_set_the_attention_and_ffn_offsets() -> None:
+    comp, a, b = _scans_with_parts()
+    ev = scan_evidence(comp, a, b)
+    # per layer: attention z = mean(0.04 / 0.2, 0) = 0.1; FFN z = mean(0, -0.08 / 0.4) = -0.1
+    np.testing.assert_allclose(ev.part_z["attention"], np.full(L, 0.1), rtol=1e-12)
+    np.testing.assert_allclose(ev.part_z["ffn"], np.full(L, -0.1), rtol=1e-12)
+    np.testing.assert_allclose(ev.part_conf["attention"], np.ones(L))  # both directions agree
+    space = build_space(parse_space_config({"kind": "seed", "max_blocks": 4}), _ctx())
+    prior = mri_prior(space, comp, a, b)
+    vals = space.values(prior.mean)
+    t_layer = np.array([_t(z) for z in ev.layer_z])
+    assert vals["attn"] == pytest.approx(0.5 + np.mean(_t(0.1) - t_layer))
+    assert vals["ffn"] == pytest.approx(0.5 + np.mean(_t(-0.1) - t_layer))
+    assert vals["attn"] < 0.5 < vals["ffn"]  # attention leans to A, the FFN to B
+    i = space.gene_names.index("attn")
+    assert prior.sigma[i] == pytest.approx(SIGMA_MIN) and "attention" in prior.reasons[i]
+    # the recipe's attention t sits below its block's t, the FFN's above
+    recipe = space.decode(prior.mean)
+    att, ffn, block = (float(r.value) for r in recipe.parameters["t"][:3])  # block 1's rules
+    assert att < block < ffn
+    # layerwise: attention anchors from the attention swaps, experts from the FFN's,
+    # norms from the whole layer
+    lw = build_space(parse_space_config({"kind": "layerwise"}), _ctx())
+    lv = lw.values(mri_prior(lw, comp, a, b).mean)
+    for layer in range(L):
+        assert lv[f"attention_{layer}"] == pytest.approx(_t(0.1))
+        assert lv[f"experts_{layer}"] == pytest.approx(_t(-0.1))
+        assert lv[f"norms_{layer}"] == pytest.approx(_t(ev.layer_z[layer]))
+    # without component swaps nothing changes: offsets 0, no confidence
+    plain, a2, b2 = _scans()
+    pv = space.values(mri_prior(space, plain, a2, b2).mean)
+    assert pv["attn"] == 0.5 and pv["ffn"] == 0.5

@@ -159,3 +159,63 @@ def test_swapped_layer_writes_and_restores_bit_exactly():
     assert all(torch.equal(before[k], v) for k, v in la.state_dict().items())
     with pytest.raises(ArchitectureMismatchError, match="differ in tensor names"):
         swapped_layer(la, resolve_layout(a).layers[0]).__enter__()  # linear vs full attention
+
+
+@pytest.mark.parametrize("family", ["qwen3_5_moe", "mixtral", "qwen2"])
+def test_component_swap_equals_full_forward_of_the_part_swapped_model(family, probe_batches):
+    """Swapping only a layer's attention (or only its FFN) gives the loss of a model with
+    exactly those tensors from B, and leaves A bit-exact; the parts differ from the whole."""
+    from darwinmerge.mri import SWAP_PARTS, part_keys
+
+    a, b = tiny(family, seed=0), tiny(family, seed=1)
+    lay = resolve_layout(a)
+    before = _state(a)
+    res = swap_scan(a, b, probe_batches, parts=tuple(SWAP_PARTS))
+    assert all(torch.equal(before[k], v) for k, v in _state(a).items())
+    params_b = dict(b.named_parameters())
+    for part in SWAP_PARTS:
+        for layer in range(lay.num_layers):
+            keys = part_keys(lay.layers[layer], part)
+            assert keys, f"{family} layer {layer} has no {part} tensors"
+            names = {f"{lay.layers_path}.{layer}.{k}" for k in keys}
+            m = copy.deepcopy(a)
+            with torch.no_grad():
+                for name, p in m.named_parameters():
+                    if name in names:
+                        p.copy_(params_b[name])
+            expect = _loss_per_category(m, probe_batches)
+            np.testing.assert_allclose(res.part_swapped[part][:, layer], expect, rtol=2e-5)
+    # the two parts are disjoint and neither is the whole layer (norms move with neither)
+    att = set(part_keys(lay.layers[0], "attention"))
+    ffn = set(part_keys(lay.layers[0], "ffn"))
+    assert not att & ffn and att | ffn < set(lay.layers[0].state_dict())
+    for part in SWAP_PARTS:
+        assert not np.allclose(res.part_swapped[part], res.loss_swapped, rtol=1e-4)
+
+
+def test_component_swaps_reach_the_comparison_and_its_file(probe_batches, tmp_path):
+    from darwinmerge.mri import ComparisonScan
+
+    a, b = tiny("qwen3_moe", seed=0), tiny("qwen3_moe", seed=1)
+    sa, sb = run_scan(a, probe_batches, model_name="A"), run_scan(b, probe_batches, model_name="B")
+    ab = swap_scan(a, b, probe_batches, parts=("attention", "ffn"))
+    ba = swap_scan(b, a, probe_batches, parts=("attention", "ffn"))
+    cmp = compare_scans(sa, sb, ab, ba)
+    for part in ("attention", "ffn"):
+        got = cmp.part_swaps(part)
+        assert got is not None
+        np.testing.assert_allclose(got[0], ab.part_swapped[part] - ab.loss[:, None])
+        np.testing.assert_allclose(got[1], ba.part_swapped[part] - ba.loss[:, None])
+    cmp.save(tmp_path / "with")
+    assert ComparisonScan.load(tmp_path / "with") == cmp
+    plain = compare_scans(sa, sb, swap_scan(a, b, probe_batches), swap_scan(b, a, probe_batches))
+    assert plain.part_swaps("attention") is None
+    # a comparison saved before component swaps existed (no such keys) still loads
+    plain.save(tmp_path / "old")
+    import json
+
+    doc = json.loads((tmp_path / "old" / "comparison.json").read_text())
+    for k in [k for k in doc if k.startswith("swap_ab_") or k.startswith("swap_ba_")]:
+        del doc[k]
+    (tmp_path / "old" / "comparison.json").write_text(json.dumps(doc))
+    assert ComparisonScan.load(tmp_path / "old").part_swaps("ffn") is None

@@ -108,6 +108,11 @@ def mri_command(
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
     swap: bool = typer.Option(True, "--swap/--no-swap", help="compare: run the layer-swap scan."),
+    swap_components: bool = typer.Option(
+        True,
+        "--swap-components/--no-swap-components",
+        help="compare: also swap each layer's attention alone and its FFN alone.",
+    ),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
 ) -> None:
     """Model MRI: probe-wise layer importance, MoE health, parent comparison."""

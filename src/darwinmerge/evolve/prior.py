@@ -9,7 +9,7 @@ and constant is documented in docs/evolve.md ("Prior").
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,10 @@ class ScanEvidence:
     dead_b: float
     revivable: int  # experts dead in B and alive in A
     revive_threshold: float
+    #: per component swapped alone ("attention", "ffn"): [L] mean evidence and agreement,
+    #: as layer_z / layer_conf (absent when the scan did not swap components)
+    part_z: dict[str, np.ndarray] = field(default_factory=dict)
+    part_conf: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def scan_evidence(
@@ -150,6 +154,7 @@ def scan_evidence(
             for layer in range(L)
         ]
     )
+    part_z, part_conf = _part_evidence(comparison, scale, rows)
     nl = np.clip((delta - sadv.sum(axis=1)) / scale[:, 0], -1, 1)[rows]
     golden, golden_z, golden_conf = None, 0.0, 0.0
     if specialty is not None:
@@ -196,7 +201,38 @@ def scan_evidence(
         dead_b=dead(scan_b),
         revivable=revivable,
         revive_threshold=threshold,
+        part_z=part_z,
+        part_conf=part_conf,
     )
+
+
+def _part_evidence(
+    comparison: Any, scale: np.ndarray, rows: list[int]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per component swapped alone: the layer evidence and agreement of :func:`scan_evidence`
+    computed on that component's swaps (layers the component is missing from: z 0, agreement
+    0). Comparisons without component swaps give nothing."""
+    zs: dict[str, np.ndarray] = {}
+    confs: dict[str, np.ndarray] = {}
+    for part in ("attention", "ffn"):
+        ab = getattr(comparison, f"swap_ab_{part}", None)
+        ba = getattr(comparison, f"swap_ba_{part}", None)
+        if ab is None or ba is None:
+            continue
+        ab, ba = np.asarray(ab, dtype=float), np.asarray(ba, dtype=float)
+        if not np.isfinite(ab).any():
+            continue
+        z = np.clip(np.nan_to_num((ab - ba) / 2) / scale, -1, 1)
+        cells_ab = np.clip(np.nan_to_num(ab) / scale, -1, 1)
+        cells_ba = np.clip(-np.nan_to_num(ba) / scale, -1, 1)
+        zs[part] = z[rows].mean(axis=0)
+        confs[part] = np.array(
+            [
+                _agreement(np.concatenate([cells_ab[rows, layer], cells_ba[rows, layer]]))
+                for layer in range(z.shape[1])
+            ]
+        )
+    return zs, confs
 
 
 class _Builder:

@@ -14,7 +14,7 @@ from darwinmerge.evolve.genes import GenomeSpace
 from darwinmerge.evolve.prior import HEALTH_TIE, ScanEvidence, _t
 from darwinmerge.merge.recipe import MERGED
 
-__all__ = ["layerwise_prior", "mergekit_prior", "seed_prior", "segments"]
+__all__ = ["component_offset", "layerwise_prior", "mergekit_prior", "seed_prior", "segments"]
 
 
 def segments(layer_z: np.ndarray, golden: int | None, max_blocks: int) -> list[list[int]]:
@@ -78,6 +78,24 @@ def _densities(space: GenomeSpace, ev: ScanEvidence, builder: Any) -> None:
             builder.set(name, value, 0.5, f"1 - dead-expert share {dead:.3f}")
 
 
+def component_offset(ev: ScanEvidence, part: str) -> tuple[float, float, str]:
+    """(offset, confidence, reason) of one component's t against its layer's: the mean over
+    layers of t(component swapped alone) - t(whole layer swapped), with the mean agreement
+    of the component's swap cells as confidence. No component swaps: offset 0, no
+    confidence."""
+    if part not in ev.part_z:
+        return 0.0, 0.0, f"no {part} swaps in the scan: offset 0"
+    t_part = np.array([_t(float(z)) for z in ev.part_z[part]])
+    t_layer = np.array([_t(float(z)) for z in ev.layer_z])
+    offset = float(np.mean(t_part - t_layer))
+    conf = float(np.mean(ev.part_conf[part]))
+    why = (
+        f"{part} swapped alone: B's share {t_part.mean():.2f} against the whole layer's "
+        f"{t_layer.mean():.2f} (offset {offset:+.2f})"
+    )
+    return offset, conf, why
+
+
 def seed_prior(space: Any, ev: ScanEvidence, builder: Any) -> None:
     K, L = space.config.max_blocks, space.ctx.num_layers
     segs = segments(ev.layer_z, ev.golden, K)
@@ -87,8 +105,9 @@ def seed_prior(space: Any, ev: ScanEvidence, builder: Any) -> None:
         ev.non_layer_conf,
         f"outside-layer evidence {ev.non_layer_z:+.3f} (loss gap minus layer swaps)",
     )
-    builder.set("attn", 0.5, 0.0, "no per-component evidence: offset 0")
-    builder.set("ffn", 0.5, 0.0, "no per-component evidence: offset 0")
+    for gene, part in (("attn", "attention"), ("ffn", "ffn")):
+        offset, conf, why = component_offset(ev, part)
+        builder.set(gene, 0.5 + offset, conf, why)
     _densities(space, ev, builder)
     for k in range(1, K):
         if k < len(segs):
@@ -135,20 +154,34 @@ def seed_prior(space: Any, ev: ScanEvidence, builder: Any) -> None:
             )
 
 
-def _layer_curve(ev: ScanEvidence, positions: list[float]) -> tuple[np.ndarray, np.ndarray]:
-    L = len(ev.layer_z)
-    t = np.array([_t(float(z)) for z in ev.layer_z])
-    grid = np.arange(L, dtype=float)
-    return np.interp(positions, grid, t), np.interp(positions, grid, ev.layer_conf)
+#: layerwise group -> the component swap whose evidence sets it (others: the whole layer)
+LAYERWISE_PARTS = {"attention": "attention", "experts": "ffn", "shared": "ffn", "router": "ffn"}
+
+
+def _layer_curve(
+    ev: ScanEvidence, positions: list[float], part: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    z = ev.layer_z if part is None else ev.part_z[part]
+    conf = ev.layer_conf if part is None else ev.part_conf[part]
+    t = np.array([_t(float(v)) for v in z])
+    grid = np.arange(len(z), dtype=float)
+    return np.interp(positions, grid, t), np.interp(positions, grid, conf)
 
 
 def layerwise_prior(space: Any, ev: ScanEvidence, builder: Any) -> None:
     from darwinmerge.evolve.space_layerwise import LAYERWISE_GROUPS
 
-    t, conf = _layer_curve(ev, space.anchor_positions())
+    positions = space.anchor_positions()
     for group in LAYERWISE_GROUPS:
+        part = LAYERWISE_PARTS.get(group)
+        if part in ev.part_z:
+            t, conf = _layer_curve(ev, positions, part)
+            why = f"{part} swap evidence at this depth"
+        else:
+            t, conf = _layer_curve(ev, positions)
+            why = "layer swap evidence at this depth"
         for i in range(space.points):
-            builder.set(f"{group}_{i}", t[i], conf[i], "layer swap evidence at this depth")
+            builder.set(f"{group}_{i}", t[i], conf[i], why)
     builder.set(
         "non_layer",
         _t(ev.non_layer_z),

@@ -10,12 +10,17 @@ byte budget. For one chunk, X's forward pass records every decoder layer's input
 call kwargs), then every swapped layer is run on the chunk, then the chunk is dropped.
 Kept hidden-state bytes never exceed ``max(budget, L * B * T * H * itemsize of the
 largest batch)``; the results do not depend on the budget (tested bit for bit).
+
+Component swaps (``parts``): besides the whole layer, the scan can swap one component of
+layer l alone: ``attention`` (the layer's ``self_attn.*`` / ``linear_attn.*`` tensors) or
+``ffn`` (``mlp.*`` / ``block_sparse_moe.*``: router, routed and shared experts, dense MLP).
+Norms move only with the whole layer. A part a layer does not have is NaN.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +37,7 @@ from darwinmerge.mri.store import ArrayRecord
 
 __all__ = [
     "SWAP_BUDGET_BYTES",
+    "SWAP_PARTS",
     "ComparisonScan",
     "SwapResult",
     "compare_scans",
@@ -40,6 +46,7 @@ __all__ = [
     "swap_chunks",
     "swap_scan",
     "swapped_layer",
+    "part_keys",
 ]
 
 Progress = Callable[[int], None]
@@ -50,6 +57,21 @@ RESTART_RTOL = 1e-4
 
 #: Default bound on the hidden states the swap scan keeps at once: 1 GiB.
 SWAP_BUDGET_BYTES = 1 << 30
+
+#: The components the swap scan can swap alone: part -> the first names of a decoder
+#: layer's submodules that belong to it (Qwen / Llama / Mixtral / DeltaNet layouts).
+SWAP_PARTS: dict[str, tuple[str, ...]] = {
+    "attention": ("self_attn", "linear_attn", "attn", "attention", "self_attention"),
+    "ffn": ("mlp", "block_sparse_moe", "feed_forward"),
+}
+
+
+def part_keys(layer: nn.Module, part: str) -> list[str]:
+    """The state-dict keys of ``layer`` that belong to ``part`` (:data:`SWAP_PARTS`)."""
+    if part not in SWAP_PARTS:
+        raise ConfigError(f"swap part must be one of {', '.join(SWAP_PARTS)}, got {part!r}")
+    heads = SWAP_PARTS[part]
+    return [k for k in layer.state_dict() if k.split(".", 1)[0] in heads]
 
 
 @dataclass(frozen=True)
@@ -64,6 +86,8 @@ class SwapResult:
     loss: np.ndarray
     loss_swapped: np.ndarray
     loss_tokens: str = "completion"
+    #: part -> [C, L] loss of X with only that component of layer l taken from Y
+    part_swapped: dict[str, np.ndarray] = field(default_factory=dict)
     chunks: int = 1
     peak_hidden_bytes: int = 0
     peak_kept_bytes: int = 0
@@ -72,15 +96,22 @@ class SwapResult:
     def delta(self) -> np.ndarray:
         return self.loss_swapped - self.loss[:, None]
 
+    def part_delta(self, part: str) -> np.ndarray | None:
+        """Loss change when only ``part`` of layer l comes from Y; None when not scanned."""
+        got = self.part_swapped.get(part)
+        return None if got is None else got - self.loss[:, None]
+
 
 class swapped_layer:  # noqa: N801 - used as a context manager
-    """``with swapped_layer(layer_x, layer_y):`` X's layer holds Y's tensors, restored after.
+    """``with swapped_layer(layer_x, layer_y):`` X's layer holds Y's tensors, restored after;
+    ``keys`` (state-dict keys of the layer) swaps only those tensors.
 
-    Both writes go through :func:`darwinmerge.checkpoint.write_into_model` (strict:
-    every tensor of the layer), so the restore is bit-exact."""
+    Both writes go through :func:`darwinmerge.checkpoint.write_into_model` (strict: every
+    tensor of the layer, or every one of ``keys``), so the restore is bit-exact."""
 
-    def __init__(self, target: nn.Module, source: nn.Module) -> None:
+    def __init__(self, target: nn.Module, source: nn.Module, keys: Sequence[str] | None = None):
         self.target, self.source = target, source
+        self.keys = None if keys is None else list(keys)
         self._saved: dict[str, torch.Tensor] = {}
 
     def __enter__(self) -> nn.Module:
@@ -90,12 +121,13 @@ class swapped_layer:  # noqa: N801 - used as a context manager
             raise ArchitectureMismatchError(
                 "layer swap: the two parents' decoder layers differ in tensor names or shapes"
             )
-        self._saved = {k: t.detach().clone() for k, t in dst.items()}
-        write_into_model(self.target, src, strict=True)
+        keys = list(dst) if self.keys is None else self.keys
+        self._saved = {k: dst[k].detach().clone() for k in keys}
+        write_into_model(self.target, {k: src[k] for k in keys}, strict=self.keys is None)
         return self.target
 
     def __exit__(self, *exc: Any) -> None:
-        write_into_model(self.target, self._saved, strict=True)
+        write_into_model(self.target, self._saved, strict=self.keys is None)
         self._saved = {}
 
 
@@ -177,12 +209,14 @@ def swap_scan(
     batches: ProbeBatches,
     *,
     layers: list[int] | None = None,
+    parts: Sequence[str] = (),
     loss_tokens: str = "completion",
     budget_bytes: int | None = SWAP_BUDGET_BYTES,
     progress: Progress | None = None,
 ) -> SwapResult:
     """Loss per category of ``model_x`` and, for each layer l, of ``model_x`` with layer l
-    replaced by layer l of ``model_y`` (in memory; ``model_x`` is restored).
+    replaced by layer l of ``model_y`` (in memory; ``model_x`` is restored), and for each
+    of ``parts`` (:data:`SWAP_PARTS`) with only that component of layer l replaced.
 
     The batches are processed in the chunks of :func:`swap_chunks` (``budget_bytes`` of
     recorded hidden states at most, ``None``: all at once); ``progress`` advances by one
@@ -198,6 +232,8 @@ def swap_scan(
     n = batches.num_sequences
     nll0, cnt = np.zeros(n), np.zeros(n)
     swapped = {layer: np.zeros(n) for layer in todo}
+    keys = {(p, layer): part_keys(lx.layers[layer], p) for p in parts for layer in todo}
+    by_part = {key: np.zeros(n) for key, names in keys.items() if names}
     peak_hidden = peak_kept = 0
     first_all = np.zeros(0)
     chunks = swap_chunks(model_x, batches, budget_bytes)
@@ -220,6 +256,11 @@ def swap_scan(
         for layer in todo:
             with swapped_layer(lx.layers[layer], ly.layers[layer]):
                 _restart_nll(lx, inputs, chunk, layer, swapped[layer], loss_tokens)
+            for part in parts:
+                if (part, layer) in by_part:
+                    with swapped_layer(lx.layers[layer], ly.layers[layer], keys[(part, layer)]):
+                        _restart_nll(lx, inputs, chunk, layer, by_part[(part, layer)],
+                                     loss_tokens)  # fmt: skip
             if progress is not None:
                 progress(1)
         del inputs, cap
@@ -228,9 +269,13 @@ def swap_scan(
     out = np.full((C, lx.num_layers), np.nan)
     for layer in todo:
         out[:, layer] = loss_per_category(swapped[layer], cnt, seq_cat, C)
+    part_out = {p: np.full((C, lx.num_layers), np.nan) for p in parts}
+    for (part, layer), values in by_part.items():
+        part_out[part][:, layer] = loss_per_category(values, cnt, seq_cat, C)
     return SwapResult(
         loss=loss_per_category(nll0, cnt, seq_cat, C),
         loss_swapped=out,
+        part_swapped=part_out,
         loss_tokens=loss_tokens,
         chunks=len(chunks),
         peak_hidden_bytes=peak_hidden,
@@ -277,7 +322,9 @@ class ComparisonScan(ArrayRecord):
     """Parents A and B side by side. ``advantage`` = BI_A - BI_B [C, L]. ``swap_ab`` [C, L]:
     loss change of A when its layer l comes from B; ``swap_ba`` the reverse.
     ``swap_advantage`` = (swap_ab - swap_ba) / 2: positive where A's layer l is the better
-    one (taking B's hurts A, giving A's helps B)."""
+    one (taking B's hurts A, giving A's helps B). ``swap_ab_attention`` ... ``swap_ba_ffn``:
+    the same two directions with only that component of layer l swapped (None when the
+    scan did not swap components; comparisons saved before them load with None)."""
 
     KIND = "comparison"
     FORMAT = 2
@@ -297,6 +344,18 @@ class ComparisonScan(ArrayRecord):
     swap_ab: np.ndarray
     swap_ba: np.ndarray
     swap_advantage: np.ndarray
+    swap_ab_attention: np.ndarray | None = None
+    swap_ba_attention: np.ndarray | None = None
+    swap_ab_ffn: np.ndarray | None = None
+    swap_ba_ffn: np.ndarray | None = None
+
+    def part_swaps(self, part: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(A <- B, B <- A) loss changes [C, L] of swapping only ``part``; None when absent."""
+        ab = getattr(self, f"swap_ab_{part}", None)
+        ba = getattr(self, f"swap_ba_{part}", None)
+        if ab is None or ba is None:
+            return None
+        return np.asarray(ab, dtype=float), np.asarray(ba, dtype=float)
 
 
 def compare_scans(
@@ -333,6 +392,12 @@ def compare_scans(
     ]
     ok = np.isfinite(sadv)
     sign = float((np.sign(adv[ok]) == np.sign(sadv[ok])).mean()) if ok.any() else float("nan")
+    parts: dict[str, np.ndarray] = {}
+    for part in SWAP_PARTS:
+        pab = swap_ab.part_delta(part) if swap_ab is not None else None
+        pba = swap_ba.part_delta(part) if swap_ba is not None else None
+        if pab is not None and pba is not None:
+            parts[f"swap_ab_{part}"], parts[f"swap_ba_{part}"] = pab, pba
     return ComparisonScan(
         model_a=scan_a.model,
         model_b=scan_b.model,
@@ -349,4 +414,5 @@ def compare_scans(
         swap_ab=ab,
         swap_ba=ba,
         swap_advantage=sadv,
+        **parts,
     )

@@ -49,6 +49,10 @@ class MriConfig(BaseModel):
     device: str = "cpu"
     dtype: str = "float32"
     swap: bool = True
+    #: Also swap each layer's attention alone and its FFN (router + experts) alone: the
+    #: per-component evidence of the prior's attention / FFN genes (three restarts per
+    #: layer instead of one).
+    swap_components: bool = True
     tokenizer: str | None = None
     #: Loss targets of the probe loss and the swap scan: tokens past each probe's prompt
     #: (``completion``) or every real token (``all``).

@@ -15,6 +15,7 @@ import torch
 from darwinmerge.dtypes import torch_dtype
 from darwinmerge.errors import CheckpointError
 from darwinmerge.mri.compare import (
+    SWAP_PARTS,
     ComparisonScan,
     SwapResult,
     compare_scans,
@@ -136,6 +137,7 @@ def compare_models(
                 x,
                 y,
                 pb,
+                parts=tuple(SWAP_PARTS) if cfg.swap_components else (),
                 loss_tokens=cfg.loss,
                 budget_bytes=cfg.swap_budget_bytes,
                 progress=progress(label, steps),

@@ -68,10 +68,12 @@ class ArrayRecord:
             raise CheckpointError(f"{p}: array file {npz.name} is missing next to it")
         with np.load(npz) as data:
             arrays = {k: data[k] for k in data.files}
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        names = {f.name for f in fields}
         kwargs = {k: v for k, v in doc.items() if k in names}
         kwargs.update(arrays)
-        missing = names - set(kwargs)
+        optional = {f.name for f in fields if f.default is not dataclasses.MISSING}
+        missing = names - set(kwargs) - optional  # a field added later with a default
         if missing:
             raise CheckpointError(f"{p}: missing fields {sorted(missing)}")
         return cls(**kwargs)
