@@ -8,7 +8,10 @@ Measured, on the zoo's probe set (``zoo@ZOO_DIR``), for father (A) and mother (B
 * bare: ``model(input_ids, attention_mask)`` over every probe batch (best of repeats,
   interleaved with the MRI runs so both see the same machine load);
 * mri:  :func:`darwinmerge.mri.run_scan` (hooks + reductions + probe loss + summary);
-* whole: load both parents, scan both, swap scan both ways, weight-space scan (with base).
+* swap: the layer-swap scan both ways, whole layers only, then with the component swaps
+  (attention alone, FFN alone) as well;
+* whole: load both parents, scan both, swap scan both ways (with components, the
+  default), weight-space scan (with base).
 
 Targets: mri / bare <= 1.2; whole < 60 s on 2 cores.
 """
@@ -41,6 +44,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from darwinmerge.mri import (
+        SWAP_PARTS,
         MriConfig,
         compare_models,
         load_model,
@@ -91,6 +95,10 @@ def main() -> None:
     swap_scan(models["father"], models["mother"], pb)
     swap_scan(models["mother"], models["father"], pb)
     t_swap = time.perf_counter() - t
+    t = time.perf_counter()
+    swap_scan(models["father"], models["mother"], pb, parts=tuple(SWAP_PARTS))
+    swap_scan(models["mother"], models["father"], pb, parts=tuple(SWAP_PARTS))
+    t_parts = time.perf_counter() - t
 
     t = time.perf_counter()
     result = compare_models(args.zoo / "father", args.zoo / "mother", cfg, base=args.zoo / "base")
@@ -104,6 +112,10 @@ def main() -> None:
     for name, n, tokens, tb, tm, ratio in rows:
         print(f"{name:8s} {n:6d} {tokens:7d} {tb:8.3f} {tm:8.3f} {ratio:8.2f}x")
     print(f"swap scans, both directions (incl. their baseline passes): {t_swap:.2f} s")
+    print(
+        f"  with attention / FFN swapped alone too: {t_parts:.2f} s "
+        f"({t_parts / t_swap:.2f}x the whole-layer swaps)"
+    )
     status = "ok" if whole < 60 else "OVER TARGET"
     print(
         f"whole two-parent scan (load, 2 scans, 2 swap scans, weights): {whole:.1f} s "
