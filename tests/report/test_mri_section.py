@@ -60,3 +60,23 @@ def test_weight_blocks(tmp_path):
     np.testing.assert_array_equal(
         sec.find("Sign conflicts of the task vectors").values, ws.sign_conflict.T
     )
+
+
+def test_component_swaps_get_their_own_maps(parent_scans):
+    import dataclasses
+
+    sa, sb, cmp = parent_scans
+    plain = mri_section({"father": sa, "mother": sb}, cmp).blocks
+    assert not any("alone" in getattr(b, "title", "") for b in plain)
+    ab = np.arange(cmp.swap_ab.size, dtype=float).reshape(cmp.swap_ab.shape) / 100
+    ba = -2 * ab
+    with_parts = dataclasses.replace(
+        cmp, swap_ab_attention=ab, swap_ba_attention=ba, swap_ab_ffn=ba, swap_ba_ffn=ab
+    )
+    sec = mri_section({"father": sa, "mother": sb}, with_parts)
+    att = sec.find("Swap-scan advantage of A over B, attention alone")
+    np.testing.assert_allclose(att.values, 1.5 * ab)  # (ab - ba) / 2
+    ffn = sec.find("Swap-scan advantage of A over B, FFN (router + experts) alone")
+    np.testing.assert_allclose(ffn.values, -1.5 * ab)
+    whole = sec.find("Swap-scan advantage of A over B")
+    np.testing.assert_array_equal(whole.values, cmp.swap_advantage)

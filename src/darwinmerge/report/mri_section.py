@@ -177,6 +177,23 @@ def _comparison_blocks(c: ComparisonScan) -> list[Block]:
                 "reverse, halved. Positive: A's layer is the better one for that category.",
             )
         )
+        for part, label in (("attention", "attention"), ("ffn", "FFN (router + experts)")):
+            swaps = c.part_swaps(part)
+            if swaps is None or not np.isfinite(swaps[0]).any():
+                continue
+            out.append(
+                HeatmapInfo(
+                    f"Swap-scan advantage of A over B, {label} alone",
+                    tuple(c.categories),
+                    layers,
+                    (swaps[0] - swaps[1]) / 2,
+                    colorbar="(dloss A<-B - dloss B<-A) / 2",
+                    center=0.0,
+                    caption=f"The same with only the {label} tensors of layer l swapped (norms "
+                    "stay). Where this map and the whole-layer map differ, the components "
+                    "carry different skills: the prior's per-component genes read it.",
+                )
+            )
         rho = ", ".join(
             f"{cat} {_fmt(r, 2)}" for cat, r in zip(c.categories, c.agreement_spearman, strict=True)
         )
