@@ -78,6 +78,18 @@ def test_mri_compare_writes_everything(zoo, tmp_path):
     )
     assert json.loads((out / "comparison.json").read_text())["kind"] == "comparison"
     assert "sign agreement" in res.output
+    # component swaps, on by default: the mother's fine-tune trains her experts and output
+    # head, never her attention, so swapping attention alone moves no loss, and the FFN
+    # alone moves it exactly as the whole layer does (the norms are untouched too)
+    att, ffn = cmp.part_swaps("attention"), cmp.part_swaps("ffn")
+    assert att is not None and ffn is not None
+    assert np.abs(att[0]).max() < 1e-5 and np.abs(att[1]).max() < 1e-5
+    np.testing.assert_allclose(ffn[0], cmp.swap_ab, rtol=1e-4, atol=1e-6)
+    assert "attention swapped alone" in res.output and "ffn swapped alone" in res.output
+    bare = _run("compare", zoo / "father", zoo / "mother", "--probes", f"zoo@{zoo}",
+                "--max-length", "48", "--no-swap-components", "--out", tmp_path / "bare")  # fmt: skip
+    assert bare.exit_code == 0, bare.output
+    assert ComparisonScan.load(tmp_path / "bare").part_swaps("ffn") is None
 
 
 def test_mri_bad_usage(zoo, tmp_path):

@@ -145,6 +145,8 @@ def mri_command(
                 f"advantage map vs swap scan ({c.loss_tokens} loss): sign agreement "
                 f"{c.agreement_sign:.2f}; Spearman per category: {rho}"
             )
+            for line in _part_lines(c):
+                console.print(line)
         sections = [mri_section({"A": result.scan_a, "B": result.scan_b}, c, result.weights)]
         meta = {
             "A": args[1],
@@ -168,6 +170,26 @@ def mri_command(
         meta = {"model": args[0], "probes": ", ".join(probes), "loss": cfg.loss_tokens}
     report = write_report(out / "report.html", "darwinmerge - Model MRI", sections, meta=meta)
     console.print(f"wrote {out} (report: {report})")
+
+
+def _part_lines(c: Any) -> list[str]:
+    """One line per component swapped alone: its swap advantage summed over layers, per
+    category, next to the whole layer's (positive: A's is the better one)."""
+    import numpy as np
+
+    out = []
+    whole = np.nansum(c.swap_advantage, axis=1)
+    for part in ("attention", "ffn"):
+        swaps = c.part_swaps(part)
+        if swaps is None:
+            continue
+        adv = np.nansum((swaps[0] - swaps[1]) / 2, axis=1)
+        cells = ", ".join(
+            f"{cat} {a:+.3f} (layer {w:+.3f})"
+            for cat, a, w in zip(c.categories, adv, whole, strict=True)
+        )
+        out.append(f"{part} swapped alone, advantage of A summed over layers: {cells}")
+    return out
 
 
 def register(app: typer.Typer) -> None:
