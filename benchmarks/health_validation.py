@@ -311,7 +311,16 @@ def run_zoo(zoo: Path, args: argparse.Namespace, rng: random.Random) -> list[Chi
           flush=True)  # fmt: skip
     for ch in children:
         ch.row = assess(ch, env, base_score[ch.base], args, rng)
+        _partial(args, [c.row for c in children if c.row], zoo.name)
     return children
+
+
+def _partial(args: argparse.Namespace, rows: list[dict[str, Any]], tag: str = "search") -> None:
+    """The rows so far in ``JSON.partial-TAG`` (a run cut short keeps what it measured;
+    ``--from-json`` reads it); the final ``--json`` is written at the end as before."""
+    if args.json is not None:
+        path = args.json.with_name(f"{args.json.name}.partial-{tag}")
+        path.write_text(json.dumps({"rows": rows, "partial": True}, indent=1))
 
 
 # --------------------------------------------------------------------------- search children
@@ -470,8 +479,11 @@ def run_search(
     ss = _search_suite()
     test = stratified_subset(load_tasks(f"zoo:{zoo}", split="test"), args.n_test, seed=args.seed)
     lopt = LocalizeOptions(margin=args.margin, deviation_margin=args.deviation_margin)
-    picks = interleave([p for f in folders for p in search_picks(f, args.search_worst)],
-                       args.max_children)  # fmt: skip
+    kinds = set(args.search_kinds.split(","))
+    picks = interleave(
+        [p for f in folders for p in search_picks(f, args.search_worst) if p["kind"] in kinds],
+        args.max_children,
+    )
     children: list[Child] = []
     for p in picks:
         recipe = _rooted(
@@ -515,6 +527,7 @@ def run_search(
         ch.info = {**ch.info, **ref, "reference": ref[which]}
         try:
             ch.row = assess(ch, env, ref[which], args, rng)
+            _partial(args, [c.row for c in children if c.row])
         except DarwinError as exc:  # one child the engine refuses does not end the run
             print(f"  {ch.info['problem']}/{ch.info['arm']}-{ch.info['seed']}: skipped ({exc})")
     return [ch for ch in children if ch.row]
@@ -740,6 +753,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--zoo)",
     )
     ap.add_argument("--max-children", type=int, default=24, help="cap on the search children")
+    ap.add_argument(
+        "--search-kinds",
+        default=",".join(SEARCH_KINDS),
+        help="which search children: 'search' (returned), 'search-worst', or both",
+    )
     ap.add_argument(
         "--no-search-worst",
         dest="search_worst",

@@ -229,6 +229,10 @@ def test_search_kind_end_to_end_on_the_micro_suite(
          "--max-children", "2", "--json", str(report)]
     )  # fmt: skip
     rows = json.loads(report.read_text())["rows"]
+    partial = json.loads((tmp_path / "run.json.partial-search").read_text())["rows"]
+    assert [(r["kind"], r["trial"], r["test"]) for r in partial] == [
+        (r["kind"], r["trial"], r["test"]) for r in rows
+    ]  # kept after every child, so a run cut short keeps what it measured
     # the cap keeps the first seed of the first arm: its returned child and worst trial
     assert sorted((r["arm"], r["kind"], r["trial"]) for r in rows) == [
         ("blind", "search", 2),
@@ -281,7 +285,7 @@ def test_search_kind_damaged_path_on_the_micro_suite(
     report = tmp_path / "run.json"
     summary = hv.main(
         ["--zoo", str(zoo), "--kinds", "none", "--search-suite", str(out), "--n-test", "2",
-         "--max-children", "1", "--no-search-worst", "--json", str(report)]
+         "--max-children", "1", "--search-kinds", "search", "--json", str(report)]
     )  # fmt: skip
     (row,) = json.loads(report.read_text())["rows"]
     assert (row["arm"], row["kind"], row["trial"]) == ("blind", "search", 2)
