@@ -23,15 +23,16 @@ untouched):
 | ``revive`` | W | experts 0..E/2-1 revived as copies of the father's E/2..E-1 (router rows along) |
 
 Kind ``search`` (``--search-suite DIR``, repeatable: an output folder of
-benchmarks/search_suite.py, built on the suite of the first ``--zoo``, or ``--suite-zoo``):
-per problem, arm and seed the child the arm returns (the best-fitness trial, that
-script's ``anytime``), and kind ``search-worst``: the worst-fitness trial of the blind and
-random arms (naturally bad children). Parents: the problem's ``a`` (A) and ``b`` (B). A
-search child has no damaged layer and no undamaged base; its reference is the best test
-score of ``a``, ``b`` and their 50/50 linear merge on the same items (what a user has
-without searching), the first flag counts as localized when it names the layer whose
-single revert recovers the most on test (measured for every damaged search child), and
-a search child no more than 0.02 below its reference (or above it) counts for false
+benchmarks/search_suite.py, built on the suite of the first ``--zoo``, or
+``--suite-zoo``): per problem, arm and seed the child the arm returns (the best-fitness
+trial, that script's ``anytime``), and kind ``search-worst``: the worst-fitness trial of
+the blind, guided and random arms among the trials the search made, never the run's
+enqueued start (naturally bad children). Parents: the problem's ``a`` (A) and ``b`` (B).
+A search child has no damaged layer and no undamaged base; its reference is the best
+test score of ``a``, ``b`` and their 50/50 linear merge on the same items (what a user
+has without searching), the first flag counts as localized when it names the layer whose
+single revert recovers the most on test (measured for every damaged search child), and a
+search child no more than 0.02 below its reference (or above it) counts for false
 alarms. ``--max-children`` caps them, round robin over problems.
 
 For every child: its test score (greedy exact match, macro over categories, ``--n-test``
@@ -310,14 +311,75 @@ def run_zoo(zoo: Path, args: argparse.Namespace, rng: random.Random) -> list[Chi
           flush=True)  # fmt: skip
     for ch in children:
         ch.row = assess(ch, env, base_score[ch.base], args, rng)
+        _partial(args, [c.row for c in children if c.row], zoo.name)
     return children
 
 
+def _partial(args: argparse.Namespace, rows: list[dict[str, Any]], tag: str = "search") -> None:
+    """The rows so far in ``JSON.partial-TAG`` (a run cut short keeps what it measured;
+    ``--from-json`` reads it); the final ``--json`` is written at the end as before."""
+    if args.json is not None:
+        path = args.json.with_name(f"{args.json.name}.partial-{tag}")
+        path.write_text(json.dumps({"rows": rows, "partial": True}, indent=1))
+
+
 # --------------------------------------------------------------------------- search children
-#: arms whose worst-fitness trial is taken too (naturally bad children: their trials spread
-#: over the whole box; guided / tpe / nsga2 trials sit near what they already know)
-WIDE_ARMS = ("blind", "random")
+#: arms whose worst-fitness trial is taken too (naturally bad children the search made):
+#: blind and random spread over the whole box; guided's box is [0, 1] on every gene the
+#: scans are not confident about and +-4 sigma (sigma >= 0.05) on the others, and its
+#: trials are what a user of the default search gets; tpe / nsga2 / trusted are left out
+WIDE_ARMS = ("blind", "guided", "random")
 SEARCH_KINDS = ("search", "search-worst")
+
+
+def start_trials(run: Path, records: list[dict[str, Any]]) -> set[int]:
+    """The numbers of the trials that are the run's own start, not children the search
+    made. ``darwin evolve`` enqueues its start (the prior's mean genome) as the first trial
+    when ``optimizer.start_first`` (the default); evolution.json does not mark it. The
+    signal, in order: the run's Optuna journal (``RUN/study.journal``), where an enqueued
+    trial carries the system attribute ``fixed_params``; else, when the run's
+    ``config.yaml`` does not turn ``start_first`` off, the first trial (the enqueued one is
+    always asked first). Every trial with the genome of a start trial (its copies answered
+    from the cache, ``cached_from``) is the start too."""
+    from darwinmerge.evolve.study import STUDY_FILE, STUDY_NAME, genome_key
+
+    starts: set[int] | None = None
+    journal = run / STUDY_FILE
+    if journal.is_file():
+        starts = _enqueued(journal, STUDY_NAME)
+    if starts is None:
+        first = True
+        try:
+            import yaml
+
+            cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+            first = bool((cfg.get("optimizer") or {}).get("start_first", True))
+        except (OSError, ValueError, AttributeError):
+            pass
+        numbers = [r["number"] for r in records]
+        starts = {min(numbers)} if first and numbers else set()
+    keys = {genome_key(r["genome"]) for r in records if r["number"] in starts and r.get("genome")}
+    return starts | {
+        r["number"]
+        for r in records
+        if r.get("cached_from") in starts or (r.get("genome") and genome_key(r["genome"]) in keys)
+    }
+
+
+def _enqueued(journal: Path, name: str) -> set[int] | None:
+    """The trials of study ``name`` in the journal file that were enqueued (Optuna's
+    ``fixed_params``), or None when the journal cannot be read."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+        study = optuna.load_study(study_name=name, storage=storage)
+        return {
+            t.number for t in study.get_trials(deepcopy=False) if "fixed_params" in t.system_attrs
+        }
+    except Exception:  # noqa: BLE001 - an unreadable journal falls back to config.yaml
+        return None
 
 
 def is_search(row: dict[str, Any]) -> bool:
@@ -343,7 +405,8 @@ def search_picks(folder: Path, worst: bool = True) -> list[dict[str, Any]]:
     """The children of a search-suite output folder (``FOLDER/<problem>/<arm>-<seed>/
     evolution.json``): per problem, arm and seed the trial the arm returns (the best
     fitness over all its trials, ``anytime`` of benchmarks/search_suite.py at the full
-    budget) and, for the arms in :data:`WIDE_ARMS` when ``worst``, the worst-fitness trial.
+    budget) and, for the arms in :data:`WIDE_ARMS` when ``worst``, the worst-fitness trial
+    among those the search made (the run's start, :func:`start_trials`, is not one).
     Runs without a readable evolution.json (a search still going) are left out."""
     ss = _search_suite()
     picks: list[dict[str, Any]] = []
@@ -362,8 +425,10 @@ def search_picks(folder: Path, worst: bool = True) -> list[dict[str, Any]]:
                 continue
             best = ss.anytime(recs, [max(r["number"] for r in recs) + 1])
             chosen = [("search", next(iter(best.values())))]
-            if worst and arm in WIDE_ARMS:
-                low = min(done, key=lambda r: (r["values"][0], r["number"]))
+            starts = start_trials(run, recs) if worst and arm in WIDE_ARMS else set()
+            searched = [r for r in done if r["number"] not in starts]
+            if worst and arm in WIDE_ARMS and searched:
+                low = min(searched, key=lambda r: (r["values"][0], r["number"]))
                 if low["number"] != chosen[0][1]["number"]:
                     chosen.append(("search-worst", low))
             for kind, rec in chosen:
@@ -414,8 +479,11 @@ def run_search(
     ss = _search_suite()
     test = stratified_subset(load_tasks(f"zoo:{zoo}", split="test"), args.n_test, seed=args.seed)
     lopt = LocalizeOptions(margin=args.margin, deviation_margin=args.deviation_margin)
-    picks = interleave([p for f in folders for p in search_picks(f, args.search_worst)],
-                       args.max_children)  # fmt: skip
+    kinds = set(args.search_kinds.split(","))
+    picks = interleave(
+        [p for f in folders for p in search_picks(f, args.search_worst) if p["kind"] in kinds],
+        args.max_children,
+    )
     children: list[Child] = []
     for p in picks:
         recipe = _rooted(
@@ -459,6 +527,7 @@ def run_search(
         ch.info = {**ch.info, **ref, "reference": ref[which]}
         try:
             ch.row = assess(ch, env, ref[which], args, rng)
+            _partial(args, [c.row for c in children if c.row])
         except DarwinError as exc:  # one child the engine refuses does not end the run
             print(f"  {ch.info['problem']}/{ch.info['arm']}-{ch.info['seed']}: skipped ({exc})")
     return [ch for ch in children if ch.row]
@@ -684,6 +753,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--zoo)",
     )
     ap.add_argument("--max-children", type=int, default=24, help="cap on the search children")
+    ap.add_argument(
+        "--search-kinds",
+        default=",".join(SEARCH_KINDS),
+        help="which search children: 'search' (returned), 'search-worst', or both",
+    )
     ap.add_argument(
         "--no-search-worst",
         dest="search_worst",

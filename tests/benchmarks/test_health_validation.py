@@ -52,7 +52,8 @@ def _trial(number: int, value: float | None, recipe: str, state: str = "complete
 def _search_output(out: Path, a: Path, b: Path, problem: str = "opposite_layers") -> Path:
     """``out/<problem>/<arm>-<seed>/evolution.json`` as benchmarks/search_suite.py leaves
     it: blind-0 (best trial 2, worst trial 1: an overshoot past b), guided-0 (best trial 1,
-    no worst: not a wide arm), random-0 still running (no evolution.json), mri/ (no run)."""
+    no worst: its only trial after the start is the one it returns), random-0 still running
+    (no evolution.json), mri/ (no run)."""
     runs = {
         "blind-0": [
             _trial(0, 0.5, _lerp(a, b, 0.5)),
@@ -94,6 +95,63 @@ def test_search_picks_take_the_returned_child_and_the_wide_arms_worst(tmp_path: 
     assert {p["problem"] for p in capped} == {"opposite_layers", "deep"}
     assert all(p["arm"] == "blind" and p["kind"] == "search" for p in capped)
     assert len(hv.interleave(picks, None)) == 6
+
+
+def _journal(folder: Path, trials: int) -> None:
+    """An Optuna journal as ``darwin evolve`` leaves it: the start enqueued, then searched."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    from darwinmerge.evolve.study import STUDY_FILE, STUDY_NAME
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / STUDY_FILE)))
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage)
+    study.enqueue_trial({"x": 0.5})
+    dist = optuna.distributions.FloatDistribution(0.0, 1.0)
+    for _ in range(trials):
+        trial = study.ask({"x": dist})
+        study.tell(trial, trial.params["x"])
+
+
+def test_search_worst_is_never_the_runs_start(tmp_path: Path) -> None:
+    """The start (enqueued first, often the worst trial: the 50/50 merge of a good and a bad
+    parent) is not a child the search made; nor is a later trial answered with its genome
+    from the cache. Where ``start_first`` was off, trial 0 is a searched child."""
+    hv = _module()
+    a, b = Path("/m/a"), Path("/m/b")
+    out = tmp_path / "ss"
+
+    def run(name: str, trials: list[dict]) -> Path:
+        folder = out / "golden_layer" / name
+        folder.mkdir(parents=True)
+        (folder / "evolution.json").write_text(json.dumps({"trials": trials}))
+        return folder
+
+    def t(number: int, value: float, x: float, **extra: Any) -> dict:
+        return {**_trial(number, value, _lerp(a, b, x)), "genome": [x], **extra}
+
+    start, copy = t(0, 0.05, 0.5), t(3, 0.05, 0.5, cached_from=0)
+    journaled = [start, t(1, 0.3, 0.1), t(2, 0.6, 0.8), copy, t(4, 0.2, 0.9)]
+    _journal(run("blind-0", journaled), trials=len(journaled))
+    run("blind-1", [t(0, 0.05, 0.5), t(1, 0.3, 0.1), t(2, 0.6, 0.8)])  # no journal, no config
+    off = run("blind-2", [t(0, 0.05, 0.5), t(1, 0.3, 0.1), t(2, 0.6, 0.8)])
+    (off / "config.yaml").write_text(yaml.safe_dump({"optimizer": {"start_first": False}}))
+    run("guided-0", [t(0, 0.05, 0.5), t(1, 0.1, 0.45), t(2, 0.6, 0.8), t(3, 0.3, 0.7)])
+
+    from darwinmerge.evolve.study import STUDY_FILE, STUDY_NAME
+
+    journal = out / "golden_layer" / "blind-0" / STUDY_FILE
+    assert hv._enqueued(journal, STUDY_NAME) == {0}  # Optuna's own record of the enqueued trial
+    assert hv._enqueued(journal, "no-such-study") is None
+    assert hv.start_trials(out / "golden_layer" / "blind-0", journaled) == {0, 3}
+    assert hv.start_trials(off, [t(0, 0.05, 0.5)]) == set()
+    worst = {
+        (p["arm"], p["seed"]): p["trial"]
+        for p in hv.search_picks(out)
+        if p["kind"] == "search-worst"
+    }
+    # the worst searched trial: 4 (0.2), not the start 0 or its copy 3 (0.05); guided's too
+    assert worst == {("blind", 0): 4, ("blind", 1): 1, ("blind", 2): 0, ("guided", 0): 1}
 
 
 def _row(kind: str, test: float, healthy: bool, **extra: Any) -> dict:
@@ -171,6 +229,10 @@ def test_search_kind_end_to_end_on_the_micro_suite(
          "--max-children", "2", "--json", str(report)]
     )  # fmt: skip
     rows = json.loads(report.read_text())["rows"]
+    partial = json.loads((tmp_path / "run.json.partial-search").read_text())["rows"]
+    assert [(r["kind"], r["trial"], r["test"]) for r in partial] == [
+        (r["kind"], r["trial"], r["test"]) for r in rows
+    ]  # kept after every child, so a run cut short keeps what it measured
     # the cap keeps the first seed of the first arm: its returned child and worst trial
     assert sorted((r["arm"], r["kind"], r["trial"]) for r in rows) == [
         ("blind", "search", 2),
@@ -223,7 +285,7 @@ def test_search_kind_damaged_path_on_the_micro_suite(
     report = tmp_path / "run.json"
     summary = hv.main(
         ["--zoo", str(zoo), "--kinds", "none", "--search-suite", str(out), "--n-test", "2",
-         "--max-children", "1", "--no-search-worst", "--json", str(report)]
+         "--max-children", "1", "--search-kinds", "search", "--json", str(report)]
     )  # fmt: skip
     (row,) = json.loads(report.read_text())["rows"]
     assert (row["arm"], row["kind"], row["trial"]) == ("blind", "search", 2)
