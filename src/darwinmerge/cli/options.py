@@ -57,6 +57,7 @@ OPTION_PANELS: dict[str, str] = {
     "--workers": PERFORMANCE,
     "--ray-address": PERFORMANCE,
     "--swap-budget-mib": PERFORMANCE,
+    "--swap-components": PERFORMANCE,
 }
 
 
