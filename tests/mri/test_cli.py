@@ -86,8 +86,8 @@ def test_mri_compare_writes_everything(zoo, tmp_path):
     assert np.abs(att[0]).max() < 1e-5 and np.abs(att[1]).max() < 1e-5
     np.testing.assert_allclose(ffn[0], cmp.swap_ab, rtol=1e-4, atol=1e-6)
     assert "attention swapped alone" in res.output and "ffn swapped alone" in res.output
-    bare = _run("compare", zoo / "father", zoo / "mother", "--probes", f"zoo@{zoo}",
-                "--max-length", "48", "--no-swap-components", "--out", tmp_path / "bare")  # fmt: skip
+    flags = ["--probes", f"zoo@{zoo}", "--max-length", "48", "--no-swap-components"]
+    bare = _run("compare", zoo / "father", zoo / "mother", *flags, "--out", tmp_path / "bare")
     assert bare.exit_code == 0, bare.output
     assert ComparisonScan.load(tmp_path / "bare").part_swaps("ffn") is None
 
