@@ -148,12 +148,7 @@ def scan_evidence(
             specialty = cats[int(np.argmax(rel))]
     L = z.shape[1]
     layer_z = z[rows].mean(axis=0)
-    layer_conf = np.array(
-        [
-            _agreement(np.concatenate([cells_ab[rows, layer], cells_ba[rows, layer]]))
-            for layer in range(L)
-        ]
-    )
+    layer_conf = _layer_agreement(cells_ab, cells_ba, rows)
     part_z, part_conf = _part_evidence(comparison, scale, rows)
     nl = np.clip((delta - sadv.sum(axis=1)) / scale[:, 0], -1, 1)[rows]
     golden, golden_z, golden_conf = None, 0.0, 0.0
@@ -226,13 +221,18 @@ def _part_evidence(
         cells_ab = np.clip(np.nan_to_num(ab) / scale, -1, 1)
         cells_ba = np.clip(-np.nan_to_num(ba) / scale, -1, 1)
         zs[part] = z[rows].mean(axis=0)
-        confs[part] = np.array(
-            [
-                _agreement(np.concatenate([cells_ab[rows, layer], cells_ba[rows, layer]]))
-                for layer in range(z.shape[1])
-            ]
-        )
+        confs[part] = _layer_agreement(cells_ab, cells_ba, rows)
     return zs, confs
+
+
+def _layer_agreement(cells_ab: np.ndarray, cells_ba: np.ndarray, rows: list[int]) -> np.ndarray:
+    """Per layer, the agreement of both swap directions' cells over ``rows`` [L]."""
+    return np.array(
+        [
+            _agreement(np.concatenate([cells_ab[rows, layer], cells_ba[rows, layer]]))
+            for layer in range(cells_ab.shape[1])
+        ]
+    )
 
 
 class _Builder:
