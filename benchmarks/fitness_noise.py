@@ -13,7 +13,8 @@ where a search of 10-40 evaluations spends its candidates.
 
 Per candidate (merged in memory once): exact match (greedy generation) on the whole
 fitness split and on the whole test split, and the gold continuation's log-probability
-``L`` (``gold_logprob``; ``gold_prob`` is ``exp(L)``) on the whole fitness split. The
+``L`` (``gold_logprob``; ``gold_prob`` is ``exp(L)``) and the greedy margin's sigmoid
+(``gold_margin``) on the whole fitness split. The
 search's fitness set is the seeded stratified subset (``--subset`` items per category,
 the ``darwin run`` example's 40) of the fitness split; ``fit-all`` is the whole split.
 True quality is test-split exact match (itself noisy: its paired bootstrap SD is shown).
@@ -177,7 +178,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     in_sub = np.array([it.id in sub_ids for it in fit_all])
     spec = worker_spec(blind_cfg, fit_all, sorted(set(fit_cats)))
     worker = CandidateWorker(spec, "noise")
-    em_fit, em_test, logp = [], [], []
+    em_fit, em_test, logp, margin = [], [], [], []
     seconds = {"generate": 0.0, "gold": 0.0}
     for k, (arm, space, g) in enumerate(genomes):
         recipe = space.decode(g).to_yaml()
@@ -187,11 +188,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         t1 = time.perf_counter()
         r_gold = evaluate(worker.backend, fit_all, scorer="gold_logprob", chunk_size=256)
         t2 = time.perf_counter()
+        r_margin = evaluate(worker.backend, fit_all, scorer="gold_margin", chunk_size=256)
         seconds["generate"] += t1 - t0
         seconds["gold"] += t2 - t1
         em_fit.append([float(it.correct) for it in r_fit.items])
         em_test.append([float(it.correct) for it in r_test.items])
         logp.append([float(it.value or 0.0) for it in r_gold.items])
+        margin.append([float(it.value or 0.0) for it in r_margin.items])
         print(
             f"candidate {k + 1}/{len(genomes)} ({arm}): fitness EM "
             f"{r_fit.overall.score:.3f}, test EM {r_test.overall.score:.3f}",
@@ -201,7 +204,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     test_cats = [it.category for it in test]
     true = _macro(em_t, _groups(test_cats))
     sub_cats = [c for c, keep in zip(fit_cats, in_sub, strict=True) if keep]
-    scores = {"exact_match": em_f, "gold_prob": np.exp(lp), "gold_logprob": lp}
+    scores = {
+        "exact_match": em_f,
+        "gold_prob": np.exp(lp),
+        "gold_logprob": lp,
+        "gold_margin": np.array(margin),
+    }
     rows = []
     for name, values in scores.items():
         for where, cols, cats in (
@@ -270,7 +278,7 @@ def selection_rows(
     for _ in range(draws):
         idx = rng.choice(n, size=k, replace=False)
         best = test[idx].max()
-        for score in ("exact_match", "gold_prob"):
+        for score in dict.fromkeys(s for s, _ in fit):  # every score, in the rows' order
             f_sub, f_all = fit[(score, sub)][idx], fit[(score, "fit-all")][idx]
             plain = idx[int(np.argmax(f_sub))]
             order = np.argsort(-f_sub, kind="stable")[:top]

@@ -295,6 +295,9 @@ def settings_key(args: argparse.Namespace) -> str:
     keys += ("max_blocks", "fitness_extra", "rank_sample", "batch_size", "max_new_tokens")
     keys += ("rescore_top", "rescore_items", "race", "start_first")
     data = {k: getattr(args, k, None) for k in keys}
+    from darwinmerge.evolve.api import AUTO_SCORE
+
+    data["auto_score"] = AUTO_SCORE  # what fitness.score: auto meant for this row
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -18,6 +18,7 @@ from darwinmerge.evaluate import (
     category_values,
     evaluate,
     load_jsonl,
+    make_scorer,
 )
 from darwinmerge.zoo.tiny import tiny_model
 
@@ -78,3 +79,74 @@ def test_target_round_trips_through_jsonl(tmp_path: Path) -> None:
     path.write_text(json.dumps({**rows[0], "target": 3}))
     with pytest.raises(EvaluationError, match="'target' must be a non-empty string"):
         load_jsonl(path)
+
+
+def _hand_margin(model: Any, tok: Any, prompt: str, gold: str) -> float:
+    """min over the gold tokens of log p(gold token) - log p(best other token)."""
+    ctx = tok(prompt)["input_ids"]
+    whole = tok(prompt + gold)["input_ids"]
+    assert whole[: len(ctx)] == ctx
+    with torch.no_grad():
+        logp = model(input_ids=torch.tensor([whole])).logits[0].double().log_softmax(-1)
+    margins = []
+    for pos in range(len(ctx), len(whole)):
+        row = logp[pos - 1].clone()
+        gold_lp = float(row[whole[pos]])
+        row[whole[pos]] = -math.inf
+        margins.append(gold_lp - float(row.max()))
+    return min(margins)
+
+
+def _greedy_items(tok: Any) -> tuple[Any, list[TaskItem]]:
+    """Items whose target is a tiny random model's own greedy continuation, kept where
+    the continuation's text encodes back to the very ids greedy decoding chose (a random
+    model also writes byte fragments that do not), each with a twin whose last character
+    is changed."""
+    prompts = ["calc 3+4\n", "code rev a b c\n", "logic P>Q first?\n", "sum 1 2\n", "abc\n"]
+    for seed in range(12):
+        model = tiny_model(tok, seed=seed)
+        items = []
+        for i, p in enumerate(prompts):
+            ctx = tok(p)["input_ids"]
+            with torch.no_grad():
+                ids = model.generate(
+                    torch.tensor([ctx]), max_new_tokens=4, do_sample=False, pad_token_id=0
+                )[0, len(ctx) :].tolist()
+            text = tok.decode(ids)
+            if len(text) < 2 or "\ufffd" in text or tok(p + text)["input_ids"] != ctx + ids:
+                continue
+            wrong = text[:-1] + ("b" if text[-1] != "b" else "c")
+            items.append(TaskItem(f"own{i}", "X", p, "-", target=text))
+            items.append(TaskItem(f"bad{i}", "Y", p, "-", target=wrong))
+        if len(items) >= 4:
+            return model, items
+    raise AssertionError("no tiny model wrote two continuations that encode back")
+
+
+def test_gold_margin_is_greedy_exact_match_without_generating(tok: Any) -> None:
+    """The margin equals a hand-computed one; it is positive for the model's own greedy
+    continuation (greedy writes it) and negative once one of its characters is changed."""
+    model, items = _greedy_items(tok)
+    backend = TransformersBackend(model, tok, batch_size=3)  # padding within a batch
+    result = evaluate(backend, items, scorer="gold_margin")
+    lps = evaluate(backend, items, scorer="gold_logprob")
+    for it, got in zip(items, result.items, strict=True):
+        m = _hand_margin(model, tok, it.prompt, it.gold)
+        assert got.value == pytest.approx(1.0 / (1.0 + math.exp(-m)), rel=1e-4)  # temperature 1
+        assert got.correct == it.id.startswith("own")
+        assert (m > 0) == it.id.startswith("own")
+    pairs = backend.gold_margins([(it.prompt, it.gold) for it in items])
+    for (ll, _), lp in zip(pairs, lps.items, strict=True):
+        assert ll == pytest.approx(lp.value, rel=1e-6)
+    sharp = evaluate(backend, items, scorer=make_scorer("gold_margin", temperature=0.05))
+    assert [r.correct for r in sharp.items] == [r.correct for r in result.items]
+    for soft, hard in zip(result.items, sharp.items, strict=True):  # sharper: nearer 0 / 1
+        assert abs((hard.value or 0.0) - 0.5) >= abs((soft.value or 0.0) - 0.5)
+    with pytest.raises(EvaluationError, match="temperature must be > 0"):
+        make_scorer("gold_margin", temperature=0.0)
+
+
+def test_gold_margin_refuses_a_backend_without_token_logprobs(fake_backend_cls: Any) -> None:
+    items = [TaskItem("a", "X", "q", "1")]
+    with pytest.raises(EvaluationError, match="FakeBackend backend does not give"):
+        evaluate(fake_backend_cls(logliks={("q", "1"): -1.0}), items, scorer="gold_margin")

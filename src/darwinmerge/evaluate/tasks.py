@@ -56,8 +56,8 @@ class TaskItem:
     target: str | None = None
     """The whole gold continuation of ``prompt`` when the model is expected to write
     more than the answer (a worked trace, then ``ANSWER: ...``); JSONL key ``target``.
-    The continuous scorers (``gold_logprob``, ``gold_prob``) score its log-probability
-    and fall back to ``answer`` when it is absent."""
+    The continuous scorers (``gold_logprob``, ``gold_prob``, ``gold_margin``) score its
+    log-probability and fall back to ``answer`` when it is absent."""
 
     @property
     def gold(self) -> str:

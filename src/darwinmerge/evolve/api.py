@@ -202,15 +202,19 @@ def _items(config: EvolveConfig) -> tuple[list[Any], list[Any], list[Any], list[
     return every, fitness, subset, categories
 
 
+AUTO_SCORE = "gold_margin"
+"""What ``fitness.score: auto`` means on items that carry a gold ``target``."""
+
+
 def fitness_score(config: EvolveConfig, items: list[Any]) -> str:
     """The score the search optimises: ``fitness.score``, with ``auto`` resolved to
-    ``gold_prob`` when every item has a gold ``target`` and no ``keep`` objective is set,
+    ``gold_margin`` when every item has a gold ``target`` and no ``keep`` objective is set,
     else to ``accuracy``."""
     score = config.fitness.score
     if score != "auto":
         return score
     if config.fitness.keep is None and items and all(it.target is not None for it in items):
-        return "gold_prob"
+        return AUTO_SCORE
     return "accuracy"
 
 

@@ -84,12 +84,16 @@ class FitnessConfig(_Frozen):
 
     ``score``: ``accuracy`` (each item right or wrong by ``scorer``: generation and
     exact match, or multiple choice), or a continuous score from one forward pass per
-    item, no generation: ``gold_prob`` (the probability of the item's gold continuation,
-    on accuracy's [0, 1] scale) or ``gold_logprob`` (its log). ``auto`` (default):
-    ``gold_prob`` when every fitness item carries a gold ``target`` (the zoo's do) and
-    no ``keep`` objective is set, else ``accuracy`` (benchmarks/fitness_noise.py: on the
-    demo zoo gold_prob's item noise is a third of exact match's and it ranks candidates
-    closer to their test accuracy). The early-stop rule only applies to ``accuracy``."""
+    item, no generation: ``gold_margin`` (greedy exact match of the item's gold
+    continuation read from its teacher-forced margin, smoothed: ``sigmoid(margin)``),
+    ``gold_prob`` (the probability of the gold continuation) or ``gold_logprob`` (its
+    log). ``auto`` (default): ``gold_margin`` when every fitness item carries a gold
+    ``target`` (the zoo's do) and no ``keep`` objective is set, else ``accuracy``. On the
+    merge-problem suite (benchmarks/search_suite.py, docs/evolve.md) ``gold_prob`` ranked
+    the merges of two specialists against their test accuracy (Spearman -0.72: it pays
+    more for making some items certain than for making many right), ``gold_margin``
+    ranked them with it (+0.93), and it is as good elsewhere. The early-stop rule races
+    continuous scores paired, item by item."""
 
     categories: list[str] | None = None
     keep: str | None = None
@@ -100,7 +104,7 @@ class FitnessConfig(_Frozen):
     subset_seed: int = 0
     chunk_size: int = Field(default=16, ge=1)
     scorer: str = "auto"
-    score: Literal["auto", "accuracy", "gold_prob", "gold_logprob"] = "auto"
+    score: Literal["auto", "accuracy", "gold_margin", "gold_prob", "gold_logprob"] = "auto"
 
     @field_validator("subset")
     @classmethod

@@ -55,7 +55,7 @@ class WorkerSpec:
     scorer: str = "auto"
     score: str = "accuracy"
     """``accuracy`` (``scorer``'s right / wrong per item) or a continuous scorer
-    (``gold_prob``, ``gold_logprob``: the fitness averages its per-item value; the
+    (``gold_margin``, ``gold_prob``, ``gold_logprob``: the fitness averages its per-item value; the
     early-stop rule then races the candidate against the incumbent's per-item values,
     paired: :meth:`EarlyStopRule.should_stop_paired`)."""
     chunk_size: int = 16

@@ -16,6 +16,7 @@ its CPU kernels built from source; this project checks it only on a lent GPU
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -170,6 +171,35 @@ class SGLangBackend(CheckedEngine):
         split = [_split_request(self.tokenizer, c, x) for c, x in requests]
         rows = self.prompt_logprobs([ctx + cont for ctx, cont in split])
         return [float(sum(row[len(ctx) - 1 :])) for row, (ctx, _) in zip(rows, split, strict=True)]
+
+    def gold_margins(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, float]]:
+        """(summed log-probability, greedy margin) per request, as the transformers
+        backend defines them; the runner-up comes from SGLang's top-2 input logprobs
+        (``input_top_logprobs``: per position a list of (logprob, token id, text))."""
+        from darwinmerge.evaluate.backends.vllm_backend import _split_request
+
+        self._usable("loglikelihood")
+        split = [_split_request(self.tokenizer, c, x) for c, x in requests]
+        ids = [ctx + cont for ctx, cont in split]
+        outs = self._run(
+            ids,
+            sampling_params={"temperature": 0.0, "max_new_tokens": 1},
+            return_logprob=True,
+            logprob_start_len=0,
+            top_logprobs_num=2,
+        )
+        result = []
+        for out, whole, (ctx, _) in zip(outs, ids, split, strict=True):
+            meta = out["meta_info"]
+            total, margin = 0.0, math.inf
+            for pos in range(len(ctx), len(whole)):
+                gold = float(meta["input_token_logprobs"][pos][0])
+                top = meta["input_top_logprobs"][pos]
+                rivals = [float(e[0]) for e in top if e[1] != whole[pos]]
+                total += gold
+                margin = min(margin, gold - max(rivals, default=-math.inf))
+            result.append((total, margin))
+        return result
 
 
 @BACKENDS.register("sglang")

@@ -207,9 +207,19 @@ class TransformersBackend:
             ctx = [start]
         return ctx, cont
 
-    @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """Summed log-probability of each continuation given its context."""
+        return [total for total, _ in self._continuations(requests)]
+
+    def gold_margins(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, float]]:
+        """Per request, (summed log-probability of the continuation, its greedy margin):
+        the smallest, over the continuation's tokens, of ``log p(token) - log p(best
+        other token)`` given the context and the continuation's earlier tokens. The
+        margin is positive exactly when greedy decoding writes the whole continuation."""
+        return self._continuations(requests)
+
+    @torch.inference_mode()
+    def _continuations(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, float]]:
         split = [self._split_request(c, x) for c, x in requests]
         limit = getattr(self.model.config, "max_position_embeddings", None)
         seqs: list[tuple[list[int], int]] = []  # (input ids, number of continuation tokens)
@@ -224,7 +234,7 @@ class TransformersBackend:
                 full = full[-limit:]
             seqs.append((full, len(cont)))
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))
-        out: list[float] = [0.0] * len(seqs)
+        out: list[tuple[float, float]] = [(0.0, 0.0)] * len(seqs)
         for batch in _batches(order, self.batch_size):
             width = max(len(seqs[i][0]) for i in batch)
             input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
@@ -242,7 +252,9 @@ class TransformersBackend:
                 length = len(ids)
                 rows = logits[row, length - n_cont : length].float().log_softmax(-1)
                 target = torch.tensor(cont, device=rows.device)
-                out[i] = float(rows.gather(-1, target[:, None]).sum())
+                gold = rows.gather(-1, target[:, None])[:, 0]
+                other = rows.scatter(-1, target[:, None], -torch.inf).amax(-1)
+                out[i] = (float(gold.sum()), float((gold - other).min()))
         return out
 
 

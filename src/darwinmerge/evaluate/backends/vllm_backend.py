@@ -28,6 +28,7 @@ swap stays: it is what proves a swap right on any build.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -302,6 +303,16 @@ class VLLMBackend(CheckedEngine):
         return texts
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        return [total for total, _ in self._continuations(requests, top=0)]
+
+    def gold_margins(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, float]]:
+        """(summed log-probability, greedy margin) per request, as the transformers
+        backend defines them; the runner-up comes from vLLM's top-2 prompt logprobs."""
+        return self._continuations(requests, top=2)
+
+    def _continuations(
+        self, requests: Sequence[tuple[str, str]], top: int
+    ) -> list[tuple[float, float]]:
         self._usable("loglikelihood")
         tok = self.llm.get_tokenizer()
         prompts = []
@@ -311,14 +322,19 @@ class VLLMBackend(CheckedEngine):
             whole = ctx + cont
             prompts.append({"prompt_token_ids": whole})
             spans.append((len(ctx), whole))
-        params = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)
+        params = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=top)
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         result = []
         for out, (start, whole) in zip(outputs, spans, strict=True):
-            total = 0.0
+            total, margin = 0.0, math.inf
             for pos in range(start, len(whole)):
-                total += out.prompt_logprobs[pos][whole[pos]].logprob
-            result.append(total)
+                ranked = out.prompt_logprobs[pos]  # token id -> Logprob: the top + the actual
+                gold = ranked[whole[pos]].logprob
+                total += gold
+                if top:
+                    rivals = [v.logprob for t, v in ranked.items() if t != whole[pos]]
+                    margin = min(margin, gold - max(rivals, default=-math.inf))
+            result.append((total, margin))
         return result
 
 
