@@ -4,6 +4,7 @@ small mode end to end (micro zoo, one problem, every arm)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -155,6 +156,22 @@ def test_small_mode_runs_every_arm(tmp_path: Path) -> None:
 
     searched = load_tasks(f"zoo:{out / 'fitness_tasks'}", split=None)
     assert searched and load_tasks(f"zoo:{out / 'fitness_tasks'}", split="test") == []
+    # the score-agreement benchmark reads this run back: its candidates are the row's
+    agree = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "score_agreement.py")]
+        + ["--zoo", str(tmp_path / "zoo"), "--suite", str(tmp_path / "suite")]
+        + ["--runs", str(out), "--halves", "3", "--out", str(tmp_path / "agree.json")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+    assert agree.returncode == 0, agree.stderr[-3000:]
+    (arow,) = json.loads((tmp_path / "agree.json").read_text())["rows"]
+    assert arow["problem"] == "golden_layer" and arow["candidates"] == len(arow["test"]) >= 3
+    assert row["a"] in arow["test"] and row["linear"] in arow["test"]
+    assert set(arow["scores"]) >= {"gold_prob", "greedy", "gold_margin@1"}
+    assert "| golden_layer |" in agree.stdout
 
 
 def test_rescorer_prefers_the_candidate_that_holds_up_on_fresh_items() -> None:
@@ -237,3 +254,24 @@ def test_a_cached_row_reads_back_as_a_fresh_one() -> None:
     assert all(v is True for k, v in ss.targets(back, budgets).items() if not k.startswith("_"))
     text = ss.markdown(back, budgets, ss.targets(back, budgets))
     assert "| p0 | guided | 0.620 [0.620, 0.620] | 0.660" in text
+
+
+def test_score_agreement_scores_and_their_rank_agreement() -> None:
+    import numpy as np
+
+    sa = load_benchmark("score_agreement")
+    s = sa.item_scores([-0.1, -3.0], [2.0, -0.5])
+    assert s["gold_prob"] == pytest.approx([math.exp(-0.1), math.exp(-3.0)])
+    assert s["greedy"].tolist() == [1.0, 0.0]
+    assert s["gold_margin@1"] == pytest.approx([1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(0.5))])
+    assert s["gold_margin@0.5"][0] > s["gold_margin@1"][0]  # sharper: nearer 1 when right
+    # three candidates, two categories: macro means are hand-computable
+    cats = ["x", "x", "y", "y"]
+    values = np.array([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    assert sa.macro(values, cats).tolist() == pytest.approx([0.75, 0.25, 1.0])
+    agree = sa.agreement(values, cats, test=[0.5, 0.2, 0.9], halves=0, seed=0)
+    assert agree["spearman"] == pytest.approx(1.0)
+    # fitness ranks 2, 1, 3 against test ranks 2, 3, 1: 1 - 6 * (0 + 4 + 4) / (3 * 8) = -1
+    reversed_ = sa.agreement(values, cats, test=[0.5, 0.9, 0.2], halves=4, seed=0)
+    assert reversed_["spearman"] == pytest.approx(-1.0)
+    assert -1.0 <= reversed_["reliability"] <= 1.0
