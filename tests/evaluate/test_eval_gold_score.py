@@ -150,3 +150,47 @@ def test_gold_margin_refuses_a_backend_without_token_logprobs(fake_backend_cls: 
     items = [TaskItem("a", "X", "q", "1")]
     with pytest.raises(EvaluationError, match="FakeBackend backend does not give"):
         evaluate(fake_backend_cls(logliks={("q", "1"): -1.0}), items, scorer="gold_margin")
+
+
+class _ScriptedSGLang:
+    """Answers ``engine.generate(input_ids=..., return_logprob=True, top_logprobs_num=2)``
+    as SGLang does, from a transformers model's own logits: per position, the token's
+    logprob and the top-2 as (logprob, token id, text); position 0 holds None."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def generate(self, input_ids: list[list[int]], **params: Any) -> list[dict]:
+        assert params["top_logprobs_num"] == 2 and params["logprob_start_len"] == 0
+        outs = []
+        for ids in input_ids:
+            with torch.no_grad():
+                logp = self.model(input_ids=torch.tensor([ids])).logits[0].float()
+            logp = logp.log_softmax(-1)
+            tokens: list[Any] = [None]
+            tops: list[Any] = [None]
+            for pos in range(1, len(ids)):
+                row = logp[pos - 1]
+                tokens.append((float(row[ids[pos]]), ids[pos], None))
+                best = row.topk(2)
+                tops.append([(float(v), int(i), None) for v, i in zip(*best, strict=True)])
+            meta = {"input_token_logprobs": tokens, "input_top_logprobs": tops}
+            outs.append({"text": "", "meta_info": meta})
+        return outs
+
+
+def test_sglang_margins_read_its_top_logprobs_as_transformers_computes_them(tok: Any) -> None:
+    from darwinmerge.evaluate.backends.sglang_backend import SGLangBackend
+
+    model, items = _greedy_items(tok)
+    backend = object.__new__(SGLangBackend)  # no engine process: a scripted one
+    backend.engine = _ScriptedSGLang(model)
+    backend.tokenizer = tok
+    backend.usable = True
+    requests = [(it.prompt, it.gold) for it in items]
+    got = backend.gold_margins(requests)
+    want = TransformersBackend(model, tok, batch_size=3).gold_margins(requests)
+    for (gl, gm), (wl, wm) in zip(got, want, strict=True):
+        assert gl == pytest.approx(wl, rel=1e-4)
+        assert gm == pytest.approx(wm, rel=1e-4, abs=1e-5)
+    assert [m > 0 for _, m in got] == [it.id.startswith("own") for it in items]

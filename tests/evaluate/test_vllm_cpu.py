@@ -119,6 +119,11 @@ def test_generate_and_loglikelihood_match_transformers(engine: Any) -> None:
     assert all(w < -0.1 for w in want)  # real, distinct numbers
     for g, w in zip(got, want, strict=True):
         assert abs(g - w) <= 1e-4 * max(1.0, abs(w)), (family, got, want)
+    # the gold_margin score's inputs: vLLM's top-2 prompt logprobs give the same margins
+    got_m, want_m = backend.gold_margins(REQUESTS), ref.gold_margins(REQUESTS)
+    for (gl, gm), (wl, wm) in zip(got_m, want_m, strict=True):
+        assert abs(gl - wl) <= 1e-4 * max(1.0, abs(wl)), (family, got_m, want_m)
+        assert abs(gm - wm) <= 1e-3 * max(1.0, abs(wm)), (family, got_m, want_m)
 
 
 def test_swaps_in_place_give_the_right_scores(engine: Any, capsys: pytest.CaptureFixture) -> None:
