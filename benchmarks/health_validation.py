@@ -5,6 +5,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/health_validation.py --zoo runs/zoo --fast
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/health_validation.py --zoo runs/zoo \
         --kinds none --search-suite runs/search_suite [--max-children 24]
+    .venv/bin/python benchmarks/health_validation.py --from-json run.json --calibrate \
+        [--rule targets|fewest-alarms] [--margin 0.04 --deviation-margin 0.01]
 
 Parents: the zoo's father (A, t = 0) and mother (B, t = 1). Undamaged children: the
 zoo's hand-made recipes ``moe-from-mother`` (MoE 70 % mother, the rest father; "W") and
@@ -57,6 +59,12 @@ Per kind it reports:
 The targets (issue 20): localization >= 80 %, repair >= 80 %, false alarms <= 10 %,
 sign test p < 0.01. ``--json`` keeps every child's numbers (recoveries per layer and
 candidate) so the margins can be recalibrated without rerunning.
+
+``--from-json RUN --calibrate``: leave-one-seed-out calibration. For each zoo of the run,
+the margins (:data:`CAL_MARGINS` x :data:`CAL_DEV_MARGINS`) are chosen on the OTHER zoos'
+rows by :func:`select_margins` (rule ``targets``: of the cells meeting both targets there,
+the one nearest ``--margin`` / ``--deviation-margin``, by default the current defaults),
+and the held-out zoo's table is reported under them; then the held-out rows pooled.
 """
 
 from __future__ import annotations
@@ -691,7 +699,10 @@ def calibration(rows: list[dict[str, Any]], margins: list[float], dev_margins: l
             print(f"  {m:.3f} / {dm:.4f}: " + " | ".join(cells))
 
 
-def _calibration_cell(rows: list[dict[str, Any]], m: float, dm: float) -> str:
+def grid_counts(rows: list[dict[str, Any]], m: float, dm: float) -> dict[str, int]:
+    """Under margins ``(m, dm)``, recomputed from the rows' stored recoveries: false alarms
+    among the calm children and first flag = the target layer (the damaged layer, a search
+    child's best revert) among the damaged ones."""
     alarms = calm = hits = dmg = 0
     for r in rows:
         flagged = refit(r, m, dm)
@@ -702,7 +713,148 @@ def _calibration_cell(rows: list[dict[str, Any]], m: float, dm: float) -> str:
         if is_damaged(r):
             dmg += 1
             hits += int(bool(flagged) and flagged[0] == _target(r))
-    return f"false alarms {_pct(alarms, calm)}, localized {_pct(hits, dmg)}"
+    return {"alarms": alarms, "calm": calm, "localized": hits, "damaged": dmg}
+
+
+def _calibration_cell(rows: list[dict[str, Any]], m: float, dm: float) -> str:
+    c = grid_counts(rows, m, dm)
+    return (
+        f"false alarms {_pct(c['alarms'], c['calm'])}, "
+        f"localized {_pct(c['localized'], c['damaged'])}"
+    )
+
+
+# ------------------------------------------------------------------ leave-one-seed-out
+#: the calibration grid: LocalizeOptions.margin x LocalizeOptions.deviation_margin
+CAL_MARGINS = (0.02, 0.025, 0.03, 0.035, 0.04, 0.05, 0.06)
+CAL_DEV_MARGINS = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05)
+#: the issue's targets the selection reads: localization and false-alarm rates
+LOCALIZED_MIN = 0.8
+ALARMS_MAX = 0.1
+RULES = ("targets", "fewest-alarms")
+
+
+def _rate(n: int, d: int, empty: float) -> float:
+    return n / d if d else empty
+
+
+def select_margins(
+    cells: dict[tuple[float, float], dict[str, int]],
+    default: tuple[float, float],
+    rule: str = "targets",
+) -> tuple[tuple[float, float], str]:
+    """The (margin, deviation margin) a rule picks from the grid's counts
+    (:func:`grid_counts` per cell, on the training rows only), and which step decided.
+
+    ``targets`` (the default): among the cells that meet both targets on the training
+    rows (localized >= :data:`LOCALIZED_MIN` of the damaged children, false alarms <=
+    :data:`ALARMS_MAX` of the calm ones), the one nearest the current defaults: change
+    the defaults as little as the targets ask. ``fewest-alarms``: among the cells with
+    localized >= :data:`LOCALIZED_MIN`, the fewest false alarms, then the most localized,
+    then the nearest the defaults.
+
+    Fallbacks (both rules): no cell meets both targets -> ``fewest-alarms``; no cell
+    localizes enough -> the most localized, then the fewest false alarms. "Nearest the
+    defaults" is ``|m / m0 - 1| + |dm / dm0 - 1|`` (a zero default counts as 1e-9), and
+    remaining ties go to the smaller margin, then the smaller deviation margin."""
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
+    m0, dm0 = default
+
+    def dist(key: tuple[float, float]) -> tuple[float, float, float]:
+        m, dm = key
+        d = abs(m / max(m0, 1e-9) - 1) + abs(dm / max(dm0, 1e-9) - 1)
+        return (round(d, 9), m, dm)
+
+    def loc(key: tuple[float, float]) -> float:
+        return _rate(cells[key]["localized"], cells[key]["damaged"], 1.0)
+
+    def alarm(key: tuple[float, float]) -> float:
+        return _rate(cells[key]["alarms"], cells[key]["calm"], 0.0)
+
+    enough = [k for k in cells if loc(k) >= LOCALIZED_MIN - 1e-12]
+    both = [k for k in enough if alarm(k) <= ALARMS_MAX + 1e-12]
+    if rule == "targets" and both:
+        return min(both, key=dist), "both targets met; nearest the defaults"
+    if enough:
+        return (
+            min(enough, key=lambda k: (alarm(k), -loc(k), *dist(k))),
+            "fewest false alarms with localized >= 80%"
+            + ("" if rule == "fewest-alarms" else " (no cell meets both targets)"),
+        )
+    return (
+        min(cells, key=lambda k: (-loc(k), alarm(k), *dist(k))),
+        "no cell localizes 80%: the most localized",
+    )
+
+
+def leave_one_seed_out(
+    rows: list[dict[str, Any]],
+    default: tuple[float, float],
+    rule: str = "targets",
+    margins: tuple[float, ...] = CAL_MARGINS,
+    dev_margins: tuple[float, ...] = CAL_DEV_MARGINS,
+) -> dict[str, Any]:
+    """For each zoo (``row["zoo"]``): the margins :func:`select_margins` picks on the
+    OTHER zoos' rows, and the held-out zoo's table under them (:func:`with_margins`,
+    :func:`summarise`); ``pooled``: the held-out rows of every fold together; ``all``:
+    the margins the rule picks on every row (what a default would be set to)."""
+    groups = sorted({r["zoo"] for r in rows})
+    if len(groups) < 2:
+        raise SystemExit(f"leave-one-seed-out needs rows of two zoos or more; got {groups}")
+
+    def pick(train: list[dict[str, Any]]) -> tuple[tuple[float, float], str]:
+        cells = {(m, dm): grid_counts(train, m, dm) for m in margins for dm in dev_margins}
+        return select_margins(cells, default, rule)
+
+    folds, held_rows = [], []
+    for g in groups:
+        (m, dm), why = pick([r for r in rows if r["zoo"] != g])
+        held = [with_margins(r, m, dm) for r in rows if r["zoo"] == g]
+        held_rows += held
+        folds.append({"held_out": g, "margin": m, "deviation_margin": dm, "why": why,
+                      "summary": summarise(held)["all"]})  # fmt: skip
+    (m, dm), why = pick(rows)
+    return {
+        "rule": rule,
+        "folds": folds,
+        "pooled": summarise(held_rows)["all"],
+        "all": {"margin": m, "deviation_margin": dm, "why": why},
+    }
+
+
+def print_folds(cal: dict[str, Any]) -> None:
+    """The folds of :func:`leave_one_seed_out` as a table, then whether the held-out
+    results meet the targets."""
+    print()
+    print(f"leave-one-seed-out calibration, rule {cal['rule']!r} (margins chosen on the "
+          "other zoos' rows; the held-out zoo's rows under them):")  # fmt: skip
+    print(f"{'held out':<10}{'margin':>8}{'dev.m.':>8}{'detected':>14}{'localized':>14}"
+          f"{'repaired>=1/2':>15}{'false alarms':>15}{'vs random (w/l, p)':>24}")  # fmt: skip
+    lines = [(f["held_out"], f"{f['margin']:.3f}", f"{f['deviation_margin']:.4f}",
+              f["summary"]) for f in cal["folds"]]  # fmt: skip
+    lines.append(("pooled", "", "", cal["pooled"]))
+    for name, m, dm, s in lines:
+        vr = f"{s['wins']}/{s['losses']} p={s['p']:.2g}" if s["paired"] else "-"
+        print(f"{name:<10}{m:>8}{dm:>8}{_pct(s['detected'], s['damaged']):>14}"
+              f"{_pct(s['localized'], s['damaged']):>14}"
+              f"{_pct(s['repaired'], s['localized']):>15}{_pct(s['alarms'], s['calm']):>15}"
+              f"{vr:>24}")  # fmt: skip
+    for f in cal["folds"]:
+        print(f"  held out {f['held_out']}: {f['why']}")
+    a = cal["all"]
+    print(f"  on every row the rule picks {a['margin']} / {a['deviation_margin']} ({a['why']})")
+    print("  (repair under margins other than the run's counts only children whose first flag "
+          "is unchanged; a changed one counts as not repaired)")  # fmt: skip
+    p = cal["pooled"]
+    checks = [
+        ("localization", p["damaged"] > 0 and p["localized"] >= LOCALIZED_MIN * p["damaged"]),
+        ("repair", p["localized"] > 0 and p["repaired"] >= 0.8 * p["localized"]),
+        ("false alarms", p["calm"] > 0 and p["alarms"] <= ALARMS_MAX * p["calm"]),
+        ("vs random", p["paired"] > 0 and p["p"] < 0.01),
+    ]
+    print("  pooled held out: " + "; ".join(f"{n}: {'met' if ok else 'NOT met'}"
+                                             for n, ok in checks))  # fmt: skip
 
 
 def print_table(summary: dict[str, Any], targets: bool = True) -> None:
@@ -777,9 +929,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--from-json", type=Path, default=None, help="reprint the tables of a saved run"
     )
+    ap.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="with --from-json: leave-one-seed-out choice of the margins (per zoo, chosen "
+        "on the other zoos' rows)",
+    )
+    ap.add_argument("--rule", choices=RULES, default="targets", help="the --calibrate rule")
     args = ap.parse_args(argv)
-    margins = [0.02, 0.025, 0.03, 0.04, 0.05]
-    dev_margins = [0.0, 0.002, 0.005, 0.01, 0.02]
+    margins, dev_margins = list(CAL_MARGINS), list(CAL_DEV_MARGINS)
     torch.set_num_threads(1)
     from darwinmerge.health import LocalizeOptions
 
@@ -787,8 +945,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.margin = LocalizeOptions().margin
     if args.deviation_margin is None:
         args.deviation_margin = LocalizeOptions().deviation_margin
+    if args.calibrate and args.from_json is None:
+        ap.error("--calibrate reads a saved run: give --from-json")
     if args.from_json is not None:
         rows = json.loads(args.from_json.read_text())["rows"]
+        if args.calibrate:
+            cal = leave_one_seed_out(rows, (args.margin, args.deviation_margin), args.rule)
+            print_folds(cal)
+            return cal
         rows = [with_margins(r, args.margin, args.deviation_margin) for r in rows]
         print(f"margins {args.margin} / {args.deviation_margin} (from {args.from_json})")
         summary = summarise(rows)

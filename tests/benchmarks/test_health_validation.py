@@ -329,3 +329,120 @@ def test_routing_flags_count_with_loss_evidence_when_margins_are_recomputed() ->
     assert hv.routing_problem({**row, "worse": ["CODE"]}, [])
     assert not hv.routing_problem({**row, "routing_layers": [], "worse": ["CODE"]}, [])
     assert hv.routing_problem({"routing": True, "worse": []}, [])  # a row stored before
+
+
+# ------------------------------------------------------------- leave-one-seed-out calibration
+def _cal_row(zoo: str, loss: float, span0: float = 0.0, a1: float = 0.0) -> dict:
+    """A hand-made child of a two-layer model whose stored localization ``refit`` reads:
+    layer 0 leaves the parents' span (experts at t = 2; the damaged layer when ``loss`` is
+    large) and its span candidate recovers ``span0``; parent A's layer 1 recovers ``a1``."""
+    damaged_or_near = span0 > 0.0
+    return {
+        "zoo": zoo,
+        "kind": "overshoot2" if damaged_or_near else "healthy",
+        "base": "U",
+        "layer": 0 if damaged_or_near else None,
+        "test": 0.80 - loss,
+        "base_test": 0.80,
+        "healthy": True,
+        "localized": [],
+        "worse": [],
+        "routing": False,
+        "routing_layers": [],
+        "recovery": {"span": [span0, 0.0], "A": [0.0, a1], "B": [0.0, 0.0]},
+        "loc": {
+            "num_layers": 2,
+            "span_t": {"experts": [2.0 if damaged_or_near else 0.5, 0.5]},
+            "span_dist": {"experts": [0.0, 0.0]},
+            "t_ref": {"experts": 0.5},
+            "deviating": [["experts"] if damaged_or_near else [], []],
+        },
+    }
+
+
+def _cal_seed(zoo: str, damaged_span: float, calm_span: float) -> list[dict]:
+    """10 damaged children (-0.10 on test) whose span candidate recovers ``damaged_span``
+    at the damaged layer, 10 calm ones (-0.01) leaving the span at layer 0 that recovers
+    ``calm_span``, and 2 undamaged ones whose parent-A layer 1 recovers 0.035."""
+    return (
+        [_cal_row(zoo, 0.10, span0=damaged_span) for _ in range(10)]
+        + [_cal_row(zoo, 0.01, span0=calm_span) for _ in range(10)]
+        + [_cal_row(zoo, 0.0, a1=0.035) for _ in range(2)]
+    )
+
+
+def test_leave_one_seed_out_picks_each_fold_on_the_other_seed_only() -> None:
+    """Seed s0 alone asks for (0.04, 0.02): 0.01 flags its calm children (span 0.015), 0.03
+    misses its damage (span 0.025), margin 0.03 flags the two undamaged (A 0.035). Seed s1
+    alone asks for (0.04, 0.03) (calm 0.025, damage 0.035). Each held-out seed is judged
+    under the other's choice, which is wrong for it in a known way."""
+    hv = _module()
+    rows = _cal_seed("s0", damaged_span=0.025, calm_span=0.015) + _cal_seed(
+        "s1", damaged_span=0.035, calm_span=0.025
+    )
+    assert hv.grid_counts(rows[:22], 0.04, 0.02) == {
+        "alarms": 0, "calm": 12, "localized": 10, "damaged": 10
+    }  # fmt: skip
+    assert hv.grid_counts(rows[:22], 0.03, 0.02)["alarms"] == 2
+    assert hv.grid_counts(rows[:22], 0.04, 0.01)["alarms"] == 10
+    assert hv.grid_counts(rows[:22], 0.04, 0.03)["localized"] == 0
+    grid = {"margins": (0.03, 0.04), "dev_margins": (0.01, 0.02, 0.03)}
+    cal = hv.leave_one_seed_out(rows, (0.04, 0.01), **grid)
+    f0, f1 = cal["folds"]
+    assert (f0["held_out"], f0["margin"], f0["deviation_margin"]) == ("s0", 0.04, 0.03)
+    assert (f1["held_out"], f1["margin"], f1["deviation_margin"]) == ("s1", 0.04, 0.02)
+    # s0 under s1's choice misses every damaged child and raises no alarm; s1 under s0's
+    # choice localizes all its damage and flags its 10 calm children
+    s0, s1 = f0["summary"], f1["summary"]
+    assert (s0["damaged"], s0["detected"], s0["localized"], s0["alarms"]) == (10, 0, 0, 0)
+    assert (s1["damaged"], s1["detected"], s1["localized"], s1["alarms"]) == (10, 10, 10, 10)
+    assert (s1["calm"], s1["repaired"]) == (12, 0)  # no repair measured for a new first flag
+    p = cal["pooled"]
+    assert (p["damaged"], p["localized"], p["calm"], p["alarms"]) == (20, 10, 24, 10)
+    # on every row no cell meets both targets: the fewest alarms among those localizing 80 %
+    assert (cal["all"]["margin"], cal["all"]["deviation_margin"]) == (0.04, 0.02)
+    assert "no cell meets both targets" in cal["all"]["why"]
+    with pytest.raises(SystemExit):
+        hv.leave_one_seed_out(rows[:22], (0.04, 0.01), **grid)  # one seed: no fold
+
+
+def _cells(**counts: tuple[int, int, int, int]) -> dict:
+    """cells keyed (margin, deviation margin) from 'm_dm' names: (alarms, calm, hits, damaged)."""
+    out = {}
+    for key, (a, c, h, d) in counts.items():
+        m, dm = (float(x) for x in key.split("_"))
+        out[(m, dm)] = {"alarms": a, "calm": c, "localized": h, "damaged": d}
+    return out
+
+
+def test_select_margins_rules() -> None:
+    hv = _module()
+    cells = _cells(
+        **{
+            "0.04_0.01": (3, 20, 18, 20),  # the defaults: 15 % false alarms
+            "0.04_0.015": (2, 20, 17, 20),  # both targets met, nearest the defaults
+            "0.04_0.025": (0, 20, 16, 20),  # both met, fewest alarms, farther
+            "0.03_0.015": (2, 20, 18, 20),  # both met, more localized, but farther
+            "0.05_0.05": (0, 20, 10, 20),  # no alarm, localizes 50 %
+        }
+    )
+    # |0.03/0.04 - 1| + |0.015/0.01 - 1| = 0.75 > 0.5
+    assert hv.select_margins(cells, (0.04, 0.01))[0] == (0.04, 0.015)
+    assert hv.select_margins(cells, (0.04, 0.01), "fewest-alarms")[0] == (0.04, 0.025)
+    # the defaults themselves are kept when they meet both targets
+    ok = {**cells, (0.04, 0.01): {"alarms": 2, "calm": 20, "localized": 18, "damaged": 20}}
+    assert hv.select_margins(ok, (0.04, 0.01))[0] == (0.04, 0.01)
+    # nothing meets both: fewest alarms with localization >= 80 %, then the most localized
+    none_both = _cells(**{"0.04_0.01": (5, 20, 18, 20), "0.04_0.02": (4, 20, 16, 20),
+                          "0.05_0.02": (4, 20, 17, 20), "0.05_0.05": (0, 20, 10, 20)})  # fmt: skip
+    (m, dm), why = hv.select_margins(none_both, (0.04, 0.01))
+    assert (m, dm) == (0.05, 0.02) and "no cell meets both" in why
+    # nothing localizes 80 %: the most localized, then the fewest alarms
+    weak = _cells(**{"0.04_0.01": (5, 20, 15, 20), "0.05_0.01": (1, 20, 15, 20),
+                     "0.05_0.05": (0, 20, 10, 20)})  # fmt: skip
+    assert hv.select_margins(weak, (0.04, 0.01)) == (
+        (0.05, 0.01),
+        "no cell localizes 80%: the most localized",
+    )
+    with pytest.raises(ValueError, match="known: targets, fewest-alarms"):
+        hv.select_margins(cells, (0.04, 0.01), "best")

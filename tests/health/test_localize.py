@@ -295,15 +295,16 @@ def test_when_every_layer_deviates_only_the_revert_effect_flags_and_ranks():
 
     opt = LocalizeOptions()
     rec = {
-        "span": np.array([0.020, 0.015, 0.0, 0.012]),
+        "span": np.array([0.030, 0.025, 0.0, 0.020]),
         "A": np.array([0.0, 0.080, 0.0, 0.0]),  # L1 taken from parent A: 8 % lower loss
         "B": np.array([0.0, 0.0, 0.0, 0.050]),  # L3 from parent B: 5 %
     }
     # L2 in the span: the deviation route ranks first (by span recovery: L0, L1, L3)
+    assert opt.deviation_margin < rec["span"][3] < rec["span"][0] < opt.margin
     some = [["experts"], ["experts"], [], ["attn"]]
     assert not every_layer_deviates(some)
     assert flag_layers(rec, some, opt) == [0, 1, 3]
-    # every layer off the parents' line (a trimmed merge): no deviation route (L0's 2 %
+    # every layer off the parents' line (a trimmed merge): no deviation route (L0's 3 %
     # span recovery is below the 4 % margin), the revert effect flags and ranks
     every = [["experts"], ["experts"], ["experts"], ["attn"]]
     assert every_layer_deviates(every)
@@ -362,12 +363,13 @@ def test_a_layer_set_to_another_mix_of_the_parents_needs_the_full_margin():
     assert dev == [[], ["experts"], ["experts"], ["norm"]]
     assert leaving == [[], [], ["experts"], ["norm"]]
     rec = {
-        "span": np.array([0.0, 0.02, 0.015, 0.012]),
+        "span": np.array([0.0, 0.03, 0.025, 0.02]),
         "A": np.zeros(4),
         "B": np.zeros(4),
     }
     opt = LocalizeOptions()
-    assert flag_layers(rec, dev, opt, leaving) == [2, 3]  # L1's 2 % is below the 4 % margin
+    assert opt.deviation_margin < rec["span"][3] and rec["span"][1] < opt.margin
+    assert flag_layers(rec, dev, opt, leaving) == [2, 3]  # L1's 3 % is below the 4 % margin
     assert flag_layers(rec, dev, opt) == [1, 2, 3]  # every deviation (stored rows)
     rec["A"] = np.array([0.0, 0.05, 0.0, 0.0])  # a parent's layer lowers it by 5 %
     assert flag_layers(rec, dev, opt, leaving) == [2, 3, 1]

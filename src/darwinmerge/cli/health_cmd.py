@@ -114,7 +114,7 @@ def health_command(
         help="A component deviates when its t (or weights) is this far from the layer's.",
     ),
     localize_deviation_margin: float = typer.Option(
-        0.01,
+        0.015,
         help="Flag a deviating layer whose return to the span lowers the loss this much.",
     ),
     localize_max_layers: int = typer.Option(
