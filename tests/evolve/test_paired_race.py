@@ -246,3 +246,51 @@ def test_resume_of_a_study_cut_off_while_it_was_created(micro_zoo, tmp_path):  #
     assert half_created(open_storage(out))
     run_evolution(cfg, space, box, out, resume=True)
     assert len(json.loads((out / "evolution.json").read_text())["trials"]) == 2
+
+
+class _SpaceWithBlindStart(TwoGeneSpace):
+    def blind_mean(self) -> np.ndarray:
+        return np.array([0.5, 0.5])
+
+
+def test_the_anchor_is_the_blind_start_scored_second_inside_a_widened_box(
+    micro_zoo,  # noqa: F811
+    tmp_path,
+):
+    """``optimizer.anchor``: a search from a prior that is not the blind start also scores
+    the blind start (second trial), and its box grows to hold it; a blind search has no
+    anchor (its start is the blind start), nor has ``anchor: false``; user bounds clip it."""
+    from darwinmerge.evolve.optimizer import SearchBox
+    from darwinmerge.evolve.study import open_storage, stored_box
+
+    space = _SpaceWithBlindStart(micro_zoo / "father", micro_zoo / "mother")
+    guided = SearchBox(("t_mlp", "t_rest"), (0.15, 0.85), (0.05, 0.05), (0.0, 0.7), (0.3, 1.0))
+
+    def run(name: str, box: SearchBox, **extra) -> list[dict]:
+        cfg = EvolveConfig.model_validate(
+            config_data(
+                micro_zoo,
+                trials=4,
+                fitness={"score": "gold_logprob", "subset": 1.0},
+                optimizer={"name": "cmaes", "seed": 1, "popsize": 4, **extra.pop("opt", {})},
+                select={"write_child": False},
+                **extra,
+            )
+        )
+        run_evolution(cfg, space, box, tmp_path / name)
+        return json.loads((tmp_path / name / "evolution.json").read_text())["trials"]
+
+    trials = run("guided", guided)
+    assert trials[0]["genome"] == pytest.approx([0.15, 0.85])  # the prior's start
+    assert trials[1]["genome"] == pytest.approx([0.5, 0.5])  # the anchor
+    box = stored_box(open_storage(tmp_path / "guided"))
+    assert box.lower == pytest.approx((0.0, 0.5)) and box.upper == pytest.approx((0.5, 1.0))
+    assert box.mean == pytest.approx((0.15, 0.85)) and box.sigma == pytest.approx((0.05, 0.05))
+    assert all(0.0 <= t["genome"][0] <= 0.5 and 0.5 <= t["genome"][1] for t in trials)
+    off = run("off", guided, opt={"anchor": False})
+    assert all(t["genome"] != pytest.approx([0.5, 0.5]) for t in off)
+    blind = run("blind", blind_box(["t_mlp", "t_rest"]))
+    assert blind[0]["genome"] == pytest.approx([0.5, 0.5])
+    assert all(t["genome"] != pytest.approx([0.5, 0.5]) for t in blind[1:])
+    clipped = run("clipped", guided, bounds={"t_mlp": [0.0, 0.4]})
+    assert clipped[1]["genome"] == pytest.approx([0.4, 0.5])

@@ -244,6 +244,27 @@ def worker_spec(
     )
 
 
+def anchor_genome(config: EvolveConfig, space: Any, box: SearchBox) -> np.ndarray | None:
+    """The blind start that ``optimizer.anchor`` adds as the second trial (clipped into
+    the user's ``bounds``), or None: anchor off, no start trial, a space without a blind
+    start or with its own start genome (``trust: gene``), or a start that is already
+    the blind one (the blind prior's)."""
+    opt = config.optimizer
+    if not (opt.anchor and opt.start_first) or getattr(space, "start_genome", None) is not None:
+        return None
+    blind_mean = getattr(space, "blind_mean", None)
+    if blind_mean is None:
+        return None
+    neutral = np.asarray(blind_mean(), dtype=float).copy()
+    for i, name in enumerate(box.names):
+        if name in config.bounds:
+            lo, hi = config.bounds[name]
+            neutral[i] = min(max(neutral[i], lo), hi)
+    if np.allclose(neutral, np.asarray(box.mean, dtype=float), atol=1e-9):
+        return None
+    return neutral
+
+
 def run_evolution(
     config: EvolveConfig,
     space: Any,
@@ -267,6 +288,9 @@ def run_evolution(
     # every check that can fail runs before the run folder is touched
     every, _fitness, subset, categories = _items(config)
     narrowed = box.narrowed(dict(config.bounds))
+    anchor = anchor_genome(config, space, narrowed)
+    if anchor is not None:
+        narrowed = narrowed.including(anchor)
     _prepare_run_dir(out, config, resume=resume, force=force)
     objective = Objective(tuple(categories), config.fitness.keep)
     storage = open_storage(out, config.storage)
@@ -298,6 +322,8 @@ def run_evolution(
             first = getattr(space, "start_genome", None)
             first = box.mean if first is None else first
             study.enqueue_trial(dict(zip(box.names, map(float, first), strict=True)))
+        if anchor is not None:
+            study.enqueue_trial(dict(zip(box.names, map(float, anchor), strict=True)))
         mark_created(study)
     spec = worker_spec(config, subset, categories)
     if spec.score != "accuracy":

@@ -114,6 +114,18 @@ class SearchBox:
         box.check()
         return box
 
+    def including(self, point: Sequence[float]) -> SearchBox:
+        """The smallest box holding this one and ``point`` (unit space): what the search
+        may reach grows to ``point``; the mean and the step sizes stay."""
+        p = [float(v) for v in point]
+        if len(p) != len(self.names):
+            raise ConfigError(f"genome: a point has {len(p)} genes, the box {len(self.names)}")
+        lower = tuple(min(lo, v) for lo, v in zip(self.lower, p, strict=True))
+        upper = tuple(max(hi, v) for hi, v in zip(self.upper, p, strict=True))
+        box = SearchBox(self.names, self.mean, self.sigma, lower, upper)
+        box.check()
+        return box
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "names": list(self.names),
