@@ -22,10 +22,12 @@ D = 8
 NAMES = [f"g{i}" for i in range(D)]
 
 
-def _best(box, space, target, seed, budget=40):
+def _best(box, space, target, seed, budget=40, enqueue=()):
     storage = optuna.storages.InMemoryStorage()
     sampler = make_sampler("cmaes", box, seed=seed, options={})
     study = create_study(storage, sampler, box=box, directions=["maximize"], attrs={})
+    for genome in enqueue:  # as run_evolution enqueues the start and the anchor
+        study.enqueue_trial(dict(zip(box.names, map(float, genome), strict=True)))
     run_search(
         study,
         box,
@@ -60,7 +62,7 @@ def test_codec_blends_the_prior_and_reaches_every_genome() -> None:
 
 @pytest.mark.parametrize("wrong", [True, False])
 def test_trust_gene_escapes_a_wrong_prior_and_keeps_a_right_one(wrong) -> None:
-    blind, guided, trusted = [], [], []
+    blind, guided, trusted, anchored, floor = [], [], [], [], []
     for seed in range(5):
         rng = np.random.default_rng(seed)
         target = rng.uniform(0.6, 0.95, D)
@@ -73,10 +75,19 @@ def test_trust_gene_escapes_a_wrong_prior_and_keeps_a_right_one(wrong) -> None:
         blind.append(_best(blind_box(NAMES), inner, target, seed))
         guided.append(_best(SearchBox.from_prior(NAMES, prior), inner, target, seed))
         trusted.append(_best(tbox, space, target, seed))
+        # optimizer.anchor: the prior's start, then the blind start, in a box holding both
+        neutral = np.full(D, 0.5)
+        abox = SearchBox.from_prior(NAMES, prior).including(neutral)
+        anchored.append(_best(abox, inner, target, seed, enqueue=(p, neutral)))
+        floor.append(1.0 - 4.0 * float(np.mean((neutral - target) ** 2)))
     blind_m, guided_m, trusted_m = map(np.median, (blind, guided, trusted))
+    # the anchor is a floor: never below the blind start, whatever the prior
+    assert all(a >= f - 1e-12 for a, f in zip(anchored, floor, strict=True))
     if wrong:  # the plain guided search is trapped in its box; the trusted one is not
         assert guided_m < blind_m - 0.4
         assert trusted_m > guided_m + 0.3 and min(trusted) > max(guided)
+        assert np.median(anchored) > guided_m + 0.5  # out of the trap, not to blind's level
     else:  # a right prior: both guided searches beat blind, the trusted one by as much
         assert guided_m > blind_m + 0.03 and trusted_m > blind_m + 0.03
         assert trusted_m > guided_m - 0.01
+        assert np.median(anchored) > guided_m - 0.01  # the anchor costs a right prior nothing
