@@ -41,11 +41,12 @@ class OptimizerConfig(_Frozen):
     ``start_first``: the prior's start (its mean genome) is the first trial, so that it is
     scored like any candidate, can be returned, and is the incumbent the paired race
     holds every later candidate to; ``anchor``: when the start is not the space's blind
-    start (an MRI prior's), the blind start (the plain merge a search without scans
-    begins from: the 50/50 merge in the ``seed`` space) is the second trial and the
-    search box is widened to hold it, so that evidence that is confident and wrong
-    cannot keep the search below the plain merge: the anchor can be returned, and where
-    it ranks high CMA-ES moves its mean toward it. One evaluation of the budget."""
+    start (an MRI prior's), the blind start (``space.blind_mean()``, what a blind search
+    of the space begins from: 0.5 on every ``seed`` gene, the 50/50 merge) is the second
+    trial and the search box is widened to hold it, so that evidence that is confident
+    and wrong cannot keep the search below the plain merge: the anchor can be returned,
+    and where it ranks high CMA-ES moves its mean toward it. One evaluation of the
+    budget."""
 
     name: str = "cmaes"
     seed: int = 0
