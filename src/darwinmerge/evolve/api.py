@@ -290,7 +290,7 @@ def run_evolution(
     narrowed = box.narrowed(dict(config.bounds))
     anchor = anchor_genome(config, space, narrowed)
     if anchor is not None:
-        narrowed = narrowed.including(anchor)
+        narrowed = narrowed.including(anchor.tolist())
     _prepare_run_dir(out, config, resume=resume, force=force)
     objective = Objective(tuple(categories), config.fitness.keep)
     storage = open_storage(out, config.storage)
