@@ -23,7 +23,7 @@
   answer without generating; ``value`` is ``sigmoid(m / temperature)``, a smoothed
   version of it in [0, 1]. Unlike ``gold_prob`` (convex in the log-probability: it pays
   more for making some items certain than for making many items right), it agrees with
-  greedy exact match across merges of two specialists (benchmarks/search_suite.py).
+  greedy exact match across merges of two specialists (benchmarks/score_agreement.py).
 """
 
 from __future__ import annotations
