@@ -42,7 +42,8 @@ TEMPERATURES = (0.25, 0.5, 1.0, 2.0)
 def candidates(row: dict[str, Any], work: Path, linear: str) -> dict[str, float]:
     """(recipe YAML or ``parent:NAME``) -> test accuracy, from a search-suite row and its
     arms' ``evolution.json`` files in ``work`` (the problem's folder)."""
-    import numpy as np
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from search_suite import rank_picks
 
     out = {"parent:a": row["a"], "parent:b": row["b"], linear: row["linear"]}
     for arm, data in row["arms"].items():
@@ -57,13 +58,7 @@ def candidates(row: dict[str, Any], work: Path, linear: str) -> dict[str, float]
     if rc:
         # the same picks search_suite.rank_check made: evenly spaced in fitness rank
         recs = json.loads((work / f"{rc['arm']}-0" / "evolution.json").read_text())["trials"]
-        done = [r for r in recs if r["state"] == "complete" and r["values"] and r["recipe"]]
-        unique: dict[str, dict[str, Any]] = {}
-        for r in sorted(done, key=lambda r: r["values"][0]):
-            unique.setdefault(r["recipe"], r)
-        pool = list(unique.values())
-        idx = sorted({round(i) for i in np.linspace(0, len(pool) - 1, rc["n"])})
-        picks = [pool[i] for i in idx]
+        picks = rank_picks(recs, rc["n"])
         if [p["values"][0] for p in picks] == rc["fitness"]:
             for p, t in zip(picks, rc["test"], strict=True):
                 out[p["recipe"]] = t
@@ -121,8 +116,6 @@ def run_problem(args: argparse.Namespace, name: str, fit_items: list[Any]) -> di
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import search_suite as ss
 
-    from darwinmerge.evaluate.tasks import TaskItem
-    from darwinmerge.evolve.workers import CandidateWorker, WorkerSpec
     from darwinmerge.zoo.problems import problem_parents
 
     work = args.runs / name
@@ -130,14 +123,9 @@ def run_problem(args: argparse.Namespace, name: str, fit_items: list[Any]) -> di
     paths = problem_parents(args.suite, name)
     cands = candidates(row, work, ss.linear_yaml(paths))
     cats = [it.category for it in fit_items]
-    spec = WorkerSpec(
-        parents=(("a", str(paths["a"])), ("b", str(paths["b"]))),
-        base=str(paths["base"]) if paths["base"] is not None else None,
-        items=(TaskItem(id="-", category="-", prompt="test", answer="-"),),
-        categories=tuple(sorted(set(cats))),
-        batch_size=args.batch_size,
-    )
-    worker = CandidateWorker(spec, "agreement")
+    # the suite's own judge worker (both parents resident), used here for forward passes
+    judge_args = argparse.Namespace(batch_size=args.batch_size, max_new_tokens=32)
+    worker = ss.Judge(paths, fit_items, judge_args).worker
     requests = [(it.prompt, it.gold) for it in fit_items]
     per: dict[str, list[Any]] = {}
     for which in cands:

@@ -301,6 +301,21 @@ def settings_key(args: argparse.Namespace) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def rank_picks(records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """``n`` distinct complete trials (by recipe, the first in fitness order kept), evenly
+    spaced in fitness rank, lowest first (all of them when there are fewer)."""
+    import numpy as np
+
+    done = [r for r in records if r["state"] == "complete" and r["values"] and r["recipe"]]
+    unique: dict[str, dict[str, Any]] = {}
+    for r in sorted(done, key=lambda r: r["values"][0]):
+        unique.setdefault(r["recipe"], r)
+    pool = list(unique.values())
+    if not pool or n < 1:
+        return []
+    return [pool[i] for i in sorted({round(i) for i in np.linspace(0, len(pool) - 1, n)})]
+
+
 def rank_check(records: list[dict[str, Any]], judge: Judge, n: int) -> dict[str, Any] | None:
     """Does the score the search optimizes agree with test accuracy across candidates?
     ``n`` trials of one search run, evenly spaced in fitness rank (so the sample spans the
@@ -310,14 +325,9 @@ def rank_check(records: list[dict[str, Any]], judge: Judge, n: int) -> dict[str,
 
     from darwinmerge.mri.compare import spearman
 
-    done = [r for r in records if r["state"] == "complete" and r["values"] and r["recipe"]]
-    unique: dict[str, dict[str, Any]] = {}
-    for r in sorted(done, key=lambda r: r["values"][0]):
-        unique.setdefault(r["recipe"], r)
-    pool = list(unique.values())
-    if n < 3 or len(pool) < 3:
+    picks = rank_picks(records, n)
+    if n < 3 or len(picks) < 3:
         return None
-    picks = [pool[i] for i in sorted({round(i) for i in np.linspace(0, len(pool) - 1, n)})]
     fit = np.array([r["values"][0] for r in picks], dtype=float)
     test = np.array([judge.score(r["recipe"])["overall"] for r in picks], dtype=float)
     return {
